@@ -1,0 +1,234 @@
+"""The partitioned assets: `raw_messages` lands a stream-ID range, `telemetry` makes meaning of it."""
+
+
+import json
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import polars as pl
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    BackfillPolicy,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from dagster_project.decoding.batch import DECODER_VERSION, DecodeOptions, decode_batch
+from dagster_project.partitions import hourly_arrival_partitions
+from dagster_project.resources import DatabaseResource, MqttPublisherResource, RedisStreamsResource
+from dagster_project.storage import (
+    BatchInfo,
+    finish_batch,
+    land_raw,
+    load_f2_catalog,
+    load_raw,
+    open_batch,
+    reconcile,
+    store_events,
+    store_measurements,
+    store_rejected,
+)
+from dagster_project.validation import EventSchema, MeasurementSchema, split_valid
+from dagster_project.windows import HOUR_MS, Window
+from iot_etl.settings import get_settings
+from iot_etl.streams import EntryId, id_range
+
+BACKFILL_HOURS_PER_RUN = 6
+
+
+class WindowConfig(Config):
+    """The exact arrival range a run processes; 0/0 means the partitions' whole hours (backfills)."""
+
+    start_ms: int = 0
+    end_ms: int = 0
+
+
+def run_window(context: AssetExecutionContext, config: WindowConfig) -> Window:
+    hours = context.partition_time_window
+    part_start = int(hours.start.timestamp() * 1000)
+    part_end = int(hours.end.timestamp() * 1000)
+    if not config.start_ms and not config.end_ms:
+        return Window(part_start, part_end)
+    if not (part_start <= config.start_ms < config.end_ms <= part_end):
+        raise ValueError(
+            f"configured range {config.start_ms}..{config.end_ms} is not inside partition(s) "
+            f"{context.partition_key_range.start}..{context.partition_key_range.end}"
+        )
+    return Window(config.start_ms, config.end_ms)
+
+
+def _utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _batch_info(context: AssetExecutionContext, window: Window, streams: list[str]) -> BatchInfo:
+    keys = context.partition_key_range
+    start_id, end_id = id_range(window.start_ms, window.end_ms)
+    return BatchInfo(
+        run_id=context.run.run_id,
+        partition_key=keys.start if keys.start == keys.end else f"{keys.start}..{keys.end}",
+        range_start=_utc(window.start_ms),
+        range_end=_utc(window.end_ms),
+        start_id=start_id,
+        end_id=end_id,
+        streams=streams,
+        decoder_version=DECODER_VERSION,
+    )
+
+
+@asset(
+    partitions_def=hourly_arrival_partitions,
+    backfill_policy=BackfillPolicy.multi_run(BACKFILL_HOURS_PER_RUN),
+    group_name="ingest",
+    description="Every stream entry of the arrival range, untouched, in `raw_messages` (the durable archive).",
+)
+def raw_messages(
+    context: AssetExecutionContext, config: WindowConfig, redis: RedisStreamsResource, database: DatabaseResource
+) -> MaterializeResult:
+    window = run_window(context, config)
+    streams = redis.streams()
+    client = redis.client()
+    read = landed = 0
+    with database.connect() as conn:
+        batch_id = open_batch(conn, _batch_info(context, window, streams))
+        for stream in streams:
+            for page in redis.read_range(client, stream, window.start_ms, window.end_ms):
+                rows = []
+                for entry_id, fields in page:
+                    eid = EntryId.parse(entry_id)
+                    rows.append((
+                        _utc(eid.ms), stream, eid.ms, eid.seq, fields[b"topic"].decode("utf-8", "replace"),
+                        fields[b"payload"], int(fields.get(b"qos", b"0")), fields.get(b"retain") == b"1",
+                        int(fields.get(b"rx_us", eid.ms * 1000)),
+                    ))
+                read += len(rows)
+                landed += land_raw(conn, rows, batch_id)
+        finish_batch(conn, batch_id, raw_count=read)
+    start_id, end_id = id_range(window.start_ms, window.end_ms)
+    return MaterializeResult(
+        metadata={
+            "start_id": start_id,
+            "end_id": end_id,
+            "range": f"{_utc(window.start_ms).isoformat()} .. {_utc(window.end_ms).isoformat()}",
+            "entries_read": read,
+            "rows_new": landed,
+            "batch_id": batch_id,
+        }
+    )
+
+
+def _event_feedback(
+    mqtt: MqttPublisherResource, events: pl.DataFrame, rejected: pl.DataFrame, raw: pl.DataFrame
+) -> list[tuple[str, dict]]:
+    """ACKs for stored events, ACK + dead letter for rejected ones (reference 004)."""
+    messages: list[tuple[str, dict]] = [
+        (mqtt.ack_topic(device), {"schema": 1, "event_id": event_id, "device_id": device, "status": "stored"})
+        for device, event_id in events.select("device_key", "event_id").iter_rows()
+    ]
+    bad = rejected.filter(pl.col("topic").str.starts_with("qs/v1/") & (pl.col("stage") != "duplicate"))
+    if bad.is_empty():
+        return messages
+    payloads = dict(raw.filter(pl.col("raw_id").is_in(bad["raw_id"].implode())).select("raw_id", "payload")
+                    .iter_rows())
+    for raw_id, item, reason, detail, topic in bad.select("raw_id", "item", "reason", "detail", "topic").iter_rows():
+        payload = payloads.get(raw_id, b"")
+        text = payload.decode("utf-8", "replace")
+        device = topic.split("/")[2] if topic.count("/") >= 3 else ""
+        event_id = None
+        try:
+            doc = json.loads(text)
+            element = doc[item] if isinstance(doc, list) else doc
+            event_id = element.get("event_id") if isinstance(element, dict) else None
+        except (ValueError, IndexError, TypeError):
+            pass
+        error = f"{reason}: {detail}"
+        if device:
+            messages.append((mqtt.ack_topic(device), {"schema": 1, "event_id": event_id, "device_id": device,
+                                                      "status": "rejected", "error": error}))
+        messages.append((mqtt.deadletter_topic, {"error": error, "topic": topic, "payload": text,
+                                                  "raw_id": raw_id}))
+    return messages
+
+
+@asset(
+    partitions_def=hourly_arrival_partitions,
+    backfill_policy=BackfillPolicy.multi_run(BACKFILL_HOURS_PER_RUN),
+    deps=[raw_messages],
+    group_name="ingest",
+    check_specs=[AssetCheckSpec("reconciliation", asset="telemetry",
+                                description="Every raw message of the hour so far is a fact row or rejected.")],
+    description="Decoded, validated measurements and events (facts carry raw_id and batch_id lineage); "
+    "everything else in `rejected` with its reason.",
+)
+def telemetry(
+    context: AssetExecutionContext, config: WindowConfig, database: DatabaseResource, mqtt: MqttPublisherResource
+) -> MaterializeResult:
+    settings = get_settings()
+    window = run_window(context, config)
+    options = DecodeOptions(ZoneInfo(settings.device_timezone), settings.device_ts_max_future_s,
+                            settings.device_ts_min_year)
+    with database.connect() as conn:
+        batch_id = open_batch(conn, _batch_info(context, window, []))
+        raw = load_raw(conn, _utc(window.start_ms), _utc(window.end_ms))
+        decoded = decode_batch(raw, load_f2_catalog(conn), options)
+        measurements, bad_measurements = split_valid(decoded.measurements, MeasurementSchema)
+        events, bad_events = split_valid(decoded.events, EventSchema)
+        stored_m, dup_m = store_measurements(conn, measurements, batch_id)
+        stored_e, dup_e = store_events(conn, events, batch_id)
+        rejected = (
+            pl.concat([decoded.rejected, bad_measurements, bad_events, dup_m, dup_e])
+            .drop("topic")
+            .join(raw.select("raw_id", "topic", "arrived_at"), on="raw_id", how="left")
+        )
+        rejected = rejected.unique(subset=["raw_id", "item"], keep="first", maintain_order=True)
+        store_rejected(conn, rejected, raw["raw_id"], batch_id)
+        duplicates = dup_m.height + dup_e.height
+        finish_batch(conn, batch_id, raw_count=raw.height, measurement_count=stored_m, event_count=stored_e,
+                     rejected_count=rejected.height - duplicates, duplicate_count=duplicates)
+        hour_start = window.start_ms - window.start_ms % HOUR_MS
+        rec = reconcile(conn, _utc(hour_start), _utc(window.end_ms))
+
+    acks = 0
+    feedback: list = []
+    if "dagster/backfill" not in context.run.tags:
+        feedback = _event_feedback(mqtt, events, rejected, raw)
+        try:
+            acks = mqtt.publish_all(feedback)
+        except (OSError, ConnectionError) as exc:
+            context.log.warning(f"could not publish {len(feedback)} ACKs/dead letters: {exc}")
+    reasons = rejected.group_by("reason").len().sort("len", descending=True)
+    return MaterializeResult(
+        metadata={
+            "batch_id": batch_id,
+            "range": f"{_utc(window.start_ms).isoformat()} .. {_utc(window.end_ms).isoformat()}",
+            "raw_messages": raw.height,
+            "measurements": stored_m,
+            "events": stored_e,
+            "rejected": rejected.height - duplicates,
+            "duplicates": duplicates,
+            "feedback_published": f"{acks}/{len(feedback)}",
+            "reject_reasons": MetadataValue.md(
+                "\n".join(f"- {r}: {n}" for r, n in reasons.iter_rows()) or "none"
+            ),
+            "decoder_version": DECODER_VERSION,
+        },
+        check_results=[
+            AssetCheckResult(
+                check_name="reconciliation",
+                passed=rec.unaccounted == 0,
+                severity=AssetCheckSeverity.ERROR,
+                metadata={
+                    "hour_so_far": f"{_utc(hour_start).isoformat()} .. {_utc(window.end_ms).isoformat()}",
+                    "raw": rec.raw,
+                    "with_facts": rec.with_facts,
+                    "rejected": rec.rejected,
+                    "unaccounted": rec.unaccounted,
+                },
+            )
+        ],
+    )

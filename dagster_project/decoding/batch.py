@@ -1,0 +1,163 @@
+"""Decode a batch of raw messages into measurement, event and rejection frames (polars).
+
+Every raw row ends in at least one output row: one measurement per value it carries, one event per
+element, or one rejection per message (or per bad element of an event array). Nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+
+import polars as pl
+
+from dagster_project.decoding.errors import DecodeError
+from dagster_project.decoding.events import decode_event, split_events
+from dagster_project.decoding.f2_messages import F2Catalog, F2Reading, decode_f2_doors, decode_f2_sensor
+from dagster_project.decoding.plain import decode_plain
+from dagster_project.decoding.timestamps import is_sane
+from dagster_project.decoding.topics import Topic, parse_topic
+
+DECODER_VERSION = "1"
+
+UTC_US = pl.Datetime("us", "UTC")
+RAW_SCHEMA = {"raw_id": pl.Int64, "topic": pl.String, "payload": pl.Binary, "rx_us": pl.Int64}
+MEASUREMENT_SCHEMA = {
+    "raw_id": pl.Int64,
+    "item": pl.Int32,
+    "device_key": pl.String,
+    "device_kind": pl.String,
+    "metric": pl.String,
+    "unit": pl.String,
+    "ts": UTC_US,
+    "value_num": pl.Float64,
+    "value_text": pl.String,
+    "arrived_at": UTC_US,
+}
+EVENT_SCHEMA = {
+    "raw_id": pl.Int64,
+    "item": pl.Int32,
+    "device_key": pl.String,
+    "event_id": pl.String,
+    "schema": pl.Int32,
+    "event_type": pl.String,
+    "value_num": pl.Float64,
+    "value_text": pl.String,
+    "unit": pl.String,
+    "ts_device": UTC_US,
+    "ts_server": UTC_US,
+    "meta": pl.String,
+}
+REJECT_SCHEMA = {
+    "raw_id": pl.Int64,
+    "item": pl.Int32,
+    "stage": pl.String,
+    "reason": pl.String,
+    "detail": pl.String,
+    "topic": pl.String,
+}
+_KINDS = {"plain": "plain", "event": "event", "f2_sensor": "f2", "f2_doors": "f2"}
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeOptions:
+    default_tz: tzinfo = UTC
+    max_future_s: int = 300
+    min_year: int = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedBatch:
+    measurements: pl.DataFrame
+    events: pl.DataFrame
+    rejected: pl.DataFrame
+
+
+class _Rows:
+    """Column-wise accumulators: appending to lists is far cheaper than building dicts per row."""
+
+    def __init__(self, schema: dict[str, pl.DataType]) -> None:
+        self.schema = schema
+        self.columns: dict[str, list] = {name: [] for name in schema}
+
+    def add(self, *values: object) -> None:
+        for column, value in zip(self.columns.values(), values, strict=True):
+            column.append(value)
+
+    def frame(self) -> pl.DataFrame:
+        return pl.DataFrame(self.columns, schema=self.schema)
+
+
+def _from_us(us: int) -> datetime:
+    return datetime.fromtimestamp(us / 1_000_000, UTC)
+
+
+class _Decoder:
+    def __init__(self, catalog: F2Catalog, options: DecodeOptions) -> None:
+        self.catalog = catalog
+        self.options = options
+        self.measurements = _Rows(MEASUREMENT_SCHEMA)
+        self.events = _Rows(EVENT_SCHEMA)
+        self.rejected = _Rows(REJECT_SCHEMA)
+
+    def reject(self, raw_id: int, item: int, topic: str, error: DecodeError) -> None:
+        self.rejected.add(raw_id, item, error.stage, error.reason, error.detail[:1000], topic)
+
+    def ts_or_arrival(self, ts: datetime | None, arrival: datetime) -> datetime:
+        if ts is not None and is_sane(ts, arrival, max_future_s=self.options.max_future_s,
+                                      min_year=self.options.min_year):
+            return ts
+        return arrival
+
+    def message(self, raw_id: int, topic_text: str, payload: bytes, rx_us: int) -> None:
+        arrival = _from_us(rx_us)
+        try:
+            topic = parse_topic(topic_text)
+            try:
+                text = payload.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DecodeError("not_utf8", f"payload is not UTF-8 text (byte {exc.start})") from exc
+            if topic.kind == "event":
+                self.event_message(raw_id, topic, topic_text, text, arrival)
+                return
+            readings = self.readings(topic, text)
+        except DecodeError as error:
+            self.reject(raw_id, 0, topic_text, error)
+            return
+        kind = _KINDS[topic.kind]
+        for item, reading in enumerate(readings):
+            self.measurements.add(
+                raw_id, item, topic.device_key, kind, reading.metric, reading.unit,
+                self.ts_or_arrival(reading.ts, arrival), reading.value.value_num, reading.value.value_text,
+                arrival,
+            )
+
+    def readings(self, topic: Topic, text: str) -> list[F2Reading]:
+        if topic.kind == "plain":
+            value, ts = decode_plain(text, self.options.default_tz)
+            return [F2Reading(topic.metric, value.unit, value, ts)]
+        if topic.kind == "f2_sensor":
+            return decode_f2_sensor(topic, text, self.catalog, self.options.default_tz)
+        return decode_f2_doors(topic, text, self.catalog)
+
+    def event_message(self, raw_id: int, topic: Topic, topic_text: str, text: str, arrival: datetime) -> None:
+        for item, element in enumerate(split_events(text)):
+            try:
+                event = decode_event(element, topic.device_key, self.options.default_tz)
+            except DecodeError as error:
+                self.reject(raw_id, item, topic_text, error)
+                continue
+            self.events.add(
+                raw_id, item, topic.device_key, event.event_id, event.schema, event.event_type,
+                event.value_num, event.value_text, event.unit, event.ts_device, arrival,
+                json.dumps(event.meta, sort_keys=True, separators=(",", ":")),
+            )
+
+
+def decode_batch(raw: pl.DataFrame, catalog: F2Catalog, options: DecodeOptions | None = None) -> DecodedBatch:
+    """`raw` has at least raw_id, topic, payload (bytes) and rx_us (listener receive time, µs)."""
+    decoder = _Decoder(catalog, options or DecodeOptions())
+    for raw_id, topic, payload, rx_us in raw.select("raw_id", "topic", "payload", "rx_us").iter_rows():
+        decoder.message(raw_id, topic, payload, rx_us)
+    return DecodedBatch(decoder.measurements.frame(), decoder.events.frame(), decoder.rejected.frame())

@@ -1,0 +1,140 @@
+"""Resources: Redis streams, the telemetry database and an MQTT publisher, configured from settings."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import redis
+from dagster import ConfigurableResource, EnvVar
+
+from iot_etl.mqtt import MqttEndpoint, new_client
+from iot_etl.settings import Settings
+from iot_etl.streams import EntryId, id_range, stream_names
+
+log = logging.getLogger(__name__)
+
+
+class RedisStreamsResource(ConfigurableResource):
+    url: str
+    stream_prefix: str
+    shards: int = 1
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, socket_timeout=30, socket_connect_timeout=5)
+
+    def streams(self) -> list[str]:
+        return stream_names(self.stream_prefix, self.shards)
+
+    def now_ms(self, client: redis.Redis) -> int:
+        """Redis's own clock: the one that assigns entry IDs, so the one that decides what has closed."""
+        seconds, micros = client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    def read_range(self, client: redis.Redis, stream: str, start_ms: int, end_ms: int,
+                   page: int = 5000) -> Iterator[list[tuple[bytes, dict[bytes, bytes]]]]:
+        """Entries of [start_ms, end_ms) in pages, each page starting after the previous one's last ID."""
+        low, high = id_range(start_ms, end_ms)
+        while True:
+            entries = client.xrange(stream, low, high, count=page)
+            if not entries:
+                return
+            yield entries
+            if len(entries) < page:
+                return
+            last = EntryId.parse(entries[-1][0])
+            low = f"({last}"
+
+    def has_entries(self, client: redis.Redis, start_ms: int, end_ms: int) -> bool:
+        low, high = id_range(start_ms, end_ms)
+        return any(client.xrange(stream, low, high, count=1) for stream in self.streams())
+
+    def first_entry_ms(self, client: redis.Redis) -> int | None:
+        firsts = [client.xrange(stream, "-", "+", count=1) for stream in self.streams()]
+        ids = [EntryId.parse(entries[0][0]).ms for entries in firsts if entries]
+        return min(ids) if ids else None
+
+
+class DatabaseResource(ConfigurableResource):
+    url: str
+
+    @contextmanager
+    def connect(self) -> Iterator[psycopg.Connection]:
+        """A connection whose block is one transaction: committed on success, rolled back on error."""
+        with psycopg.connect(self.url, connect_timeout=10) as conn:
+            yield conn
+
+
+class MqttPublisherResource(ConfigurableResource):
+    """Publishes ACKs and dead letters back to devices (QoS 1, waiting for every PUBACK)."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    client_id_prefix: str = "iot-etl-dagster"
+    ack_topic_template: str = "qs/v1/{device_id}/acks"
+    deadletter_topic: str = "qs/v1/deadletter"
+
+    def endpoint(self) -> MqttEndpoint:
+        def path(value: str | None) -> Path | None:
+            return Path(value) if value else None
+
+        return MqttEndpoint(self.host, self.port, self.username, self.password, path(self.tls_ca),
+                            path(self.tls_cert), path(self.tls_key))
+
+    def ack_topic(self, device_id: str) -> str:
+        return self.ack_topic_template.format(device_id=device_id)
+
+    def publish_all(self, messages: list[tuple[str, dict]], timeout_s: float = 30.0) -> int:
+        """Publish JSON messages; returns how many the broker acknowledged within the timeout."""
+        if not messages:
+            return 0
+        client = new_client(self.endpoint(), f"{self.client_id_prefix}-{uuid.uuid4().hex[:8]}")
+        connected = threading.Event()
+        client.on_connect = lambda c, u, f, rc, p: connected.set() if not rc.is_failure else None
+        client.connect(self.host, self.port, keepalive=30)
+        client.loop_start()
+        try:
+            if not connected.wait(10):
+                raise ConnectionError(f"MQTT broker {self.host}:{self.port} did not accept the connection")
+            infos = [client.publish(topic, json.dumps(body, separators=(",", ":")), qos=1)
+                     for topic, body in messages]
+            deadline = time.monotonic() + timeout_s
+            for info in infos:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            return sum(1 for info in infos if info.is_published())
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
+
+def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResource]:
+    return {
+        "redis": RedisStreamsResource(url=settings.redis_url, stream_prefix=settings.stream_prefix,
+                                      shards=settings.stream_shards),
+        "database": DatabaseResource(url=settings.database_url),
+        "mqtt": MqttPublisherResource(
+            host=settings.mqtt_host,
+            port=settings.mqtt_port,
+            username=settings.mqtt_username,
+            # EnvVar keeps the secret out of the resource config the Dagster UI shows
+            password=EnvVar("IOT_MQTT_PASSWORD") if settings.mqtt_password else None,
+            tls_ca=str(settings.mqtt_tls_ca) if settings.mqtt_tls_ca else None,
+            tls_cert=str(settings.mqtt_tls_cert) if settings.mqtt_tls_cert else None,
+            tls_key=str(settings.mqtt_tls_key) if settings.mqtt_tls_key else None,
+            client_id_prefix=settings.publisher_client_id,
+            ack_topic_template=settings.ack_topic_template,
+            deadletter_topic=settings.deadletter_topic,
+        ),
+    }

@@ -1,0 +1,67 @@
+"""Micro-window arithmetic of the sensor (pure, no Dagster, no I/O).
+
+Windows tile each hour (their length divides 3600 s) and are closed once Redis's clock is past their end
+plus a grace. Closed windows of the open hour become one run each (consecutive ones are merged when the
+sensor is behind); an hour that has closed entirely while we were behind becomes one run for its rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+HOUR_MS = 3_600_000
+PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    start_ms: int
+    end_ms: int
+
+    @property
+    def hour_start_ms(self) -> int:
+        return self.start_ms - self.start_ms % HOUR_MS
+
+    @property
+    def partition_key(self) -> str:
+        return datetime.fromtimestamp(self.hour_start_ms / 1000, UTC).strftime(PARTITION_FORMAT)
+
+    @property
+    def closes_hour(self) -> bool:
+        return self.end_ms == self.hour_start_ms + HOUR_MS
+
+    @property
+    def whole_hour(self) -> bool:
+        return self.start_ms == self.hour_start_ms and self.closes_hour
+
+    @property
+    def run_key(self) -> str:
+        return f"{self.start_ms}-{self.end_ms}"
+
+
+def floor_to(ms: int, step_ms: int) -> int:
+    return ms - ms % step_ms
+
+
+def closed_windows(cursor_ms: int, now_ms: int, window_ms: int, grace_ms: int, limit: int) -> list[Window]:
+    """The runs to request for everything closed since `cursor_ms` (a window boundary), at most `limit`."""
+    if HOUR_MS % window_ms:
+        raise ValueError(f"window of {window_ms} ms does not divide an hour")
+    if cursor_ms % window_ms:
+        raise ValueError(f"cursor {cursor_ms} is not on a window boundary")
+    closed_until = floor_to(now_ms - grace_ms, window_ms)  # end of the last closed window
+    windows: list[Window] = []
+    start = cursor_ms
+    while start < closed_until and len(windows) < limit:
+        hour_end = floor_to(start, HOUR_MS) + HOUR_MS
+        end = min(hour_end, closed_until)
+        windows.append(Window(start, end))
+        start = end
+    return windows
+
+
+def partition_window(partition_key: str) -> Window:
+    start = datetime.strptime(partition_key, PARTITION_FORMAT).replace(tzinfo=UTC)
+    start_ms = int(start.timestamp() * 1000)
+    return Window(start_ms, start_ms + HOUR_MS)

@@ -1,0 +1,11 @@
+"""The ingest listener: MQTT messages -> Redis stream entries, at least once, bytes untouched.
+
+It is deliberately minimal (design, section 1): it never parses payloads. It moves every message into
+a Redis stream and acknowledges a QoS 1/2 message to the broker only after its entry is written, so
+nothing is lost when Redis, the broker or the listener itself goes away.
+"""
+
+from ingest_listener.listener import Listener
+from ingest_listener.stream_writer import BufferedStreamWriter, Entry, StreamWriter, entry_for_message
+
+__all__ = ["BufferedStreamWriter", "Entry", "Listener", "StreamWriter", "entry_for_message"]

@@ -1,0 +1,130 @@
+"""The one settings object of the whole product.
+
+Every process (listener, Dagster code location and run workers, simulator, CLI) reads its configuration
+from here; no other module reads the environment. Values come from `IOT_*` environment variables or a
+`.env` file in the working directory; the defaults work against services on localhost.
+"""
+
+from __future__ import annotations
+
+import json
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_TOPICS = ("devices/#", "qs/v1/+/events", "stat/#", "tele/#")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="IOT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- storage -------------------------------------------------------------------------------------
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/iot",
+        description="PostgreSQL/TimescaleDB URL of the telemetry database (created by `db migrate` if missing).",
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis holding the raw streams.")
+    stream_prefix: str = Field(
+        "iot:raw", description="Stream name; with shards > 1 the streams are `<prefix>:0..N-1`."
+    )
+    stream_shards: int = Field(1, ge=1, le=1024, description="Number of raw stream shards (Redis Cluster).")
+
+    # --- MQTT ----------------------------------------------------------------------------------------
+    mqtt_host: str = Field("127.0.0.1", description="MQTT broker host.")
+    mqtt_port: int = Field(1883, description="MQTT broker port.")
+    mqtt_username: str | None = Field(None, description="MQTT user name (none: anonymous).")
+    mqtt_password: SecretStr | None = Field(None, description="MQTT password.")
+    mqtt_tls_ca: Path | None = Field(None, description="CA file; setting it turns TLS on.")
+    mqtt_tls_cert: Path | None = Field(None, description="Client certificate for mTLS.")
+    mqtt_tls_key: Path | None = Field(None, description="Client key for mTLS.")
+    mqtt_keepalive_s: int = Field(30, ge=5, description="MQTT keepalive.")
+
+    # --- listener ------------------------------------------------------------------------------------
+    listener_client_id: str = Field(
+        "iot-etl-listener", description="Client id; the broker keeps this session while the listener is down."
+    )
+    listener_topics: Annotated[list[str], NoDecode] = Field(
+        list(DEFAULT_TOPICS), description="Topic filters (JSON list or comma-separated)."
+    )
+    listener_qos: int = Field(1, ge=0, le=2, description="Subscription QoS.")
+    listener_session_expiry_s: int = Field(
+        7 * 24 * 3600, ge=0, description="How long the broker keeps the listener's session and queue."
+    )
+    listener_receive_maximum: int = Field(
+        1000, ge=1, le=65535, description="MQTT v5 receive-maximum: unacknowledged QoS>0 messages in flight."
+    )
+    listener_flush_count: int = Field(500, ge=1, description="Flush the XADD pipeline at this many entries.")
+    listener_flush_ms: int = Field(50, ge=1, description="...or when the oldest buffered entry is this old.")
+    listener_metrics_port: int = Field(9108, ge=0, description="Prometheus /metrics port (0: off).")
+
+    # --- micro-batches -------------------------------------------------------------------------------
+    window_seconds: int = Field(60, ge=5, le=3600, description="Micro-window length; must divide 3600.")
+    window_grace_ms: int = Field(
+        2000, ge=0, description="How long past a window's end (Redis clock) before it counts as closed."
+    )
+    sensor_interval_s: int = Field(5, ge=1, description="How often the sensor looks for closed windows.")
+    sensor_max_runs_per_tick: int = Field(60, ge=1, description="Upper bound of run requests per tick.")
+    sensor_skip_empty_windows: bool = Field(
+        True, description="Skip runs for empty windows (the window that closes an hour always runs)."
+    )
+    device_timezone: str = Field("UTC", description="Zone of naive device timestamps.")
+    device_ts_max_future_s: int = Field(
+        300, ge=0, description="A device timestamp further ahead of arrival is not sane: arrival is used."
+    )
+    device_ts_min_year: int = Field(2000, description="A device timestamp before this year is not sane.")
+    ack_topic_template: str = Field("qs/v1/{device_id}/acks", description="Where event ACKs go.")
+    deadletter_topic: str = Field("qs/v1/deadletter", description="Where rejected events go.")
+    publisher_client_id: str = Field("iot-etl-dagster", description="Client id prefix of Dagster's publisher.")
+
+    # --- Dagster -------------------------------------------------------------------------------------
+    dagster_home: Path = Field(Path(".iot-etl/dagster_home"), description="Dagster instance directory.")
+    dagster_pg_url: str | None = Field(
+        None, description="PostgreSQL URL for Dagster's own storage (default: SQLite in dagster_home)."
+    )
+    webserver_host: str = Field("127.0.0.1", description="Dagster UI bind address.")
+    webserver_port: int = Field(3000, description="Dagster UI port.")
+
+    # --- simulator -----------------------------------------------------------------------------------
+    sim_rate: float = Field(20.0, gt=0, description="Simulator messages per second.")
+    sim_devices: int = Field(8, ge=1, description="Simulated devices per format (plain, event).")
+    sim_bad_share: float = Field(0.05, ge=0, le=1, description="Share of deliberately bad messages.")
+    sim_seed: int = Field(42, description="Simulator random seed.")
+
+    # --- broker config we generate -------------------------------------------------------------------
+    broker_max_queued_bytes: int = Field(
+        256 * 1024 * 1024, ge=0, description="Per-client queue bound of the generated broker config."
+    )
+
+    @field_validator("listener_topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [t.strip() for t in value.split(",") if t.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check_window(self) -> Settings:
+        if 3600 % self.window_seconds:
+            raise ValueError(f"IOT_WINDOW_SECONDS={self.window_seconds} must divide 3600 (windows tile hours)")
+        return self
+
+    @property
+    def window_ms(self) -> int:
+        return self.window_seconds * 1000
+
+    def database_name(self) -> str:
+        return self.database_url.rsplit("/", 1)[-1].split("?", 1)[0]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

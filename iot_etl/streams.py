@@ -1,0 +1,59 @@
+"""Raw stream naming and stream-ID arithmetic (pure; shared by the listener, Dagster and benchmarks).
+
+A Redis stream entry ID is `<ms>-<seq>`, assigned from Redis's clock, so an arrival-time range
+`[start_ms, end_ms)` is exactly the ID range `start_ms-0 .. (end_ms-1)-MAX_SEQ`.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+MAX_SEQ = 18446744073709551615  # 2**64 - 1, the largest sequence part Redis allows
+
+
+def stream_names(prefix: str, shards: int) -> list[str]:
+    """All raw streams: the prefix itself for one shard, `<prefix>:<n>` for several."""
+    if shards == 1:
+        return [prefix]
+    return [f"{prefix}:{n}" for n in range(shards)]
+
+
+def device_segment(topic: str) -> str:
+    """The topic segment naming the device, for the known formats; the whole topic otherwise."""
+    parts = topic.split("/")
+    if len(parts) >= 3 and parts[0] == "qs":
+        return parts[2]
+    if len(parts) >= 2 and parts[0] in ("devices", "stat", "tele"):
+        return parts[1]
+    return topic
+
+
+def stream_for_topic(topic: str, prefix: str, shards: int) -> str:
+    """The shard a topic's messages go to: a stable hash of its device segment (crc32, not hash())."""
+    if shards == 1:
+        return prefix
+    return f"{prefix}:{zlib.crc32(device_segment(topic).encode()) % shards}"
+
+
+@dataclass(frozen=True, slots=True)
+class EntryId:
+    ms: int
+    seq: int
+
+    @classmethod
+    def parse(cls, text: str | bytes) -> EntryId:
+        if isinstance(text, bytes):
+            text = text.decode()
+        ms, _, seq = text.partition("-")
+        return cls(int(ms), int(seq or 0))
+
+    def __str__(self) -> str:
+        return f"{self.ms}-{self.seq}"
+
+
+def id_range(start_ms: int, end_ms: int) -> tuple[str, str]:
+    """The inclusive XRANGE bounds of the arrival window [start_ms, end_ms)."""
+    if end_ms <= start_ms:
+        raise ValueError(f"empty window: end {end_ms} <= start {start_ms}")
+    return f"{start_ms}-0", f"{end_ms - 1}-{MAX_SEQ}"

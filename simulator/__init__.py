@@ -1,0 +1,1 @@
+"""Simulated device fleets publishing the three formats over MQTT."""

@@ -1,0 +1,70 @@
+"""Test-wide configuration: a private database and stream prefix per test session, on the real services.
+
+Product code reads configuration only through `iot_etl.settings`; tests steer it the way a user does,
+with IOT_* environment variables, set here before any product module reads them.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+_SESSION = uuid.uuid4().hex[:8]
+TEST_DB = f"iot_test_{_SESSION}"
+os.environ.update(
+    {
+        "IOT_DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{TEST_DB}",
+        "IOT_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "IOT_STREAM_PREFIX": f"test:{_SESSION}:raw",
+        "IOT_WINDOW_SECONDS": "10",
+        "IOT_WINDOW_GRACE_MS": "500",
+        "IOT_SENSOR_SKIP_EMPTY_WINDOWS": "true",
+        "IOT_LISTENER_METRICS_PORT": "0",
+        "IOT_DAGSTER_HOME": tempfile.mkdtemp(prefix="iot-dagster-home-"),
+    }
+)
+
+from iot_etl.migrate import apply_migrations, ensure_database  # noqa: E402
+from iot_etl.settings import Settings, get_settings  # noqa: E402
+
+FACT_TABLES = ("measurements", "events", "rejected", "raw_messages", "batches")
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def migrated_db(settings: Settings) -> Iterator[str]:
+    """The session's database, created and migrated once, dropped at the end."""
+    import psycopg
+
+    ensure_database(settings.database_url)
+    apply_migrations(settings.database_url)
+    yield settings.database_url
+    admin = psycopg.conninfo.make_conninfo(settings.database_url, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEST_DB} WITH (FORCE)")
+
+
+@pytest.fixture
+def clean_db(migrated_db: str, settings: Settings) -> Iterator[str]:
+    """The migrated database with no facts, raw messages or batches (metadata seeds stay)."""
+    import psycopg
+    import redis
+
+    with psycopg.connect(migrated_db) as conn:
+        conn.execute(f"TRUNCATE {', '.join(FACT_TABLES)} RESTART IDENTITY")
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = list(client.scan_iter(f"{settings.stream_prefix}*"))
+    if keys:
+        client.delete(*keys)
+    yield migrated_db
+    keys = list(client.scan_iter(f"{settings.stream_prefix}*"))
+    if keys:
+        client.delete(*keys)

@@ -1,0 +1,210 @@
+"""`PrivateMosquitto`: a real Mosquitto broker of a test's own, configured like the product's broker.
+
+Why not the system broker: tests that count losses, restart the broker or throw its sessions away
+must not disturb (or be disturbed by) anything else, and the system broker's configuration (default
+`max_queued_messages 1000`) is exactly what the product's generated configuration fixes.
+
+Usage::
+
+    with PrivateMosquitto() as broker:           # free port, temp dir, persistence on
+        settings = Settings(mqtt_host=broker.host, mqtt_port=broker.port, ...)
+        ...
+        broker.restart()                          # clean stop (saves sessions) + start, same port
+        broker.restart(keep_sessions=False)       # a broker that lost every session and queue
+        broker.kill()                             # crash (SIGKILL); broker.start() brings it back
+
+The configuration comes from `iot_etl.broker_config.render_broker_config`; `extra_config` lines are
+appended. The broker's log is at `broker.log_path` (`broker.log_text()`), kept across restarts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+from iot_etl.broker_config import render_broker_config
+from tests.support.ports import free_port, wait_for_port
+
+DEFAULT_MAX_QUEUED_BYTES = 256 * 1024 * 1024
+
+
+class PrivateMosquitto:
+    """A `mosquitto -c <generated config>` process on a free port in a temporary directory."""
+
+    def __init__(
+        self,
+        *,
+        persistence: bool = True,
+        max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        extra_config: str = "",
+        binary: str = "mosquitto",
+    ) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.persistence = persistence
+        self.max_queued_bytes = max_queued_bytes
+        self.extra_config = extra_config
+        self.binary = binary
+        self.workdir = Path(tempfile.mkdtemp(prefix="private-mosquitto-"))
+        self.data_dir = self.workdir / "data"
+        self.data_dir.mkdir()
+        self.config_path = self.workdir / "mosquitto.conf"
+        self.log_path = self.workdir / "mosquitto.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+    def start(self, timeout: float = 10.0) -> PrivateMosquitto:
+        """Write the configuration, start the broker and wait until its port accepts connections."""
+        if self.running:
+            return self
+        self.config_path.write_text(self._config())
+        with open(self.log_path, "ab") as log:
+            self._process = subprocess.Popen(
+                [self.binary, "-c", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.workdir,
+            )
+        try:
+            wait_for_port(self.host, self.port, timeout=timeout, process=self._process)
+        except (RuntimeError, TimeoutError) as exc:
+            self.kill()
+            raise RuntimeError(f"mosquitto did not start: {exc}\n{self.log_text()[-4000:]}") from exc
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Clean stop (SIGTERM): Mosquitto saves sessions and queues to disk when persistence is on."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+    def kill(self) -> None:
+        """Crash (SIGKILL): whatever was not yet saved to disk is gone."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+
+    def restart(self, *, keep_sessions: bool = True) -> None:
+        """Stop cleanly and start again on the same port.
+
+        `keep_sessions=False` deletes the persistence file in between: the broker comes back without
+        any session, subscription or queued message, as if it had run without persistence.
+        """
+        self.stop()
+        if not keep_sessions:
+            self.wipe_sessions()
+        self.start()
+
+    def wipe_sessions(self) -> None:
+        """Delete the persistence database (only while stopped)."""
+        if self.running:
+            raise RuntimeError("wipe_sessions() needs a stopped broker")
+        for path in self.data_dir.iterdir():
+            path.unlink()
+
+    def close(self) -> None:
+        """Stop the broker and delete its directory."""
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> PrivateMosquitto:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- inspection --------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def env(self) -> dict[str, str]:
+        """`IOT_*` variables pointing a subprocess's `Settings` at this broker."""
+        return {"IOT_MQTT_HOST": self.host, "IOT_MQTT_PORT": str(self.port)}
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def sys_value(self, topic: str, timeout: float = 12.0) -> str:
+        """The current value of a `$SYS` topic, e.g. `$SYS/broker/publish/messages/dropped`.
+
+        `$SYS` topics are retained and refreshed every `sys_interval` seconds; this waits for one.
+        """
+        import threading
+
+        import paho.mqtt.client as mqtt
+
+        got: list[str] = []
+        done = threading.Event()
+
+        def on_connect(client: mqtt.Client, *_: object) -> None:
+            client.subscribe(topic, qos=0)
+
+        def on_message(_client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
+            got.append(message.payload.decode())
+            done.set()
+
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client.on_connect = on_connect
+        client.on_message = on_message
+        client.connect(self.host, self.port)
+        client.loop_start()
+        try:
+            if not done.wait(timeout):
+                raise TimeoutError(f"no value on {topic} within {timeout} s")
+            return got[0]
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
+    # --- internals ---------------------------------------------------------------------------------
+    def _config(self) -> str:
+        text = render_broker_config(
+            port=self.port,
+            bind=self.host,
+            persistence_dir=self.data_dir if self.persistence else None,
+            max_queued_bytes=self.max_queued_bytes,
+        )
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            # As root, mosquitto would switch to the `mosquitto` user, who cannot write our temp dir.
+            text += "\nuser root\n"
+        if self.extra_config:
+            text += "\n" + self.extra_config.strip() + "\n"
+        return text
+
+    def __del__(self) -> None:  # last resort: never leave a broker behind
+        with contextlib.suppress(Exception):
+            self.kill()
+

@@ -1,0 +1,61 @@
+"""Drive the Dagster side in-process the way the daemon does: evaluate the sensor, execute its requests."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import redis
+from dagster import DagsterInstance, RunRequest, build_sensor_context
+
+from dagster_project.definitions import defs
+from dagster_project.resources import resources_from_settings
+from dagster_project.sensors import micro_window_sensor
+from iot_etl.settings import Settings
+
+
+class SensorDriver:
+    """Keeps the sensor cursor between evaluations, like the daemon does."""
+
+    def __init__(self, settings: Settings, instance: DagsterInstance) -> None:
+        self.settings = settings
+        self.instance = instance
+        self.cursor: str | None = None
+        self.resources = resources_from_settings(settings)
+
+    def tick(self) -> list[RunRequest]:
+        context = build_sensor_context(instance=self.instance, cursor=self.cursor,
+                                       resources={k: self.resources[k] for k in ("redis", "database")})
+        result = micro_window_sensor(context)
+        self.cursor = result.cursor
+        return list(result.run_requests or [])
+
+    @property
+    def next_ms(self) -> int | None:
+        return json.loads(self.cursor)["next_ms"] if self.cursor else None
+
+    def execute(self, request: RunRequest) -> None:
+        job = defs.resolve_job_def("micro_batch_job")
+        result = job.execute_in_process(
+            run_config=request.run_config, partition_key=request.partition_key, instance=self.instance,
+            tags=request.tags,
+        )
+        assert result.success
+
+    def drain(self, until_ms: int, timeout_s: float = 60.0) -> list[RunRequest]:
+        """Tick and execute until the cursor has passed `until_ms` (Redis time), e.g. the last entry."""
+        client = redis.Redis.from_url(self.settings.redis_url)
+        done: list[RunRequest] = []
+        deadline = time.monotonic() + timeout_s
+        while self.next_ms is None or self.next_ms <= until_ms:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"sensor cursor {self.next_ms} did not pass {until_ms}")
+            for request in self.tick():
+                self.execute(request)
+                done.append(request)
+            if self.next_ms is None or self.next_ms <= until_ms:
+                seconds, micros = client.time()
+                now_ms = int(seconds) * 1000 + int(micros) // 1000
+                wait_ms = (self.next_ms or now_ms) + self.settings.window_ms + self.settings.window_grace_ms - now_ms
+                time.sleep(min(max(wait_ms / 1000, 0.05), 2.0))
+        return done
