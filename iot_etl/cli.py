@@ -1,0 +1,96 @@
+"""The `iot-etl` command: up, listen, simulate, db migrate, status, broker-config."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from iot_etl.settings import get_settings
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """MQTT -> Redis streams -> Dagster micro-batches -> TimescaleDB/PostgreSQL."""
+    _logging(verbose)
+
+
+@main.group()
+def db() -> None:
+    """Database commands."""
+
+
+@db.command("migrate")
+def db_migrate() -> None:
+    """Create the database if needed and apply pending migrations from sql/."""
+    from iot_etl.migrate import apply_migrations, ensure_database
+
+    settings = get_settings()
+    created = ensure_database(settings.database_url)
+    applied = apply_migrations(settings.database_url)
+    click.echo(f"database {settings.database_name()}: {'created, ' if created else ''}"
+               f"{len(applied)} migration(s) applied{': ' + ', '.join(applied) if applied else ''}")
+
+
+@main.command()
+@click.option("--no-simulator", is_flag=True, help="Do not start simulated devices.")
+def up(no_simulator: bool) -> None:
+    """Migrate, then run the listener, Dagster (webserver + daemon) and the simulator until Ctrl-C."""
+    from iot_etl.migrate import apply_migrations, ensure_database
+    from iot_etl.supervisor import run_up
+
+    settings = get_settings()
+    ensure_database(settings.database_url)
+    apply_migrations(settings.database_url)
+    sys.exit(run_up(settings, with_simulator=not no_simulator))
+
+
+@main.command()
+def listen() -> None:
+    """Run the MQTT -> Redis stream listener until SIGTERM/Ctrl-C."""
+    from ingest_listener.__main__ import main as listener_main
+
+    sys.exit(listener_main())
+
+
+@main.command()
+def status() -> None:
+    """Counts in the database and streams, and the broker's dropped-message counter."""
+    from iot_etl.status import collect, render
+
+    click.echo(render(collect(get_settings())))
+
+
+@main.command("broker-config")
+@click.option("--port", type=int, default=None, help="Listener port (default: IOT_MQTT_PORT).")
+@click.option("--persistence-dir", type=click.Path(), default=None, help="Where the broker persists sessions.")
+def broker_config(port: int | None, persistence_dir: str | None) -> None:
+    """Print the project's Mosquitto configuration (no 1000-message queue limit)."""
+    from pathlib import Path
+
+    from iot_etl.broker_config import render_broker_config
+
+    settings = get_settings()
+    click.echo(render_broker_config(
+        port=port or settings.mqtt_port, bind="0.0.0.0",
+        persistence_dir=Path(persistence_dir) if persistence_dir else None,
+        max_queued_bytes=settings.broker_max_queued_bytes,
+    ))
+
+
+def _add_simulate() -> None:
+    from simulator.__main__ import simulate_command
+
+    main.add_command(simulate_command, name="simulate")
+
+
+_add_simulate()

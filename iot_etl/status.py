@@ -1,0 +1,85 @@
+"""`iot-etl status`: what each part holds right now, in one table."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import psycopg
+import redis
+
+from iot_etl.migrate import has_timescaledb
+from iot_etl.mqtt import MqttEndpoint, new_client
+from iot_etl.settings import Settings
+from iot_etl.streams import stream_names
+
+DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
+
+
+@dataclass
+class StatusLine:
+    part: str
+    item: str
+    value: str
+
+
+def database_status(settings: Settings) -> list[StatusLine]:
+    try:
+        with psycopg.connect(settings.database_url, connect_timeout=5) as conn:
+            lines = [StatusLine("database", "engine", "TimescaleDB" if has_timescaledb(conn) else "PostgreSQL")]
+            for table in ("raw_messages", "measurements", "events", "rejected", "batches"):
+                (count,) = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+                lines.append(StatusLine("database", table, str(count)))
+            row = conn.execute(
+                "SELECT run_id, partition_key, range_end, raw_count FROM batches "
+                "WHERE finished_at IS NOT NULL ORDER BY range_end DESC, batch_id DESC LIMIT 1"
+            ).fetchone()
+            if row:
+                lines.append(StatusLine("database", "last batch",
+                                        f"run {row[0][:8]} hour {row[1]} to {row[2]:%H:%M:%S} ({row[3]} raw)"))
+            return lines
+    except psycopg.Error as exc:
+        return [StatusLine("database", "error", str(exc).splitlines()[0])]
+
+
+def redis_status(settings: Settings) -> list[StatusLine]:
+    try:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+        return [StatusLine("redis", stream, f"{client.xlen(stream)} entries")
+                for stream in stream_names(settings.stream_prefix, settings.stream_shards)]
+    except redis.RedisError as exc:
+        return [StatusLine("redis", "error", str(exc))]
+
+
+def broker_dropped(settings: Settings, timeout_s: float = 6.0) -> StatusLine:
+    """Mosquitto's count of messages it dropped (queue limits): should stay 0 with our broker config."""
+    got = threading.Event()
+    value: list[str] = []
+    client = new_client(MqttEndpoint.from_settings(settings), "iot-etl-status")
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe(DROPPED_TOPIC)
+
+    def on_message(_c: object, _u: object, message: object) -> None:
+        value.append(message.payload.decode())  # type: ignore[attr-defined]
+        got.set()
+
+    client.on_message = on_message
+    try:
+        client.connect(settings.mqtt_host, settings.mqtt_port, keepalive=10)
+    except OSError as exc:
+        return StatusLine("broker", "error", f"{settings.mqtt_host}:{settings.mqtt_port}: {exc}")
+    client.loop_start()
+    try:
+        got.wait(timeout_s)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return StatusLine("broker", "messages dropped", value[0] if value else "unknown ($SYS not published)")
+
+
+def collect(settings: Settings) -> list[StatusLine]:
+    return [*database_status(settings), *redis_status(settings), broker_dropped(settings)]
+
+
+def render(lines: list[StatusLine]) -> str:
+    width = max(len(f"{line.part} {line.item}") for line in lines)
+    return "\n".join(f"{f'{line.part} {line.item}':<{width}}  {line.value}" for line in lines)

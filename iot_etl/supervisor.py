@@ -1,0 +1,135 @@
+"""`iot-etl up`: start every process of the pipeline, watch them, stop them all within seconds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from iot_etl.dagster_instance import write_instance_config
+from iot_etl.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STOP_TIMEOUT_S = 8.0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen | None = None
+
+
+@dataclass
+class Supervisor:
+    """Children run in their own process groups so that a stop reaches their children too (run workers)."""
+
+    settings: Settings
+    children: list[Child] = field(default_factory=list)
+    stopping: bool = False
+
+    def env(self, dagster_home: Path) -> dict[str, str]:
+        env = dict(os.environ)
+        env["DAGSTER_HOME"] = str(dagster_home)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def start(self, with_simulator: bool) -> None:
+        home = write_instance_config(self.settings)
+        bin_dir = Path(sys.executable).parent
+        workspace = str(REPO_ROOT / "workspace.yaml")
+        self.children = [
+            Child("listener", [sys.executable, "-m", "ingest_listener"]),
+            Child("dagster-daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", workspace]),
+            Child("dagster-webserver", [str(bin_dir / "dagster-webserver"), "-w", workspace,
+                                        "-h", self.settings.webserver_host, "-p", str(self.settings.webserver_port)]),
+        ]
+        if with_simulator:
+            self.children.append(Child("simulator", [sys.executable, "-m", "simulator"]))
+        env = self.env(home)
+        for child in self.children:
+            child.process = subprocess.Popen(child.argv, cwd=REPO_ROOT, env=env, start_new_session=True)
+            print(f"started {child.name} (pid {child.process.pid})", flush=True)
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://{self.settings.webserver_host}:{self.settings.webserver_port}"
+
+    def wait_for_ui(self, timeout_s: float = 90.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not self.stopping:
+            try:
+                with urllib.request.urlopen(f"{self.ui_url}/server_info", timeout=2):
+                    return True
+            except OSError:
+                time.sleep(0.5)
+            if self.exited():
+                return False
+        return False
+
+    def exited(self) -> list[Child]:
+        return [c for c in self.children if c.process is not None and c.process.poll() is not None]
+
+    def stop(self) -> None:
+        self.stopping = True
+        for child in self.children:
+            if child.process and child.process.poll() is None:
+                _signal_group(child.process, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for child in self.children:
+            if not child.process:
+                continue
+            try:
+                child.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                print(f"{child.name} did not stop in {STOP_TIMEOUT_S:.0f} s: killing it", flush=True)
+                _signal_group(child.process, signal.SIGKILL)
+                child.process.wait(5)
+            # whatever the child left in its group (run workers) goes too
+            _signal_group(child.process, signal.SIGKILL)
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_up(settings: Settings, with_simulator: bool) -> int:
+    """Start everything, print the UI address, and stop it all on Ctrl-C/SIGTERM or when a child dies."""
+    supervisor = Supervisor(settings)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        supervisor.stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    supervisor.start(with_simulator)
+    status = 0
+    try:
+        if supervisor.wait_for_ui():
+            print(f"\nDagster UI: {supervisor.ui_url}  (Ctrl-C stops everything)\n", flush=True)
+        elif not supervisor.stopping:
+            print("the Dagster webserver did not come up; stopping", file=sys.stderr, flush=True)
+            status = 1
+            supervisor.stopping = True
+        while not supervisor.stopping:
+            dead = supervisor.exited()
+            if dead:
+                for child in dead:
+                    print(f"{child.name} exited with {child.process.returncode}; stopping everything",
+                          file=sys.stderr, flush=True)
+                status = 1
+                break
+            time.sleep(0.5)
+    finally:
+        print("stopping...", flush=True)
+        supervisor.stop()
+        print("stopped", flush=True)
+    return status

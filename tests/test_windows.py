@@ -1,0 +1,70 @@
+"""Micro-window arithmetic of the sensor."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dagster_project.windows import HOUR_MS, Window, closed_windows, partition_window
+
+H = 1_795_392_000_000  # 2026-11-23 00:00 UTC, an hour boundary
+MIN = 60_000
+
+
+def test_nothing_closed_before_end_plus_grace() -> None:
+    assert closed_windows(H, H + MIN + 1999, MIN, 2000, 100) == []
+    assert closed_windows(H, H + MIN + 2000, MIN, 2000, 100) == [Window(H, H + MIN)]
+
+
+def test_closed_windows_of_the_open_hour_merge_into_one_run() -> None:
+    [window] = closed_windows(H, H + 5 * MIN + 2500, MIN, 2000, 100)
+    assert window == Window(H, H + 5 * MIN)
+    assert window.partition_key == "2026-11-23-00:00"
+    assert not window.closes_hour
+
+
+def test_catch_up_asks_one_run_per_whole_closed_hour() -> None:
+    windows = closed_windows(H + 30 * MIN, H + 3 * HOUR_MS + 10 * MIN + 2000, MIN, 2000, 100)
+    assert windows == [
+        Window(H + 30 * MIN, H + HOUR_MS),  # the rest of the first hour
+        Window(H + HOUR_MS, H + 2 * HOUR_MS),
+        Window(H + 2 * HOUR_MS, H + 3 * HOUR_MS),
+        Window(H + 3 * HOUR_MS, H + 3 * HOUR_MS + 10 * MIN),  # the open hour so far
+    ]
+    assert [w.whole_hour for w in windows] == [False, True, True, False]
+    assert [w.closes_hour for w in windows] == [True, True, True, False]
+
+
+def test_limit_bounds_requests_per_tick() -> None:
+    assert len(closed_windows(H, H + 10 * HOUR_MS, MIN, 0, 3)) == 3
+
+
+def test_misaligned_cursor_or_window_is_refused() -> None:
+    with pytest.raises(ValueError, match="window boundary"):
+        closed_windows(H + 1, H + HOUR_MS, MIN, 0, 10)
+    with pytest.raises(ValueError, match="divide an hour"):
+        closed_windows(H, H + HOUR_MS, 7 * MIN, 0, 10)
+
+
+def test_partition_window() -> None:
+    assert partition_window("2026-11-23-00:00") == Window(H, H + HOUR_MS)
+
+
+@given(
+    start_windows=st.integers(min_value=0, max_value=200),
+    elapsed=st.integers(min_value=0, max_value=5 * HOUR_MS),
+    window_s=st.sampled_from([10, 15, 30, 60, 300]),
+)
+def test_windows_tile_time_without_gaps_or_overlaps(start_windows: int, elapsed: int, window_s: int) -> None:
+    window_ms = window_s * 1000
+    cursor = H + start_windows * window_ms
+    now = cursor + elapsed
+    windows = closed_windows(cursor, now, window_ms, 500, 10_000)
+    position = cursor
+    for w in windows:
+        assert w.start_ms == position and w.end_ms > w.start_ms
+        assert w.end_ms <= now - 500
+        assert w.end_ms - w.hour_start_ms <= HOUR_MS, "a run never spans two hour partitions"
+        position = w.end_ms
+    assert now - 500 - position < window_ms, "every closed window was handed out"
