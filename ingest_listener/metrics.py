@@ -43,9 +43,16 @@ class ListenerMetrics:
         )
         self.redis_up = Gauge("iot_listener_redis_up", "1 while the last Redis write succeeded.", registry=r)
         self.mqtt_connects = Counter(
-            "iot_listener_mqtt_connects", "Successful MQTT connections (the first one and reconnects).", registry=r
+            "iot_listener_mqtt_connects",
+            "Successful MQTT connections (the first one and reconnects).",
+            registry=r,
         )
-        self.mqtt_connected = Gauge("iot_listener_mqtt_connected", "1 while connected to the broker.", registry=r)
+        self.mqtt_connected = Gauge(
+            "iot_listener_mqtt_connected", "1 while connected to the broker.", registry=r
+        )
+        self.ready = Gauge(
+            "iot_listener_ready", "1 while connected with the subscriptions in place.", registry=r
+        )
         self.acks_sent = Counter(
             "iot_listener_acks_sent", "QoS 1/2 acknowledgements sent after the entry was written.", registry=r
         )
@@ -82,7 +89,9 @@ class MetricsServer:
         return int(self._server.server_port) if self._server is not None else self._port
 
     def start(self) -> None:
-        self._server, self._thread = start_http_server(self._port, self._addr, registry=self._metrics.registry)
+        self._server, self._thread = start_http_server(
+            self._port, self._addr, registry=self._metrics.registry
+        )
         log.info("metrics on http://%s:%d/metrics", self._addr, self.port)
 
     def stop(self) -> None:

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from iot_etl.streams import stream_for_topic
 from ingest_listener.metrics import ListenerMetrics
+from iot_etl.streams import stream_for_topic
 
 log = logging.getLogger(__name__)
 
@@ -313,10 +313,8 @@ class BufferedStreamWriter:
                 log.exception("on_written callback failed")
         if refused:
             entry, error = refused[0]
-            self._failed(
-                f"Redis refused {len(refused)} of {len(batch)} entries, e.g. stream {entry.stream!r}: {error}",
-                len(refused),
-            )
+            reason = f"Redis refused {len(refused)} of {len(batch)} entries ({entry.stream!r}: {error})"
+            self._failed(reason, len(refused))
             return False
         m.flushes.inc()
         m.flush_duration.observe(elapsed)

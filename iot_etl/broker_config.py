@@ -31,9 +31,7 @@ SYS_INTERVAL_S = 5
 AUTOSAVE_INTERVAL_S = 60
 
 
-def render_broker_config(
-    *, port: int, bind: str, persistence_dir: Path | None, max_queued_bytes: int
-) -> str:
+def render_broker_config(*, port: int, bind: str, persistence_dir: Path | None, max_queued_bytes: int) -> str:
     """The text of a `mosquitto.conf` for the pipeline's broker.
 
     `persistence_dir` None turns persistence off (sessions then live only as long as the process);

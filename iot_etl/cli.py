@@ -39,6 +39,16 @@ def db_migrate() -> None:
     applied = apply_migrations(settings.database_url)
     click.echo(f"database {settings.database_name()}: {'created, ' if created else ''}"
                f"{len(applied)} migration(s) applied{': ' + ', '.join(applied) if applied else ''}")
+    if settings.dagster_pg_url and ensure_database(settings.dagster_pg_url):
+        click.echo("created Dagster's storage database")
+
+
+@main.command("dagster-instance")
+def dagster_instance() -> None:
+    """Write dagster.yaml into IOT_DAGSTER_HOME (SQLite, or PostgreSQL with IOT_DAGSTER_PG_URL)."""
+    from iot_etl.dagster_instance import write_instance_config
+
+    click.echo(f"DAGSTER_HOME={write_instance_config(get_settings())}")
 
 
 @main.command()

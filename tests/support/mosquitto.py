@@ -25,8 +25,13 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
+import time
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
+
+import paho.mqtt.client as mqtt
 
 from iot_etl.broker_config import render_broker_config
 from tests.support.ports import free_port, wait_for_port
@@ -162,10 +167,6 @@ class PrivateMosquitto:
 
         `$SYS` topics are retained and refreshed every `sys_interval` seconds; this waits for one.
         """
-        import threading
-
-        import paho.mqtt.client as mqtt
-
         got: list[str] = []
         done = threading.Event()
 
@@ -189,6 +190,33 @@ class PrivateMosquitto:
             client.disconnect()
             client.loop_stop()
 
+    def publish_many(
+        self,
+        messages: Iterable[tuple[str, bytes | str]],
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        timeout: float = 60.0,
+    ) -> int:
+        """Publish `(topic, payload)` pairs from a throw-away MQTT v5 client; wait until all are
+        acknowledged by the broker (QoS > 0) or written to the socket (QoS 0). Returns the count."""
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client.max_inflight_messages_set(100)
+        client.max_queued_messages_set(0)
+        client.connect(self.host, self.port)
+        client.loop_start()
+        try:
+            infos = [client.publish(topic, payload, qos=qos, retain=retain) for topic, payload in messages]
+            deadline = time.monotonic() + timeout
+            for info in infos:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+                if not info.is_published():
+                    raise TimeoutError(f"publishing {len(infos)} messages took longer than {timeout} s")
+            return len(infos)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
     # --- internals ---------------------------------------------------------------------------------
     def _config(self) -> str:
         text = render_broker_config(
@@ -207,4 +235,3 @@ class PrivateMosquitto:
     def __del__(self) -> None:  # last resort: never leave a broker behind
         with contextlib.suppress(Exception):
             self.kill()
-

@@ -1,0 +1,13 @@
+# One image for the listener, the Dagster webserver/daemon/run workers and the simulator.
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md workspace.yaml ./
+COPY iot_etl ./iot_etl
+COPY ingest_listener ./ingest_listener
+COPY dagster_project ./dagster_project
+COPY simulator ./simulator
+COPY sql ./sql
+RUN pip install --no-cache-dir -e . && useradd --create-home --uid 10001 iot && mkdir -p /dagster_home \
+    && chown iot /dagster_home
+USER iot
+ENV DAGSTER_HOME=/dagster_home IOT_DAGSTER_HOME=/dagster_home

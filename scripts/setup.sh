@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Creates .venv with the project installed (editable, with test tools) and makes sure the local services
+# (PostgreSQL, Redis, Mosquitto) answer, starting them where this machine has them installed but stopped.
+# Sourced or run; idempotent and quick when nothing changed.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+PYTHON="${PYTHON:-python3}"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || { echo "Python 3.11+ is needed (found $("$PYTHON" --version 2>&1))" >&2; exit 1; }
+
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e ".[dev]"
+  rm -f .venv/.installed-* && touch "$stamp"
+fi
+
+wait_for() {  # name, check command
+  for _ in $(seq 1 30); do eval "$2" >/dev/null 2>&1 && return 0; sleep 0.5; done
+  echo "$1 is not reachable; start it (see README, 'Services')" >&2; return 1
+}
+if ! pg_isready -h 127.0.0.1 -p 5432 >/dev/null 2>&1 && command -v pg_ctlcluster >/dev/null; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+fi
+if ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && command -v redis-server >/dev/null; then
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
+fi
+if ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null && command -v mosquitto >/dev/null; then
+  mosquitto -d -c /etc/mosquitto/mosquitto.conf || true
+fi
+wait_for PostgreSQL "pg_isready -h 127.0.0.1 -p 5432"
+wait_for Redis "redis-cli -h 127.0.0.1 ping"
+wait_for Mosquitto "(exec 3<>/dev/tcp/127.0.0.1/1883)"

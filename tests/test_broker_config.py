@@ -1,0 +1,96 @@
+"""The generated Mosquitto configuration: its contents, and that a real broker with it keeps what a
+stopped subscriber has not taken yet (design, section 2: the default 1000 limit drops QoS 1 messages)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from iot_etl.broker_config import render_broker_config
+from tests.support import PrivateMosquitto
+
+
+def _directives(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            out.setdefault(key, []).append(value)
+    return out
+
+
+def test_config_lifts_count_limit_and_bounds_bytes(tmp_path: Path) -> None:
+    text = render_broker_config(port=18830, bind="0.0.0.0", persistence_dir=tmp_path, max_queued_bytes=1234567)
+    d = _directives(text)
+    assert d["listener"] == ["18830 0.0.0.0"]
+    assert d["allow_anonymous"] == ["true"]
+    assert d["max_queued_messages"] == ["0"]
+    assert d["max_queued_bytes"] == ["1234567"]
+    assert int(d["max_inflight_messages"][0]) >= 20
+    assert d["persistent_client_expiration"] == ["7d"]
+    assert d["sys_interval"] == ["5"]
+    assert d["persistence"] == ["true"]
+    assert d["persistence_location"] == [str(tmp_path)]
+
+
+def test_config_without_persistence() -> None:
+    d = _directives(render_broker_config(port=1883, bind="127.0.0.1", persistence_dir=None, max_queued_bytes=0))
+    assert d["persistence"] == ["false"]
+    assert "persistence_location" not in d
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError):
+        render_broker_config(port=0, bind="127.0.0.1", persistence_dir=None, max_queued_bytes=1)
+    with pytest.raises(ValueError):
+        render_broker_config(port=1883, bind="127.0.0.1", persistence_dir=None, max_queued_bytes=-1)
+
+
+class _Subscriber:
+    """A plain persistent-session subscriber (auto-ack), to test the broker on its own."""
+
+    def __init__(self, broker: PrivateMosquitto, client_id: str) -> None:
+        self.received: list[bytes] = []
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.client.on_message = lambda _c, _u, m: self.received.append(m.payload)
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 300
+        self.client.connect(broker.host, broker.port, clean_start=False, properties=props)
+        self.client.loop_start()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.mark.services
+def test_broker_queues_beyond_1000_for_stopped_subscriber_across_restart() -> None:
+    n = 3000  # three times Mosquitto's default max_queued_messages
+    with PrivateMosquitto() as broker:
+        sub = _Subscriber(broker, "cfg-test-sub")
+        sub.client.subscribe("devices/#", qos=1)
+        assert sub.subscribed.wait(5)
+        sub.close()
+
+        broker.publish_many(((f"devices/d{i % 7}/seq", str(i)) for i in range(n)), qos=1)
+        broker.restart()  # clean stop saves the session and its queue; start loads them
+
+        sub = _Subscriber(broker, "cfg-test-sub")
+        try:
+            deadline = time.monotonic() + 20
+            while len(sub.received) < n and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.2)
+            assert sorted(int(p) for p in sub.received) == list(range(n))
+        finally:
+            sub.close()
+        assert broker.sys_value("$SYS/broker/publish/messages/dropped") == "0"

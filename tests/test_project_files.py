@@ -1,0 +1,80 @@
+"""The files users read and run: README's configuration table, compose.yaml, the broker config, settings."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from iot_etl.broker_config import render_broker_config
+from iot_etl.dagster_instance import instance_config
+from iot_etl.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_table() -> dict[str, str]:
+    rows = re.findall(r"^\| `(IOT_[A-Z0-9_]+)` \| `([^`]*)` \|", (ROOT / "README.md").read_text(), re.M)
+    return dict(rows)
+
+
+def test_readme_documents_every_setting_with_its_default() -> None:
+    table = readme_table()
+    fields = Settings.model_fields
+    assert set(table) == {f"IOT_{name.upper()}" for name in fields}
+    for name, field in fields.items():
+        default = field.default
+        shown = ",".join(default) if isinstance(default, list) else "(none)" if default is None else str(default)
+        assert table[f"IOT_{name.upper()}"] == shown, name
+
+
+def test_compose_parses_and_its_settings_exist() -> None:
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"timescaledb", "redis", "mosquitto", "listener", "dagster-webserver", "dagster-daemon"} <= set(services)
+    for name, service in services.items():
+        assert ":" in service.get("image", "x:pinned"), f"{name}: image tag must be pinned"
+        for key, value in (service.get("environment") or {}).items():
+            if key.startswith("IOT_"):
+                assert key[4:].lower() in Settings.model_fields, f"{name}: {key} is not a setting"
+        env = {k: v for k, v in (service.get("environment") or {}).items() if k.startswith("IOT_")}
+        if env:
+            Settings(**{k[4:].lower(): v for k, v in env.items()})  # the values parse
+    app_env = services["listener"]["environment"]
+    assert app_env["IOT_MQTT_HOST"] == "mosquitto" and app_env["IOT_MQTT_PORT"] == "1883"
+    assert "redis:6379" in app_env["IOT_REDIS_URL"] and "@timescaledb:5432/" in app_env["IOT_DATABASE_URL"]
+    assert services["dagster-webserver"]["ports"] == [f"{app_env['IOT_WEBSERVER_PORT']}:3000"]
+
+
+def test_compose_broker_config_is_the_generated_one() -> None:
+    expected = render_broker_config(port=1883, bind="0.0.0.0", persistence_dir=Path("/mosquitto/data/"),
+                                    max_queued_bytes=Settings.model_fields["broker_max_queued_bytes"].default)
+    assert (ROOT / "deploy" / "mosquitto.conf").read_text() == expected
+    assert "max_queued_messages 0" in expected
+
+
+def test_workspace_points_at_the_definitions() -> None:
+    workspace = yaml.safe_load((ROOT / "workspace.yaml").read_text())
+    module = workspace["load_from"][0]["python_module"]
+    assert module["module_name"] == "dagster_project.definitions" and module["attribute"] == "defs"
+
+
+def test_dagster_instance_config_sqlite_by_default_postgres_when_set(tmp_path: Path) -> None:
+    sqlite = instance_config(Settings(dagster_home=tmp_path))
+    assert sqlite["storage"] == {"sqlite": {"base_dir": str(tmp_path.resolve() / "storage")}}
+    pg = instance_config(Settings(dagster_home=tmp_path, dagster_pg_url="postgresql://u@h/dagster"))
+    assert pg["storage"] == {"postgres": {"postgres_url": {"env": "IOT_DAGSTER_PG_URL"}}}
+    assert "postgresql://u@h" not in yaml.safe_dump(pg), "the URL (with its password) stays in the environment"
+    assert sqlite["run_coordinator"]["config"]["dequeue_interval_seconds"] == 1
+
+
+def test_settings_parse_topic_lists_and_refuse_windows_that_do_not_tile_hours() -> None:
+    assert Settings(listener_topics="a/#, b/+").listener_topics == ["a/#", "b/+"]
+    assert Settings(listener_topics='["a/#"]').listener_topics == ["a/#"]
+    with pytest.raises(ValidationError, match="must divide 3600"):
+        Settings(window_seconds=7 * 60)
+    with pytest.raises(ValidationError):
+        Settings(listener_qos=3)
