@@ -1,6 +1,5 @@
 """The partitioned assets: `raw_messages` lands a stream-ID range, `telemetry` makes meaning of it."""
 
-
 import json
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -85,10 +84,13 @@ def _batch_info(context: AssetExecutionContext, window: Window, streams: list[st
     partitions_def=hourly_arrival_partitions,
     backfill_policy=BackfillPolicy.multi_run(BACKFILL_HOURS_PER_RUN),
     group_name="ingest",
-    description="Every stream entry of the arrival range, untouched, in `raw_messages` (the durable archive).",
+    description="Every stream entry of the arrival range, untouched, in `raw_messages` (the archive).",
 )
 def raw_messages(
-    context: AssetExecutionContext, config: WindowConfig, redis: RedisStreamsResource, database: DatabaseResource
+    context: AssetExecutionContext,
+    config: WindowConfig,
+    redis: RedisStreamsResource,
+    database: DatabaseResource,
 ) -> MaterializeResult:
     window = run_window(context, config)
     streams = redis.streams()
@@ -101,11 +103,19 @@ def raw_messages(
                 rows = []
                 for entry_id, fields in page:
                     eid = EntryId.parse(entry_id)
-                    rows.append((
-                        _utc(eid.ms), stream, eid.ms, eid.seq, fields[b"topic"].decode("utf-8", "replace"),
-                        fields[b"payload"], int(fields.get(b"qos", b"0")), fields.get(b"retain") == b"1",
-                        int(fields.get(b"rx_us", eid.ms * 1000)),
-                    ))
+                    rows.append(
+                        (
+                            _utc(eid.ms),
+                            stream,
+                            eid.ms,
+                            eid.seq,
+                            fields[b"topic"].decode("utf-8", "replace"),
+                            fields[b"payload"],
+                            int(fields.get(b"qos", b"0")),
+                            fields.get(b"retain") == b"1",
+                            int(fields.get(b"rx_us", eid.ms * 1000)),
+                        )
+                    )
                 read += len(rows)
                 landed += land_raw(conn, rows, batch_id)
         finish_batch(conn, batch_id, raw_count=read)
@@ -133,9 +143,12 @@ def _event_feedback(
     bad = rejected.filter(pl.col("topic").str.starts_with("qs/v1/") & (pl.col("stage") != "duplicate"))
     if bad.is_empty():
         return messages
-    payloads = dict(raw.filter(pl.col("raw_id").is_in(bad["raw_id"].implode())).select("raw_id", "payload")
-                    .iter_rows())
-    for raw_id, item, reason, detail, topic in bad.select("raw_id", "item", "reason", "detail", "topic").iter_rows():
+    payloads = dict(
+        raw.filter(pl.col("raw_id").is_in(bad["raw_id"].implode())).select("raw_id", "payload").iter_rows()
+    )
+    for raw_id, item, reason, detail, topic in bad.select(
+        "raw_id", "item", "reason", "detail", "topic"
+    ).iter_rows():
         payload = payloads.get(raw_id, b"")
         text = payload.decode("utf-8", "replace")
         device = topic.split("/")[2] if topic.count("/") >= 3 else ""
@@ -148,10 +161,21 @@ def _event_feedback(
             pass
         error = f"{reason}: {detail}"
         if device:
-            messages.append((mqtt.ack_topic(device), {"schema": 1, "event_id": event_id, "device_id": device,
-                                                      "status": "rejected", "error": error}))
-        messages.append((mqtt.deadletter_topic, {"error": error, "topic": topic, "payload": text,
-                                                  "raw_id": raw_id}))
+            messages.append(
+                (
+                    mqtt.ack_topic(device),
+                    {
+                        "schema": 1,
+                        "event_id": event_id,
+                        "device_id": device,
+                        "status": "rejected",
+                        "error": error,
+                    },
+                )
+            )
+        messages.append(
+            (mqtt.deadletter_topic, {"error": error, "topic": topic, "payload": text, "raw_id": raw_id})
+        )
     return messages
 
 
@@ -160,18 +184,27 @@ def _event_feedback(
     backfill_policy=BackfillPolicy.multi_run(BACKFILL_HOURS_PER_RUN),
     deps=[raw_messages],
     group_name="ingest",
-    check_specs=[AssetCheckSpec("reconciliation", asset="telemetry",
-                                description="Every raw message of the hour so far is a fact row or rejected.")],
+    check_specs=[
+        AssetCheckSpec(
+            "reconciliation",
+            asset="telemetry",
+            description="Every raw message of the hour so far is a fact row or rejected.",
+        )
+    ],
     description="Decoded, validated measurements and events (facts carry raw_id and batch_id lineage); "
     "everything else in `rejected` with its reason.",
 )
 def telemetry(
-    context: AssetExecutionContext, config: WindowConfig, database: DatabaseResource, mqtt: MqttPublisherResource
+    context: AssetExecutionContext,
+    config: WindowConfig,
+    database: DatabaseResource,
+    mqtt: MqttPublisherResource,
 ) -> MaterializeResult:
     settings = get_settings()
     window = run_window(context, config)
-    options = DecodeOptions(ZoneInfo(settings.device_timezone), settings.device_ts_max_future_s,
-                            settings.device_ts_min_year)
+    options = DecodeOptions(
+        ZoneInfo(settings.device_timezone), settings.device_ts_max_future_s, settings.device_ts_min_year
+    )
     with database.connect() as conn:
         batch_id = open_batch(conn, _batch_info(context, window, []))
         raw = load_raw(conn, _utc(window.start_ms), _utc(window.end_ms))
@@ -188,8 +221,15 @@ def telemetry(
         rejected = rejected.unique(subset=["raw_id", "item"], keep="first", maintain_order=True)
         store_rejected(conn, rejected, raw["raw_id"], batch_id)
         duplicates = dup_m.height + dup_e.height
-        finish_batch(conn, batch_id, raw_count=raw.height, measurement_count=stored_m, event_count=stored_e,
-                     rejected_count=rejected.height - duplicates, duplicate_count=duplicates)
+        finish_batch(
+            conn,
+            batch_id,
+            raw_count=raw.height,
+            measurement_count=stored_m,
+            event_count=stored_e,
+            rejected_count=rejected.height - duplicates,
+            duplicate_count=duplicates,
+        )
         hour_start = window.start_ms - window.start_ms % HOUR_MS
         rec = reconcile(conn, _utc(hour_start), _utc(window.end_ms))
 

@@ -38,8 +38,9 @@ class RedisStreamsResource(ConfigurableResource):
         seconds, micros = client.time()
         return int(seconds) * 1000 + int(micros) // 1000
 
-    def read_range(self, client: redis.Redis, stream: str, start_ms: int, end_ms: int,
-                   page: int = 5000) -> Iterator[list[tuple[bytes, dict[bytes, bytes]]]]:
+    def read_range(
+        self, client: redis.Redis, stream: str, start_ms: int, end_ms: int, page: int = 5000
+    ) -> Iterator[list[tuple[bytes, dict[bytes, bytes]]]]:
         """Entries of [start_ms, end_ms) in pages, each page starting after the previous one's last ID."""
         low, high = id_range(start_ms, end_ms)
         while True:
@@ -90,8 +91,15 @@ class MqttPublisherResource(ConfigurableResource):
         def path(value: str | None) -> Path | None:
             return Path(value) if value else None
 
-        return MqttEndpoint(self.host, self.port, self.username, self.password, path(self.tls_ca),
-                            path(self.tls_cert), path(self.tls_key))
+        return MqttEndpoint(
+            self.host,
+            self.port,
+            self.username,
+            self.password,
+            path(self.tls_ca),
+            path(self.tls_cert),
+            path(self.tls_key),
+        )
 
     def ack_topic(self, device_id: str) -> str:
         return self.ack_topic_template.format(device_id=device_id)
@@ -108,8 +116,10 @@ class MqttPublisherResource(ConfigurableResource):
         try:
             if not connected.wait(10):
                 raise ConnectionError(f"MQTT broker {self.host}:{self.port} did not accept the connection")
-            infos = [client.publish(topic, json.dumps(body, separators=(",", ":")), qos=1)
-                     for topic, body in messages]
+            infos = [
+                client.publish(topic, json.dumps(body, separators=(",", ":")), qos=1)
+                for topic, body in messages
+            ]
             deadline = time.monotonic() + timeout_s
             for info in infos:
                 info.wait_for_publish(max(0.0, deadline - time.monotonic()))
@@ -121,8 +131,9 @@ class MqttPublisherResource(ConfigurableResource):
 
 def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResource]:
     return {
-        "redis": RedisStreamsResource(url=settings.redis_url, stream_prefix=settings.stream_prefix,
-                                      shards=settings.stream_shards),
+        "redis": RedisStreamsResource(
+            url=settings.redis_url, stream_prefix=settings.stream_prefix, shards=settings.stream_shards
+        ),
         "database": DatabaseResource(url=settings.database_url),
         "mqtt": MqttPublisherResource(
             host=settings.mqtt_host,

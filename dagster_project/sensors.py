@@ -1,6 +1,5 @@
 """The micro-window sensor: one run per closed arrival window, with the exact stream-ID range."""
 
-
 import json
 
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
@@ -28,7 +27,9 @@ def run_request(window: Window) -> RunRequest:
     )
 
 
-def _initial_cursor(redis: RedisStreamsResource, database: DatabaseResource, now_ms: int, window_ms: int) -> int:
+def _initial_cursor(
+    redis: RedisStreamsResource, database: DatabaseResource, now_ms: int, window_ms: int
+) -> int:
     """Where a sensor without a cursor starts: after the last landed batch, else at the first stream entry,
     else at the current window."""
     with database.connect() as conn:
@@ -43,7 +44,7 @@ def _initial_cursor(redis: RedisStreamsResource, database: DatabaseResource, now
     job=micro_batch_job,
     minimum_interval_seconds=get_settings().sensor_interval_s,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Requests a run for each closed micro-window of arrival time (a whole hour when catching up).",
+    description="Requests a run per closed micro-window of arrival time (a whole hour when catching up).",
 )
 def micro_window_sensor(
     context: SensorEvaluationContext, redis: RedisStreamsResource, database: DatabaseResource
@@ -55,13 +56,18 @@ def micro_window_sensor(
     cursor = json.loads(context.cursor)["next_ms"] if context.cursor else None
     if cursor is None:
         cursor = _initial_cursor(redis, database, now_ms, window_ms)
-    windows = closed_windows(cursor, now_ms, window_ms, settings.window_grace_ms,
-                             settings.sensor_max_runs_per_tick)
+    windows = closed_windows(
+        cursor, now_ms, window_ms, settings.window_grace_ms, settings.sensor_max_runs_per_tick
+    )
     if not windows:
-        return SensorResult(skip_reason=SkipReason("no window has closed yet"),
-                            cursor=json.dumps({"next_ms": cursor}))
+        return SensorResult(
+            skip_reason=SkipReason("no window has closed yet"), cursor=json.dumps({"next_ms": cursor})
+        )
     requests = [
-        run_request(w) for w in windows
-        if w.closes_hour or not settings.sensor_skip_empty_windows or redis.has_entries(client, w.start_ms, w.end_ms)
+        run_request(w)
+        for w in windows
+        if w.closes_hour
+        or not settings.sensor_skip_empty_windows
+        or redis.has_entries(client, w.start_ms, w.end_ms)
     ]
     return SensorResult(run_requests=requests, cursor=json.dumps({"next_ms": windows[-1].end_ms}))

@@ -36,8 +36,16 @@ def open_batch(conn: psycopg.Connection, info: BatchInfo) -> int:
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
            ON CONFLICT (run_id) DO UPDATE SET decoder_version = excluded.decoder_version
            RETURNING batch_id""",
-        (info.run_id, info.partition_key, info.range_start, info.range_end, info.start_id, info.end_id,
-         list(info.streams), info.decoder_version),
+        (
+            info.run_id,
+            info.partition_key,
+            info.range_start,
+            info.range_end,
+            info.start_id,
+            info.end_id,
+            list(info.streams),
+            info.decoder_version,
+        ),
     ).fetchone()
     assert row is not None
     return int(row[0])
@@ -48,22 +56,25 @@ def finish_batch(conn: psycopg.Connection, batch_id: int, **counts: int) -> None
     if not counts.keys() <= allowed:
         raise ValueError(f"unknown batch counters {sorted(counts.keys() - allowed)}")
     sets = ", ".join(f"{name} = %({name})s" for name in counts)
-    conn.execute(f"UPDATE batches SET {sets}, finished_at = now() WHERE batch_id = %(b)s",
-                 {**counts, "b": batch_id})
+    conn.execute(
+        f"UPDATE batches SET {sets}, finished_at = now() WHERE batch_id = %(b)s", {**counts, "b": batch_id}
+    )
 
 
 def land_raw(conn: psycopg.Connection, rows: Iterable[tuple], batch_id: int) -> int:
     """Insert stream entries (tuples in RAW_COLUMNS order) once; returns how many were new."""
     with conn.cursor() as cur:
-        cur.execute("CREATE TEMP TABLE IF NOT EXISTS stage_raw (arrived_at timestamptz, stream text, "
-                    "entry_ms bigint, entry_seq bigint, topic text, payload bytea, qos smallint, retain boolean, "
-                    "rx_us bigint, batch_id bigint) ON COMMIT DELETE ROWS")
+        cur.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS stage_raw (arrived_at timestamptz, stream text, "
+            "entry_ms bigint, entry_seq bigint, topic text, payload bytea, qos smallint, retain boolean, "
+            "rx_us bigint, batch_id bigint) ON COMMIT DELETE ROWS"
+        )
         with cur.copy(f"COPY stage_raw ({', '.join(RAW_COLUMNS)}, batch_id) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row((*row, batch_id))
         cur.execute(
-            f"""INSERT INTO raw_messages ({', '.join(RAW_COLUMNS)}, batch_id)
-                SELECT {', '.join(RAW_COLUMNS)}, batch_id FROM stage_raw
+            f"""INSERT INTO raw_messages ({", ".join(RAW_COLUMNS)}, batch_id)
+                SELECT {", ".join(RAW_COLUMNS)}, batch_id FROM stage_raw
                 ON CONFLICT (arrived_at, stream, entry_ms, entry_seq) DO NOTHING"""
         )
         return cur.rowcount
@@ -79,9 +90,15 @@ def load_raw(conn: psycopg.Connection, start: datetime, end: datetime) -> pl.Dat
         )
         rows = cur.fetchall()
     return pl.DataFrame(
-        rows, orient="row",
-        schema={"raw_id": pl.Int64, "topic": pl.String, "payload": pl.Binary, "rx_us": pl.Int64,
-                "arrived_at": UTC_US},
+        rows,
+        orient="row",
+        schema={
+            "raw_id": pl.Int64,
+            "topic": pl.String,
+            "payload": pl.Binary,
+            "rx_us": pl.Int64,
+            "arrived_at": UTC_US,
+        },
     )
 
 
@@ -111,7 +128,7 @@ def load_f2_catalog(conn: psycopg.Connection) -> F2Catalog:
 def _ids(
     conn: psycopg.Connection, insert: str, rows: list[tuple], select: str, select_columns: int, schema: dict
 ) -> pl.DataFrame:
-    """Insert dimension rows that are new, then read the ids of all of them (the first columns are the key)."""
+    """Insert the dimension rows that are new, then read the ids of all of them (key columns first)."""
     if not rows:
         return pl.DataFrame(schema=schema)
     columns = [list(col) for col in zip(*rows, strict=True)]
@@ -127,7 +144,10 @@ def device_ids(conn: psycopg.Connection, devices: pl.DataFrame) -> pl.DataFrame:
     return _ids(
         conn,
         "INSERT INTO devices (device_key, kind) VALUES (%s, %s) ON CONFLICT (device_key) DO NOTHING",
-        rows, "SELECT device_key, device_id FROM devices WHERE device_key = ANY(%s)", 1, {"device_key": pl.String, "device_id": pl.Int32},
+        rows,
+        "SELECT device_key, device_id FROM devices WHERE device_key = ANY(%s)",
+        1,
+        {"device_key": pl.String, "device_id": pl.Int32},
     )
 
 
@@ -139,7 +159,8 @@ def metric_ids(conn: psycopg.Connection, metrics: pl.DataFrame) -> pl.DataFrame:
         rows,
         "SELECT name, unit, metric_id FROM metrics WHERE (name, unit) IN "
         "(SELECT * FROM unnest(%s::text[], %s::text[]))",
-        2, {"metric": pl.String, "unit": pl.String, "metric_id": pl.Int32},
+        2,
+        {"metric": pl.String, "unit": pl.String, "metric_id": pl.Int32},
     )
 
 
@@ -156,14 +177,19 @@ def _duplicates(frame: pl.DataFrame, key: list[str], what: str) -> tuple[pl.Data
     later = ordered.join(first.select("raw_id", "item"), on=["raw_id", "item"], how="anti")
     firsts = first.select([*key, pl.col("raw_id").alias("first_raw_id")])
     rejects = later.join(firsts, on=key, how="left").select(
-        "raw_id", "item", pl.lit("duplicate").alias("stage"), pl.lit(f"duplicate_{what}").alias("reason"),
+        "raw_id",
+        "item",
+        pl.lit("duplicate").alias("stage"),
+        pl.lit(f"duplicate_{what}").alias("reason"),
         pl.format("same {} as raw message {}", pl.lit(what), pl.col("first_raw_id")).alias("detail"),
         pl.lit("").alias("topic"),
     )
     return first, rejects.cast(REJECT_SCHEMA)
 
 
-def store_measurements(conn: psycopg.Connection, frame: pl.DataFrame, batch_id: int) -> tuple[int, pl.DataFrame]:
+def store_measurements(
+    conn: psycopg.Connection, frame: pl.DataFrame, batch_id: int
+) -> tuple[int, pl.DataFrame]:
     """Upsert measurements; returns (rows written or confirmed, duplicate rejections)."""
     if frame.is_empty():
         return 0, pl.DataFrame(schema=REJECT_SCHEMA)
@@ -171,12 +197,15 @@ def store_measurements(conn: psycopg.Connection, frame: pl.DataFrame, batch_id: 
     metrics = metric_ids(conn, frame.select("metric", "unit"))
     keyed = frame.join(devices, on="device_key").join(metrics, on=["metric", "unit"])
     first, dup_in_batch = _duplicates(keyed, ["device_id", "metric_id", "ts"], "device, metric and timestamp")
-    staged = first.select("ts", "device_id", "metric_id", "value_num", "value_text", "arrived_at", "raw_id",
-                          "item")
+    staged = first.select(
+        "ts", "device_id", "metric_id", "value_num", "value_text", "arrived_at", "raw_id", "item"
+    )
     with conn.cursor() as cur:
-        cur.execute("CREATE TEMP TABLE IF NOT EXISTS stage_measurements (ts timestamptz, device_id int, "
-                    "metric_id int, value_num float8, value_text text, arrived_at timestamptz, raw_id bigint, "
-                    "item int) ON COMMIT DELETE ROWS")
+        cur.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS stage_measurements (ts timestamptz, device_id int, "
+            "metric_id int, value_num float8, value_text text, arrived_at timestamptz, raw_id bigint, "
+            "item int) ON COMMIT DELETE ROWS"
+        )
         _copy(cur, "stage_measurements", staged)
         cur.execute(
             """INSERT INTO measurements AS m (ts, device_id, metric_id, value_num, value_text, arrived_at,
@@ -184,9 +213,11 @@ def store_measurements(conn: psycopg.Connection, frame: pl.DataFrame, batch_id: 
                SELECT ts, device_id, metric_id, value_num, value_text, arrived_at, raw_id, %(b)s
                FROM stage_measurements
                ON CONFLICT (device_id, metric_id, ts) DO UPDATE
-               SET value_num = excluded.value_num, value_text = excluded.value_text, batch_id = excluded.batch_id
+               SET value_num = excluded.value_num, value_text = excluded.value_text,
+                   batch_id = excluded.batch_id
                WHERE m.raw_id = excluded.raw_id
-                 AND (m.value_num, m.value_text) IS DISTINCT FROM (excluded.value_num, excluded.value_text)""",
+                 AND (m.value_num, m.value_text)
+                     IS DISTINCT FROM (excluded.value_num, excluded.value_text)""",
             {"b": batch_id},
         )
         cur.execute(
@@ -200,9 +231,12 @@ def store_measurements(conn: psycopg.Connection, frame: pl.DataFrame, batch_id: 
 
 def _stored_duplicates(rows: list[tuple], what: str) -> pl.DataFrame:
     return pl.DataFrame(
-        [(raw_id, item, "duplicate", f"duplicate_{what}", f"same {what} as raw message {first}", "")
-         for raw_id, item, first in rows],
-        orient="row", schema=REJECT_SCHEMA,
+        [
+            (raw_id, item, "duplicate", f"duplicate_{what}", f"same {what} as raw message {first}", "")
+            for raw_id, item, first in rows
+        ],
+        orient="row",
+        schema=REJECT_SCHEMA,
     )
 
 
@@ -212,12 +246,26 @@ def store_events(conn: psycopg.Connection, frame: pl.DataFrame, batch_id: int) -
     devices = device_ids(conn, frame.select("device_key", pl.lit("event").alias("device_kind")))
     keyed = frame.join(devices, on="device_key")
     first, dup_in_batch = _duplicates(keyed, ["device_id", "event_id"], "device and event_id")
-    staged = first.select("device_id", "event_id", "schema", "event_type", "value_num", "value_text", "unit",
-                          "ts_device", "ts_server", "meta", "raw_id", "item")
+    staged = first.select(
+        "device_id",
+        "event_id",
+        "schema",
+        "event_type",
+        "value_num",
+        "value_text",
+        "unit",
+        "ts_device",
+        "ts_server",
+        "meta",
+        "raw_id",
+        "item",
+    )
     with conn.cursor() as cur:
-        cur.execute("CREATE TEMP TABLE IF NOT EXISTS stage_events (device_id int, event_id text, schema int, "
-                    "event_type text, value_num float8, value_text text, unit text, ts_device timestamptz, "
-                    "ts_server timestamptz, meta jsonb, raw_id bigint, item int) ON COMMIT DELETE ROWS")
+        cur.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS stage_events (device_id int, event_id text, schema int, "
+            "event_type text, value_num float8, value_text text, unit text, ts_device timestamptz, "
+            "ts_server timestamptz, meta jsonb, raw_id bigint, item int) ON COMMIT DELETE ROWS"
+        )
         _copy(cur, "stage_events", staged)
         cur.execute(
             """INSERT INTO events AS e (device_id, event_id, schema, event_type, value_num, value_text, unit,
@@ -239,20 +287,28 @@ def store_events(conn: psycopg.Connection, frame: pl.DataFrame, batch_id: int) -
                JOIN events e USING (device_id, event_id) WHERE e.raw_id <> s.raw_id"""
         )
         dup_rows = cur.fetchall()
-    return staged.height - len(dup_rows), pl.concat([dup_in_batch, _stored_duplicates(dup_rows,
-                                                                                     "device and event_id")])
+    return staged.height - len(dup_rows), pl.concat(
+        [dup_in_batch, _stored_duplicates(dup_rows, "device and event_id")]
+    )
 
 
-def store_rejected(conn: psycopg.Connection, rejected: pl.DataFrame, raw_ids: pl.Series, batch_id: int) -> int:
+def store_rejected(
+    conn: psycopg.Connection, rejected: pl.DataFrame, raw_ids: pl.Series, batch_id: int
+) -> int:
     """Replace the rejections of these raw messages (a re-run with a newer decoder may have fewer)."""
     with conn.cursor() as cur:
         cur.execute("DELETE FROM rejected WHERE raw_id = ANY(%s)", (raw_ids.to_list(),))
         if rejected.is_empty():
             return 0
-        cur.execute("CREATE TEMP TABLE IF NOT EXISTS stage_rejected (raw_id bigint, item int, stage text, "
-                    "reason text, detail text, topic text, arrived_at timestamptz) ON COMMIT DELETE ROWS")
-        _copy(cur, "stage_rejected", rejected.select("raw_id", "item", "stage", "reason", "detail", "topic",
-                                                      "arrived_at"))
+        cur.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS stage_rejected (raw_id bigint, item int, stage text, "
+            "reason text, detail text, topic text, arrived_at timestamptz) ON COMMIT DELETE ROWS"
+        )
+        _copy(
+            cur,
+            "stage_rejected",
+            rejected.select("raw_id", "item", "stage", "reason", "detail", "topic", "arrived_at"),
+        )
         cur.execute(
             """INSERT INTO rejected (raw_id, item, stage, reason, detail, topic, arrived_at, batch_id)
                SELECT raw_id, item, stage, reason, detail, topic, arrived_at, %s FROM stage_rejected

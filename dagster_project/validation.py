@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import polars as pl
 import pandera.polars as pa
+import polars as pl
 from pandera.errors import SchemaErrors
 
 from dagster_project.decoding.batch import REJECT_SCHEMA
@@ -25,7 +25,9 @@ class MeasurementSchema(pa.DataFrameModel):
     @pa.dataframe_check(error="value_num must be finite and one of value_num/value_text present")
     def value_present_and_finite(cls, data: pa.PolarsData) -> pl.LazyFrame:
         num, text = pl.col("value_num"), pl.col("value_text")
-        return data.lazyframe.select((num.is_not_null() | text.is_not_null()) & (num.is_null() | num.is_finite()))
+        return data.lazyframe.select(
+            (num.is_not_null() | text.is_not_null()) & (num.is_null() | num.is_finite())
+        )
 
 
 class EventSchema(pa.DataFrameModel):
@@ -58,8 +60,12 @@ def split_valid(frame: pl.DataFrame, schema: type[pa.DataFrameModel]) -> tuple[p
         failed = (
             cases.filter(pl.col("index").is_not_null())
             .with_columns(
-                what=pl.format("{} failed {} (got {})", pl.col("column"), pl.col("check"),
-                               pl.col("failure_case").str.slice(0, 80))
+                what=pl.format(
+                    "{} failed {} (got {})",
+                    pl.col("column"),
+                    pl.col("check"),
+                    pl.col("failure_case").str.slice(0, 80),
+                )
             )
             .group_by("index")
             .agg(pl.col("what").sort().str.join("; "))
@@ -70,8 +76,11 @@ def split_valid(frame: pl.DataFrame, schema: type[pa.DataFrameModel]) -> tuple[p
         bad = indexed.join(failed, on="_row", how="inner")
         valid = indexed.join(failed, on="_row", how="anti").drop("_row")
         rejects = bad.select(
-            pl.col("raw_id"), pl.col("item"), pl.lit("validate").alias("stage"),
-            pl.lit("schema").alias("reason"), pl.col("what").alias("detail"),
+            pl.col("raw_id"),
+            pl.col("item"),
+            pl.lit("validate").alias("stage"),
+            pl.lit("schema").alias("reason"),
+            pl.col("what").alias("detail"),
             pl.lit("").alias("topic"),
         ).cast(REJECT_SCHEMA)
         return valid, rejects

@@ -43,6 +43,17 @@ log = logging.getLogger(__name__)
 
 RECONNECT_MIN_DELAY_S = 1
 RECONNECT_MAX_DELAY_S = 30
+PAHO_LOG = logging.getLogger("ingest_listener.paho")
+
+
+def _drop_not_connected_noise(record: logging.LogRecord) -> bool:
+    """paho's loop logs "Client is not connected" as an ERROR whenever it spins without a socket
+    (broker unreachable, or right after our own DISCONNECT). We log those situations ourselves, in
+    words an operator can act on; this one is noise."""
+    return not str(record.msg).startswith("Client is not connected")
+
+
+PAHO_LOG.addFilter(_drop_not_connected_noise)
 
 
 def redis_client_for(settings: Settings) -> redis.Redis:
@@ -110,7 +121,6 @@ class Listener:
         """Start the writer, the metrics endpoint and the MQTT network loop (connects in background)."""
         if self._started:
             return
-        self._started = True
         s = self.settings
         log.info(
             "listener %r: broker %s:%d, topics %s at QoS %d -> streams %s (flush %d entries / %d ms)",
@@ -123,9 +133,10 @@ class Listener:
             s.listener_flush_count,
             s.listener_flush_ms,
         )
-        self.writer.start()
         if self._metrics_server is not None:
-            self._metrics_server.start()
+            self._metrics_server.start()  # first: a taken port fails start() before anything runs
+        self._started = True
+        self.writer.start()
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = s.listener_session_expiry_s
         properties.ReceiveMaximum = s.listener_receive_maximum
@@ -185,6 +196,8 @@ class Listener:
             if self.client.disconnect() == mqtt.MQTT_ERR_SUCCESS:
                 self._disconnected.wait(max(0.5, min(3.0, deadline - time.monotonic())))
             self.client.loop_stop()
+            with self._ack_lock:
+                self._connected = False  # whatever happened above, no ack may follow the disconnect
             # 3. stragglers that arrived after step 1 are written too (not acked: redelivered later)
             left = self.writer.close(timeout=max(0.5, deadline - time.monotonic()))
             if self._metrics_server is not None:
@@ -232,7 +245,7 @@ class Listener:
                 keyfile=str(s.mqtt_tls_key) if s.mqtt_tls_key is not None else None,
             )
         client.reconnect_delay_set(min_delay=RECONNECT_MIN_DELAY_S, max_delay=RECONNECT_MAX_DELAY_S)
-        client.enable_logger(logging.getLogger("ingest_listener.paho"))
+        client.enable_logger(PAHO_LOG)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect

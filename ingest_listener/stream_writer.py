@@ -96,7 +96,7 @@ class StreamWriter:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
 
-    def write(self, entries: Sequence[Entry]) -> list[bytes | Exception]:
+    def write(self, entries: Sequence[Entry]) -> list[bytes | str | Exception]:
         """XADD every entry; per entry the new ID, or the error Redis answered for that entry.
 
         Raises a connection error (see `CONNECTION_ERRORS`) when Redis cannot be reached; then it is
@@ -107,8 +107,7 @@ class StreamWriter:
         pipe = self.client.pipeline(transaction=False)
         for entry in entries:
             pipe.xadd(entry.stream, entry.fields)  # type: ignore[arg-type]  # no maxlen, ever
-        results = pipe.execute(raise_on_error=False)
-        return [r if isinstance(r, Exception) else bytes(r) for r in results]
+        return list(pipe.execute(raise_on_error=False))
 
 
 class BufferedStreamWriter:
@@ -291,12 +290,23 @@ class BufferedStreamWriter:
         except CONNECTION_ERRORS as exc:
             self._failed(f"Redis unreachable: {exc}", len(batch))
             return False
-        except redis.RedisError as exc:  # e.g. an error reply to the whole pipeline
+        except redis.RedisError as exc:  # e.g. an authentication error
             self._failed(f"Redis write failed: {exc!r}", len(batch))
+            return False
+        except Exception as exc:  # a bug must not kill the writer thread silently; keep the entries
+            log.exception("unexpected error writing %d entries", len(batch))
+            self._failed(f"unexpected error: {exc!r}", len(batch))
             return False
         elapsed = time.perf_counter() - started
         written = [e for e, r in zip(batch, results, strict=True) if not isinstance(r, Exception)]
         refused = [(e, r) for e, r in zip(batch, results, strict=True) if isinstance(r, Exception)]
+        # Report before releasing drain() waiters: the listener disconnects right after a drain, and
+        # the acks on_written queues must already be ahead of that DISCONNECT.
+        if written and self._on_written is not None:
+            try:
+                self._on_written(written)
+            except Exception:  # never let an ack problem kill the writer; entries are written
+                log.exception("on_written callback failed")
         with self._cond:
             for entry in written:
                 del self._outstanding[entry.seq]
@@ -306,11 +316,6 @@ class BufferedStreamWriter:
         m = self.metrics
         m.entries_written.inc(len(written))
         m.buffered.dec(len(written))
-        if written and self._on_written is not None:
-            try:
-                self._on_written(written)
-            except Exception:  # never let an ack problem kill the writer; entries are written
-                log.exception("on_written callback failed")
         if refused:
             entry, error = refused[0]
             reason = f"Redis refused {len(refused)} of {len(batch)} entries ({entry.stream!r}: {error})"

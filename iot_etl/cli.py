@@ -37,8 +37,10 @@ def db_migrate() -> None:
     settings = get_settings()
     created = ensure_database(settings.database_url)
     applied = apply_migrations(settings.database_url)
-    click.echo(f"database {settings.database_name()}: {'created, ' if created else ''}"
-               f"{len(applied)} migration(s) applied{': ' + ', '.join(applied) if applied else ''}")
+    click.echo(
+        f"database {settings.database_name()}: {'created, ' if created else ''}"
+        f"{len(applied)} migration(s) applied{': ' + ', '.join(applied) if applied else ''}"
+    )
     if settings.dagster_pg_url and ensure_database(settings.dagster_pg_url):
         click.echo("created Dagster's storage database")
 
@@ -82,7 +84,9 @@ def status() -> None:
 
 @main.command("broker-config")
 @click.option("--port", type=int, default=None, help="Listener port (default: IOT_MQTT_PORT).")
-@click.option("--persistence-dir", type=click.Path(), default=None, help="Where the broker persists sessions.")
+@click.option(
+    "--persistence-dir", type=click.Path(), default=None, help="Where the broker persists sessions."
+)
 def broker_config(port: int | None, persistence_dir: str | None) -> None:
     """Print the project's Mosquitto configuration (no 1000-message queue limit)."""
     from pathlib import Path
@@ -90,11 +94,14 @@ def broker_config(port: int | None, persistence_dir: str | None) -> None:
     from iot_etl.broker_config import render_broker_config
 
     settings = get_settings()
-    click.echo(render_broker_config(
-        port=port or settings.mqtt_port, bind="0.0.0.0",
-        persistence_dir=Path(persistence_dir) if persistence_dir else None,
-        max_queued_bytes=settings.broker_max_queued_bytes,
-    ))
+    click.echo(
+        render_broker_config(
+            port=port or settings.mqtt_port,
+            bind="0.0.0.0",
+            persistence_dir=Path(persistence_dir) if persistence_dir else None,
+            max_queued_bytes=settings.broker_max_queued_bytes,
+        )
+    )
 
 
 def _add_simulate() -> None:
@@ -104,3 +111,7 @@ def _add_simulate() -> None:
 
 
 _add_simulate()
+
+
+if __name__ == "__main__":
+    main()

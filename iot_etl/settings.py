@@ -8,7 +8,6 @@ from here; no other module reads the environment. Values come from `IOT_*` envir
 from __future__ import annotations
 
 import json
-
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -27,7 +26,7 @@ class Settings(BaseSettings):
     # --- storage -------------------------------------------------------------------------------------
     database_url: str = Field(
         "postgresql://postgres@127.0.0.1:5432/iot",
-        description="PostgreSQL/TimescaleDB URL of the telemetry database (created by `db migrate` if missing).",
+        description="PostgreSQL/TimescaleDB URL of the telemetry database (`db migrate` creates it).",
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis holding the raw streams.")
     stream_prefix: str = Field(
@@ -80,7 +79,9 @@ class Settings(BaseSettings):
     device_ts_min_year: int = Field(2000, description="A device timestamp before this year is not sane.")
     ack_topic_template: str = Field("qs/v1/{device_id}/acks", description="Where event ACKs go.")
     deadletter_topic: str = Field("qs/v1/deadletter", description="Where rejected events go.")
-    publisher_client_id: str = Field("iot-etl-dagster", description="Client id prefix of Dagster's publisher.")
+    publisher_client_id: str = Field(
+        "iot-etl-dagster", description="Client id prefix of Dagster's publisher."
+    )
 
     # --- Dagster -------------------------------------------------------------------------------------
     dagster_home: Path = Field(Path(".iot-etl/dagster_home"), description="Dagster instance directory.")
@@ -113,7 +114,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_window(self) -> Settings:
         if 3600 % self.window_seconds:
-            raise ValueError(f"IOT_WINDOW_SECONDS={self.window_seconds} must divide 3600 (windows tile hours)")
+            raise ValueError(
+                f"IOT_WINDOW_SECONDS={self.window_seconds} must divide 3600 (windows tile hours)"
+            )
         return self
 
     @property

@@ -26,7 +26,9 @@ class StatusLine:
 def database_status(settings: Settings) -> list[StatusLine]:
     try:
         with psycopg.connect(settings.database_url, connect_timeout=5) as conn:
-            lines = [StatusLine("database", "engine", "TimescaleDB" if has_timescaledb(conn) else "PostgreSQL")]
+            lines = [
+                StatusLine("database", "engine", "TimescaleDB" if has_timescaledb(conn) else "PostgreSQL")
+            ]
             for table in ("raw_messages", "measurements", "events", "rejected", "batches"):
                 (count,) = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
                 lines.append(StatusLine("database", table, str(count)))
@@ -35,8 +37,13 @@ def database_status(settings: Settings) -> list[StatusLine]:
                 "WHERE finished_at IS NOT NULL ORDER BY range_end DESC, batch_id DESC LIMIT 1"
             ).fetchone()
             if row:
-                lines.append(StatusLine("database", "last batch",
-                                        f"run {row[0][:8]} hour {row[1]} to {row[2]:%H:%M:%S} ({row[3]} raw)"))
+                lines.append(
+                    StatusLine(
+                        "database",
+                        "last batch",
+                        f"run {row[0][:8]} hour {row[1]} to {row[2]:%H:%M:%S} ({row[3]} raw)",
+                    )
+                )
             return lines
     except psycopg.Error as exc:
         return [StatusLine("database", "error", str(exc).splitlines()[0])]
@@ -45,8 +52,10 @@ def database_status(settings: Settings) -> list[StatusLine]:
 def redis_status(settings: Settings) -> list[StatusLine]:
     try:
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
-        return [StatusLine("redis", stream, f"{client.xlen(stream)} entries")
-                for stream in stream_names(settings.stream_prefix, settings.stream_shards)]
+        return [
+            StatusLine("redis", stream, f"{client.xlen(stream)} entries")
+            for stream in stream_names(settings.stream_prefix, settings.stream_shards)
+        ]
     except redis.RedisError as exc:
         return [StatusLine("redis", "error", str(exc))]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -46,8 +47,18 @@ class Supervisor:
         self.children = [
             Child("listener", [sys.executable, "-m", "ingest_listener"]),
             Child("dagster-daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", workspace]),
-            Child("dagster-webserver", [str(bin_dir / "dagster-webserver"), "-w", workspace,
-                                        "-h", self.settings.webserver_host, "-p", str(self.settings.webserver_port)]),
+            Child(
+                "dagster-webserver",
+                [
+                    str(bin_dir / "dagster-webserver"),
+                    "-w",
+                    workspace,
+                    "-h",
+                    self.settings.webserver_host,
+                    "-p",
+                    str(self.settings.webserver_port),
+                ],
+            ),
         ]
         if with_simulator:
             self.children.append(Child("simulator", [sys.executable, "-m", "simulator"]))
@@ -95,10 +106,8 @@ class Supervisor:
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def run_up(settings: Settings, with_simulator: bool) -> int:
@@ -123,8 +132,11 @@ def run_up(settings: Settings, with_simulator: bool) -> int:
             dead = supervisor.exited()
             if dead:
                 for child in dead:
-                    print(f"{child.name} exited with {child.process.returncode}; stopping everything",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"{child.name} exited with {child.process.returncode}; stopping everything",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 status = 1
                 break
             time.sleep(0.5)

@@ -30,15 +30,19 @@ REFERENCE_EVENT = {
 
 def xadd(settings: Settings, topic: str, payload: bytes) -> int:
     client = redis.Redis.from_url(settings.redis_url)
-    entry = client.xadd(settings.stream_prefix, {"topic": topic, "payload": payload, "qos": "1", "retain": "0",
-                                                  "rx_us": str(time.time_ns() // 1000)})
+    entry = client.xadd(
+        settings.stream_prefix,
+        {"topic": topic, "payload": payload, "qos": "1", "retain": "0", "rx_us": str(time.time_ns() // 1000)},
+    )
     return int(entry.split(b"-")[0])
 
 
 def counts(url: str) -> dict[str, int]:
     with psycopg.connect(url) as conn:
-        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                for t in ("raw_messages", "measurements", "events", "rejected")}
+        return {
+            t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("raw_messages", "measurements", "events", "rejected")
+        }
 
 
 def test_window_lands_decodes_and_reruns_idempotently(clean_db: str, settings: Settings) -> None:
@@ -60,8 +64,13 @@ def test_window_lands_decodes_and_reruns_idempotently(clean_db: str, settings: S
             ).fetchone()
             assert (value, unit, raw_topic) == (27.93, "°C", "devices/a1b2c3d4/temperature")
             event = conn.execute("SELECT event_id, value_num, unit, ts_device, meta FROM events").fetchone()
-            assert event == ("esp32-01-1707523200000", 23.5, "C", datetime(2024, 2, 10, tzinfo=UTC),
-                             {"sensor": "dht22", "location": "living_room"})
+            assert event == (
+                "esp32-01-1707523200000",
+                23.5,
+                "C",
+                datetime(2024, 2, 10, tzinfo=UTC),
+                {"sensor": "dht22", "location": "living_room"},
+            )
             reasons = sorted(r for (r,) in conn.execute("SELECT reason FROM rejected"))
             assert reasons == ["not_utf8", "unknown_topic"]
             run_ids = {r for (r,) in conn.execute("SELECT run_id FROM batches")}

@@ -38,7 +38,9 @@ def test_several_datapoints_signed_and_decimals_from_one_frame() -> None:
 def test_unsigned_reading_of_high_bit_is_positive() -> None:
     reply = parse_reply(encode_reply(3, bytes.fromhex("FDF3")))
     spec = DatapointSpec("raw", 0, 2, False, 0, "")
-    assert decode_datapoints(" ".join(f"{b:02x}" for b in encode_reply(3, reply.data)), [spec])[0][1] == 65011.0
+    assert (
+        decode_datapoints(" ".join(f"{b:02x}" for b in encode_reply(3, reply.data)), [spec])[0][1] == 65011.0
+    )
 
 
 def test_frame_without_crc_is_accepted_and_hex_without_spaces() -> None:
@@ -64,7 +66,7 @@ def test_bad_frames_say_what_is_wrong(data: str, message: str) -> None:
 
 def test_datapoint_beyond_the_frame_is_an_error() -> None:
     frame = encode_reply(1, bytes.fromhex("0001"))
-    with pytest.raises(FrameError, match="needs bytes 4..7"):
+    with pytest.raises(FrameError, match=r"needs bytes 4\.\.7"):
         decode_datapoints(frame.hex(), [POWER])
 
 

@@ -57,8 +57,14 @@ def test_plain_text_values(text: str, expected: Value) -> None:
 
 @pytest.mark.parametrize(
     ("text", "reason"),
-    [("", "empty_value"), ("   ", "empty_value"), ("nan", "not_finite"), ("-Infinity", "not_finite"),
-     ("1e999", "not_finite"), ("x" * 300, "text_too_long")],
+    [
+        ("", "empty_value"),
+        ("   ", "empty_value"),
+        ("nan", "not_finite"),
+        ("-Infinity", "not_finite"),
+        ("1e999", "not_finite"),
+        ("x" * 300, "text_too_long"),
+    ],
 )
 def test_plain_bad_values(text: str, reason: str) -> None:
     with pytest.raises(DecodeError) as err:
@@ -74,9 +80,13 @@ def test_plain_json_object_with_unit_and_ts() -> None:
 
 @pytest.mark.parametrize(
     ("payload", "reason"),
-    [('{"unit": "C"}', "missing_value"), ('{"value": {"a": 1}}', "bad_value"), ('{"value": 1, "ts": "soon"}',
-                                                                                 "bad_ts"),
-     ("{nope", "bad_json"), ('{"value": 1, "unit": 5}', "bad_unit")],
+    [
+        ('{"unit": "C"}', "missing_value"),
+        ('{"value": {"a": 1}}', "bad_value"),
+        ('{"value": 1, "ts": "soon"}', "bad_ts"),
+        ("{nope", "bad_json"),
+        ('{"value": 1, "unit": 5}', "bad_unit"),
+    ],
 )
 def test_plain_json_errors(payload: str, reason: str) -> None:
     with pytest.raises(DecodeError) as err:
@@ -90,7 +100,12 @@ def test_reference_004_event_exactly() -> None:
     assert event.event_id == "esp32-01-1707523200000"
     assert event.device_id == "esp32-01"
     assert (event.schema, event.event_type, event.value_num, event.value_text, event.unit) == (
-        1, "temperature", 23.5, None, "C")
+        1,
+        "temperature",
+        23.5,
+        None,
+        "C",
+    )
     assert event.ts_device == datetime(2024, 2, 10, tzinfo=UTC)
     assert event.meta == {"sensor": "dht22", "location": "living_room"}
 
@@ -102,7 +117,13 @@ def test_reference_004_test_event_with_integer_value_and_no_optionals() -> None:
 
 
 def test_naive_event_time_takes_the_configured_zone() -> None:
-    doc = {"schema": 1, "event_id": "e", "device_id": "d", "event_type": "t", "ts_device": "2024-02-10T01:00:00"}
+    doc = {
+        "schema": 1,
+        "event_id": "e",
+        "device_id": "d",
+        "event_type": "t",
+        "ts_device": "2024-02-10T01:00:00",
+    }
     event = decode_event(doc, "d", timezone(timedelta(hours=1)))
     assert event.ts_device == datetime(2024, 2, 10, 0, 0, tzinfo=UTC)
 
@@ -142,7 +163,9 @@ def test_topics(topic: str, kind: str, device: str) -> None:
     assert (parsed.kind, parsed.device_key) == (kind, device)
 
 
-@pytest.mark.parametrize("topic", ["devices/x", "devices/x/y/z", "qs/v1/x/acks", "tele/f2-xyz/a/J1/s", "foo", ""])
+@pytest.mark.parametrize(
+    "topic", ["devices/x", "devices/x/y/z", "qs/v1/x/acks", "tele/f2-xyz/a/J1/s", "foo", ""]
+)
 def test_unknown_topics(topic: str) -> None:
     with pytest.raises(DecodeError) as err:
         parse_topic(topic)
@@ -151,7 +174,9 @@ def test_unknown_topics(topic: str) -> None:
 
 def catalog() -> F2Catalog:
     cat = F2Catalog()
-    cat.add("aabbccddee01", "J1", "sensor-1", SensorEntry("sensor-mode", "th-sensor", SENSOR_MODELS["th-sensor"]))
+    cat.add(
+        "aabbccddee01", "J1", "sensor-1", SensorEntry("sensor-mode", "th-sensor", SENSOR_MODELS["th-sensor"])
+    )
     cat.add("aabbccddee01", "J2", "strike-1", SensorEntry("access-control-mode", "strike"))
     return cat
 
@@ -159,8 +184,12 @@ def catalog() -> F2Catalog:
 def raw_frame(messages: list[tuple[str, bytes]], rx: datetime) -> pl.DataFrame:
     rx_us = int(rx.timestamp() * 1_000_000)
     return pl.DataFrame(
-        {"raw_id": list(range(1, len(messages) + 1)), "topic": [t for t, _ in messages],
-         "payload": [p for _, p in messages], "rx_us": [rx_us + i for i in range(len(messages))]},
+        {
+            "raw_id": list(range(1, len(messages) + 1)),
+            "topic": [t for t, _ in messages],
+            "payload": [p for _, p in messages],
+            "rx_us": [rx_us + i for i in range(len(messages))],
+        },
         schema={"raw_id": pl.Int64, "topic": pl.String, "payload": pl.Binary, "rx_us": pl.Int64},
     )
 
@@ -171,41 +200,63 @@ def test_batch_accounts_for_every_message() -> None:
     data = to_hex(encode_reply(1, encode_datapoints({"temperature": -12.5, "humidity": 40.1}, specs)))
     messages = [
         ("devices/a1b2c3d4/temperature", "27.93 °C".encode()),
-        ("tele/f2-aabbccddee01/sensor-mode/J1/sensor-1",
-         json.dumps({"timestamp": "2026-11-23 11:59:59.500000", "data": data}).encode()),
+        (
+            "tele/f2-aabbccddee01/sensor-mode/J1/sensor-1",
+            json.dumps({"timestamp": "2026-11-23 11:59:59.500000", "data": data}).encode(),
+        ),
         ("stat/f2-aabbccddee01/access-control-mode/J2/strike-1", b"true"),
         ("stat/f2-aabbccddee01/door-sensors", b'{"door-1": true, "door-2": false}'),
-        ("qs/v1/esp32-01/events", f"[{REFERENCE_004_EVENT}, {{\"schema\": 2}}]".encode()),
+        ("qs/v1/esp32-01/events", f'[{REFERENCE_004_EVENT}, {{"schema": 2}}]'.encode()),
         ("tele/f2-aabbccddee01/sensor-mode/J1/sensor-9", b'{"data": "01 03 00"}'),
         ("tele/f2-aabbccddee09/sensor-mode/J1/sensor-1", b'{"data": "01 03 00"}'),
-        ("tele/f2-aabbccddee01/sensor-mode/J1/sensor-1", b'{"timestamp": "2026-11-23 11:00:00", "data": "01 03"}'),
+        (
+            "tele/f2-aabbccddee01/sensor-mode/J1/sensor-1",
+            b'{"timestamp": "2026-11-23 11:00:00", "data": "01 03"}',
+        ),
         ("devices/a1b2c3d4/humidity", b"\xff"),
         ("devices/a1b2c3d4/future", b'{"value": 1, "ts": "2030-01-01T00:00:00Z"}'),
     ]
     batch = decode_batch(raw_frame(messages, rx), catalog(), DecodeOptions())
     m = batch.measurements
-    assert m.filter(pl.col("raw_id") == 1).select("metric", "unit", "value_num").row(0) == ("temperature", "°C",
-                                                                                             27.93)
+    assert m.filter(pl.col("raw_id") == 1).select("metric", "unit", "value_num").row(0) == (
+        "temperature",
+        "°C",
+        27.93,
+    )
     f2 = dict(m.filter(pl.col("raw_id") == 2).select("metric", "value_num").iter_rows())
     assert f2 == {"J1.sensor-1.temperature": -12.5, "J1.sensor-1.humidity": 40.1}
-    assert m.filter(pl.col("raw_id") == 2)["ts"].to_list() == [datetime(2026, 11, 23, 11, 59, 59, 500000,
-                                                                        tzinfo=UTC)] * 2
+    assert (
+        m.filter(pl.col("raw_id") == 2)["ts"].to_list()
+        == [datetime(2026, 11, 23, 11, 59, 59, 500000, tzinfo=UTC)] * 2
+    )
     assert m.filter(pl.col("raw_id") == 3).select("metric", "value_num", "value_text").row(0) == (
-        "J2.strike-1", 1.0, "true")
+        "J2.strike-1",
+        1.0,
+        "true",
+    )
     assert sorted(m.filter(pl.col("raw_id") == 4)["metric"]) == ["door-sensors.door-1", "door-sensors.door-2"]
     future = m.filter(pl.col("raw_id") == 10)
     assert future["ts"][0] == rx + timedelta(microseconds=9), "an insane device clock falls back to arrival"
     assert batch.events.select("raw_id", "item", "event_id").rows() == [(5, 0, "esp32-01-1707523200000")]
-    reasons = dict((r, reason) for r, _, reason in batch.rejected.select("raw_id", "item", "reason").iter_rows())
-    assert reasons == {5: "unsupported_schema", 6: "unmapped_sensor", 7: "unknown_controller", 8: "bad_frame",
-                       9: "not_utf8"}
+    reasons = dict(
+        (r, reason) for r, _, reason in batch.rejected.select("raw_id", "item", "reason").iter_rows()
+    )
+    assert reasons == {
+        5: "unsupported_schema",
+        6: "unmapped_sensor",
+        7: "unknown_controller",
+        8: "bad_frame",
+        9: "not_utf8",
+    }
     accounted = set(m["raw_id"]) | set(batch.events["raw_id"]) | set(batch.rejected["raw_id"])
     assert accounted == set(range(1, len(messages) + 1))
 
 
 def test_validation_rejects_bad_device_ids_and_keeps_the_rest() -> None:
     rx = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-    batch = decode_batch(raw_frame([("devices/ok/temp", b"1"), ("devices/bad id!/temp", b"2")], rx), F2Catalog())
+    batch = decode_batch(
+        raw_frame([("devices/ok/temp", b"1"), ("devices/bad id!/temp", b"2")], rx), F2Catalog()
+    )
     valid, rejects = split_valid(batch.measurements, MeasurementSchema)
     assert valid["raw_id"].to_list() == [1]
     assert rejects.select("raw_id", "stage").rows() == [(2, "validate")]

@@ -32,11 +32,26 @@ def test_fresh_database_is_created_and_migrated_once(scratch_db: str) -> None:
     assert apply_migrations(scratch_db) == []
     with psycopg.connect(scratch_db) as conn:
         recorded = [v for (v,) in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
-        tables = {t for (t,) in conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
+        tables = {
+            t
+            for (t,) in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            )
+        }
     assert recorded == versions
-    assert {"raw_messages", "devices", "metrics", "measurements", "events", "rejected", "batches",
-            "controllers", "connectors", "sensors", "datapoints"} <= tables
+    assert {
+        "raw_messages",
+        "devices",
+        "metrics",
+        "measurements",
+        "events",
+        "rejected",
+        "batches",
+        "controllers",
+        "connectors",
+        "sensors",
+        "datapoints",
+    } <= tables
 
 
 def test_an_edited_migration_is_refused(scratch_db: str, tmp_path: Path) -> None:
@@ -64,24 +79,49 @@ def test_a_failing_migration_leaves_nothing_recorded(scratch_db: str, tmp_path: 
 
 def test_badly_named_migration_is_refused(tmp_path: Path) -> None:
     (tmp_path / "init.sql").write_text("SELECT 1")
-    with pytest.raises(MigrationError, match="NNN_description.sql"):
+    with pytest.raises(MigrationError, match=r"NNN_description\.sql"):
         discover(tmp_path)
 
 
 def test_f2_seed_equals_the_simulator_fleet(migrated_db: str) -> None:
     expected = {
-        (c.mac, s.port, s.mode, s.component, s.model, s.modbus_address, spec.name, spec.offset, spec.length,
-         spec.signed, spec.decimals, spec.unit, f"{s.port}.{s.component}.{spec.name}")
-        for c in F2_CONTROLLERS for s in F2_SENSORS for spec in SENSOR_MODELS.get(s.model, ())
+        (
+            c.mac,
+            s.port,
+            s.mode,
+            s.component,
+            s.model,
+            s.modbus_address,
+            spec.name,
+            spec.offset,
+            spec.length,
+            spec.signed,
+            spec.decimals,
+            spec.unit,
+            f"{s.port}.{s.component}.{spec.name}",
+        )
+        for c in F2_CONTROLLERS
+        for s in F2_SENSORS
+        for spec in SENSOR_MODELS.get(s.model, ())
     }
     with psycopg.connect(migrated_db) as conn:
-        rows = set(conn.execute(
-            """SELECT ct.mac, cn.port, cn.mode, se.component, se.model, se.modbus_address, dp.name, dp.byte_offset,
+        rows = set(
+            conn.execute(
+                """SELECT ct.mac, cn.port, cn.mode, se.component, se.model, se.modbus_address, dp.name,
+                      dp.byte_offset,
                       dp.byte_length, dp.is_signed, dp.decimals, dp.unit, mt.name
-               FROM controllers ct JOIN connectors cn USING (controller_id) JOIN sensors se USING (connector_id)
-               JOIN datapoints dp USING (sensor_id) JOIN metrics mt USING (metric_id)""").fetchall())
-        sensors = set(conn.execute(
-            """SELECT ct.mac, cn.port, cn.mode, se.component, se.model FROM controllers ct
-               JOIN connectors cn USING (controller_id) JOIN sensors se USING (connector_id)""").fetchall())
+               FROM controllers ct JOIN connectors cn USING (controller_id)
+               JOIN sensors se USING (connector_id) JOIN datapoints dp USING (sensor_id)
+               JOIN metrics mt USING (metric_id)"""
+            ).fetchall()
+        )
+        sensors = set(
+            conn.execute(
+                """SELECT ct.mac, cn.port, cn.mode, se.component, se.model FROM controllers ct
+               JOIN connectors cn USING (controller_id) JOIN sensors se USING (connector_id)"""
+            ).fetchall()
+        )
     assert rows == expected
-    assert sensors == {(c.mac, s.port, s.mode, s.component, s.model) for c in F2_CONTROLLERS for s in F2_SENSORS}
+    assert sensors == {
+        (c.mac, s.port, s.mode, s.component, s.model) for c in F2_CONTROLLERS for s in F2_SENSORS
+    }

@@ -27,20 +27,23 @@ def test_readme_documents_every_setting_with_its_default() -> None:
     assert set(table) == {f"IOT_{name.upper()}" for name in fields}
     for name, field in fields.items():
         default = field.default
-        shown = ",".join(default) if isinstance(default, list) else "(none)" if default is None else str(default)
+        shown = (
+            ",".join(default) if isinstance(default, list) else "(none)" if default is None else str(default)
+        )
         assert table[f"IOT_{name.upper()}"] == shown, name
 
 
 def test_compose_parses_and_its_settings_exist() -> None:
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = compose["services"]
-    assert {"timescaledb", "redis", "mosquitto", "listener", "dagster-webserver", "dagster-daemon"} <= set(services)
+    assert {"timescaledb", "redis", "mosquitto", "listener", "dagster-webserver", "dagster-daemon"} <= set(
+        services
+    )
     for name, service in services.items():
         assert ":" in service.get("image", "x:pinned"), f"{name}: image tag must be pinned"
-        for key, value in (service.get("environment") or {}).items():
-            if key.startswith("IOT_"):
-                assert key[4:].lower() in Settings.model_fields, f"{name}: {key} is not a setting"
         env = {k: v for k, v in (service.get("environment") or {}).items() if k.startswith("IOT_")}
+        for key in env:
+            assert key[4:].lower() in Settings.model_fields, f"{name}: {key} is not a setting"
         if env:
             Settings(**{k[4:].lower(): v for k, v in env.items()})  # the values parse
     app_env = services["listener"]["environment"]
@@ -50,8 +53,12 @@ def test_compose_parses_and_its_settings_exist() -> None:
 
 
 def test_compose_broker_config_is_the_generated_one() -> None:
-    expected = render_broker_config(port=1883, bind="0.0.0.0", persistence_dir=Path("/mosquitto/data/"),
-                                    max_queued_bytes=Settings.model_fields["broker_max_queued_bytes"].default)
+    expected = render_broker_config(
+        port=1883,
+        bind="0.0.0.0",
+        persistence_dir=Path("/mosquitto/data/"),
+        max_queued_bytes=Settings.model_fields["broker_max_queued_bytes"].default,
+    )
     assert (ROOT / "deploy" / "mosquitto.conf").read_text() == expected
     assert "max_queued_messages 0" in expected
 
@@ -67,7 +74,9 @@ def test_dagster_instance_config_sqlite_by_default_postgres_when_set(tmp_path: P
     assert sqlite["storage"] == {"sqlite": {"base_dir": str(tmp_path.resolve() / "storage")}}
     pg = instance_config(Settings(dagster_home=tmp_path, dagster_pg_url="postgresql://u@h/dagster"))
     assert pg["storage"] == {"postgres": {"postgres_url": {"env": "IOT_DAGSTER_PG_URL"}}}
-    assert "postgresql://u@h" not in yaml.safe_dump(pg), "the URL (with its password) stays in the environment"
+    assert "postgresql://u@h" not in yaml.safe_dump(pg), (
+        "the URL (with its password) stays in the environment"
+    )
     assert sqlite["run_coordinator"]["config"]["dequeue_interval_seconds"] == 1
 
 

@@ -105,8 +105,9 @@ class _Decoder:
         self.rejected.add(raw_id, item, error.stage, error.reason, error.detail[:1000], topic)
 
     def ts_or_arrival(self, ts: datetime | None, arrival: datetime) -> datetime:
-        if ts is not None and is_sane(ts, arrival, max_future_s=self.options.max_future_s,
-                                      min_year=self.options.min_year):
+        if ts is not None and is_sane(
+            ts, arrival, max_future_s=self.options.max_future_s, min_year=self.options.min_year
+        ):
             return ts
         return arrival
 
@@ -128,8 +129,15 @@ class _Decoder:
         kind = _KINDS[topic.kind]
         for item, reading in enumerate(readings):
             self.measurements.add(
-                raw_id, item, topic.device_key, kind, reading.metric, reading.unit,
-                self.ts_or_arrival(reading.ts, arrival), reading.value.value_num, reading.value.value_text,
+                raw_id,
+                item,
+                topic.device_key,
+                kind,
+                reading.metric,
+                reading.unit,
+                self.ts_or_arrival(reading.ts, arrival),
+                reading.value.value_num,
+                reading.value.value_text,
                 arrival,
             )
 
@@ -149,8 +157,17 @@ class _Decoder:
                 self.reject(raw_id, item, topic_text, error)
                 continue
             self.events.add(
-                raw_id, item, topic.device_key, event.event_id, event.schema, event.event_type,
-                event.value_num, event.value_text, event.unit, event.ts_device, arrival,
+                raw_id,
+                item,
+                topic.device_key,
+                event.event_id,
+                event.schema,
+                event.event_type,
+                event.value_num,
+                event.value_text,
+                event.unit,
+                event.ts_device,
+                arrival,
                 json.dumps(event.meta, sort_keys=True, separators=(",", ":")),
             )
 

@@ -1,4 +1,4 @@
-"""F2 controller messages: Modbus sensor replies and status booleans, resolved through the metadata catalog."""
+"""F2 controller messages: Modbus sensor replies and status booleans, resolved through the metadata."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def decode_f2_sensor(topic: Topic, text: str, catalog: F2Catalog, default_tz: tz
         raise DecodeError("bad_f2_payload", "F2 sensor payload must be a JSON object with timestamp and data")
     data = doc.get("data")
     if not isinstance(data, str):
-        raise DecodeError("missing_data", "F2 sensor payload has no \"data\" hex string")
+        raise DecodeError("missing_data", 'F2 sensor payload has no "data" hex string')
     ts = parse_device_ts(doc["timestamp"], default_tz) if doc.get("timestamp") is not None else None
     try:
         values = decode_datapoints(data, list(entry.datapoints))

@@ -20,7 +20,7 @@ def decode_plain(text: str, default_tz: tzinfo) -> tuple[Value, datetime | None]
     except json.JSONDecodeError as exc:
         raise DecodeError("bad_json", f"payload looks like JSON but is not: {exc.msg} at {exc.pos}") from exc
     if "value" not in obj:
-        raise DecodeError("missing_value", "JSON payload has no \"value\" field")
+        raise DecodeError("missing_value", 'JSON payload has no "value" field')
     value = json_scalar(obj["value"])
     unit = obj.get("unit")
     if unit is not None and not isinstance(unit, str):

@@ -26,8 +26,11 @@ def parse_topic(topic: str) -> Topic:
     head = parts[0] if parts else ""
     if head == "devices":
         if len(parts) != 3 or not parts[1] or not parts[2]:
-            raise DecodeError("unknown_topic", f"plain topics are devices/<device_id>/<metric>, got {topic!r}",
-                              stage="topic")
+            raise DecodeError(
+                "unknown_topic",
+                f"plain topics are devices/<device_id>/<metric>, got {topic!r}",
+                stage="topic",
+            )
         return Topic("plain", parts[1], metric=parts[2])
     if head == "qs" and len(parts) == 4 and parts[1] == "v1" and parts[3] == "events" and parts[2]:
         return Topic("event", parts[2])
@@ -37,8 +40,9 @@ def parse_topic(topic: str) -> Topic:
             mac = match.group(1).lower()
             device_key = f"f2-{mac}"
             if len(parts) == 5 and all(parts[2:]):
-                return Topic("f2_sensor", device_key, mac=mac, mode=parts[2], port=parts[3],
-                             component=parts[4])
+                return Topic(
+                    "f2_sensor", device_key, mac=mac, mode=parts[2], port=parts[3], component=parts[4]
+                )
             if len(parts) == 3 and parts[2] == "door-sensors":
                 return Topic("f2_doors", device_key, mac=mac)
     raise DecodeError("unknown_topic", f"topic {topic!r} matches none of the known formats", stage="topic")

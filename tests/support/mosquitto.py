@@ -162,20 +162,26 @@ class PrivateMosquitto:
         except FileNotFoundError:
             return ""
 
-    def sys_value(self, topic: str, timeout: float = 12.0) -> str:
-        """The current value of a `$SYS` topic, e.g. `$SYS/broker/publish/messages/dropped`.
+    def sys_value(self, topic: str, *, fresh: bool = False, timeout: float = 15.0) -> str:
+        """The value of a `$SYS` topic, e.g. `$SYS/broker/publish/messages/dropped`.
 
-        `$SYS` topics are retained and refreshed every `sys_interval` seconds; this waits for one.
+        `$SYS` topics are retained and refreshed every `sys_interval` seconds (5 in the generated
+        configuration). By default the retained value is returned, which can be up to that old;
+        `fresh=True` waits for the next refresh instead. Counters restart with the broker.
         """
-        got: list[str] = []
-        done = threading.Event()
+        latest: list[str] = []
+        have_value = threading.Event()
+        refreshed = threading.Event()  # a live (non-retained) $SYS cycle happened after we subscribed
 
         def on_connect(client: mqtt.Client, *_: object) -> None:
-            client.subscribe(topic, qos=0)
+            client.subscribe([(topic, 0), ("$SYS/broker/uptime", 0)])
 
         def on_message(_client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
-            got.append(message.payload.decode())
-            done.set()
+            if message.topic == topic:
+                latest.append(message.payload.decode())
+                have_value.set()
+            if message.topic == "$SYS/broker/uptime" and not message.retain:
+                refreshed.set()
 
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         client.on_connect = on_connect
@@ -183,9 +189,14 @@ class PrivateMosquitto:
         client.connect(self.host, self.port)
         client.loop_start()
         try:
-            if not done.wait(timeout):
+            # only changed values are re-published, so "fresh" = the retained value after a new cycle
+            if fresh and not refreshed.wait(timeout):
+                raise TimeoutError(f"no $SYS refresh within {timeout} s")
+            if not have_value.wait(timeout):
                 raise TimeoutError(f"no value on {topic} within {timeout} s")
-            return got[0]
+            if fresh:
+                time.sleep(0.2)  # the rest of the cycle
+            return latest[-1]
         finally:
             client.disconnect()
             client.loop_stop()

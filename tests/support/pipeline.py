@@ -24,8 +24,11 @@ class SensorDriver:
         self.resources = resources_from_settings(settings)
 
     def tick(self) -> list[RunRequest]:
-        context = build_sensor_context(instance=self.instance, cursor=self.cursor,
-                                       resources={k: self.resources[k] for k in ("redis", "database")})
+        context = build_sensor_context(
+            instance=self.instance,
+            cursor=self.cursor,
+            resources={k: self.resources[k] for k in ("redis", "database")},
+        )
         result = micro_window_sensor(context)
         self.cursor = result.cursor
         return list(result.run_requests or [])
@@ -37,7 +40,9 @@ class SensorDriver:
     def execute(self, request: RunRequest) -> None:
         job = defs.resolve_job_def("micro_batch_job")
         result = job.execute_in_process(
-            run_config=request.run_config, partition_key=request.partition_key, instance=self.instance,
+            run_config=request.run_config,
+            partition_key=request.partition_key,
+            instance=self.instance,
             tags=request.tags,
         )
         assert result.success
@@ -56,6 +61,11 @@ class SensorDriver:
             if self.next_ms is None or self.next_ms <= until_ms:
                 seconds, micros = client.time()
                 now_ms = int(seconds) * 1000 + int(micros) // 1000
-                wait_ms = (self.next_ms or now_ms) + self.settings.window_ms + self.settings.window_grace_ms - now_ms
+                wait_ms = (
+                    (self.next_ms or now_ms)
+                    + self.settings.window_ms
+                    + self.settings.window_grace_ms
+                    - now_ms
+                )
                 time.sleep(min(max(wait_ms / 1000, 0.05), 2.0))
         return done

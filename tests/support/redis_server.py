@@ -27,8 +27,12 @@ from types import TracebackType
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tests.support.ports import free_port, wait_for_port
+
+_NO_RETRY = Retry(NoBackoff(), 0)  # redis-py's default retries would re-send SHUTDOWN with backoff
 
 
 class PrivateRedis:
@@ -89,7 +93,10 @@ class PrivateRedis:
         """Shut the server down; with `keep_data` its data set is saved and comes back on `start()`."""
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
-            with contextlib.suppress(redis.RedisError), self.client(socket_timeout=timeout) as client:
+            with (
+                contextlib.suppress(redis.RedisError),
+                self.client(socket_timeout=timeout, retry=_NO_RETRY) as client,
+            ):
                 client.shutdown(save=keep_data, nosave=not keep_data)
             try:
                 process.wait(timeout=timeout)
@@ -145,7 +152,7 @@ class PrivateRedis:
         import time
 
         deadline = time.monotonic() + timeout
-        with self.client(socket_timeout=2) as client:
+        with self.client(socket_timeout=2, retry=_NO_RETRY) as client:
             while True:
                 try:
                     client.ping()

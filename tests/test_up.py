@@ -1,0 +1,188 @@
+"""`iot-etl up` as a user runs it: a message from mosquitto_pub (not our code) becomes queryable, events are
+acknowledged over MQTT, invalid ones dead-lettered, and Ctrl-C/SIGTERM stops everything within seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import psycopg
+import pytest
+
+from tests.support.ports import free_port
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parent.parent
+WINDOW_S = 10
+
+
+@pytest.fixture
+def up_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    name = f"iot_up_{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOT_")}
+    env.update(
+        {
+            "IOT_DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{name}",
+            "IOT_STREAM_PREFIX": f"test:{name}:raw",
+            "IOT_LISTENER_CLIENT_ID": f"listener-{name}",
+            "IOT_LISTENER_METRICS_PORT": "0",
+            "IOT_DAGSTER_HOME": str(tmp_path / "dagster_home"),
+            "IOT_WEBSERVER_PORT": str(free_port()),
+            "IOT_WINDOW_SECONDS": str(WINDOW_S),
+            "IOT_WINDOW_GRACE_MS": "500",
+        }
+    )
+    yield env
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    import redis
+
+    client = redis.Redis()
+    for key in client.scan_iter(f"test:{name}:*"):
+        client.delete(key)
+
+
+class Subscriber:
+    def __init__(self, topics: list[str]) -> None:
+        self.messages: queue.Queue[tuple[str, dict]] = queue.Queue()
+        self.client = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"test-sub-{uuid.uuid4().hex[:6]}",
+            protocol=mqtt.MQTTv5,
+        )
+        self.client.on_message = lambda c, u, m: self.messages.put((m.topic, json.loads(m.payload)))
+        self.client.connect("127.0.0.1", 1883)
+        for topic in topics:
+            self.client.subscribe(topic, qos=1)
+        self.client.loop_start()
+
+    def wait_for(self, predicate, timeout_s: float) -> tuple[str, dict]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                topic, body = self.messages.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if predicate(topic, body):
+                return topic, body
+        raise AssertionError("expected MQTT message did not arrive")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def wait_for_row(url: str, sql: str, params: tuple, timeout_s: float) -> tuple:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with psycopg.connect(url) as conn:
+                row = conn.execute(sql, params).fetchone()
+            if row:
+                return row
+        except psycopg.OperationalError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"no row for {sql!r} {params} within {timeout_s} s")
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_pub") is None, reason="needs the mosquitto clients")
+def test_up_ingests_foreign_publishes_acks_and_stops_cleanly(up_env: dict[str, str]) -> None:
+    up = subprocess.Popen(
+        [sys.executable, "-m", "iot_etl.cli", "up", "--no-simulator"],
+        cwd=ROOT,
+        env=up_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    url = up_env["IOT_DATABASE_URL"]
+    device = f"dev{uuid.uuid4().hex[:6]}"
+    subscriber = Subscriber([f"qs/v1/{device}/acks", "qs/v1/deadletter"])
+    try:
+        banner = ""
+        deadline = time.monotonic() + 120
+        while "Dagster UI: http://" not in banner and time.monotonic() < deadline:
+            line = up.stdout.readline()
+            assert line, f"iot-etl up exited early:\n{banner}"
+            banner += line
+        assert f"Dagster UI: http://127.0.0.1:{up_env['IOT_WEBSERVER_PORT']}" in banner
+
+        time.sleep(1.0)  # the listener has subscribed by the time the UI answers; a margin for slow machines
+        published = time.monotonic()
+        event = {
+            "schema": 1,
+            "event_id": f"{device}-1",
+            "device_id": device,
+            "event_type": "temperature",
+            "value": 23.5,
+            "unit": "C",
+            "ts_device": "2024-02-10T00:00:00Z",
+            "meta": {"sensor": "dht22"},
+        }
+        invalid = {"schema": 1, "event_id": f"{device}-2", "device_id": "someone-else", "event_type": "x"}
+        for topic, payload in [
+            (f"devices/{device}/temperature", "27.93 °C"),
+            (f"qs/v1/{device}/events", json.dumps(event)),
+            (f"qs/v1/{device}/events", json.dumps(invalid)),
+        ]:
+            subprocess.run(
+                ["mosquitto_pub", "-h", "127.0.0.1", "-p", "1883", "-q", "1", "-t", topic, "-m", payload],
+                check=True,
+                timeout=10,
+            )
+
+        budget = WINDOW_S + 30
+        value, unit = wait_for_row(
+            url,
+            """SELECT x.value_num, m.unit FROM measurements x JOIN devices d USING (device_id)
+                    JOIN metrics m USING (metric_id) WHERE d.device_key = %s AND m.name = 'temperature'""",
+            (device,),
+            budget - (time.monotonic() - published),
+        )
+        assert (value, unit) == (27.93, "°C")
+        stored = wait_for_row(
+            url,
+            "SELECT e.event_id, e.value_num, e.meta FROM events e JOIN devices d "
+            "USING (device_id) WHERE d.device_key = %s",
+            (device,),
+            5,
+        )
+        assert stored == (f"{device}-1", 23.5, {"sensor": "dht22"})
+        latency = time.monotonic() - published
+        print(f"publish -> queryable: {latency:.1f} s (window {WINDOW_S} s)")
+
+        _, ack = subscriber.wait_for(lambda t, b: t.endswith("/acks") and b.get("status") == "stored", 15)
+        assert ack == {"schema": 1, "event_id": f"{device}-1", "device_id": device, "status": "stored"}
+        _, dead = subscriber.wait_for(
+            lambda t, b: t == "qs/v1/deadletter" and device in b.get("topic", ""), 15
+        )
+        assert dead["error"].startswith("device_mismatch") and json.loads(dead["payload"]) == invalid
+    finally:
+        subscriber.close()
+        stopped = time.monotonic()
+        up.send_signal(signal.SIGTERM)
+        try:
+            code = up.wait(20)
+        finally:
+            if up.poll() is None:
+                os.killpg(up.pid, signal.SIGKILL)
+    assert code == 0
+    assert time.monotonic() - stopped < 15
+    groups = [int(pid) for pid in re.findall(r"^started \S+ \(pid (\d+)\)$", banner, re.M)]
+    assert len(groups) == 3, banner
+    for group in groups:  # each child led its own process group: nothing of it may be left
+        with pytest.raises(ProcessLookupError):
+            os.killpg(group, 0)
