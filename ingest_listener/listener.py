@@ -36,6 +36,7 @@ from redis.retry import Retry
 
 from ingest_listener.metrics import ListenerMetrics, MetricsServer
 from ingest_listener.stream_writer import BufferedStreamWriter, Entry, StreamWriter, entry_for_message
+from iot_etl.mqtt import MqttEndpoint, new_client
 from iot_etl.settings import Settings
 from iot_etl.streams import stream_names
 
@@ -228,22 +229,9 @@ class Listener:
 
     # --- MQTT client ------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
-        s = self.settings
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=s.listener_client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
+        client = new_client(
+            MqttEndpoint.from_settings(self.settings), self.settings.listener_client_id, manual_ack=True
         )
-        if s.mqtt_username:
-            password = s.mqtt_password.get_secret_value() if s.mqtt_password is not None else None
-            client.username_pw_set(s.mqtt_username, password)
-        if s.mqtt_tls_ca is not None:
-            client.tls_set(
-                ca_certs=str(s.mqtt_tls_ca),
-                certfile=str(s.mqtt_tls_cert) if s.mqtt_tls_cert is not None else None,
-                keyfile=str(s.mqtt_tls_key) if s.mqtt_tls_key is not None else None,
-            )
         client.reconnect_delay_set(min_delay=RECONNECT_MIN_DELAY_S, max_delay=RECONNECT_MAX_DELAY_S)
         client.enable_logger(PAHO_LOG)
         client.on_connect = self._on_connect
