@@ -101,8 +101,22 @@ class Supervisor:
                 print(f"{child.name} did not stop in {STOP_TIMEOUT_S:.0f} s: killing it", flush=True)
                 _signal_group(child.process, signal.SIGKILL)
                 child.process.wait(5)
-            # whatever the child left in its group (run workers) goes too
+            # whatever the child left in its group (run workers, code servers) goes too
             _signal_group(child.process, signal.SIGKILL)
+        for child in self.children:
+            if child.process:
+                _wait_group_gone(child.process.pid, timeout_s=3.0)
+
+
+def _wait_group_gone(pgid: int, timeout_s: float) -> None:
+    """SIGKILL is asynchronous: return once no process of the group is left (or the time is up)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:

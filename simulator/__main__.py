@@ -48,29 +48,58 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 @click.command("simulate")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Messages per second (default IOT_SIM_RATE).")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Messages per second (default IOT_SIM_RATE).",
+)
 @click.option("--count", type=click.IntRange(min=0), default=None, help="Stop after this many messages.")
 @click.option("--duration", type=click.FloatRange(min=0), default=None, help="Stop after this many seconds.")
 @click.option("--seed", type=int, default=None, help="Random seed (default IOT_SIM_SEED).")
-@click.option("--bad-share", type=click.FloatRange(0, 1), default=None,
-              help="Share of deliberately bad messages (default IOT_SIM_BAD_SHARE).")
-@click.option("--kinds", default=",".join(KINDS), show_default=True, callback=_parse_kinds,
-              help="Message formats to send, comma-separated.")
-@click.option("--devices", type=click.IntRange(min=1), default=None,
-              help="Devices per format for plain and event (default IOT_SIM_DEVICES); F2 is a fixed fleet.")
-@click.option("--qos", type=click.IntRange(0, 2), default=1, show_default=True,
-              help="MQTT QoS of every message.")
-def simulate_command(rate: float | None, count: int | None, duration: float | None, seed: int | None,
-                     bad_share: float | None, kinds: tuple[str, ...], devices: int | None, qos: int) -> None:
+@click.option(
+    "--bad-share",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Share of deliberately bad messages (default IOT_SIM_BAD_SHARE).",
+)
+@click.option(
+    "--kinds",
+    default=",".join(KINDS),
+    show_default=True,
+    callback=_parse_kinds,
+    help="Message formats to send, comma-separated.",
+)
+@click.option(
+    "--devices",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Devices per format for plain and event (default IOT_SIM_DEVICES); F2 is a fixed fleet.",
+)
+@click.option(
+    "--qos", type=click.IntRange(0, 2), default=1, show_default=True, help="MQTT QoS of every message."
+)
+def simulate_command(
+    rate: float | None,
+    count: int | None,
+    duration: float | None,
+    seed: int | None,
+    bad_share: float | None,
+    kinds: tuple[str, ...],
+    devices: int | None,
+    qos: int,
+) -> None:
     """A simulated fleet publishing all three formats (with a share of bad messages); prints what it sent."""
     settings = get_settings()
     stop = threading.Event()
     until = f"{count} messages" if count is not None else ""
     if duration is not None:
         until = f"{until} or {duration:g} s" if until else f"{duration:g} s"
-    click.echo(f"simulating {','.join(kinds)} at {rate or settings.sim_rate:g} msg/s to "
-               f"{settings.mqtt_host}:{settings.mqtt_port} for {until or 'ever (Ctrl-C stops)'}", err=True)
+    click.echo(
+        f"simulating {','.join(kinds)} at {rate or settings.sim_rate:g} msg/s to "
+        f"{settings.mqtt_host}:{settings.mqtt_port} for {until or 'ever (Ctrl-C stops)'}",
+        err=True,
+    )
     with _stop_on_signals(stop):
         try:
             report = run_simulation(

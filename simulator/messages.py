@@ -99,8 +99,14 @@ class _Kind:
     def bad(self, reason: str, now: datetime) -> SentMessage:
         return self._bad[reason](now)
 
-    def sent(self, topic: str, payload: bytes, *, readings: tuple[ExpectedReading, ...] = (),
-             events: tuple[ExpectedEvent, ...] = ()) -> SentMessage:
+    def sent(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        readings: tuple[ExpectedReading, ...] = (),
+        events: tuple[ExpectedEvent, ...] = (),
+    ) -> SentMessage:
         return SentMessage(self.kind, topic, payload, self.qos, False, "", readings, events)
 
     def rejected(self, reason: str, topic: str, payload: bytes) -> SentMessage:
@@ -115,11 +121,9 @@ class PlainDevices(_Kind):
 
     def __init__(self, rng: random.Random, stamps: _Stamps, qos: int, devices: int) -> None:
         super().__init__(rng, stamps, qos)
-        ids: list[str] = []
+        ids: dict[str, None] = {}  # ordered and unique
         while len(ids) < devices:
-            device_id = f"{rng.getrandbits(32):08x}"
-            if device_id not in ids:
-                ids.append(device_id)
+            ids[f"{rng.getrandbits(32):08x}"] = None
         self.device_ids: tuple[str, ...] = tuple(ids)
 
     def topic(self, device_id: str, metric: str) -> str:
@@ -193,8 +197,9 @@ class PlainDevices(_Kind):
 
     def bad_text_too_long(self, now: datetime) -> SentMessage:
         text = "error " + "".join(self.rng.choices(string.ascii_lowercase, k=self.rng.randint(260, 400)))
-        return self.rejected("text_too_long", self.topic(self.rng.choice(self.device_ids), STATE_METRIC),
-                             text.encode())
+        return self.rejected(
+            "text_too_long", self.topic(self.rng.choice(self.device_ids), STATE_METRIC), text.encode()
+        )
 
     def bad_topic_segments(self, now: datetime) -> SentMessage:
         device_id, metric = self.any_topic()
@@ -207,8 +212,9 @@ class EventDevices(_Kind):
 
     kind = "event"
 
-    def __init__(self, rng: random.Random, stamps: _Stamps, qos: int, devices: int,
-                 naive_tz: tzinfo = UTC) -> None:
+    def __init__(
+        self, rng: random.Random, stamps: _Stamps, qos: int, devices: int, naive_tz: tzinfo = UTC
+    ) -> None:
         super().__init__(rng, stamps, qos)
         self.device_ids: tuple[str, ...] = tuple(f"esp32-{n:02d}" for n in range(1, devices + 1))
         self.naive_tz = naive_tz
@@ -266,8 +272,10 @@ class EventDevices(_Kind):
         meta: dict[str, object] = {}
         meta_form = self.rng.random()
         if meta_form < 0.4:
-            meta = {"sensor": self.rng.choice(("dht22", "bme280", "sht31")),
-                    "location": self.rng.choice(("living_room", "kitchen", "garage"))}
+            meta = {
+                "sensor": self.rng.choice(("dht22", "bme280", "sht31")),
+                "location": self.rng.choice(("living_room", "kitchen", "garage")),
+            }
             doc["meta"] = meta
         elif meta_form < 0.6:
             meta = {"rssi": self.rng.randint(-90, -40), "fw": "1.4.2"}
@@ -298,8 +306,9 @@ class EventDevices(_Kind):
             expected = (event,)
         return self.sent(self.topic(device_id), json.dumps(payload).encode(), events=expected)
 
-    def broken(self, reason: str, now: datetime,
-               change: Callable[[dict[str, object]], str | None]) -> SentMessage:
+    def broken(
+        self, reason: str, now: datetime, change: Callable[[dict[str, object]], str | None]
+    ) -> SentMessage:
         """One event with exactly one defect, sent alone so that it makes exactly one rejection.
 
         `change` edits the event in place, or returns the payload text to send instead.
@@ -351,10 +360,13 @@ class F2Fleet(_Kind):
         self.naive_tz = naive_tz
 
     @staticmethod
-    def sensor_topic(prefix: str, controller: F2Controller, sensor: F2Sensor, port: str = "",
-                     component: str = "") -> str:
-        return (f"{prefix}/{controller.device_key}/{sensor.mode}/{port or sensor.port}/"
-                f"{component or sensor.component}")
+    def sensor_topic(
+        prefix: str, controller: F2Controller, sensor: F2Sensor, port: str = "", component: str = ""
+    ) -> str:
+        return (
+            f"{prefix}/{controller.device_key}/{sensor.mode}/{port or sensor.port}/"
+            f"{component or sensor.component}"
+        )
 
     def values(self, specs: tuple[DatapointSpec, ...]) -> dict[str, float]:
         values = {}
@@ -390,8 +402,14 @@ class F2Fleet(_Kind):
         ts_text, ts = self.timestamp(controller, sensor, now)
         payload = json.dumps({"timestamp": ts_text, "data": to_hex(frame)})
         readings = tuple(
-            ExpectedReading(controller.device_key, f"{sensor.port}.{sensor.component}.{spec.name}", spec.unit,
-                            values[spec.name], None, ts)
+            ExpectedReading(
+                controller.device_key,
+                f"{sensor.port}.{sensor.component}.{spec.name}",
+                spec.unit,
+                values[spec.name],
+                None,
+                ts,
+            )
             for spec in SENSOR_MODELS[sensor.model]
         )
         topic = self.sensor_topic(self.prefix(), controller, sensor)
@@ -400,22 +418,44 @@ class F2Fleet(_Kind):
     def doors(self, controller: F2Controller) -> SentMessage:
         states = {door: self.rng.random() < 0.3 for door in DOORS}
         readings = tuple(
-            ExpectedReading(controller.device_key, f"door-sensors.{door}", "", 1.0 if state else 0.0,
-                            "true" if state else "false", None)
+            ExpectedReading(
+                controller.device_key,
+                f"door-sensors.{door}",
+                "",
+                1.0 if state else 0.0,
+                "true" if state else "false",
+                None,
+            )
             for door, state in states.items()
         )
-        return self.sent(f"stat/{controller.device_key}/door-sensors", json.dumps(states).encode(),
-                         readings=readings)
+        return self.sent(
+            f"stat/{controller.device_key}/door-sensors", json.dumps(states).encode(), readings=readings
+        )
 
     def strike(self, controller: F2Controller, sensor: F2Sensor) -> SentMessage:
         state = self.rng.random() < 0.5
-        reading = ExpectedReading(controller.device_key, f"{sensor.port}.{sensor.component}", "",
-                                  1.0 if state else 0.0, "true" if state else "false", None)
-        return self.sent(self.sensor_topic("stat", controller, sensor), json.dumps(state).encode(),
-                         readings=(reading,))
+        reading = ExpectedReading(
+            controller.device_key,
+            f"{sensor.port}.{sensor.component}",
+            "",
+            1.0 if state else 0.0,
+            "true" if state else "false",
+            None,
+        )
+        return self.sent(
+            self.sensor_topic("stat", controller, sensor), json.dumps(state).encode(), readings=(reading,)
+        )
 
-    def broken(self, reason: str, now: datetime, data: Callable[[bytes], str | None], *,
-               controller: F2Controller | None = None, port: str = "", component: str = "") -> SentMessage:
+    def broken(
+        self,
+        reason: str,
+        now: datetime,
+        data: Callable[[bytes], str | None],
+        *,
+        controller: F2Controller | None = None,
+        port: str = "",
+        component: str = "",
+    ) -> SentMessage:
         """A Modbus sensor message whose frame `data` turns into the defective hex (None: no data field)."""
         controller = controller or self.rng.choice(F2_CONTROLLERS)
         sensor = self.rng.choice(MODBUS_SENSORS)
@@ -459,7 +499,9 @@ class F2Fleet(_Kind):
 
     def bad_unknown_controller(self, now: datetime) -> SentMessage:
         known = {c.mac for c in F2_CONTROLLERS}
-        mac = next(m for m in iter(lambda: f"ffee{self.rng.getrandbits(32):08x}", None) if m not in known)
+        mac = ""
+        while not mac or mac in known:
+            mac = f"ffee{self.rng.getrandbits(32):08x}"
         return self.broken("unknown_controller", now, to_hex, controller=F2Controller(mac))
 
     def bad_missing_data(self, now: datetime) -> SentMessage:
@@ -481,8 +523,9 @@ class MessageFactory:
     ) -> None:
         unknown = sorted(set(kinds) - set(KINDS))
         if unknown or not kinds:
-            raise ValueError(f"kinds must be a non-empty selection of {','.join(KINDS)}, "
-                             f"got {','.join(kinds)!r}")
+            raise ValueError(
+                f"kinds must be a non-empty selection of {','.join(KINDS)}, got {','.join(kinds)!r}"
+            )
         if not 0.0 <= bad_share <= 1.0:
             raise ValueError(f"bad_share must be between 0 and 1, got {bad_share}")
         if devices < 1:

@@ -34,8 +34,9 @@ class PublishError(RuntimeError):
 class Publisher:
     """One connected MQTT v5 client (TLS and credentials from settings) that counts acknowledgements."""
 
-    def __init__(self, settings: Settings, *, client_id: str | None = None,
-                 max_unacked: int = DEFAULT_MAX_UNACKED) -> None:
+    def __init__(
+        self, settings: Settings, *, client_id: str | None = None, max_unacked: int = DEFAULT_MAX_UNACKED
+    ) -> None:
         self.endpoint = MqttEndpoint.from_settings(settings)
         self.client_id = client_id or f"iot-etl-simulator-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.max_unacked = max_unacked
@@ -53,8 +54,14 @@ class Publisher:
         self._client.on_publish = self._on_publish
 
     # --- paho callbacks (network thread) -----------------------------------------------------------
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason: ReasonCode,
-                    properties: Any) -> None:
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        properties: Any,
+    ) -> None:
         if reason.is_failure:
             self._last_error = f"broker refused the connection: {reason}"
             return
@@ -63,16 +70,27 @@ class Publisher:
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self._last_error = "connection attempt failed"
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
-                       reason: ReasonCode, properties: Any) -> None:
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        properties: Any,
+    ) -> None:
         self._connected.clear()
         if reason.is_failure:
             self._last_error = f"disconnected: {reason}"
-            log.warning("simulator lost the broker at %s:%s (%s); reconnecting",
-                        self.endpoint.host, self.endpoint.port, reason)
+            log.warning(
+                "simulator lost the broker at %s:%s (%s); reconnecting",
+                self.endpoint.host,
+                self.endpoint.port,
+                reason,
+            )
 
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode,
-                    properties: Any) -> None:
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any
+    ) -> None:
         with self._done:
             if reason.is_failure:  # "no matching subscribers" is a success code
                 self.failed += 1
@@ -85,17 +103,22 @@ class Publisher:
         """Connect and start the network thread; raises PublishError if not connected within the timeout."""
         where = f"{self.endpoint.host}:{self.endpoint.port}"
         try:
-            self._client.connect(self.endpoint.host, self.endpoint.port, keepalive=self.endpoint.keepalive_s,
-                                 clean_start=True)
+            self._client.connect(
+                self.endpoint.host, self.endpoint.port, keepalive=self.endpoint.keepalive_s, clean_start=True
+            )
         except OSError as exc:
-            raise PublishError(f"cannot reach the MQTT broker at {where}: {exc} "
-                               "(is it running? see IOT_MQTT_HOST/IOT_MQTT_PORT)") from exc
+            raise PublishError(
+                f"cannot reach the MQTT broker at {where}: {exc} "
+                "(is it running? see IOT_MQTT_HOST/IOT_MQTT_PORT)"
+            ) from exc
         self._client.loop_start()
         if not self._connected.wait(timeout_s):
             self._client.loop_stop()
             reason = self._last_error or "no CONNACK"
-            raise PublishError(f"no MQTT session with {where} after {timeout_s:.0f} s: {reason} "
-                               "(check IOT_MQTT_* credentials and TLS settings)")
+            raise PublishError(
+                f"no MQTT session with {where} after {timeout_s:.0f} s: {reason} "
+                "(check IOT_MQTT_* credentials and TLS settings)"
+            )
 
     def close(self) -> None:
         self._client.disconnect()
@@ -105,8 +128,9 @@ class Publisher:
         self.connect()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     # --- publishing --------------------------------------------------------------------------------
@@ -114,15 +138,21 @@ class Publisher:
     def unacked(self) -> int:
         return self.published - self.acked - self.failed
 
-    def publish(self, topic: str, payload: bytes, qos: int) -> None:
-        """Hand one message to the client; waits while too many are unacknowledged (backpressure)."""
+    def publish(self, topic: str, payload: bytes, qos: int, stop: threading.Event | None = None) -> bool:
+        """Hand one message to the client; False if `stop` was set while waiting to do so.
+
+        Waits while too many messages are unacknowledged (backpressure), and for QoS 0 while disconnected
+        (paho queues only QoS > 0 across a disconnect; a QoS 0 message would be lost).
+        """
         with self._done:
             while self.unacked >= self.max_unacked:
+                if stop is not None and stop.is_set():
+                    return False
                 self._done.wait(0.5)
-        if qos == 0:
-            # QoS 0 is not queued across a disconnect: wait for the session rather than lose it
-            while not self._connected.wait(1.0):
-                log.info("simulator waiting for the broker at %s:%s", self.endpoint.host, self.endpoint.port)
+        while qos == 0 and not self._connected.wait(1.0):
+            if stop is not None and stop.is_set():
+                return False
+            log.info("simulator waiting for the broker at %s:%s", self.endpoint.host, self.endpoint.port)
         info = self._client.publish(topic, payload, qos=qos)
         # QoS > 0 without a connection is queued and sent on reconnect; anything else that is not
         # success (QoS 0 lost in a disconnect, a full queue) will never be acknowledged
@@ -132,6 +162,7 @@ class Publisher:
             if lost:
                 self.failed += 1
                 self._done.notify_all()
+        return True
 
     def wait_for_acks(self, timeout_s: float) -> bool:
         """True when every published message was acknowledged (or failed) within the timeout."""

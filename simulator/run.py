@@ -105,8 +105,14 @@ def run_simulation(
     if qos not in (0, 1, 2):
         raise ValueError(f"qos must be 0, 1 or 2, got {qos}")
     stop = stop or threading.Event()
-    factory = MessageFactory(seed, devices=devices, kinds=kinds, bad_share=bad_share, qos=qos,
-                             naive_tz=ZoneInfo(settings.device_timezone))
+    factory = MessageFactory(
+        seed,
+        devices=devices,
+        kinds=kinds,
+        bad_share=bad_share,
+        qos=qos,
+        naive_tz=ZoneInfo(settings.device_timezone),
+    )
     report = SimulationReport(messages=[] if keep_messages else None)
     interval = 1.0 / rate
     with Publisher(settings) as publisher:
@@ -121,15 +127,17 @@ def run_simulation(
             if delay > 0 and stop.wait(delay):
                 break
             message = factory.next(datetime.now(UTC))
-            publisher.publish(message.topic, message.payload, message.qos)
+            if not publisher.publish(message.topic, message.payload, message.qos, stop):
+                break
             report.add(message)
             sent += 1
             if on_sent is not None:
                 on_sent(message)
         timeout = min(ack_timeout_s, STOPPED_ACK_TIMEOUT_S) if stop.is_set() else ack_timeout_s
         if not publisher.wait_for_acks(timeout):
-            log.warning("%d message(s) not acknowledged by the broker within %.0f s",
-                        publisher.unacked, timeout)
+            log.warning(
+                "%d message(s) not acknowledged by the broker within %.0f s", publisher.unacked, timeout
+            )
         report.elapsed_s = time.monotonic() - start
         report.acked, report.failed, report.unacked = publisher.acked, publisher.failed, publisher.unacked
     return report

@@ -41,8 +41,9 @@ def clock(n: int, step: timedelta = timedelta(milliseconds=7)) -> list[datetime]
     return [T0 + i * step for i in range(n)]
 
 
-def generate(seed: int, n: int, *, step: timedelta = timedelta(milliseconds=7),
-             **kwargs: object) -> list[SentMessage]:
+def generate(
+    seed: int, n: int, *, step: timedelta = timedelta(milliseconds=7), **kwargs: object
+) -> list[SentMessage]:
     factory = MessageFactory(seed, **kwargs)  # type: ignore[arg-type]
     return [factory.next(now) for now in clock(n, step)]
 
@@ -52,35 +53,56 @@ def fleet_catalog() -> F2Catalog:
     catalog = F2Catalog()
     for controller in F2_CONTROLLERS:
         for sensor in F2_SENSORS:
-            catalog.add(controller.mac, sensor.port, sensor.component,
-                        SensorEntry(sensor.mode, sensor.model, SENSOR_MODELS.get(sensor.model, ())))
+            catalog.add(
+                controller.mac,
+                sensor.port,
+                sensor.component,
+                SensorEntry(sensor.mode, sensor.model, SENSOR_MODELS.get(sensor.model, ())),
+            )
     return catalog
 
 
-def decode(messages: list[SentMessage], step: timedelta,
-           default_tz: tzinfo = UTC) -> tuple[pl.DataFrame, ...]:
+def decode(
+    messages: list[SentMessage], step: timedelta, default_tz: tzinfo = UTC
+) -> tuple[pl.DataFrame, ...]:
     """The decoder's measurements, events and rejections; message i arrives 2 s after it was made."""
     arrivals = [int((now + ARRIVAL_DELAY).timestamp() * 1_000_000) for now in clock(len(messages), step)]
     raw = pl.DataFrame(
-        {"raw_id": list(range(len(messages))), "topic": [m.topic for m in messages],
-         "payload": [m.payload for m in messages], "rx_us": arrivals},
+        {
+            "raw_id": list(range(len(messages))),
+            "topic": [m.topic for m in messages],
+            "payload": [m.payload for m in messages],
+            "rx_us": arrivals,
+        },
         schema=RAW_SCHEMA,
     )
     batch = decode_batch(raw, fleet_catalog(), DecodeOptions(default_tz=default_tz))
     return batch.measurements, batch.events, batch.rejected
 
 
-def assert_decoded_as_expected(messages: list[SentMessage], step: timedelta,
-                               default_tz: tzinfo = UTC) -> None:
+def assert_decoded_as_expected(
+    messages: list[SentMessage], step: timedelta, default_tz: tzinfo = UTC
+) -> None:
     measurements, events, rejected = decode(messages, step, default_tz)
     by_raw: dict[str, dict[int, list[tuple]]] = {"m": {}, "e": {}, "r": {}}
     for row in measurements.iter_rows(named=True):
         by_raw["m"].setdefault(row["raw_id"], []).append(
-            (row["device_key"], row["metric"], row["unit"], row["value_num"], row["value_text"], row["ts"]))
+            (row["device_key"], row["metric"], row["unit"], row["value_num"], row["value_text"], row["ts"])
+        )
     for row in events.iter_rows(named=True):
         by_raw["e"].setdefault(row["raw_id"], []).append(
-            (row["device_key"], row["event_id"], row["event_type"], row["schema"], row["value_num"],
-             row["value_text"], row["unit"], row["ts_device"], json.loads(row["meta"])))
+            (
+                row["device_key"],
+                row["event_id"],
+                row["event_type"],
+                row["schema"],
+                row["value_num"],
+                row["value_text"],
+                row["unit"],
+                row["ts_device"],
+                json.loads(row["meta"]),
+            )
+        )
     for row in rejected.iter_rows(named=True):
         by_raw["r"].setdefault(row["raw_id"], []).append(row["reason"])
     for raw_id, (message, now) in enumerate(zip(messages, clock(len(messages), step), strict=True)):
@@ -91,10 +113,24 @@ def assert_decoded_as_expected(messages: list[SentMessage], step: timedelta,
             continue
         assert raw_id not in by_raw["r"], f"{where}: rejected {by_raw['r'].get(raw_id)}"
         arrival = now + ARRIVAL_DELAY
-        expected_m = [(r.device_key, r.metric, r.unit, r.value_num, r.value_text, r.ts or arrival)
-                      for r in message.readings]
-        expected_e = [(e.device_key, e.event_id, e.event_type, e.schema, e.value_num, e.value_text, e.unit,
-                       e.ts_device, e.meta) for e in message.events]
+        expected_m = [
+            (r.device_key, r.metric, r.unit, r.value_num, r.value_text, r.ts or arrival)
+            for r in message.readings
+        ]
+        expected_e = [
+            (
+                e.device_key,
+                e.event_id,
+                e.event_type,
+                e.schema,
+                e.value_num,
+                e.value_text,
+                e.unit,
+                e.ts_device,
+                e.meta,
+            )
+            for e in message.events
+        ]
         assert by_raw["m"].get(raw_id, []) == expected_m, where
         assert by_raw["e"].get(raw_id, []) == expected_e, where
     # and nothing the messages expect would fail the pipeline's validation
@@ -128,8 +164,9 @@ def test_kinds_and_zero_bad_share_are_honoured() -> None:
     assert all(m.bad for m in generate(3, 200, bad_share=1.0))
 
 
-@pytest.mark.parametrize("kwargs", [{"kinds": ()}, {"kinds": ("plain", "mqtt")}, {"bad_share": 1.5},
-                                    {"devices": 0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"kinds": ()}, {"kinds": ("plain", "mqtt")}, {"bad_share": 1.5}, {"devices": 0}]
+)
 def test_factory_refuses_bad_arguments(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         MessageFactory(1, **kwargs)
@@ -176,8 +213,9 @@ def test_f2_frames_round_trip_to_the_expected_values_including_negatives() -> No
             assert low <= reading.value_num <= high
             assert reading.value_num == round(reading.value_num, spec.decimals)
             seen.setdefault(f"{sensor.model}.{spec.name}", []).append(reading.value_num)
-    signed = {f"{model}.{spec.name}" for model, specs in SENSOR_MODELS.items()
-              for spec in specs if spec.signed}
+    signed = {
+        f"{model}.{spec.name}" for model, specs in SENSOR_MODELS.items() for spec in specs if spec.signed
+    }
     assert signed == {"th-sensor.temperature", "power-meter.active_power", "co2-sensor.temperature"}
     for name in signed:
         assert min(seen[name]) < 0 < max(seen[name]), name
@@ -213,7 +251,7 @@ def test_f2_message_shapes() -> None:
 
 
 def test_plain_payload_forms_and_readings() -> None:
-    messages = [m for m in generate(31, 3000, kinds=("plain",), bad_share=0.0, devices=5)]
+    messages = generate(31, 3000, kinds=("plain",), bad_share=0.0, devices=5)
     devices = {m.topic.split("/")[1] for m in messages}
     assert len(devices) == 5 and all(re.fullmatch(r"[0-9a-f]{8}", d) for d in devices)
     forms = Counter()

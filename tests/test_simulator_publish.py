@@ -41,8 +41,9 @@ class Subscriber:
         self.client.on_message = self.on_message
         self.settings = settings
 
-    def on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: object,
-                   properties: object) -> None:
+    def on_connect(
+        self, client: mqtt.Client, userdata: object, flags: object, reason: object, properties: object
+    ) -> None:
         client.subscribe([(f, 1) for f in TOPIC_FILTERS])
 
     def on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
@@ -87,8 +88,16 @@ def counts_of(messages: list[SentMessage]) -> dict[str, dict[str, int]]:
 @pytest.mark.services
 def test_every_message_arrives_and_the_report_counts_it(settings: Settings, subscriber: Subscriber) -> None:
     seen: list[SentMessage] = []
-    report = run_simulation(settings, rate=500, count=50, seed=int(time.time()), bad_share=0.2, devices=3,
-                            on_sent=seen.append, keep_messages=True)
+    report = run_simulation(
+        settings,
+        rate=500,
+        count=50,
+        seed=int(time.time()),
+        bad_share=0.2,
+        devices=3,
+        on_sent=seen.append,
+        keep_messages=True,
+    )
     assert report.messages == seen and len(seen) == 50
     assert not subscriber.wait_for(seen)
     assert (report.total, report.acked, report.failed, report.unacked) == (50, 50, 0, 0)
@@ -121,16 +130,41 @@ def test_a_run_without_count_or_duration_stops_when_told(settings: Settings) -> 
         if len(sent) == 5:
             stop.set()
 
-    report = run_simulation(settings, rate=200, count=None, duration_s=None, seed=2, bad_share=0.1,
-                            kinds=("event", "f2"), devices=2, on_sent=on_sent, stop=stop)
+    report = run_simulation(
+        settings,
+        rate=200,
+        count=None,
+        duration_s=None,
+        seed=2,
+        bad_share=0.1,
+        kinds=("event", "f2"),
+        devices=2,
+        on_sent=on_sent,
+        stop=stop,
+    )
     assert report.total == 5 and report.acked == 5
     assert report.counts["plain"] == {"good": 0, "bad": 0}
 
 
 @pytest.mark.services
 def test_command_prints_the_report(settings: Settings, subscriber: Subscriber) -> None:
-    result = CliRunner().invoke(simulate_command, ["--count", "10", "--rate", "200", "--kinds", "plain,f2",
-                                                   "--seed", "7", "--bad-share", "0", "--qos", "1"])
+    result = CliRunner().invoke(
+        simulate_command,
+        [
+            "--count",
+            "10",
+            "--rate",
+            "200",
+            "--kinds",
+            "plain,f2",
+            "--seed",
+            "7",
+            "--bad-share",
+            "0",
+            "--qos",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert f"{'all':<6} {10:>9} {0:>9} {10:>9}" in result.output
     assert f"{'event':<6} {0:>9} {0:>9} {0:>9}" in result.output
