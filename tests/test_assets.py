@@ -13,19 +13,11 @@ from dagster import DagsterInstance
 
 from iot_etl.settings import Settings
 from tests.support.pipeline import SensorDriver
+from tests.support.reference import REFERENCE_004_EVENT
 
 pytestmark = pytest.mark.services
 
-REFERENCE_EVENT = {
-    "schema": 1,
-    "event_id": "esp32-01-1707523200000",
-    "device_id": "esp32-01",
-    "event_type": "temperature",
-    "value": 23.5,
-    "unit": "C",
-    "ts_device": "2024-02-10T00:00:00Z",
-    "meta": {"sensor": "dht22", "location": "living_room"},
-}
+REFERENCE_EVENT = json.loads(REFERENCE_004_EVENT)
 
 
 def xadd(settings: Settings, topic: str, payload: bytes) -> int:

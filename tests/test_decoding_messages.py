@@ -18,21 +18,7 @@ from dagster_project.decoding.topics import parse_topic
 from dagster_project.decoding.values import Value, parse_text_value
 from dagster_project.validation import MeasurementSchema, split_valid
 from simulator.fleet import SENSOR_MODELS
-
-# The example event exactly as reference 004's README gives it.
-REFERENCE_004_EVENT = """{
-  "schema": 1,
-  "event_id": "esp32-01-1707523200000",
-  "device_id": "esp32-01",
-  "event_type": "temperature",
-  "value": 23.5,
-  "unit": "C",
-  "ts_device": "2024-02-10T00:00:00Z",
-  "meta": {
-    "sensor": "dht22",
-    "location": "living_room"
-  }
-}"""
+from tests.support.reference import REFERENCE_004_EVENT
 
 
 @pytest.mark.parametrize(
