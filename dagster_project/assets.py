@@ -19,9 +19,11 @@ from dagster import (
 
 from dagster_project.decoding.batch import DECODER_VERSION, DecodeOptions, decode_batch
 from dagster_project.partitions import hourly_arrival_partitions
+from dagster_project.raw_entries import raw_row
 from dagster_project.resources import DatabaseResource, MqttPublisherResource, RedisStreamsResource
 from dagster_project.storage import (
     BatchInfo,
+    count_raw,
     finish_batch,
     land_raw,
     load_f2_catalog,
@@ -35,7 +37,7 @@ from dagster_project.storage import (
 from dagster_project.validation import EventSchema, MeasurementSchema, split_valid
 from dagster_project.windows import HOUR_MS, Window
 from iot_etl.settings import get_settings
-from iot_etl.streams import EntryId, id_range
+from iot_etl.streams import id_range
 
 BACKFILL_HOURS_PER_RUN = 6
 
@@ -84,6 +86,13 @@ def _batch_info(context: AssetExecutionContext, window: Window, streams: list[st
     partitions_def=hourly_arrival_partitions,
     backfill_policy=BackfillPolicy.multi_run(BACKFILL_HOURS_PER_RUN),
     group_name="ingest",
+    check_specs=[
+        AssetCheckSpec(
+            "archive_complete",
+            asset="raw_messages",
+            description="Every stream entry of the range (the whole hour when it closes) is archived.",
+        )
+    ],
     description="Every stream entry of the arrival range, untouched, in `raw_messages` (the archive).",
 )
 def raw_messages(
@@ -100,27 +109,32 @@ def raw_messages(
         batch_id = open_batch(conn, _batch_info(context, window, streams))
         for stream in streams:
             for page in redis.read_range(client, stream, window.start_ms, window.end_ms):
-                rows = []
-                for entry_id, fields in page:
-                    eid = EntryId.parse(entry_id)
-                    rows.append(
-                        (
-                            _utc(eid.ms),
-                            stream,
-                            eid.ms,
-                            eid.seq,
-                            fields[b"topic"].decode("utf-8", "replace"),
-                            fields[b"payload"],
-                            int(fields.get(b"qos", b"0")),
-                            fields.get(b"retain") == b"1",
-                            int(fields.get(b"rx_us", eid.ms * 1000)),
-                        )
-                    )
+                rows = [raw_row(stream, entry_id, fields) for entry_id, fields in page]
                 read += len(rows)
                 landed += land_raw(conn, rows, batch_id)
         finish_batch(conn, batch_id, raw_count=read)
+        # when the hour closes, look at all of it: a failed micro-batch run shows up here
+        checked = Window(window.hour_start_ms, window.end_ms) if window.closes_hour else window
+        archived = count_raw(conn, _utc(checked.start_ms), _utc(checked.end_ms))
+    in_stream = sum(redis.count_range(client, s, checked.start_ms, checked.end_ms) for s in streams)
     start_id, end_id = id_range(window.start_ms, window.end_ms)
     return MaterializeResult(
+        check_results=[
+            AssetCheckResult(
+                check_name="archive_complete",
+                # entries trimmed from the stream after landing make it smaller, never larger
+                passed=in_stream <= archived,
+                severity=AssetCheckSeverity.ERROR,
+                description=None
+                if in_stream <= archived
+                else f"{in_stream - archived} stream entries are not archived: backfill the hour",
+                metadata={
+                    "range": f"{_utc(checked.start_ms).isoformat()} .. {_utc(checked.end_ms).isoformat()}",
+                    "stream_entries": in_stream,
+                    "archived_rows": archived,
+                },
+            )
+        ],
         metadata={
             "start_id": start_id,
             "end_id": end_id,
@@ -128,7 +142,7 @@ def raw_messages(
             "entries_read": read,
             "rows_new": landed,
             "batch_id": batch_id,
-        }
+        },
     )
 
 

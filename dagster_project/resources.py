@@ -53,6 +53,9 @@ class RedisStreamsResource(ConfigurableResource):
             last = EntryId.parse(entries[-1][0])
             low = f"({last}"
 
+    def count_range(self, client: redis.Redis, stream: str, start_ms: int, end_ms: int) -> int:
+        return sum(len(page) for page in self.read_range(client, stream, start_ms, end_ms, page=10_000))
+
     def has_entries(self, client: redis.Redis, start_ms: int, end_ms: int) -> bool:
         low, high = id_range(start_ms, end_ms)
         return any(client.xrange(stream, low, high, count=1) for stream in self.streams())

@@ -80,6 +80,13 @@ def land_raw(conn: psycopg.Connection, rows: Iterable[tuple], batch_id: int) -> 
         return cur.rowcount
 
 
+def count_raw(conn: psycopg.Connection, start: datetime, end: datetime) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM raw_messages WHERE arrived_at >= %s AND arrived_at < %s", (start, end)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def load_raw(conn: psycopg.Connection, start: datetime, end: datetime) -> pl.DataFrame:
     """The archived messages that arrived in [start, end), in arrival order."""
     with conn.cursor(binary=True) as cur:

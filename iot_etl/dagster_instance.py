@@ -22,6 +22,8 @@ def instance_config(settings: Settings) -> dict:
             "config": {"max_concurrent_runs": 2, "dequeue_interval_seconds": 1},
         },
         "telemetry": {"enabled": False},
+        # a micro-batch that failed on a passing fault (database restart) runs again by itself
+        "run_retries": {"enabled": True, "max_retries": 3},
         # ~25 event-log rows per run and a run a minute: keep tick history bounded
         "retention": {
             "schedule": {"purge_after_days": 30},

@@ -11,7 +11,11 @@ import pytest
 import redis
 from dagster import DagsterInstance
 
+from dagster_project.definitions import defs
+from dagster_project.sensors import run_request
+from dagster_project.windows import Window
 from iot_etl.settings import Settings
+from iot_etl.streams import stream_for_topic, stream_names
 from tests.support.pipeline import SensorDriver
 from tests.support.reference import REFERENCE_004_EVENT
 
@@ -41,6 +45,7 @@ def test_window_lands_decodes_and_reruns_idempotently(clean_db: str, settings: S
     xadd(settings, "devices/a1b2c3d4/temperature", "27.93 °C".encode())
     xadd(settings, "qs/v1/esp32-01/events", json.dumps(REFERENCE_EVENT).encode())
     xadd(settings, "devices/a1b2c3d4/humidity", b"\xff\xfe")
+    redis.Redis.from_url(settings.redis_url).xadd(settings.stream_prefix, {"written_by": "someone else"})
     last = xadd(settings, "nowhere/x", b"1")
 
     with DagsterInstance.ephemeral() as instance:
@@ -48,7 +53,7 @@ def test_window_lands_decodes_and_reruns_idempotently(clean_db: str, settings: S
         requests = driver.drain(last)
         assert requests, "the sensor requested no run"
         first = counts(clean_db)
-        assert first == {"raw_messages": 4, "measurements": 1, "events": 1, "rejected": 2}
+        assert first == {"raw_messages": 5, "measurements": 1, "events": 1, "rejected": 3}
         with psycopg.connect(clean_db) as conn:
             value, unit, raw_topic = conn.execute(
                 """SELECT m.value_num, mt.unit, r.topic FROM measurements m JOIN metrics mt USING (metric_id)
@@ -64,10 +69,63 @@ def test_window_lands_decodes_and_reruns_idempotently(clean_db: str, settings: S
                 {"sensor": "dht22", "location": "living_room"},
             )
             reasons = sorted(r for (r,) in conn.execute("SELECT reason FROM rejected"))
-            assert reasons == ["not_utf8", "unknown_topic"]
+            assert reasons == ["malformed_entry", "not_utf8", "unknown_topic"]
             run_ids = {r for (r,) in conn.execute("SELECT run_id FROM batches")}
             assert run_ids <= {run.run_id for run in instance.get_runs()}
 
         for request in requests:  # the same ranges again
             driver.execute(request)
         assert counts(clean_db) == first
+
+
+def test_hour_closing_run_finds_entries_a_failed_window_never_archived(
+    clean_db: str, settings: Settings
+) -> None:
+    for n in range(3):
+        xadd(settings, f"devices/gap{n}/temperature", b"20")
+    client = redis.Redis.from_url(settings.redis_url)
+    seconds, _ = client.time()
+    hour_end_ms = (int(seconds) // 3600 + 1) * 3_600_000
+    closing = Window(hour_end_ms - settings.window_ms, hour_end_ms)  # only the hour's last window ran
+    job = defs.resolve_job_def("micro_batch_job")
+    with DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(
+            run_config=run_request(closing).run_config, partition_key=closing.partition_key, instance=instance
+        )
+        [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "archive_complete"]
+        assert not check.passed
+        assert check.metadata["stream_entries"].value == 3 and check.metadata["archived_rows"].value == 0
+
+        backfill = job.execute_in_process(
+            partition_key=closing.partition_key, instance=instance
+        )  # whole hour
+        checks = {c.check_name: c.passed for c in backfill.get_asset_check_evaluations()}
+        assert checks == {"archive_complete": True, "reconciliation": True}
+    assert counts(clean_db)["measurements"] == 3
+
+
+def test_sharded_streams_are_all_read(clean_db: str, settings: Settings) -> None:
+    sharded = settings.model_copy(update={"stream_shards": 3})
+    client = redis.Redis.from_url(settings.redis_url)
+    devices = [f"shard{n}" for n in range(12)]
+    for device in devices:
+        topic = f"devices/{device}/temperature"
+        client.xadd(
+            stream_for_topic(topic, sharded.stream_prefix, 3),
+            {
+                "topic": topic,
+                "payload": b"1.5",
+                "qos": "1",
+                "retain": "0",
+                "rx_us": str(time.time_ns() // 1000),
+            },
+        )
+    assert len({stream_for_topic(f"devices/{d}/t", sharded.stream_prefix, 3) for d in devices}) == 3
+    seconds, micros = client.time()
+    with DagsterInstance.ephemeral() as instance:
+        SensorDriver(sharded, instance).drain(int(seconds) * 1000 + int(micros) // 1000)
+    with psycopg.connect(clean_db) as conn:
+        streams = {s for (s,) in conn.execute("SELECT DISTINCT stream FROM raw_messages")}
+        stored = {d for (d,) in conn.execute("SELECT device_key FROM devices WHERE device_key LIKE 'shard%'")}
+    assert streams == set(stream_names(sharded.stream_prefix, 3))
+    assert stored == set(devices) and counts(clean_db)["measurements"] == len(devices)

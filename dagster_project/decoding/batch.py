@@ -126,6 +126,9 @@ class _Decoder:
         except DecodeError as error:
             self.reject(raw_id, 0, topic_text, error)
             return
+        except Exception as exc:  # a decoder bug must not stop the batch: the message is kept as rejected
+            self.reject(raw_id, 0, topic_text, DecodeError("decoder_error", f"{type(exc).__name__}: {exc}"))
+            return
         kind = _KINDS[topic.kind]
         for item, reading in enumerate(readings):
             self.measurements.add(

@@ -22,6 +22,12 @@ class Topic:
 
 
 def parse_topic(topic: str) -> Topic:
+    if not topic:
+        raise DecodeError(
+            "malformed_entry",
+            "the stream entry had no topic or payload; its fields are in the payload",
+            stage="topic",
+        )
     parts = topic.split("/")
     head = parts[0] if parts else ""
     if head == "devices":

@@ -44,6 +44,7 @@ class SensorDriver:
             partition_key=request.partition_key,
             instance=self.instance,
             tags=request.tags,
+            resources=self.resources,
         )
         assert result.success
 

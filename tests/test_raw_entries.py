@@ -1,0 +1,67 @@
+"""Stream entries become raw rows; entries our listener did not write are kept and later rejected."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import polars as pl
+
+from dagster_project.decoding.batch import decode_batch
+from dagster_project.decoding.f2_messages import F2Catalog
+from dagster_project.raw_entries import raw_row
+
+
+def test_listener_entry_is_archived_untouched() -> None:
+    fields = {
+        b"topic": b"devices/a/t",
+        b"payload": b"\xff\x00",
+        b"qos": b"1",
+        b"retain": b"1",
+        b"rx_us": b"17",
+    }
+    row = raw_row("iot:raw", b"1795392000123-4", fields)
+    assert row == (
+        datetime(2026, 11, 23, 0, 0, 0, 123000, tzinfo=UTC),
+        "iot:raw",
+        1795392000123,
+        4,
+        "devices/a/t",
+        b"\xff\x00",
+        1,
+        True,
+        17,
+    )
+
+
+def test_foreign_entry_is_kept_with_its_fields_and_rejected_with_a_reason() -> None:
+    row = raw_row("iot:raw", "1795392000123-0", {b"value": b"\xff", b"qos": b"x"})
+    assert row[4] == "" and row[6] == 0 and row[8] == 1795392000123000
+    assert json.loads(row[5]) == {"qos": "x", "value": "base64:/w=="}
+    raw = pl.DataFrame(
+        {"raw_id": [1], "topic": [row[4]], "payload": [row[5]], "rx_us": [row[8]]},
+        schema={"raw_id": pl.Int64, "topic": pl.String, "payload": pl.Binary, "rx_us": pl.Int64},
+    )
+    batch = decode_batch(raw, F2Catalog())
+    assert batch.rejected.select("raw_id", "stage", "reason").rows() == [(1, "topic", "malformed_entry")]
+
+
+class ExplodingCatalog(F2Catalog):
+    def knows(self, mac: str) -> bool:
+        raise RuntimeError("metadata bug")
+
+
+def test_a_decoder_bug_rejects_that_message_and_the_batch_goes_on() -> None:
+    raw = pl.DataFrame(
+        {
+            "raw_id": [1, 2],
+            "topic": ["stat/f2-aabbccddee01/door-sensors", "devices/a/t"],
+            "payload": [b'{"door-1": true}', b"1"],
+            "rx_us": [1, 2],
+        },
+        schema={"raw_id": pl.Int64, "topic": pl.String, "payload": pl.Binary, "rx_us": pl.Int64},
+    )
+    batch = decode_batch(raw, ExplodingCatalog())
+    assert batch.rejected.select("raw_id", "reason").rows() == [(1, "decoder_error")]
+    assert "RuntimeError: metadata bug" in batch.rejected["detail"][0]
+    assert batch.measurements["raw_id"].to_list() == [2]
