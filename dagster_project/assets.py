@@ -104,6 +104,10 @@ def raw_messages(
     window = run_window(context, config)
     streams = redis.streams()
     client = redis.client()
+    if not config.end_ms:  # whole partitions (a backfill): the open hour only as far as it has closed
+        closed_until = redis.now_ms(client) - redis.window_grace_ms
+        window = Window(window.start_ms, max(window.start_ms + 1, min(window.end_ms, closed_until)))
+    waited_ms = redis.wait_closed(client, window.end_ms)
     read = landed = 0
     with database.connect() as conn:
         batch_id = open_batch(conn, _batch_info(context, window, streams))
@@ -140,6 +144,7 @@ def raw_messages(
             "end_id": end_id,
             "range": f"{_utc(window.start_ms).isoformat()} .. {_utc(window.end_ms).isoformat()}",
             "entries_read": read,
+            "waited_for_close_ms": waited_ms,
             "rows_new": landed,
             "batch_id": batch_id,
         },

@@ -22,10 +22,16 @@ from iot_etl.streams import EntryId, id_range, stream_names
 log = logging.getLogger(__name__)
 
 
+class WindowNotClosedError(RuntimeError):
+    pass
+
+
 class RedisStreamsResource(ConfigurableResource):
     url: str
     stream_prefix: str
     shards: int = 1
+    window_grace_ms: int = 2000
+    max_close_wait_ms: int = 15_000
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url, socket_timeout=30, socket_connect_timeout=5)
@@ -37,6 +43,21 @@ class RedisStreamsResource(ConfigurableResource):
         """Redis's own clock: the one that assigns entry IDs, so the one that decides what has closed."""
         seconds, micros = client.time()
         return int(seconds) * 1000 + int(micros) // 1000
+
+    def wait_closed(self, client: redis.Redis, end_ms: int) -> int:
+        """Block until Redis's clock is past `end_ms` plus the grace (runs may be requested a little
+        early); returns the milliseconds waited. A window further off than `max_close_wait_ms` is refused."""
+        close_ms = end_ms + self.window_grace_ms
+        waited = 0
+        while (remaining := close_ms - self.now_ms(client)) > 0:
+            if remaining > self.max_close_wait_ms:
+                raise WindowNotClosedError(
+                    f"the window ending {end_ms} closes in {remaining / 1000:.1f} s; "
+                    "runs only process closed windows"
+                )
+            time.sleep(min(remaining, 250) / 1000)
+            waited += min(remaining, 250)
+        return waited
 
     def read_range(
         self, client: redis.Redis, stream: str, start_ms: int, end_ms: int, page: int = 5000
@@ -135,7 +156,11 @@ class MqttPublisherResource(ConfigurableResource):
 def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResource]:
     return {
         "redis": RedisStreamsResource(
-            url=settings.redis_url, stream_prefix=settings.stream_prefix, shards=settings.stream_shards
+            window_grace_ms=settings.window_grace_ms,
+            max_close_wait_ms=settings.sensor_lead_ms + 10_000,
+            url=settings.redis_url,
+            stream_prefix=settings.stream_prefix,
+            shards=settings.stream_shards,
         ),
         "database": DatabaseResource(url=settings.database_url),
         "mqtt": MqttPublisherResource(

@@ -6,7 +6,7 @@ from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, Se
 
 from dagster_project.jobs import micro_batch_job
 from dagster_project.resources import DatabaseResource, RedisStreamsResource
-from dagster_project.windows import Window, closed_windows, floor_to
+from dagster_project.windows import Window, choose_windows, closed_windows, floor_to
 from iot_etl.settings import get_settings
 from iot_etl.streams import id_range
 
@@ -56,18 +56,25 @@ def micro_window_sensor(
     cursor = json.loads(context.cursor)["next_ms"] if context.cursor else None
     if cursor is None:
         cursor = _initial_cursor(redis, database, now_ms, window_ms)
+    # windows that will have closed by the time their run has started: the run waits for the close
     windows = closed_windows(
-        cursor, now_ms, window_ms, settings.window_grace_ms, settings.sensor_max_runs_per_tick
+        cursor,
+        now_ms + settings.sensor_lead_ms,
+        window_ms,
+        settings.window_grace_ms,
+        settings.sensor_max_runs_per_tick,
     )
     if not windows:
         return SensorResult(
             skip_reason=SkipReason("no window has closed yet"), cursor=json.dumps({"next_ms": cursor})
         )
-    requests = [
-        run_request(w)
-        for w in windows
-        if w.closes_hour
-        or not settings.sensor_skip_empty_windows
-        or redis.has_entries(client, w.start_ms, w.end_ms)
-    ]
-    return SensorResult(run_requests=requests, cursor=json.dumps({"next_ms": windows[-1].end_ms}))
+    chosen, next_ms = choose_windows(
+        windows,
+        cursor,
+        now_ms,
+        settings.window_grace_ms,
+        settings.sensor_skip_empty_windows,
+        lambda w: redis.has_entries(client, w.start_ms, w.end_ms),
+    )
+    requests = [run_request(window) for window in chosen]
+    return SensorResult(run_requests=requests, cursor=json.dumps({"next_ms": next_ms}))

@@ -13,6 +13,10 @@ from dagster_project.decoding.batch import REJECT_SCHEMA, UTC_US
 from dagster_project.decoding.f2 import DatapointSpec
 from dagster_project.decoding.f2_messages import F2Catalog, SensorEntry
 
+RAW_STAGE_COLUMNS = (
+    "arrived_at timestamptz, stream text, entry_ms bigint, entry_seq bigint, topic text, payload bytea, "
+    "qos smallint, retain boolean, rx_us bigint, batch_id bigint"
+)
 RAW_COLUMNS = ("arrived_at", "stream", "entry_ms", "entry_seq", "topic", "payload", "qos", "retain", "rx_us")
 
 
@@ -64,11 +68,7 @@ def finish_batch(conn: psycopg.Connection, batch_id: int, **counts: int) -> None
 def land_raw(conn: psycopg.Connection, rows: Iterable[tuple], batch_id: int) -> int:
     """Insert stream entries (tuples in RAW_COLUMNS order) once; returns how many were new."""
     with conn.cursor() as cur:
-        cur.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS stage_raw (arrived_at timestamptz, stream text, "
-            "entry_ms bigint, entry_seq bigint, topic text, payload bytea, qos smallint, retain boolean, "
-            "rx_us bigint, batch_id bigint) ON COMMIT DELETE ROWS"
-        )
+        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_raw ({RAW_STAGE_COLUMNS}) ON COMMIT DELETE ROWS")
         with cur.copy(f"COPY stage_raw ({', '.join(RAW_COLUMNS)}, batch_id) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row((*row, batch_id))

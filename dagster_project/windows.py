@@ -7,6 +7,7 @@ sensor is behind); an hour that has closed entirely while we were behind becomes
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -59,6 +60,31 @@ def closed_windows(cursor_ms: int, now_ms: int, window_ms: int, grace_ms: int, l
         windows.append(Window(start, end))
         start = end
     return windows
+
+
+def choose_windows(
+    windows: list[Window],
+    cursor_ms: int,
+    now_ms: int,
+    grace_ms: int,
+    skip_empty: bool,
+    has_entries: Callable[[Window], bool],
+) -> tuple[list[Window], int]:
+    """Which windows get a run, and the next cursor.
+
+    `windows` may include some that close only within the sensor's lead: their runs wait for the close.
+    With `skip_empty`, a window without entries gets no run once it has closed (the window that closes an
+    hour always runs: it runs the hour's checks); one that is empty but still open is looked at again.
+    """
+    chosen: list[Window] = []
+    next_ms = cursor_ms
+    for window in windows:
+        if window.closes_hour or not skip_empty or has_entries(window):
+            chosen.append(window)
+        elif window.end_ms + grace_ms > now_ms:
+            break
+        next_ms = window.end_ms
+    return chosen, next_ms
 
 
 def partition_window(partition_key: str) -> Window:

@@ -68,6 +68,13 @@ class Settings(BaseSettings):
         2000, ge=0, description="How long past a window's end (Redis clock) before it counts as closed."
     )
     sensor_interval_s: int = Field(5, ge=1, description="How often the sensor looks for closed windows.")
+    sensor_lead_ms: int = Field(
+        2000,
+        ge=0,
+        le=10_000,
+        description="Request a window's run this long before it closes (a run takes ~2 s to start); "
+        "the run waits for the close before it reads.",
+    )
     sensor_max_runs_per_tick: int = Field(60, ge=1, description="Upper bound of run requests per tick.")
     sensor_skip_empty_windows: bool = Field(
         True, description="Skip runs for empty windows (the window that closes an hour always runs)."

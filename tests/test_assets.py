@@ -81,11 +81,21 @@ def test_window_lands_decodes_and_reruns_idempotently(clean_db: str, settings: S
 def test_hour_closing_run_finds_entries_a_failed_window_never_archived(
     clean_db: str, settings: Settings
 ) -> None:
-    for n in range(3):
-        xadd(settings, f"devices/gap{n}/temperature", b"20")
     client = redis.Redis.from_url(settings.redis_url)
     seconds, _ = client.time()
-    hour_end_ms = (int(seconds) // 3600 + 1) * 3_600_000
+    hour_end_ms = (int(seconds) // 3600) * 3_600_000  # the previous hour, closed
+    for n in range(3):  # entries early in that hour, in windows whose runs "failed"
+        client.xadd(
+            settings.stream_prefix,
+            {
+                "topic": f"devices/gap{n}/temperature",
+                "payload": "20",
+                "qos": "1",
+                "retain": "0",
+                "rx_us": str((hour_end_ms - 3_000_000) * 1000),
+            },
+            id=f"{hour_end_ms - 3_000_000}-{n}",
+        )
     closing = Window(hour_end_ms - settings.window_ms, hour_end_ms)  # only the hour's last window ran
     job = defs.resolve_job_def("micro_batch_job")
     with DagsterInstance.ephemeral() as instance:
@@ -102,6 +112,24 @@ def test_hour_closing_run_finds_entries_a_failed_window_never_archived(
         checks = {c.check_name: c.passed for c in backfill.get_asset_check_evaluations()}
         assert checks == {"archive_complete": True, "reconciliation": True}
     assert counts(clean_db)["measurements"] == 3
+
+
+def test_a_run_for_a_window_that_has_not_closed_is_refused(clean_db: str, settings: Settings) -> None:
+    client = redis.Redis.from_url(settings.redis_url)
+    seconds, _ = client.time()
+    future = Window((int(seconds) + 120) * 1000 // settings.window_ms * settings.window_ms, 0)
+    future = Window(future.start_ms, future.start_ms + settings.window_ms)
+    job = defs.resolve_job_def("micro_batch_job")
+    with DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(
+            run_config=run_request(future).run_config,
+            partition_key=future.partition_key,
+            instance=instance,
+            raise_on_error=False,
+        )
+    assert not result.success
+    assert "runs only process closed windows" in str(result.all_events)
+    assert counts(clean_db)["raw_messages"] == 0
 
 
 def test_sharded_streams_are_all_read(clean_db: str, settings: Settings) -> None:

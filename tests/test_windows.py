@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dagster_project.windows import HOUR_MS, Window, closed_windows, partition_window
+from dagster_project.windows import HOUR_MS, Window, choose_windows, closed_windows, partition_window
 
 H = 1_795_392_000_000  # 2026-11-23 00:00 UTC, an hour boundary
 MIN = 60_000
@@ -68,3 +68,30 @@ def test_windows_tile_time_without_gaps_or_overlaps(start_windows: int, elapsed:
         assert w.end_ms - w.hour_start_ms <= HOUR_MS, "a run never spans two hour partitions"
         position = w.end_ms
     assert now - 500 - position < window_ms, "every closed window was handed out"
+
+
+def test_windows_closing_within_the_lead_are_requested_early() -> None:
+    now = H + MIN + 1000  # the first window closes (grace 2 s) 1 s from now; lead 2 s
+    assert closed_windows(H, now + 2000, MIN, 2000, 10) == [Window(H, H + MIN)]
+    assert closed_windows(H, now, MIN, 2000, 10) == []
+
+
+def test_empty_windows_are_skipped_once_closed_but_open_ones_are_looked_at_again() -> None:
+    w1, w2, w3 = Window(H, H + MIN), Window(H + MIN, H + 2 * MIN), Window(H + 2 * MIN, H + 3 * MIN)
+    busy = {w2}
+    now = H + 3 * MIN + 500  # w3 closes (grace 2 s) within the lead, the others have closed
+    chosen, cursor = choose_windows([w1, w2, w3], H, now, 2000, True, lambda w: w in busy)
+    assert chosen == [w2] and cursor == w2.end_ms, "w3 is empty but may still fill: not passed over"
+    busy.add(w3)
+    chosen, cursor = choose_windows([w3], cursor, now, 2000, True, lambda w: w in busy)
+    assert chosen == [w3] and cursor == w3.end_ms, "a window with entries runs early, before it closes"
+
+
+def test_the_hour_closing_window_always_runs_and_skipping_can_be_turned_off() -> None:
+    last = Window(H + HOUR_MS - MIN, H + HOUR_MS)
+    assert choose_windows([last], last.start_ms, H + HOUR_MS + 5000, 2000, True, lambda w: False) == (
+        [last],
+        last.end_ms,
+    )
+    empty = Window(H, H + MIN)
+    assert choose_windows([empty], H, H + 2 * MIN, 2000, False, lambda w: False) == ([empty], empty.end_ms)

@@ -1,0 +1,151 @@
+"""Per-run overhead and publish-to-queryable latency of the running pipeline (`iot-etl up`), measured.
+
+    .venv/bin/python -m bench.latency [--window 10] [--runs 6] [--messages 5]
+
+Starts `iot-etl up --no-simulator` on a scratch database, stream and Dagster home, with empty windows
+not skipped, then reports (1) window closed -> run finished for empty windows, from Dagster's own run
+records, and (2) MQTT publish -> row queryable for single messages. The baseline printed beside them
+is the window length itself: a message waits on average half a window before its window closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_stack(env: dict[str, str]) -> subprocess.Popen:
+    up = subprocess.Popen(
+        [sys.executable, "-m", "iot_etl.cli", "up", "--no-simulator"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert up.stdout is not None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = up.stdout.readline()
+        if not line:
+            raise RuntimeError("iot-etl up exited before the UI came up")
+        if line.startswith("Dagster UI:"):
+            subprocess.Popen(["cat"], stdin=up.stdout, stdout=subprocess.DEVNULL)  # keep the pipe drained
+            return up
+    raise RuntimeError("the Dagster UI did not come up within 120 s")
+
+
+def run_overheads(dagster_home: str, wanted: int, timeout_s: float) -> list[float]:
+    os.environ["DAGSTER_HOME"] = dagster_home  # this process reads Dagster's own instance, as Dagster does
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+    deadline = time.monotonic() + timeout_s
+    with DagsterInstance.get() as instance:
+        while time.monotonic() < deadline:
+            records = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))
+            overheads = [
+                r.end_time - (int(r.dagster_run.tags["iot/end_id"].split("-")[0]) + 1) / 1000
+                for r in records
+                if r.end_time and "iot/end_id" in r.dagster_run.tags
+            ]
+            if len(overheads) >= wanted:
+                return overheads
+            time.sleep(1)
+    raise TimeoutError(f"fewer than {wanted} runs finished in {timeout_s} s")
+
+
+def publish_latencies(url: str, count: int, timeout_s: float) -> list[float]:
+    client = mqtt.Client(
+        callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+        protocol=mqtt.MQTTv5,
+        client_id=f"bench-{uuid.uuid4().hex[:6]}",
+    )
+    client.connect("127.0.0.1", 1883)
+    client.loop_start()
+    latencies = []
+    try:
+        for n in range(count):
+            device = f"bench{uuid.uuid4().hex[:6]}"
+            published = time.monotonic()
+            client.publish(f"devices/{device}/temperature", f"{20 + n}.5 °C", qos=1).wait_for_publish(10)
+            while time.monotonic() - published < timeout_s:
+                with psycopg.connect(url) as conn:
+                    row = conn.execute(
+                        "SELECT 1 FROM measurements JOIN devices USING (device_id) WHERE device_key = %s",
+                        (device,),
+                    ).fetchone()
+                if row:
+                    latencies.append(time.monotonic() - published)
+                    break
+                time.sleep(0.1)
+            else:
+                raise TimeoutError(f"message of {device} not queryable within {timeout_s} s")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return latencies
+
+
+def describe(values: list[float]) -> str:
+    return (
+        f"median {statistics.median(values):5.1f} s  min {min(values):5.1f}  max {max(values):5.1f}  "
+        f"(n={len(values)})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--window", type=int, default=10, help="micro-window seconds")
+    parser.add_argument("--runs", type=int, default=6)
+    parser.add_argument("--messages", type=int, default=5)
+    args = parser.parse_args()
+
+    name = f"iot_bench_{uuid.uuid4().hex[:8]}"
+    home = tempfile.mkdtemp(prefix="iot-bench-dagster-")
+    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOT_")}
+    env.update(
+        {
+            "IOT_DATABASE_URL": url,
+            "IOT_STREAM_PREFIX": f"bench:{name}:raw",
+            "IOT_DAGSTER_HOME": home,
+            "IOT_LISTENER_CLIENT_ID": f"listener-{name}",
+            "IOT_LISTENER_METRICS_PORT": "0",
+            "IOT_WEBSERVER_PORT": "3399",
+            "IOT_WINDOW_SECONDS": str(args.window),
+            "IOT_WINDOW_GRACE_MS": "500",
+            "IOT_SENSOR_SKIP_EMPTY_WINDOWS": "false",
+        }
+    )
+    up = start_stack(env)
+    try:
+        overheads = run_overheads(home, args.runs, timeout_s=args.runs * args.window * 3 + 60)
+        latencies = publish_latencies(url, args.messages, timeout_s=args.window + 60)
+    finally:
+        os.killpg(up.pid, signal.SIGTERM)
+        up.wait(30)
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    print(f"window {args.window} s, sensor interval 5 s, in-process executor, queued runs (1 s dequeue)\n")
+    print(f"{'measure':<40} result")
+    print(f"{'window closed -> run finished (empty)':<40} {describe(overheads)}")
+    print(f"{'publish -> queryable (one message)':<40} {describe(latencies)}")
+    print(f"{'baseline: half a window (mean wait)':<40} {args.window / 2:5.1f} s")
+
+
+if __name__ == "__main__":
+    main()
