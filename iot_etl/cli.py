@@ -55,7 +55,12 @@ def dagster_instance() -> None:
 
 @main.command()
 @click.option("--no-simulator", is_flag=True, help="Do not start simulated devices.")
-def up(no_simulator: bool) -> None:
+@click.option(
+    "--with-broker",
+    is_flag=True,
+    help="Also run Mosquitto with the project's configuration on IOT_MQTT_HOST:IOT_MQTT_PORT.",
+)
+def up(no_simulator: bool, with_broker: bool) -> None:
     """Migrate, then run the listener, Dagster (webserver + daemon) and the simulator until Ctrl-C."""
     from iot_etl.migrate import apply_migrations, ensure_database
     from iot_etl.supervisor import run_up
@@ -63,7 +68,7 @@ def up(no_simulator: bool) -> None:
     settings = get_settings()
     ensure_database(settings.database_url)
     apply_migrations(settings.database_url)
-    sys.exit(run_up(settings, with_simulator=not no_simulator))
+    sys.exit(run_up(settings, with_simulator=not no_simulator, with_broker=with_broker))
 
 
 @main.command()
@@ -80,6 +85,20 @@ def status() -> None:
     from iot_etl.status import collect, render
 
     click.echo(render(collect(get_settings())))
+
+
+@main.command()
+def broker() -> None:
+    """Run Mosquitto in the foreground with the project's configuration (no 1000-message limit)."""
+    import os
+
+    from iot_etl.broker import broker_argv
+    from iot_etl.dagster_instance import dagster_home
+
+    settings = get_settings()
+    argv = broker_argv(settings, dagster_home(settings).parent / "broker")
+    click.echo(f"mosquitto on {settings.mqtt_host}:{settings.mqtt_port} with {argv[-1]}")
+    os.execv(argv[0], argv)
 
 
 @main.command("broker-config")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from iot_etl.broker import BrokerNotInstalledError, broker_argv
 from iot_etl.dagster_instance import write_instance_config
 from iot_etl.settings import Settings
 
@@ -40,11 +42,21 @@ class Supervisor:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def start(self, with_simulator: bool) -> None:
+    def start(self, with_simulator: bool, with_broker: bool = False) -> None:
         home = write_instance_config(self.settings)
         bin_dir = Path(sys.executable).parent
         workspace = str(REPO_ROOT / "workspace.yaml")
-        self.children = [
+        if with_broker:
+            # the project's broker first, so the listener finds it (it would retry anyway)
+            if port_accepts(self.settings.mqtt_host, self.settings.mqtt_port):
+                raise BrokerPortInUseError(
+                    f"{self.settings.mqtt_host}:{self.settings.mqtt_port} is already in use (another "
+                    "broker?); set IOT_MQTT_PORT to a free port for --with-broker"
+                )
+            argv = broker_argv(self.settings, home.parent / "broker")
+            self._spawn(Child("broker", argv), self.env(home))
+            wait_for_port(self.settings.mqtt_host, self.settings.mqtt_port, timeout_s=10)
+        self.children += [
             Child("listener", [sys.executable, "-m", "ingest_listener"]),
             Child("dagster-daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", workspace]),
             Child(
@@ -64,8 +76,14 @@ class Supervisor:
             self.children.append(Child("simulator", [sys.executable, "-m", "simulator"]))
         env = self.env(home)
         for child in self.children:
-            child.process = subprocess.Popen(child.argv, cwd=REPO_ROOT, env=env, start_new_session=True)
-            print(f"started {child.name} (pid {child.process.pid})", flush=True)
+            if child.process is None:
+                self._spawn(child, env)
+
+    def _spawn(self, child: Child, env: dict[str, str]) -> None:
+        child.process = subprocess.Popen(child.argv, cwd=REPO_ROOT, env=env, start_new_session=True)
+        if child not in self.children:
+            self.children.append(child)
+        print(f"started {child.name} (pid {child.process.pid})", flush=True)
 
     @property
     def ui_url(self) -> str:
@@ -108,6 +126,27 @@ class Supervisor:
                 _wait_group_gone(child.process.pid, timeout_s=3.0)
 
 
+class BrokerPortInUseError(RuntimeError):
+    pass
+
+
+def port_accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(host: str, port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if port_accepts(host, port):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing accepts connections on {host}:{port} after {timeout_s:.0f} s")
+
+
 def _wait_group_gone(pgid: int, timeout_s: float) -> None:
     """SIGKILL is asynchronous: return once no process of the group is left (or the time is up)."""
     deadline = time.monotonic() + timeout_s
@@ -124,7 +163,7 @@ def _signal_group(process: subprocess.Popen, sig: int) -> None:
         os.killpg(process.pid, sig)
 
 
-def run_up(settings: Settings, with_simulator: bool) -> int:
+def run_up(settings: Settings, with_simulator: bool, with_broker: bool = False) -> int:
     """Start everything, print the UI address, and stop it all on Ctrl-C/SIGTERM or when a child dies."""
     supervisor = Supervisor(settings)
 
@@ -133,9 +172,13 @@ def run_up(settings: Settings, with_simulator: bool) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    supervisor.start(with_simulator)
     status = 0
     try:
+        try:
+            supervisor.start(with_simulator, with_broker)
+        except (BrokerPortInUseError, BrokerNotInstalledError, TimeoutError) as exc:
+            print(f"cannot start: {exc}", file=sys.stderr, flush=True)
+            return 2
         if supervisor.wait_for_ui():
             print(f"\nDagster UI: {supervisor.ui_url}  (Ctrl-C stops everything)\n", flush=True)
         elif not supervisor.stopping:

@@ -186,3 +186,47 @@ def test_up_ingests_foreign_publishes_acks_and_stops_cleanly(up_env: dict[str, s
     for group in groups:  # each child led its own process group: nothing of it may be left
         with pytest.raises(ProcessLookupError):
             os.killpg(group, 0)
+
+
+def test_up_with_its_own_broker_refuses_a_port_in_use(up_env: dict[str, str]) -> None:
+    env = {**up_env, "IOT_MQTT_PORT": "1883"}  # the system broker is there
+    result = subprocess.run(
+        [sys.executable, "-m", "iot_etl.cli", "up", "--with-broker", "--no-simulator"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "127.0.0.1:1883 is already in use" in result.stderr
+
+
+def test_broker_command_runs_the_project_configuration(up_env: dict[str, str]) -> None:
+    port = free_port()
+    env = {**up_env, "IOT_MQTT_PORT": str(port)}
+    broker = subprocess.Popen(
+        [sys.executable, "-m", "iot_etl.cli", "broker"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        while True:
+            try:
+                client.connect("127.0.0.1", port)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the project's broker did not come up"
+                time.sleep(0.2)
+        client.disconnect()
+        config = Path(up_env["IOT_DAGSTER_HOME"]).parent / "broker" / "mosquitto.conf"
+        assert "max_queued_messages 0" in config.read_text()
+        assert f"listener {port} 127.0.0.1" in config.read_text()
+    finally:
+        broker.terminate()
+        assert broker.wait(10) == 0
