@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,6 +98,27 @@ def wait_for_row(url: str, sql: str, params: tuple, timeout_s: float) -> tuple:
     raise AssertionError(f"no row for {sql!r} {params} within {timeout_s} s")
 
 
+def loaded_definitions(port: int) -> tuple[set[str], set[str], set[tuple[str, ...]]]:
+    """What the webserver's code location serves, asked the way the UI asks (GraphQL)."""
+    query = (
+        "{ repositoriesOrError { ... on RepositoryConnection { nodes { sensors { name } jobs { name } } } } "
+        "assetNodes { assetKey { path } } }"
+    )
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        data = json.load(response)["data"]
+    [repo] = data["repositoriesOrError"]["nodes"]
+    return (
+        {s["name"] for s in repo["sensors"]},
+        {j["name"] for j in repo["jobs"]},
+        {tuple(a["assetKey"]["path"]) for a in data["assetNodes"]},
+    )
+
+
 @pytest.mark.skipif(shutil.which("mosquitto_pub") is None, reason="needs the mosquitto clients")
 def test_up_ingests_foreign_publishes_acks_and_stops_cleanly(up_env: dict[str, str]) -> None:
     up = subprocess.Popen(
@@ -120,6 +142,11 @@ def test_up_ingests_foreign_publishes_acks_and_stops_cleanly(up_env: dict[str, s
             banner += line
         assert f"Dagster UI: http://127.0.0.1:{up_env['IOT_WEBSERVER_PORT']}" in banner
 
+        assert loaded_definitions(int(up_env["IOT_WEBSERVER_PORT"])) == (
+            {"micro_window_sensor"},
+            {"micro_batch_job", "__ASSET_JOB"},
+            {("raw_messages",), ("telemetry",)},
+        )
         time.sleep(1.0)  # the listener has subscribed by the time the UI answers; a margin for slow machines
         published = time.monotonic()
         event = {
