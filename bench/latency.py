@@ -14,39 +14,14 @@ import argparse
 import os
 import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import psycopg
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def start_stack(env: dict[str, str]) -> subprocess.Popen:
-    up = subprocess.Popen(
-        [sys.executable, "-m", "iot_etl.cli", "up", "--no-simulator"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    assert up.stdout is not None
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = up.stdout.readline()
-        if not line:
-            raise RuntimeError("iot-etl up exited before the UI came up")
-        if line.startswith("Dagster UI:"):
-            subprocess.Popen(["cat"], stdin=up.stdout, stdout=subprocess.DEVNULL)  # keep the pipe drained
-            return up
-    raise RuntimeError("the Dagster UI did not come up within 120 s")
+from iot_etl.supervisor import launch_up
 
 
 def run_overheads(dagster_home: str, wanted: int, timeout_s: float) -> list[float]:
@@ -131,7 +106,7 @@ def main() -> None:
             "IOT_SENSOR_SKIP_EMPTY_WINDOWS": "false",
         }
     )
-    up = start_stack(env)
+    up, _ = launch_up(env, "--no-simulator")
     try:
         overheads = run_overheads(home, args.runs, timeout_s=args.runs * args.window * 3 + 60)
         latencies = publish_latencies(url, args.messages, timeout_s=args.window + 60)

@@ -8,8 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -202,3 +204,30 @@ def run_up(settings: Settings, with_simulator: bool, with_broker: bool = False) 
         supervisor.stop()
         print("stopped", flush=True)
     return status
+
+
+def launch_up(env: Mapping[str, str], *args: str, timeout_s: float = 120.0) -> tuple[subprocess.Popen, str]:
+    """Start `iot-etl up ARGS` in its own process group, as a user would, and return it once it printed the
+    UI address, with everything it printed until then (benchmarks and tests drive whole stacks with it).
+    Its later output is drained in the background so that it never blocks on a full pipe."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "iot_etl.cli", "up", *args],
+        cwd=REPO_ROOT,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    banner = ""
+    deadline = time.monotonic() + timeout_s
+    while "Dagster UI: http://" not in banner:
+        line = process.stdout.readline()
+        if not line or time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            raise RuntimeError(f"iot-etl up did not bring the UI up:\n{banner}")
+        banner += line
+    threading.Thread(target=process.stdout.read, daemon=True).start()
+    return process, banner

@@ -21,6 +21,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 
+from iot_etl.supervisor import launch_up
 from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -121,25 +122,11 @@ def loaded_definitions(port: int) -> tuple[set[str], set[str], set[tuple[str, ..
 
 @pytest.mark.skipif(shutil.which("mosquitto_pub") is None, reason="needs the mosquitto clients")
 def test_up_ingests_foreign_publishes_acks_and_stops_cleanly(up_env: dict[str, str]) -> None:
-    up = subprocess.Popen(
-        [sys.executable, "-m", "iot_etl.cli", "up", "--no-simulator"],
-        cwd=ROOT,
-        env=up_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    up, banner = launch_up(up_env, "--no-simulator")
     url = up_env["IOT_DATABASE_URL"]
     device = f"dev{uuid.uuid4().hex[:6]}"
     subscriber = Subscriber([f"qs/v1/{device}/acks", "qs/v1/deadletter"])
     try:
-        banner = ""
-        deadline = time.monotonic() + 120
-        while "Dagster UI: http://" not in banner and time.monotonic() < deadline:
-            line = up.stdout.readline()
-            assert line, f"iot-etl up exited early:\n{banner}"
-            banner += line
         assert f"Dagster UI: http://127.0.0.1:{up_env['IOT_WEBSERVER_PORT']}" in banner
 
         assert loaded_definitions(int(up_env["IOT_WEBSERVER_PORT"])) == (
