@@ -1,7 +1,6 @@
 """The partitioned assets: `raw_messages` lands a stream-ID range, `telemetry` makes meaning of it."""
 
 import json
-from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -35,9 +34,9 @@ from dagster_project.storage import (
     store_rejected,
 )
 from dagster_project.validation import EventSchema, MeasurementSchema, split_valid
-from dagster_project.windows import HOUR_MS, Window
+from dagster_project.windows import Window
 from iot_etl.settings import get_settings
-from iot_etl.streams import id_range
+from iot_etl.streams import id_range, utc_from_ms
 
 BACKFILL_HOURS_PER_RUN = 6
 
@@ -63,18 +62,14 @@ def run_window(context: AssetExecutionContext, config: WindowConfig) -> Window:
     return Window(config.start_ms, config.end_ms)
 
 
-def _utc(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
-
-
 def _batch_info(context: AssetExecutionContext, window: Window, streams: list[str]) -> BatchInfo:
     keys = context.partition_key_range
     start_id, end_id = id_range(window.start_ms, window.end_ms)
     return BatchInfo(
         run_id=context.run.run_id,
         partition_key=keys.start if keys.start == keys.end else f"{keys.start}..{keys.end}",
-        range_start=_utc(window.start_ms),
-        range_end=_utc(window.end_ms),
+        range_start=utc_from_ms(window.start_ms),
+        range_end=utc_from_ms(window.end_ms),
         start_id=start_id,
         end_id=end_id,
         streams=streams,
@@ -119,8 +114,11 @@ def raw_messages(
         finish_batch(conn, batch_id, raw_count=read)
         # when the hour closes, look at all of it: a failed micro-batch run shows up here
         checked = Window(window.hour_start_ms, window.end_ms) if window.closes_hour else window
-        archived = count_raw(conn, _utc(checked.start_ms), _utc(checked.end_ms))
-    in_stream = sum(redis.count_range(client, s, checked.start_ms, checked.end_ms) for s in streams)
+        archived = count_raw(conn, utc_from_ms(checked.start_ms), utc_from_ms(checked.end_ms))
+    # the run's own range was just read whole (it is closed); only the rest of the hour needs counting
+    in_stream = read
+    if checked.start_ms < window.start_ms:
+        in_stream += sum(redis.count_range(client, s, checked.start_ms, window.start_ms) for s in streams)
     start_id, end_id = id_range(window.start_ms, window.end_ms)
     return MaterializeResult(
         check_results=[
@@ -133,7 +131,7 @@ def raw_messages(
                 if in_stream <= archived
                 else f"{in_stream - archived} stream entries are not archived: backfill the hour",
                 metadata={
-                    "range": f"{_utc(checked.start_ms).isoformat()} .. {_utc(checked.end_ms).isoformat()}",
+                    "range": checked.label,
                     "stream_entries": in_stream,
                     "archived_rows": archived,
                 },
@@ -142,7 +140,7 @@ def raw_messages(
         metadata={
             "start_id": start_id,
             "end_id": end_id,
-            "range": f"{_utc(window.start_ms).isoformat()} .. {_utc(window.end_ms).isoformat()}",
+            "range": window.label,
             "entries_read": read,
             "waited_for_close_ms": waited_ms,
             "rows_new": landed,
@@ -226,7 +224,7 @@ def telemetry(
     )
     with database.connect() as conn:
         batch_id = open_batch(conn, _batch_info(context, window, []))
-        raw = load_raw(conn, _utc(window.start_ms), _utc(window.end_ms))
+        raw = load_raw(conn, utc_from_ms(window.start_ms), utc_from_ms(window.end_ms))
         decoded = decode_batch(raw, load_f2_catalog(conn), options)
         measurements, bad_measurements = split_valid(decoded.measurements, MeasurementSchema)
         events, bad_events = split_valid(decoded.events, EventSchema)
@@ -249,8 +247,8 @@ def telemetry(
             rejected_count=rejected.height - duplicates,
             duplicate_count=duplicates,
         )
-        hour_start = window.start_ms - window.start_ms % HOUR_MS
-        rec = reconcile(conn, _utc(hour_start), _utc(window.end_ms))
+        hour_so_far = Window(window.hour_start_ms, window.end_ms)
+        rec = reconcile(conn, utc_from_ms(hour_so_far.start_ms), utc_from_ms(hour_so_far.end_ms))
 
     acks = 0
     feedback: list = []
@@ -258,13 +256,13 @@ def telemetry(
         feedback = _event_feedback(mqtt, events, rejected, raw)
         try:
             acks = mqtt.publish_all(feedback)
-        except (OSError, ConnectionError) as exc:
+        except OSError as exc:  # ConnectionError included
             context.log.warning(f"could not publish {len(feedback)} ACKs/dead letters: {exc}")
     reasons = rejected.group_by("reason").len().sort("len", descending=True)
     return MaterializeResult(
         metadata={
             "batch_id": batch_id,
-            "range": f"{_utc(window.start_ms).isoformat()} .. {_utc(window.end_ms).isoformat()}",
+            "range": window.label,
             "raw_messages": raw.height,
             "measurements": stored_m,
             "events": stored_e,
@@ -282,7 +280,7 @@ def telemetry(
                 passed=rec.unaccounted == 0,
                 severity=AssetCheckSeverity.ERROR,
                 metadata={
-                    "hour_so_far": f"{_utc(hour_start).isoformat()} .. {_utc(window.end_ms).isoformat()}",
+                    "hour_so_far": hour_so_far.label,
                     "raw": rec.raw,
                     "with_facts": rec.with_facts,
                     "rejected": rec.rejected,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
 
-from iot_etl.streams import EntryId
+from iot_etl.streams import EntryId, utc_from_ms
 
 MALFORMED_TOPIC = ""  # the decoder rejects it with reason `malformed_entry`
 
@@ -36,7 +35,7 @@ def raw_row(stream: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> t
     else:
         topic_text = topic.decode("utf-8", "replace")
     return (
-        datetime.fromtimestamp(eid.ms / 1000, UTC),
+        utc_from_ms(eid.ms),
         stream,
         eid.ms,
         eid.seq,

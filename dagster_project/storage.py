@@ -183,15 +183,40 @@ def _duplicates(frame: pl.DataFrame, key: list[str], what: str) -> tuple[pl.Data
     first = ordered.unique(subset=key, keep="first", maintain_order=True)
     later = ordered.join(first.select("raw_id", "item"), on=["raw_id", "item"], how="anti")
     firsts = first.select([*key, pl.col("raw_id").alias("first_raw_id")])
-    rejects = later.join(firsts, on=key, how="left").select(
-        "raw_id",
-        "item",
-        pl.lit("duplicate").alias("stage"),
-        pl.lit(f"duplicate_{what}").alias("reason"),
-        pl.format("same {} as raw message {}", pl.lit(what), pl.col("first_raw_id")).alias("detail"),
-        pl.lit("").alias("topic"),
+    pairs = later.join(firsts, on=key, how="left").select("raw_id", "item", "first_raw_id").rows()
+    return first, _duplicate_rejections(pairs, what)
+
+
+def _duplicate_rejections(pairs: list[tuple], what: str) -> pl.DataFrame:
+    """Rejections of (raw_id, item) whose identity was already stored from raw message `first_raw_id`."""
+    return pl.DataFrame(
+        [
+            (raw_id, item, "duplicate", f"duplicate_{what}", f"same {what} as raw message {first}", "")
+            for raw_id, item, first in pairs
+        ],
+        orient="row",
+        schema=REJECT_SCHEMA,
     )
-    return first, rejects.cast(REJECT_SCHEMA)
+
+
+def _upsert_staged(
+    conn: psycopg.Connection,
+    stage: str,
+    stage_columns: str,
+    staged: pl.DataFrame,
+    upsert: str,
+    stored_duplicates: str,
+    batch_id: int,
+) -> tuple[int, list[tuple]]:
+    """COPY `staged` into a temp table, upsert from it, and find the staged rows whose identity is held
+    by another raw message; returns (rows written or confirmed, (raw_id, item, first_raw_id) pairs)."""
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({stage_columns}) ON COMMIT DELETE ROWS")
+        _copy(cur, stage, staged)
+        cur.execute(upsert, {"b": batch_id})
+        cur.execute(stored_duplicates)
+        pairs = cur.fetchall()
+    return staged.height - len(pairs), pairs
 
 
 def store_measurements(
@@ -207,44 +232,27 @@ def store_measurements(
     staged = first.select(
         "ts", "device_id", "metric_id", "value_num", "value_text", "arrived_at", "raw_id", "item"
     )
-    with conn.cursor() as cur:
-        cur.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS stage_measurements (ts timestamptz, device_id int, "
-            "metric_id int, value_num float8, value_text text, arrived_at timestamptz, raw_id bigint, "
-            "item int) ON COMMIT DELETE ROWS"
-        )
-        _copy(cur, "stage_measurements", staged)
-        cur.execute(
-            """INSERT INTO measurements AS m (ts, device_id, metric_id, value_num, value_text, arrived_at,
-                                              raw_id, batch_id)
-               SELECT ts, device_id, metric_id, value_num, value_text, arrived_at, raw_id, %(b)s
-               FROM stage_measurements
-               ON CONFLICT (device_id, metric_id, ts) DO UPDATE
-               SET value_num = excluded.value_num, value_text = excluded.value_text,
-                   batch_id = excluded.batch_id
-               WHERE m.raw_id = excluded.raw_id
-                 AND (m.value_num, m.value_text)
-                     IS DISTINCT FROM (excluded.value_num, excluded.value_text)""",
-            {"b": batch_id},
-        )
-        cur.execute(
-            """SELECT s.raw_id, s.item, m.raw_id FROM stage_measurements s
-               JOIN measurements m USING (device_id, metric_id, ts) WHERE m.raw_id <> s.raw_id"""
-        )
-        dup_rows = cur.fetchall()
-    dup_stored = _stored_duplicates(dup_rows, "device, metric and timestamp")
-    return staged.height - len(dup_rows), pl.concat([dup_in_batch, dup_stored])
-
-
-def _stored_duplicates(rows: list[tuple], what: str) -> pl.DataFrame:
-    return pl.DataFrame(
-        [
-            (raw_id, item, "duplicate", f"duplicate_{what}", f"same {what} as raw message {first}", "")
-            for raw_id, item, first in rows
-        ],
-        orient="row",
-        schema=REJECT_SCHEMA,
+    stored, pairs = _upsert_staged(
+        conn,
+        "stage_measurements",
+        "ts timestamptz, device_id int, metric_id int, value_num float8, value_text text, "
+        "arrived_at timestamptz, raw_id bigint, item int",
+        staged,
+        """INSERT INTO measurements AS m (ts, device_id, metric_id, value_num, value_text, arrived_at,
+                                          raw_id, batch_id)
+           SELECT ts, device_id, metric_id, value_num, value_text, arrived_at, raw_id, %(b)s
+           FROM stage_measurements
+           ON CONFLICT (device_id, metric_id, ts) DO UPDATE
+           SET value_num = excluded.value_num, value_text = excluded.value_text,
+               batch_id = excluded.batch_id
+           WHERE m.raw_id = excluded.raw_id
+             AND (m.value_num, m.value_text)
+                 IS DISTINCT FROM (excluded.value_num, excluded.value_text)""",
+        """SELECT s.raw_id, s.item, m.raw_id FROM stage_measurements s
+           JOIN measurements m USING (device_id, metric_id, ts) WHERE m.raw_id <> s.raw_id""",
+        batch_id,
     )
+    return stored, pl.concat([dup_in_batch, _duplicate_rejections(pairs, "device, metric and timestamp")])
 
 
 def store_events(conn: psycopg.Connection, frame: pl.DataFrame, batch_id: int) -> tuple[int, pl.DataFrame]:
@@ -267,36 +275,29 @@ def store_events(conn: psycopg.Connection, frame: pl.DataFrame, batch_id: int) -
         "raw_id",
         "item",
     )
-    with conn.cursor() as cur:
-        cur.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS stage_events (device_id int, event_id text, schema int, "
-            "event_type text, value_num float8, value_text text, unit text, ts_device timestamptz, "
-            "ts_server timestamptz, meta jsonb, raw_id bigint, item int) ON COMMIT DELETE ROWS"
-        )
-        _copy(cur, "stage_events", staged)
-        cur.execute(
-            """INSERT INTO events AS e (device_id, event_id, schema, event_type, value_num, value_text, unit,
-                                        ts_device, ts_server, meta, raw_id, batch_id)
-               SELECT device_id, event_id, schema, event_type, value_num, value_text, unit, ts_device,
-                      ts_server, meta, raw_id, %(b)s FROM stage_events
-               ON CONFLICT (device_id, event_id) DO UPDATE
-               SET event_type = excluded.event_type, value_num = excluded.value_num,
-                   value_text = excluded.value_text, unit = excluded.unit, ts_device = excluded.ts_device,
-                   meta = excluded.meta, batch_id = excluded.batch_id
-               WHERE e.raw_id = excluded.raw_id
-                 AND (e.event_type, e.value_num, e.value_text, e.unit, e.ts_device, e.meta)
-                     IS DISTINCT FROM (excluded.event_type, excluded.value_num, excluded.value_text,
-                                       excluded.unit, excluded.ts_device, excluded.meta)""",
-            {"b": batch_id},
-        )
-        cur.execute(
-            """SELECT s.raw_id, s.item, e.raw_id FROM stage_events s
-               JOIN events e USING (device_id, event_id) WHERE e.raw_id <> s.raw_id"""
-        )
-        dup_rows = cur.fetchall()
-    return staged.height - len(dup_rows), pl.concat(
-        [dup_in_batch, _stored_duplicates(dup_rows, "device and event_id")]
+    stored, pairs = _upsert_staged(
+        conn,
+        "stage_events",
+        "device_id int, event_id text, schema int, event_type text, value_num float8, value_text text, "
+        "unit text, ts_device timestamptz, ts_server timestamptz, meta jsonb, raw_id bigint, item int",
+        staged,
+        """INSERT INTO events AS e (device_id, event_id, schema, event_type, value_num, value_text, unit,
+                                    ts_device, ts_server, meta, raw_id, batch_id)
+           SELECT device_id, event_id, schema, event_type, value_num, value_text, unit, ts_device,
+                  ts_server, meta, raw_id, %(b)s FROM stage_events
+           ON CONFLICT (device_id, event_id) DO UPDATE
+           SET event_type = excluded.event_type, value_num = excluded.value_num,
+               value_text = excluded.value_text, unit = excluded.unit, ts_device = excluded.ts_device,
+               meta = excluded.meta, batch_id = excluded.batch_id
+           WHERE e.raw_id = excluded.raw_id
+             AND (e.event_type, e.value_num, e.value_text, e.unit, e.ts_device, e.meta)
+                 IS DISTINCT FROM (excluded.event_type, excluded.value_num, excluded.value_text,
+                                   excluded.unit, excluded.ts_device, excluded.meta)""",
+        """SELECT s.raw_id, s.item, e.raw_id FROM stage_events s
+           JOIN events e USING (device_id, event_id) WHERE e.raw_id <> s.raw_id""",
+        batch_id,
     )
+    return stored, pl.concat([dup_in_batch, _duplicate_rejections(pairs, "device and event_id")])
 
 
 def store_rejected(

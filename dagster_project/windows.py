@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from iot_etl.streams import utc_from_ms
+
 HOUR_MS = 3_600_000
 PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
 
@@ -26,7 +28,7 @@ class Window:
 
     @property
     def partition_key(self) -> str:
-        return datetime.fromtimestamp(self.hour_start_ms / 1000, UTC).strftime(PARTITION_FORMAT)
+        return utc_from_ms(self.hour_start_ms).strftime(PARTITION_FORMAT)
 
     @property
     def closes_hour(self) -> bool:
@@ -35,6 +37,11 @@ class Window:
     @property
     def whole_hour(self) -> bool:
         return self.start_ms == self.hour_start_ms and self.closes_hour
+
+    @property
+    def label(self) -> str:
+        """`<start> .. <end>` in ISO-8601 UTC, for run metadata."""
+        return " .. ".join(utc_from_ms(ms).isoformat() for ms in (self.start_ms, self.end_ms))
 
     @property
     def run_key(self) -> str:

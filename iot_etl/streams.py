@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 MAX_SEQ = 18446744073709551615  # 2**64 - 1, the largest sequence part Redis allows
 
@@ -50,6 +51,11 @@ class EntryId:
 
     def __str__(self) -> str:
         return f"{self.ms}-{self.seq}"
+
+
+def utc_from_ms(ms: int) -> datetime:
+    """The UTC instant of a millisecond timestamp (an entry ID's time part, a window bound)."""
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def id_range(start_ms: int, end_ms: int) -> tuple[str, str]:
