@@ -35,7 +35,13 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ingest_listener.metrics import ListenerMetrics, MetricsServer
-from ingest_listener.stream_writer import BufferedStreamWriter, Entry, StreamWriter, entry_for_message
+from ingest_listener.stream_writer import (
+    BufferedStreamWriter,
+    Entry,
+    StreamWriter,
+    entry_for_message,
+    rx_now_us,
+)
 from iot_etl.mqtt import MqttEndpoint, new_client
 from iot_etl.settings import Settings
 from iot_etl.streams import stream_names
@@ -341,7 +347,7 @@ class Listener:
             log.warning("disconnected from the broker (%s); reconnecting", reason_code)
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
-        rx_us = time.time_ns() // 1000
+        rx_us = rx_now_us()
         try:
             try:
                 topic: str | bytes = message.topic
