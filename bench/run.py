@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import psycopg
 
-from dagster_project.decoding.batch import decode_batch
 from dagster_project.raw_entries import raw_row
 from dagster_project.storage import (
     RAW_COLUMNS,
@@ -35,6 +34,7 @@ from dagster_project.storage import (
     store_rejected,
 )
 from dagster_project.validation import EventSchema, MeasurementSchema, split_valid
+from iot_core.formats.batch import decode_batch
 from iot_etl.migrate import apply_migrations, ensure_database
 from simulator.messages import MessageFactory
 

@@ -16,7 +16,6 @@ from dagster import (
     asset,
 )
 
-from dagster_project.decoding.batch import DECODER_VERSION, DecodeOptions, decode_batch
 from dagster_project.partitions import hourly_arrival_partitions
 from dagster_project.raw_entries import raw_row
 from dagster_project.resources import DatabaseResource, MqttPublisherResource, RedisStreamsResource
@@ -35,8 +34,9 @@ from dagster_project.storage import (
 )
 from dagster_project.validation import EventSchema, MeasurementSchema, split_valid
 from dagster_project.windows import Window
-from iot_etl.settings import get_settings
-from iot_etl.streams import id_range, utc_from_ms
+from iot_core.formats.batch import DECODER_VERSION, DecodeOptions, decode_batch
+from iot_core.settings import get_settings
+from iot_core.streams import id_range, utc_from_ms
 
 BACKFILL_HOURS_PER_RUN = 6
 

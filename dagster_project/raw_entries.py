@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
-from iot_etl.streams import EntryId, utc_from_ms
+from iot_core.streams import EntryId, utc_from_ms
 
 MALFORMED_TOPIC = ""  # the decoder rejects it with reason `malformed_entry`
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,9 +13,9 @@ import psycopg
 import redis
 from dagster import ConfigurableResource, EnvVar
 
-from iot_etl.mqtt import MqttEndpoint, new_client
-from iot_etl.settings import Settings
-from iot_etl.streams import EntryId, id_range, stream_names
+from iot_core.mqtt import MqttEndpoint, Publisher
+from iot_core.settings import Settings
+from iot_core.streams import EntryId, id_range, stream_names
 
 log = logging.getLogger(__name__)
 
@@ -129,28 +127,14 @@ class MqttPublisherResource(ConfigurableResource):
         return self.ack_topic_template.format(device_id=device_id)
 
     def publish_all(self, messages: list[tuple[str, dict]], timeout_s: float = 30.0) -> int:
-        """Publish JSON messages; returns how many the broker acknowledged within the timeout."""
+        """Publish JSON messages at QoS 1; returns how many the broker acknowledged within the timeout."""
         if not messages:
             return 0
-        client = new_client(self.endpoint(), f"{self.client_id_prefix}-{uuid.uuid4().hex[:8]}")
-        connected = threading.Event()
-        client.on_connect = lambda c, u, f, rc, p: connected.set() if not rc.is_failure else None
-        client.connect(self.host, self.port, keepalive=30)
-        client.loop_start()
-        try:
-            if not connected.wait(10):
-                raise ConnectionError(f"MQTT broker {self.host}:{self.port} did not accept the connection")
-            infos = [
-                client.publish(topic, json.dumps(body, separators=(",", ":")), qos=1)
-                for topic, body in messages
-            ]
-            deadline = time.monotonic() + timeout_s
-            for info in infos:
-                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-            return sum(1 for info in infos if info.is_published())
-        finally:
-            client.disconnect()
-            client.loop_stop()
+        with Publisher(self.endpoint(), self.client_id_prefix) as publisher:
+            for topic, body in messages:
+                publisher.publish(topic, json.dumps(body, separators=(",", ":")).encode(), qos=1)
+            publisher.wait_for_acks(timeout_s)
+            return publisher.acked
 
 
 def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResource]:

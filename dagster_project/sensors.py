@@ -7,8 +7,8 @@ from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, Se
 from dagster_project.jobs import micro_batch_job
 from dagster_project.resources import DatabaseResource, RedisStreamsResource
 from dagster_project.windows import Window, choose_windows, closed_windows, floor_to
-from iot_etl.settings import get_settings
-from iot_etl.streams import id_range
+from iot_core.settings import get_settings
+from iot_core.streams import id_range
 
 
 def run_request(window: Window) -> RunRequest:

@@ -9,9 +9,9 @@ from datetime import datetime
 import polars as pl
 import psycopg
 
-from dagster_project.decoding.batch import REJECT_SCHEMA, UTC_US
-from dagster_project.decoding.f2 import DatapointSpec
-from dagster_project.decoding.f2_messages import F2Catalog, SensorEntry
+from iot_core.formats.batch import REJECT_SCHEMA, UTC_US
+from iot_core.formats.f2 import DatapointSpec
+from iot_core.formats.f2_messages import F2Catalog, SensorEntry
 
 RAW_STAGE_COLUMNS = (
     "arrived_at timestamptz, stream text, entry_ms bigint, entry_seq bigint, topic text, payload bytea, "

@@ -6,7 +6,7 @@ import pandera.polars as pa
 import polars as pl
 from pandera.errors import SchemaErrors
 
-from dagster_project.decoding.batch import REJECT_SCHEMA
+from iot_core.formats.batch import REJECT_SCHEMA
 
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$"
 METRIC_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:%-]{0,127}$"

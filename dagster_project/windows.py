@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from iot_etl.streams import utc_from_ms
+from iot_core.streams import utc_from_ms
 
 HOUR_MS = 3_600_000
 PARTITION_FORMAT = "%Y-%m-%d-%H:%M"

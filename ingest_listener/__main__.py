@@ -3,7 +3,7 @@
 On a stop signal it flushes the buffer to Redis, acknowledges what was written, disconnects (the
 broker keeps the session and queues for the next start) and exits 0. It exits 1 only if Redis stayed
 unreachable and entries could not be written (their QoS 1/2 messages are redelivered next time).
-Configuration comes from `IOT_*` variables / `.env` via `iot_etl.settings`.
+Configuration comes from `IOT_*` variables / `.env` via `iot_core.settings`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from types import FrameType
 
 from ingest_listener.listener import Listener
-from iot_etl.settings import get_settings
+from iot_core.settings import get_settings
 
 log = logging.getLogger("ingest_listener")
 

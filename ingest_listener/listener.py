@@ -42,9 +42,9 @@ from ingest_listener.stream_writer import (
     entry_for_message,
     rx_now_us,
 )
-from iot_etl.mqtt import MqttEndpoint, new_client
-from iot_etl.settings import Settings
-from iot_etl.streams import stream_names
+from iot_core.mqtt import MqttEndpoint, new_client
+from iot_core.settings import Settings
+from iot_core.streams import stream_names
 
 log = logging.getLogger(__name__)
 

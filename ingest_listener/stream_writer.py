@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import redis
 
 from ingest_listener.metrics import ListenerMetrics
-from iot_etl.streams import stream_for_topic
+from iot_core.streams import stream_for_topic
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import os
 import shutil
 from pathlib import Path
 
+from iot_core.settings import Settings
 from iot_etl.broker_config import render_broker_config
-from iot_etl.settings import Settings
 
 
 class BrokerNotInstalledError(RuntimeError):

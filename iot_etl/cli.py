@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from iot_etl.settings import get_settings
+from iot_core.settings import get_settings
 
 
 def _logging(verbose: bool) -> None:

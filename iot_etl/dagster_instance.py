@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from iot_etl.settings import Settings
+from iot_core.settings import Settings
 
 
 def instance_config(settings: Settings) -> dict:

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import psycopg
 import redis
 
+from iot_core.mqtt import MqttEndpoint, new_client
+from iot_core.settings import Settings
+from iot_core.streams import stream_names
 from iot_etl.migrate import has_timescaledb
-from iot_etl.mqtt import MqttEndpoint, new_client
-from iot_etl.settings import Settings
-from iot_etl.streams import stream_names
 
 DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
 

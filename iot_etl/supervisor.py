@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from iot_core.settings import Settings
 from iot_etl.broker import BrokerNotInstalledError, broker_argv
 from iot_etl.dagster_instance import write_instance_config
-from iot_etl.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT_S = 8.0

@@ -15,9 +15,9 @@ from types import FrameType
 
 import click
 
-from iot_etl.settings import get_settings
+from iot_core.mqtt import PublishError
+from iot_core.settings import get_settings
 from simulator.expected import KINDS
-from simulator.publisher import PublishError
 from simulator.run import run_simulation
 
 

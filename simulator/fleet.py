@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dagster_project.decoding.f2 import DatapointSpec
+from iot_core.formats.f2 import DatapointSpec
 
 SENSOR_MODELS: dict[str, tuple[DatapointSpec, ...]] = {
     "th-sensor": (

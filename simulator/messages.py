@@ -14,7 +14,7 @@ import string
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
-from dagster_project.decoding.f2 import DatapointSpec, crc16_modbus, encode_datapoints, encode_reply, to_hex
+from iot_core.formats.f2 import DatapointSpec, crc16_modbus, encode_datapoints, encode_reply, to_hex
 from simulator.expected import KINDS, REJECT_REASONS, ExpectedEvent, ExpectedReading, SentMessage
 from simulator.fleet import DOORS, F2_CONTROLLERS, F2_SENSORS, SENSOR_MODELS, F2Controller, F2Sensor
 

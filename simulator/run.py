@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from iot_etl.settings import Settings
+from iot_core.mqtt import MqttEndpoint, Publisher
+from iot_core.settings import Settings
 from simulator.expected import KINDS, SentMessage
 from simulator.messages import MessageFactory
-from simulator.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def run_simulation(
     )
     report = SimulationReport(messages=[] if keep_messages else None)
     interval = 1.0 / rate
-    with Publisher(settings) as publisher:
+    with Publisher(MqttEndpoint.from_settings(settings), "iot-etl-simulator") as publisher:
         start = time.monotonic()
         sent = 0
         while not stop.is_set() and (count is None or sent < count):

@@ -7,6 +7,12 @@ BEGIN
         RAISE NOTICE 'timescaledb not available: keeping plain PostgreSQL tables';
         RETURN;
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')
+       AND current_setting('shared_preload_libraries') NOT LIKE '%timescaledb%' THEN
+        RAISE WARNING 'timescaledb is installed but not preloaded: keeping plain PostgreSQL tables. '
+            'To use it, add timescaledb to shared_preload_libraries in postgresql.conf and restart the server.';
+        RETURN;
+    END IF;
     CREATE EXTENSION IF NOT EXISTS timescaledb;
     PERFORM create_hypertable('measurements', 'ts', chunk_time_interval => interval '1 day',
                               migrate_data => true);

@@ -1,6 +1,6 @@
 """Test-wide configuration: a private database and stream prefix per test session, on the real services.
 
-Product code reads configuration only through `iot_etl.settings`; tests steer it the way a user does,
+Product code reads configuration only through `iot_core.settings`; tests steer it the way a user does,
 with IOT_* environment variables, set here before any product module reads them.
 """
 
@@ -13,11 +13,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.database import database_url, drop_database
+
 _SESSION = uuid.uuid4().hex[:8]
 TEST_DB = f"iot_test_{_SESSION}"
 os.environ.update(
     {
-        "IOT_DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{TEST_DB}",
+        "IOT_DATABASE_URL": database_url(TEST_DB),
         "IOT_REDIS_URL": "redis://127.0.0.1:6379/0",
         "IOT_STREAM_PREFIX": f"test:{_SESSION}:raw",
         "IOT_WINDOW_SECONDS": "10",
@@ -28,8 +30,8 @@ os.environ.update(
     }
 )
 
+from iot_core.settings import Settings, get_settings  # noqa: E402
 from iot_etl.migrate import apply_migrations, ensure_database  # noqa: E402
-from iot_etl.settings import Settings, get_settings  # noqa: E402
 
 FACT_TABLES = ("measurements", "events", "rejected", "raw_messages", "batches")
 
@@ -42,14 +44,10 @@ def settings() -> Settings:
 @pytest.fixture(scope="session")
 def migrated_db(settings: Settings) -> Iterator[str]:
     """The session's database, created and migrated once, dropped at the end."""
-    import psycopg
-
     ensure_database(settings.database_url)
     apply_migrations(settings.database_url)
     yield settings.database_url
-    admin = psycopg.conninfo.make_conninfo(settings.database_url, dbname="postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {TEST_DB} WITH (FORCE)")
+    drop_database(TEST_DB)
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from dagster import DagsterInstance
 from dagster_project.definitions import defs
 from dagster_project.sensors import run_request
 from dagster_project.windows import Window
-from iot_etl.settings import Settings
-from iot_etl.streams import stream_for_topic, stream_names
+from iot_core.settings import Settings
+from iot_core.streams import stream_for_topic, stream_names
 from tests.support.pipeline import SensorDriver
 from tests.support.reference import REFERENCE_004_EVENT
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dagster_project.decoding.f2 import (
+from iot_core.formats.f2 import (
     DatapointSpec,
     FrameError,
     crc16_modbus,

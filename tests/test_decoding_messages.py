@@ -8,15 +8,15 @@ from datetime import UTC, datetime, timedelta, timezone
 import polars as pl
 import pytest
 
-from dagster_project.decoding.batch import DecodeOptions, decode_batch
-from dagster_project.decoding.errors import DecodeError
-from dagster_project.decoding.events import decode_event, split_events
-from dagster_project.decoding.f2 import encode_datapoints, encode_reply, to_hex
-from dagster_project.decoding.f2_messages import F2Catalog, SensorEntry
-from dagster_project.decoding.plain import decode_plain
-from dagster_project.decoding.topics import parse_topic
-from dagster_project.decoding.values import Value, parse_text_value
 from dagster_project.validation import MeasurementSchema, split_valid
+from iot_core.formats.batch import DecodeOptions, decode_batch
+from iot_core.formats.errors import DecodeError
+from iot_core.formats.events import decode_event, split_events
+from iot_core.formats.f2 import encode_datapoints, encode_reply, to_hex
+from iot_core.formats.f2_messages import F2Catalog, SensorEntry
+from iot_core.formats.plain import decode_plain
+from iot_core.formats.topics import parse_topic
+from iot_core.formats.values import Value, parse_text_value
 from simulator.fleet import SENSOR_MODELS
 from tests.support.reference import REFERENCE_004_EVENT
 

@@ -19,8 +19,8 @@ import pytest
 import redis
 
 from ingest_listener import Listener
-from iot_etl.settings import Settings
-from iot_etl.streams import stream_for_topic, stream_names
+from iot_core.settings import Settings
+from iot_core.streams import stream_for_topic, stream_names
 from tests.support import PrivateMosquitto, PrivateRedis, free_port, wait_until
 
 pytestmark = pytest.mark.services

@@ -11,6 +11,7 @@ import pytest
 
 from iot_etl.migrate import SQL_DIR, MigrationError, apply_migrations, discover, ensure_database
 from simulator.fleet import F2_CONTROLLERS, F2_SENSORS, SENSOR_MODELS
+from tests.support.database import database_url, drop_database
 
 pytestmark = pytest.mark.services
 
@@ -18,10 +19,8 @@ pytestmark = pytest.mark.services
 @pytest.fixture
 def scratch_db() -> str:
     name = f"iot_scratch_{uuid.uuid4().hex[:8]}"
-    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-    yield url
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    yield database_url(name)
+    drop_database(name)
 
 
 def test_fresh_database_is_created_and_migrated_once(scratch_db: str) -> None:

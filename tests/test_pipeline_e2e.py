@@ -18,8 +18,8 @@ from dagster import instance_for_test
 
 from dagster_project.definitions import defs
 from ingest_listener import Listener
-from iot_etl.settings import Settings
-from iot_etl.streams import EntryId
+from iot_core.settings import Settings
+from iot_core.streams import EntryId
 from simulator.expected import REJECT_REASONS
 from simulator.run import run_simulation
 from tests.support import PrivateMosquitto, wait_until

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from iot_core.settings import Settings
 from iot_etl.broker_config import render_broker_config
 from iot_etl.dagster_instance import instance_config
-from iot_etl.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from dagster_project.decoding.batch import decode_batch
-from dagster_project.decoding.f2_messages import F2Catalog
 from dagster_project.raw_entries import raw_row
+from iot_core.formats.batch import decode_batch
+from iot_core.formats.f2_messages import F2Catalog
 
 
 def test_listener_entry_is_archived_untouched() -> None:

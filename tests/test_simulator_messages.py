@@ -17,8 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dagster_project.decoding.batch import RAW_SCHEMA, DecodeOptions, decode_batch
-from dagster_project.decoding.f2 import (
+from dagster_project.validation import EventSchema, MeasurementSchema, split_valid
+from iot_core.formats.batch import RAW_SCHEMA, DecodeOptions, decode_batch
+from iot_core.formats.f2 import (
     DatapointSpec,
     datapoint_value,
     encode_datapoints,
@@ -27,8 +28,7 @@ from dagster_project.decoding.f2 import (
     parse_reply,
     to_hex,
 )
-from dagster_project.decoding.f2_messages import F2Catalog, SensorEntry
-from dagster_project.validation import EventSchema, MeasurementSchema, split_valid
+from iot_core.formats.f2_messages import F2Catalog, SensorEntry
 from simulator.expected import KINDS, REJECT_REASONS, SentMessage
 from simulator.fleet import F2_CONTROLLERS, F2_SENSORS, SENSOR_MODELS
 from simulator.messages import F2_VALUE_RANGES, MODBUS_SENSORS, MessageFactory

@@ -18,11 +18,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from click.testing import CliRunner
 
-from iot_etl.mqtt import MqttEndpoint, new_client
-from iot_etl.settings import Settings
+from iot_core.mqtt import MqttEndpoint, PublishError, new_client
+from iot_core.settings import Settings
 from simulator.__main__ import main, simulate_command
 from simulator.expected import SentMessage
-from simulator.publisher import PublishError
 from simulator.run import run_simulation
 
 TOPIC_FILTERS = ("devices/#", "qs/v1/+/events", "stat/#", "tele/#")

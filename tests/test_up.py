@@ -22,6 +22,7 @@ import psycopg
 import pytest
 
 from iot_etl.supervisor import launch_up
+from tests.support.database import database_url, drop_database
 from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -35,7 +36,7 @@ def up_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOT_")}
     env.update(
         {
-            "IOT_DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{name}",
+            "IOT_DATABASE_URL": database_url(name),
             "IOT_STREAM_PREFIX": f"test:{name}:raw",
             "IOT_LISTENER_CLIENT_ID": f"listener-{name}",
             "IOT_LISTENER_METRICS_PORT": "0",
@@ -46,8 +47,7 @@ def up_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         }
     )
     yield env
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    drop_database(name)
     import redis
 
     client = redis.Redis()

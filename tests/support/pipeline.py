@@ -11,7 +11,7 @@ from dagster import DagsterInstance, RunRequest, build_sensor_context
 from dagster_project.definitions import defs
 from dagster_project.resources import resources_from_settings
 from dagster_project.sensors import micro_window_sensor
-from iot_etl.settings import Settings
+from iot_core.settings import Settings
 
 
 class SensorDriver:

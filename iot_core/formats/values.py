@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from dagster_project.decoding.errors import DecodeError
+from iot_core.formats.errors import DecodeError
 
 MAX_TEXT = 256
 _NUMBER_WITH_UNIT = re.compile(r"^([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)(?:\s*(\S(?:.{0,30}\S)?))?$")

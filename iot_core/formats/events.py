@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
-from dagster_project.decoding.errors import DecodeError
-from dagster_project.decoding.timestamps import parse_device_ts
-from dagster_project.decoding.values import json_scalar
+from iot_core.formats.errors import DecodeError
+from iot_core.formats.timestamps import parse_device_ts
+from iot_core.formats.values import json_scalar
 
 SUPPORTED_SCHEMA = 1
 MAX_EVENT_ID = 128

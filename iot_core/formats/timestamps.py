@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, tzinfo
 
-from dagster_project.decoding.errors import DecodeError
+from iot_core.formats.errors import DecodeError
 
 
 def parse_device_ts(value: object, default_tz: tzinfo) -> datetime:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from dagster_project.decoding.errors import DecodeError
+from iot_core.formats.errors import DecodeError
 
 _F2_DEVICE = re.compile(r"^f2-([0-9a-fA-F]{12})$")
 

@@ -6,11 +6,11 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
-from dagster_project.decoding.errors import DecodeError
-from dagster_project.decoding.f2 import DatapointSpec, FrameError, decode_datapoints
-from dagster_project.decoding.timestamps import parse_device_ts
-from dagster_project.decoding.topics import Topic
-from dagster_project.decoding.values import Value, json_boolean
+from iot_core.formats.errors import DecodeError
+from iot_core.formats.f2 import DatapointSpec, FrameError, decode_datapoints
+from iot_core.formats.timestamps import parse_device_ts
+from iot_core.formats.topics import Topic
+from iot_core.formats.values import Value, json_boolean
 
 
 @dataclass(frozen=True, slots=True)

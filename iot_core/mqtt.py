@@ -1,24 +1,69 @@
-"""Publishing over MQTT v5 with paho-mqtt 2, counting the broker's acknowledgements.
-
-A simulated message counts as delivered only when the broker acknowledged it (PUBACK for QoS 1, PUBCOMP
-for QoS 2; for QoS 0 when it left the socket), so a run that returns has every message at the broker.
-"""
+"""MQTT for every part: one client builder (MQTT v5, TLS, credentials) and one publisher that counts
+the broker's acknowledgements."""
 
 from __future__ import annotations
 
 import logging
 import os
+import ssl
 import threading
 import time
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
-from iot_etl.mqtt import MqttEndpoint, new_client
-from iot_etl.settings import Settings
+from iot_core.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class MqttEndpoint:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    keepalive_s: int = 30
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MqttEndpoint:
+        return cls(
+            host=settings.mqtt_host,
+            port=settings.mqtt_port,
+            username=settings.mqtt_username,
+            password=settings.mqtt_password.get_secret_value() if settings.mqtt_password else None,
+            tls_ca=settings.mqtt_tls_ca,
+            tls_cert=settings.mqtt_tls_cert,
+            tls_key=settings.mqtt_tls_key,
+            keepalive_s=settings.mqtt_keepalive_s,
+        )
+
+
+def new_client(endpoint: MqttEndpoint, client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
+    """A configured, not yet connected MQTT v5 client."""
+    client = mqtt.Client(
+        callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    if endpoint.username:
+        client.username_pw_set(endpoint.username, endpoint.password)
+    if endpoint.tls_ca:
+        client.tls_set(
+            ca_certs=str(endpoint.tls_ca),
+            certfile=str(endpoint.tls_cert) if endpoint.tls_cert else None,
+            keyfile=str(endpoint.tls_key) if endpoint.tls_key else None,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+    return client
+
 
 log = logging.getLogger(__name__)
 
@@ -27,18 +72,21 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_UNACKED = 10_000
 
 
-class PublishError(RuntimeError):
+class PublishError(ConnectionError):
     """The broker cannot be reached or refused us; the message says which broker and why."""
 
 
 class Publisher:
-    """One connected MQTT v5 client (TLS and credentials from settings) that counts acknowledgements."""
+    """One connected MQTT v5 client that counts the broker's acknowledgements.
+
+    A message counts as delivered only when the broker acknowledged it (PUBACK for QoS 1, PUBCOMP for
+    QoS 2; for QoS 0 when it left the socket)."""
 
     def __init__(
-        self, settings: Settings, *, client_id: str | None = None, max_unacked: int = DEFAULT_MAX_UNACKED
+        self, endpoint: MqttEndpoint, client_id_prefix: str, *, max_unacked: int = DEFAULT_MAX_UNACKED
     ) -> None:
-        self.endpoint = MqttEndpoint.from_settings(settings)
-        self.client_id = client_id or f"iot-etl-simulator-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.endpoint = endpoint
+        self.client_id = f"{client_id_prefix}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.max_unacked = max_unacked
         self.published = 0  # publish() calls accepted by the client
         self.acked = 0  # acknowledged with a success reason code
@@ -82,7 +130,8 @@ class Publisher:
         if reason.is_failure:
             self._last_error = f"disconnected: {reason}"
             log.warning(
-                "simulator lost the broker at %s:%s (%s); reconnecting",
+                "%s lost the broker at %s:%s (%s); reconnecting",
+                self.client_id,
                 self.endpoint.host,
                 self.endpoint.port,
                 reason,
@@ -152,7 +201,9 @@ class Publisher:
         while qos == 0 and not self._connected.wait(1.0):
             if stop is not None and stop.is_set():
                 return False
-            log.info("simulator waiting for the broker at %s:%s", self.endpoint.host, self.endpoint.port)
+            log.info(
+                "%s waiting for the broker at %s:%s", self.client_id, self.endpoint.host, self.endpoint.port
+            )
         info = self._client.publish(topic, payload, qos=qos)
         # QoS > 0 without a connection is queued and sent on reconnect; anything else that is not
         # success (QoS 0 lost in a disconnect, a full queue) will never be acknowledged

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from datetime import datetime, tzinfo
 
-from dagster_project.decoding.errors import DecodeError
-from dagster_project.decoding.timestamps import parse_device_ts
-from dagster_project.decoding.values import Value, json_scalar, parse_text_value
+from iot_core.formats.errors import DecodeError
+from iot_core.formats.timestamps import parse_device_ts
+from iot_core.formats.values import Value, json_scalar, parse_text_value
 
 
 def decode_plain(text: str, default_tz: tzinfo) -> tuple[Value, datetime | None]:

@@ -12,12 +12,12 @@ from datetime import UTC, datetime, tzinfo
 
 import polars as pl
 
-from dagster_project.decoding.errors import DecodeError
-from dagster_project.decoding.events import decode_event, split_events
-from dagster_project.decoding.f2_messages import F2Catalog, F2Reading, decode_f2_doors, decode_f2_sensor
-from dagster_project.decoding.plain import decode_plain
-from dagster_project.decoding.timestamps import is_sane
-from dagster_project.decoding.topics import Topic, parse_topic
+from iot_core.formats.errors import DecodeError
+from iot_core.formats.events import decode_event, split_events
+from iot_core.formats.f2_messages import F2Catalog, F2Reading, decode_f2_doors, decode_f2_sensor
+from iot_core.formats.plain import decode_plain
+from iot_core.formats.timestamps import is_sane
+from iot_core.formats.topics import Topic, parse_topic
 
 DECODER_VERSION = "1"
 
