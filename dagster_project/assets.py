@@ -1,13 +1,10 @@
-"""The partitioned assets: `raw_messages` lands a stream-ID range, `telemetry` makes meaning of it."""
+"""The partitioned assets: `raw_messages` archives a closed arrival range, `telemetry` makes meaning of it.
 
-import json
-from zoneinfo import ZoneInfo
+Both are thin shells over `dagster_project.batch`; the range comes from the run config (micro-batch runs
+the sensor requests) or is the partitions' hours so far as they have closed (backfills, UI runs).
+"""
 
-import polars as pl
 from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetCheckSpec,
     AssetExecutionContext,
     BackfillPolicy,
     Config,
@@ -16,26 +13,19 @@ from dagster import (
     asset,
 )
 
+from dagster_project.batch import decode_window, land_window
+from dagster_project.feedback import FeedbackTopics
 from dagster_project.partitions import hourly_arrival_partitions
 from dagster_project.raw_entries import raw_row
-from dagster_project.resources import DatabaseResource, MqttPublisherResource, RedisStreamsResource
-from dagster_project.storage import (
-    BatchInfo,
-    count_raw,
-    finish_batch,
-    land_raw,
-    load_f2_catalog,
-    load_raw,
-    open_batch,
-    reconcile,
-    store_events,
-    store_measurements,
-    store_rejected,
+from dagster_project.resources import (
+    BatchPolicyResource,
+    DatabaseResource,
+    MqttPublisherResource,
+    RedisStreamsResource,
 )
-from dagster_project.validation import EventSchema, MeasurementSchema, split_valid
-from dagster_project.windows import Window
-from iot_core.formats.batch import DECODER_VERSION, DecodeOptions, decode_batch
-from iot_core.settings import get_settings
+from dagster_project.storage import BatchInfo
+from dagster_project.windows import Window, hours_window
+from iot_core.formats.batch import DECODER_VERSION
 from iot_core.streams import id_range, utc_from_ms
 
 BACKFILL_HOURS_PER_RUN = 6
@@ -48,21 +38,27 @@ class WindowConfig(Config):
     end_ms: int = 0
 
 
-def run_window(context: AssetExecutionContext, config: WindowConfig) -> Window:
-    hours = context.partition_time_window
-    part_start = int(hours.start.timestamp() * 1000)
-    part_end = int(hours.end.timestamp() * 1000)
+def run_window(
+    context: AssetExecutionContext,
+    config: WindowConfig,
+    policy: BatchPolicyResource,
+    redis: RedisStreamsResource,
+) -> Window:
+    """The configured range, checked to lie in the run's partitions; else the partitions' hours as far as
+    they have closed (an open hour is processed only up to its last closed moment)."""
+    keys = context.partition_key_range
+    hours = hours_window(keys.start, keys.end)
     if not config.start_ms and not config.end_ms:
-        return Window(part_start, part_end)
-    if not (part_start <= config.start_ms < config.end_ms <= part_end):
+        return hours.until(policy.closed_until_ms(redis, redis.client()))
+    if not (hours.start_ms <= config.start_ms < config.end_ms <= hours.end_ms):
         raise ValueError(
             f"configured range {config.start_ms}..{config.end_ms} is not inside partition(s) "
-            f"{context.partition_key_range.start}..{context.partition_key_range.end}"
+            f"{keys.start}..{keys.end}"
         )
     return Window(config.start_ms, config.end_ms)
 
 
-def _batch_info(context: AssetExecutionContext, window: Window, streams: list[str]) -> BatchInfo:
+def batch_info(context: AssetExecutionContext, window: Window, streams: list[str]) -> BatchInfo:
     keys = context.partition_key_range
     start_id, end_id = id_range(window.start_ms, window.end_ms)
     return BatchInfo(
@@ -81,13 +77,7 @@ def _batch_info(context: AssetExecutionContext, window: Window, streams: list[st
     partitions_def=hourly_arrival_partitions,
     backfill_policy=BackfillPolicy.multi_run(BACKFILL_HOURS_PER_RUN),
     group_name="ingest",
-    check_specs=[
-        AssetCheckSpec(
-            "archive_complete",
-            asset="raw_messages",
-            description="Every stream entry of the range (the whole hour when it closes) is archived.",
-        )
-    ],
+    kinds={"redis", "postgres"},
     description="Every stream entry of the arrival range, untouched, in `raw_messages` (the archive).",
 )
 def raw_messages(
@@ -95,105 +85,31 @@ def raw_messages(
     config: WindowConfig,
     redis: RedisStreamsResource,
     database: DatabaseResource,
+    policy: BatchPolicyResource,
 ) -> MaterializeResult:
-    window = run_window(context, config)
-    streams = redis.streams()
+    window = run_window(context, config, policy, redis)
     client = redis.client()
-    if not config.end_ms:  # whole partitions (a backfill): the open hour only as far as it has closed
-        closed_until = redis.now_ms(client) - redis.window_grace_ms
-        window = Window(window.start_ms, max(window.start_ms + 1, min(window.end_ms, closed_until)))
-    waited_ms = redis.wait_closed(client, window.end_ms)
-    read = landed = 0
+    waited_ms = policy.wait_closed(redis, client, window.end_ms)
+    streams = redis.streams()
+    pages = (
+        [raw_row(stream, entry_id, fields) for entry_id, fields in page]
+        for stream in streams
+        for page in redis.read_range(client, stream, window.start_ms, window.end_ms)
+    )
     with database.connect() as conn:
-        batch_id = open_batch(conn, _batch_info(context, window, streams))
-        for stream in streams:
-            for page in redis.read_range(client, stream, window.start_ms, window.end_ms):
-                rows = [raw_row(stream, entry_id, fields) for entry_id, fields in page]
-                read += len(rows)
-                landed += land_raw(conn, rows, batch_id)
-        finish_batch(conn, batch_id, raw_count=read)
-        # when the hour closes, look at all of it: a failed micro-batch run shows up here
-        checked = Window(window.hour_start_ms, window.end_ms) if window.closes_hour else window
-        archived = count_raw(conn, utc_from_ms(checked.start_ms), utc_from_ms(checked.end_ms))
-    # the run's own range was just read whole (it is closed); only the rest of the hour needs counting
-    in_stream = read
-    if checked.start_ms < window.start_ms:
-        in_stream += sum(redis.count_range(client, s, checked.start_ms, window.start_ms) for s in streams)
+        landed = land_window(conn, batch_info(context, window, streams), pages)
     start_id, end_id = id_range(window.start_ms, window.end_ms)
     return MaterializeResult(
-        check_results=[
-            AssetCheckResult(
-                check_name="archive_complete",
-                # entries trimmed from the stream after landing make it smaller, never larger
-                passed=in_stream <= archived,
-                severity=AssetCheckSeverity.ERROR,
-                description=None
-                if in_stream <= archived
-                else f"{in_stream - archived} stream entries are not archived: backfill the hour",
-                metadata={
-                    "range": checked.label,
-                    "stream_entries": in_stream,
-                    "archived_rows": archived,
-                },
-            )
-        ],
         metadata={
+            "range": window.label,
             "start_id": start_id,
             "end_id": end_id,
-            "range": window.label,
-            "entries_read": read,
+            "entries_read": landed.read,
+            "rows_new": landed.new,
             "waited_for_close_ms": waited_ms,
-            "rows_new": landed,
-            "batch_id": batch_id,
+            "batch_id": MetadataValue.text(str(landed.batch_id)),
         },
     )
-
-
-def _event_feedback(
-    mqtt: MqttPublisherResource, events: pl.DataFrame, rejected: pl.DataFrame, raw: pl.DataFrame
-) -> list[tuple[str, dict]]:
-    """ACKs for stored events, ACK + dead letter for rejected ones (reference 004)."""
-    messages: list[tuple[str, dict]] = [
-        (mqtt.ack_topic(device), {"schema": 1, "event_id": event_id, "device_id": device, "status": "stored"})
-        for device, event_id in events.select("device_key", "event_id").iter_rows()
-    ]
-    bad = rejected.filter(pl.col("topic").str.starts_with("qs/v1/") & (pl.col("stage") != "duplicate"))
-    if bad.is_empty():
-        return messages
-    payloads = dict(
-        raw.filter(pl.col("raw_id").is_in(bad["raw_id"].implode())).select("raw_id", "payload").iter_rows()
-    )
-    for raw_id, item, reason, detail, topic in bad.select(
-        "raw_id", "item", "reason", "detail", "topic"
-    ).iter_rows():
-        payload = payloads.get(raw_id, b"")
-        text = payload.decode("utf-8", "replace")
-        device = topic.split("/")[2] if topic.count("/") >= 3 else ""
-        event_id = None
-        try:
-            doc = json.loads(text)
-            element = doc[item] if isinstance(doc, list) else doc
-            event_id = element.get("event_id") if isinstance(element, dict) else None
-        except (ValueError, IndexError, TypeError):
-            pass
-        error = f"{reason}: {detail}"
-        if device:
-            messages.append(
-                (
-                    mqtt.ack_topic(device),
-                    {
-                        "schema": 1,
-                        "event_id": event_id,
-                        "device_id": device,
-                        "status": "rejected",
-                        "error": error,
-                    },
-                )
-            )
-        messages.append(
-            (mqtt.deadletter_topic, {"error": error, "topic": topic, "payload": text, "raw_id": raw_id})
-        )
-    return messages
 
 
 @asset(
@@ -201,91 +117,47 @@ def _event_feedback(
     backfill_policy=BackfillPolicy.multi_run(BACKFILL_HOURS_PER_RUN),
     deps=[raw_messages],
     group_name="ingest",
-    check_specs=[
-        AssetCheckSpec(
-            "reconciliation",
-            asset="telemetry",
-            description="Every raw message of the hour so far is a fact row or rejected.",
-        )
-    ],
+    kinds={"polars", "pandera", "postgres"},
+    code_version=DECODER_VERSION,
     description="Decoded, validated measurements and events (facts carry raw_id and batch_id lineage); "
     "everything else in `rejected` with its reason.",
 )
 def telemetry(
     context: AssetExecutionContext,
     config: WindowConfig,
+    redis: RedisStreamsResource,
     database: DatabaseResource,
+    policy: BatchPolicyResource,
     mqtt: MqttPublisherResource,
 ) -> MaterializeResult:
-    settings = get_settings()
-    window = run_window(context, config)
-    options = DecodeOptions(
-        ZoneInfo(settings.device_timezone), settings.device_ts_max_future_s, settings.device_ts_min_year
-    )
+    window = run_window(context, config, policy, redis)
+    # devices are answered for the runs the sensor requests; re-processing whole hours answers nobody
+    topics = FeedbackTopics(mqtt.ack_topic_template, mqtt.deadletter_topic) if config.end_ms else None
     with database.connect() as conn:
-        batch_id = open_batch(conn, _batch_info(context, window, []))
-        raw = load_raw(conn, utc_from_ms(window.start_ms), utc_from_ms(window.end_ms))
-        decoded = decode_batch(raw, load_f2_catalog(conn), options)
-        measurements, bad_measurements = split_valid(decoded.measurements, MeasurementSchema)
-        events, bad_events = split_valid(decoded.events, EventSchema)
-        stored_m, dup_m = store_measurements(conn, measurements, batch_id)
-        stored_e, dup_e = store_events(conn, events, batch_id)
-        rejected = (
-            pl.concat([decoded.rejected, bad_measurements, bad_events, dup_m, dup_e])
-            .drop("topic")
-            .join(raw.select("raw_id", "topic", "arrived_at"), on="raw_id", how="left")
+        decoded = decode_window(
+            conn, batch_info(context, window, []), window, policy.decode_options(), topics
         )
-        rejected = rejected.unique(subset=["raw_id", "item"], keep="first", maintain_order=True)
-        store_rejected(conn, rejected, raw["raw_id"], batch_id)
-        duplicates = dup_m.height + dup_e.height
-        finish_batch(
-            conn,
-            batch_id,
-            raw_count=raw.height,
-            measurement_count=stored_m,
-            event_count=stored_e,
-            rejected_count=rejected.height - duplicates,
-            duplicate_count=duplicates,
-        )
-        hour_so_far = Window(window.hour_start_ms, window.end_ms)
-        rec = reconcile(conn, utc_from_ms(hour_so_far.start_ms), utc_from_ms(hour_so_far.end_ms))
-
     acks = 0
-    feedback: list = []
-    if "dagster/backfill" not in context.run.tags:
-        feedback = _event_feedback(mqtt, events, rejected, raw)
+    if decoded.feedback:
         try:
-            acks = mqtt.publish_all(feedback)
+            acks = mqtt.publish_all(decoded.feedback)
         except OSError as exc:  # ConnectionError included
-            context.log.warning(f"could not publish {len(feedback)} ACKs/dead letters: {exc}")
-    reasons = rejected.group_by("reason").len().sort("len", descending=True)
+            context.log.warning(f"could not publish {len(decoded.feedback)} ACKs/dead letters: {exc}")
+    reasons = decoded.reasons()
     return MaterializeResult(
         metadata={
-            "batch_id": batch_id,
             "range": window.label,
-            "raw_messages": raw.height,
-            "measurements": stored_m,
-            "events": stored_e,
-            "rejected": rejected.height - duplicates,
-            "duplicates": duplicates,
-            "feedback_published": f"{acks}/{len(feedback)}",
+            "raw_messages": decoded.raw,
+            "measurements": decoded.measurements,
+            "events": decoded.events,
+            "rejected": decoded.rejected_count,
+            "duplicates": decoded.duplicates,
+            "feedback_published": f"{acks}/{len(decoded.feedback)}",
             "reject_reasons": MetadataValue.md(
-                "\n".join(f"- {r}: {n}" for r, n in reasons.iter_rows()) or "none"
+                "\n".join(f"- {reason}: {n}" for reason, n in reasons.items()) or "none"
             ),
+            **{f"seconds_{stage}": round(s, 4) for stage, s in decoded.seconds.items()},
+            "batch_id": MetadataValue.text(str(decoded.batch_id)),
             "decoder_version": DECODER_VERSION,
         },
-        check_results=[
-            AssetCheckResult(
-                check_name="reconciliation",
-                passed=rec.unaccounted == 0,
-                severity=AssetCheckSeverity.ERROR,
-                metadata={
-                    "hour_so_far": hour_so_far.label,
-                    "raw": rec.raw,
-                    "with_facts": rec.with_facts,
-                    "rejected": rec.rejected,
-                    "unaccounted": rec.unaccounted,
-                },
-            )
-        ],
     )

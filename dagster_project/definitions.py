@@ -1,21 +1,28 @@
-"""The code location: assets, job, sensor and resources, built from the one settings object."""
+"""The code location: assets, checks, job, sensor and resources, assembled from the one settings object."""
 
 from __future__ import annotations
 
 from dagster import Definitions, in_process_executor
 
 from dagster_project.assets import raw_messages, telemetry
+from dagster_project.checks import archive_complete, reconciliation
 from dagster_project.jobs import micro_batch_job
 from dagster_project.resources import resources_from_settings
-from dagster_project.sensors import micro_window_sensor
-from iot_core.settings import get_settings
+from dagster_project.sensors import build_micro_window_sensor
+from iot_core.settings import Settings, get_settings
 
-# In-process: a step per process costs ~14 s per run here (shared/dagster-facts.md). It must be set on
-# Definitions so that UI materializations and backfills (the implicit asset job) use it too.
-defs = Definitions(
-    assets=[raw_messages, telemetry],
-    jobs=[micro_batch_job],
-    sensors=[micro_window_sensor],
-    resources=resources_from_settings(get_settings()),
-    executor=in_process_executor,
-)
+
+def build_definitions(settings: Settings) -> Definitions:
+    # In-process: a step per process costs ~14 s per run here. It must be set on Definitions so that UI
+    # materializations and backfills (the implicit asset job) use it too.
+    return Definitions(
+        assets=[raw_messages, telemetry],
+        asset_checks=[archive_complete, reconciliation],
+        jobs=[micro_batch_job],
+        sensors=[build_micro_window_sensor(settings.sensor_interval_s)],
+        resources=resources_from_settings(settings),
+        executor=in_process_executor,
+    )
+
+
+defs = build_definitions(get_settings())

@@ -8,11 +8,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import psycopg
-import redis
+import redis as redis_lib
 from dagster import ConfigurableResource, EnvVar
+from pydantic import Field
 
+from iot_core.formats.batch import DecodeOptions
 from iot_core.mqtt import MqttEndpoint, Publisher
 from iot_core.settings import Settings
 from iot_core.streams import EntryId, id_range, stream_names
@@ -24,31 +27,42 @@ class WindowNotClosedError(RuntimeError):
     pass
 
 
-class RedisStreamsResource(ConfigurableResource):
-    url: str
-    stream_prefix: str
-    shards: int = 1
-    window_grace_ms: int = 2000
-    max_close_wait_ms: int = 15_000
+class BatchPolicyResource(ConfigurableResource):
+    """How arrival time is cut into micro-windows and how devices' messages are read: the one place the
+    sensor and the assets take these from (shown on the UI's resource page)."""
 
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, socket_timeout=30, socket_connect_timeout=5)
+    window_seconds: int = Field(description="Micro-window length; divides an hour.")
+    window_grace_ms: int = Field(
+        description="How long past a window's end (Redis clock) it counts as closed."
+    )
+    sensor_lead_ms: int = Field(
+        description="Runs are requested this long before their window closes and wait for the close; "
+        "a run of a window further from closing is refused."
+    )
+    skip_empty_windows: bool = Field(description="No run for a closed window without entries.")
+    max_runs_per_tick: int = Field(description="Upper bound of run requests per sensor tick.")
+    device_timezone: str = Field(description="Zone of naive device timestamps.")
+    device_ts_max_future_s: int = Field(
+        description="A device timestamp further ahead of arrival is not sane."
+    )
+    device_ts_min_year: int = Field(description="A device timestamp before this year is not sane.")
 
-    def streams(self) -> list[str]:
-        return stream_names(self.stream_prefix, self.shards)
+    @property
+    def window_ms(self) -> int:
+        return self.window_seconds * 1000
 
-    def now_ms(self, client: redis.Redis) -> int:
-        """Redis's own clock: the one that assigns entry IDs, so the one that decides what has closed."""
-        seconds, micros = client.time()
-        return int(seconds) * 1000 + int(micros) // 1000
+    def decode_options(self) -> DecodeOptions:
+        return DecodeOptions(
+            ZoneInfo(self.device_timezone), self.device_ts_max_future_s, self.device_ts_min_year
+        )
 
-    def wait_closed(self, client: redis.Redis, end_ms: int) -> int:
-        """Block until Redis's clock is past `end_ms` plus the grace (runs may be requested a little
-        early); returns the milliseconds waited. A window further off than `max_close_wait_ms` is refused."""
+    def wait_closed(self, redis: RedisStreamsResource, client: redis_lib.Redis, end_ms: int) -> int:
+        """Block until Redis's clock is past `end_ms` plus the grace (runs are requested up to the lead
+        early); returns the milliseconds waited. A window further off than the lead is refused."""
         close_ms = end_ms + self.window_grace_ms
         waited = 0
-        while (remaining := close_ms - self.now_ms(client)) > 0:
-            if remaining > self.max_close_wait_ms:
+        while (remaining := close_ms - redis.now_ms(client)) > 0:
+            if remaining > self.sensor_lead_ms + self.window_grace_ms:
                 raise WindowNotClosedError(
                     f"the window ending {end_ms} closes in {remaining / 1000:.1f} s; "
                     "runs only process closed windows"
@@ -57,8 +71,31 @@ class RedisStreamsResource(ConfigurableResource):
             waited += min(remaining, 250)
         return waited
 
+    def closed_until_ms(self, redis: RedisStreamsResource, client: redis_lib.Redis) -> int:
+        """The end of what has closed by now (Redis clock, minus the grace)."""
+        return redis.now_ms(client) - self.window_grace_ms
+
+
+class RedisStreamsResource(ConfigurableResource):
+    """The raw streams: `url` may hold a password, so it is given as an EnvVar."""
+
+    url: str
+    stream_prefix: str
+    shards: int = 1
+
+    def client(self) -> redis_lib.Redis:
+        return redis_lib.Redis.from_url(self.url, socket_timeout=30, socket_connect_timeout=5)
+
+    def streams(self) -> list[str]:
+        return stream_names(self.stream_prefix, self.shards)
+
+    def now_ms(self, client: redis_lib.Redis) -> int:
+        """Redis's own clock: the one that assigns entry IDs, so the one that decides what has closed."""
+        seconds, micros = client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
     def read_range(
-        self, client: redis.Redis, stream: str, start_ms: int, end_ms: int, page: int = 5000
+        self, client: redis_lib.Redis, stream: str, start_ms: int, end_ms: int, page: int = 5000
     ) -> Iterator[list[tuple[bytes, dict[bytes, bytes]]]]:
         """Entries of [start_ms, end_ms) in pages, each page starting after the previous one's last ID."""
         low, high = id_range(start_ms, end_ms)
@@ -72,20 +109,22 @@ class RedisStreamsResource(ConfigurableResource):
             last = EntryId.parse(entries[-1][0])
             low = f"({last}"
 
-    def count_range(self, client: redis.Redis, stream: str, start_ms: int, end_ms: int) -> int:
+    def count_range(self, client: redis_lib.Redis, stream: str, start_ms: int, end_ms: int) -> int:
         return sum(len(page) for page in self.read_range(client, stream, start_ms, end_ms, page=10_000))
 
-    def has_entries(self, client: redis.Redis, start_ms: int, end_ms: int) -> bool:
+    def has_entries(self, client: redis_lib.Redis, start_ms: int, end_ms: int) -> bool:
         low, high = id_range(start_ms, end_ms)
         return any(client.xrange(stream, low, high, count=1) for stream in self.streams())
 
-    def first_entry_ms(self, client: redis.Redis) -> int | None:
+    def first_entry_ms(self, client: redis_lib.Redis) -> int | None:
         firsts = [client.xrange(stream, "-", "+", count=1) for stream in self.streams()]
         ids = [EntryId.parse(entries[0][0]).ms for entries in firsts if entries]
         return min(ids) if ids else None
 
 
 class DatabaseResource(ConfigurableResource):
+    """The telemetry database: `url` may hold a password, so it is given as an EnvVar."""
+
     url: str
 
     @contextmanager
@@ -138,21 +177,31 @@ class MqttPublisherResource(ConfigurableResource):
 
 
 def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResource]:
+    """Every resource of the code location. Values that can hold a secret reach Dagster as EnvVar, so the
+    UI shows the variable's name, never its value."""
+    secrets = settings.export_secrets()
     return {
-        "redis": RedisStreamsResource(
+        "policy": BatchPolicyResource(
+            window_seconds=settings.window_seconds,
             window_grace_ms=settings.window_grace_ms,
-            max_close_wait_ms=settings.sensor_lead_ms + 10_000,
-            url=settings.redis_url,
+            sensor_lead_ms=settings.sensor_lead_ms,
+            skip_empty_windows=settings.sensor_skip_empty_windows,
+            max_runs_per_tick=settings.sensor_max_runs_per_tick,
+            device_timezone=settings.device_timezone,
+            device_ts_max_future_s=settings.device_ts_max_future_s,
+            device_ts_min_year=settings.device_ts_min_year,
+        ),
+        "redis": RedisStreamsResource(
+            url=EnvVar(secrets["redis_url"]),
             stream_prefix=settings.stream_prefix,
             shards=settings.stream_shards,
         ),
-        "database": DatabaseResource(url=settings.database_url),
+        "database": DatabaseResource(url=EnvVar(secrets["database_url"])),
         "mqtt": MqttPublisherResource(
             host=settings.mqtt_host,
             port=settings.mqtt_port,
             username=settings.mqtt_username,
-            # EnvVar keeps the secret out of the resource config the Dagster UI shows
-            password=EnvVar("IOT_MQTT_PASSWORD") if settings.mqtt_password else None,
+            password=EnvVar(secrets["mqtt_password"]) if "mqtt_password" in secrets else None,
             tls_ca=str(settings.mqtt_tls_ca) if settings.mqtt_tls_ca else None,
             tls_cert=str(settings.mqtt_tls_cert) if settings.mqtt_tls_cert else None,
             tls_key=str(settings.mqtt_tls_key) if settings.mqtt_tls_key else None,

@@ -9,15 +9,21 @@ from datetime import datetime
 import polars as pl
 import psycopg
 
-from iot_core.formats.batch import REJECT_SCHEMA, UTC_US
 from iot_core.formats.f2 import DatapointSpec
 from iot_core.formats.f2_messages import F2Catalog, SensorEntry
-
-RAW_STAGE_COLUMNS = (
-    "arrived_at timestamptz, stream text, entry_ms bigint, entry_seq bigint, topic text, payload bytea, "
-    "qos smallint, retain boolean, rx_us bigint, batch_id bigint"
+from iot_core.rows import (
+    DECODE_INPUT,
+    EVENTS,
+    MEASUREMENTS,
+    REJECTION,
+    STAGED_EVENT,
+    STAGED_MEASUREMENT,
+    STAGED_REJECTION,
+    STREAM_ENTRY,
+    Shape,
 )
-RAW_COLUMNS = ("arrived_at", "stream", "entry_ms", "entry_seq", "topic", "payload", "qos", "retain", "rx_us")
+
+_STAGED_RAW = STREAM_ENTRY.plus("batch_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,23 +67,53 @@ def finish_batch(conn: psycopg.Connection, batch_id: int, **counts: int) -> None
         raise ValueError(f"unknown batch counters {sorted(counts.keys() - allowed)}")
     sets = ", ".join(f"{name} = %({name})s" for name in counts)
     conn.execute(
-        f"UPDATE batches SET {sets}, finished_at = now() WHERE batch_id = %(b)s", {**counts, "b": batch_id}
+        f"UPDATE batches SET {sets}, finished_at = clock_timestamp() WHERE batch_id = %(b)s",
+        {**counts, "b": batch_id},
     )
 
 
+def mark_landed(conn: psycopg.Connection, batch_id: int, read: int) -> None:
+    """The batch's range is archived: `read` stream entries were read from it."""
+    conn.execute(
+        "UPDATE batches SET raw_count = %s, landed_at = clock_timestamp() WHERE batch_id = %s",
+        (read, batch_id),
+    )
+
+
+def landed_ranges(conn: psycopg.Connection, start: datetime, end: datetime) -> list[tuple[int, int]]:
+    """[start_ms, end_ms) of the archived ranges that overlap [start, end), in order."""
+    rows = conn.execute(
+        """SELECT (extract(epoch FROM range_start) * 1000)::bigint,
+                  (extract(epoch FROM range_end) * 1000)::bigint
+           FROM batches WHERE landed_at IS NOT NULL AND range_end > %s AND range_start < %s
+           ORDER BY range_start""",
+        (start, end),
+    ).fetchall()
+    return [(int(a), int(b)) for a, b in rows]
+
+
 def land_raw(conn: psycopg.Connection, rows: Iterable[tuple], batch_id: int) -> int:
-    """Insert stream entries (tuples in RAW_COLUMNS order) once; returns how many were new."""
+    """Insert stream entries (tuples in `STREAM_ENTRY` order) once; returns how many were new."""
+    columns = _STAGED_RAW.column_list()
     with conn.cursor() as cur:
-        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_raw ({RAW_STAGE_COLUMNS}) ON COMMIT DELETE ROWS")
-        with cur.copy(f"COPY stage_raw ({', '.join(RAW_COLUMNS)}, batch_id) FROM STDIN") as copy:
+        cur.execute(_STAGED_RAW.staging_ddl("stage_raw"))
+        with cur.copy(f"COPY stage_raw ({columns}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row((*row, batch_id))
         cur.execute(
-            f"""INSERT INTO raw_messages ({", ".join(RAW_COLUMNS)}, batch_id)
-                SELECT {", ".join(RAW_COLUMNS)}, batch_id FROM stage_raw
+            f"""INSERT INTO raw_messages ({columns}) SELECT {columns} FROM stage_raw
                 ON CONFLICT (arrived_at, stream, entry_ms, entry_seq) DO NOTHING"""
         )
         return cur.rowcount
+
+
+def last_processed_end(conn: psycopg.Connection) -> int | None:
+    """The end (ms) of the latest range that was both archived and decoded, if any."""
+    row = conn.execute(
+        """SELECT (extract(epoch FROM max(range_end)) * 1000)::bigint FROM batches
+           WHERE landed_at IS NOT NULL AND finished_at IS NOT NULL"""
+    ).fetchone()
+    return int(row[0]) if row and row[0] is not None else None
 
 
 def count_raw(conn: psycopg.Connection, start: datetime, end: datetime) -> int:
@@ -91,22 +127,13 @@ def load_raw(conn: psycopg.Connection, start: datetime, end: datetime) -> pl.Dat
     """The archived messages that arrived in [start, end), in arrival order."""
     with conn.cursor(binary=True) as cur:
         cur.execute(
-            """SELECT raw_id, topic, payload, rx_us, arrived_at FROM raw_messages
-               WHERE arrived_at >= %s AND arrived_at < %s ORDER BY arrived_at, stream, entry_ms, entry_seq""",
+            f"""SELECT {DECODE_INPUT.column_list()} FROM raw_messages
+                WHERE arrived_at >= %s AND arrived_at < %s
+                ORDER BY arrived_at, stream, entry_ms, entry_seq""",
             (start, end),
         )
         rows = cur.fetchall()
-    return pl.DataFrame(
-        rows,
-        orient="row",
-        schema={
-            "raw_id": pl.Int64,
-            "topic": pl.String,
-            "payload": pl.Binary,
-            "rx_us": pl.Int64,
-            "arrived_at": UTC_US,
-        },
-    )
+    return DECODE_INPUT.frame(rows, orient="row")
 
 
 def load_f2_catalog(conn: psycopg.Connection) -> F2Catalog:
@@ -183,26 +210,30 @@ def _duplicates(frame: pl.DataFrame, key: list[str], what: str) -> tuple[pl.Data
     first = ordered.unique(subset=key, keep="first", maintain_order=True)
     later = ordered.join(first.select("raw_id", "item"), on=["raw_id", "item"], how="anti")
     firsts = first.select([*key, pl.col("raw_id").alias("first_raw_id")])
-    pairs = later.join(firsts, on=key, how="left").select("raw_id", "item", "first_raw_id").rows()
-    return first, _duplicate_rejections(pairs, what)
+    pairs = later.join(firsts, on=key, how="left").select("raw_id", "item", "first_raw_id", *_event_id(frame))
+    return first, _duplicate_rejections(pairs.rows(), what)
+
+
+def _event_id(frame: pl.DataFrame) -> list[str]:
+    return ["event_id"] if "event_id" in frame.columns else []
 
 
 def _duplicate_rejections(pairs: list[tuple], what: str) -> pl.DataFrame:
-    """Rejections of (raw_id, item) whose identity was already stored from raw message `first_raw_id`."""
-    return pl.DataFrame(
+    """Rejections of (raw_id, item[, event_id]) whose identity was already stored from raw message
+    `first_raw_id`."""
+    return REJECTION.frame(
         [
-            (raw_id, item, "duplicate", f"duplicate_{what}", f"same {what} as raw message {first}", "")
-            for raw_id, item, first in pairs
+            (raw_id, item, "duplicate", f"duplicate_{what}", f"same {what} as raw message {first}", "", *eid)
+            for raw_id, item, first, *eid in ((*pair, None)[:4] for pair in pairs)
         ],
         orient="row",
-        schema=REJECT_SCHEMA,
     )
 
 
 def _upsert_staged(
     conn: psycopg.Connection,
     stage: str,
-    stage_columns: str,
+    shape: Shape,
     staged: pl.DataFrame,
     upsert: str,
     stored_duplicates: str,
@@ -211,8 +242,8 @@ def _upsert_staged(
     """COPY `staged` into a temp table, upsert from it, and find the staged rows whose identity is held
     by another raw message; returns (rows written or confirmed, (raw_id, item, first_raw_id) pairs)."""
     with conn.cursor() as cur:
-        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({stage_columns}) ON COMMIT DELETE ROWS")
-        _copy(cur, stage, staged)
+        cur.execute(shape.staging_ddl(stage))
+        _copy(cur, stage, shape.conform(staged))
         cur.execute(upsert, {"b": batch_id})
         cur.execute(stored_duplicates)
         pairs = cur.fetchall()
@@ -224,24 +255,18 @@ def store_measurements(
 ) -> tuple[int, pl.DataFrame]:
     """Upsert measurements; returns (rows written or confirmed, duplicate rejections)."""
     if frame.is_empty():
-        return 0, pl.DataFrame(schema=REJECT_SCHEMA)
+        return 0, REJECTION.empty()
     devices = device_ids(conn, frame.select("device_key", "device_kind"))
     metrics = metric_ids(conn, frame.select("metric", "unit"))
     keyed = frame.join(devices, on="device_key").join(metrics, on=["metric", "unit"])
     first, dup_in_batch = _duplicates(keyed, ["device_id", "metric_id", "ts"], "device, metric and timestamp")
-    staged = first.select(
-        "ts", "device_id", "metric_id", "value_num", "value_text", "arrived_at", "raw_id", "item"
-    )
     stored, pairs = _upsert_staged(
         conn,
         "stage_measurements",
-        "ts timestamptz, device_id int, metric_id int, value_num float8, value_text text, "
-        "arrived_at timestamptz, raw_id bigint, item int",
-        staged,
-        """INSERT INTO measurements AS m (ts, device_id, metric_id, value_num, value_text, arrived_at,
-                                          raw_id, batch_id)
-           SELECT ts, device_id, metric_id, value_num, value_text, arrived_at, raw_id, %(b)s
-           FROM stage_measurements
+        STAGED_MEASUREMENT,
+        first,
+        f"""INSERT INTO measurements AS m ({MEASUREMENTS.column_list()})
+           SELECT {MEASUREMENTS.without("batch_id").column_list()}, %(b)s FROM stage_measurements
            ON CONFLICT (device_id, metric_id, ts) DO UPDATE
            SET value_num = excluded.value_num, value_text = excluded.value_text,
                batch_id = excluded.batch_id
@@ -257,34 +282,17 @@ def store_measurements(
 
 def store_events(conn: psycopg.Connection, frame: pl.DataFrame, batch_id: int) -> tuple[int, pl.DataFrame]:
     if frame.is_empty():
-        return 0, pl.DataFrame(schema=REJECT_SCHEMA)
+        return 0, REJECTION.empty()
     devices = device_ids(conn, frame.select("device_key", pl.lit("event").alias("device_kind")))
     keyed = frame.join(devices, on="device_key")
     first, dup_in_batch = _duplicates(keyed, ["device_id", "event_id"], "device and event_id")
-    staged = first.select(
-        "device_id",
-        "event_id",
-        "schema",
-        "event_type",
-        "value_num",
-        "value_text",
-        "unit",
-        "ts_device",
-        "ts_server",
-        "meta",
-        "raw_id",
-        "item",
-    )
     stored, pairs = _upsert_staged(
         conn,
         "stage_events",
-        "device_id int, event_id text, schema int, event_type text, value_num float8, value_text text, "
-        "unit text, ts_device timestamptz, ts_server timestamptz, meta jsonb, raw_id bigint, item int",
-        staged,
-        """INSERT INTO events AS e (device_id, event_id, schema, event_type, value_num, value_text, unit,
-                                    ts_device, ts_server, meta, raw_id, batch_id)
-           SELECT device_id, event_id, schema, event_type, value_num, value_text, unit, ts_device,
-                  ts_server, meta, raw_id, %(b)s FROM stage_events
+        STAGED_EVENT,
+        first,
+        f"""INSERT INTO events AS e ({EVENTS.column_list()})
+           SELECT {EVENTS.without("batch_id").column_list()}, %(b)s FROM stage_events
            ON CONFLICT (device_id, event_id) DO UPDATE
            SET event_type = excluded.event_type, value_num = excluded.value_num,
                value_text = excluded.value_text, unit = excluded.unit, ts_device = excluded.ts_device,
@@ -293,7 +301,7 @@ def store_events(conn: psycopg.Connection, frame: pl.DataFrame, batch_id: int) -
              AND (e.event_type, e.value_num, e.value_text, e.unit, e.ts_device, e.meta)
                  IS DISTINCT FROM (excluded.event_type, excluded.value_num, excluded.value_text,
                                    excluded.unit, excluded.ts_device, excluded.meta)""",
-        """SELECT s.raw_id, s.item, e.raw_id FROM stage_events s
+        """SELECT s.raw_id, s.item, e.raw_id, s.event_id FROM stage_events s
            JOIN events e USING (device_id, event_id) WHERE e.raw_id <> s.raw_id""",
         batch_id,
     )
@@ -308,18 +316,11 @@ def store_rejected(
         cur.execute("DELETE FROM rejected WHERE raw_id = ANY(%s)", (raw_ids.to_list(),))
         if rejected.is_empty():
             return 0
+        cur.execute(STAGED_REJECTION.staging_ddl("stage_rejected"))
+        _copy(cur, "stage_rejected", STAGED_REJECTION.conform(rejected))
         cur.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS stage_rejected (raw_id bigint, item int, stage text, "
-            "reason text, detail text, topic text, arrived_at timestamptz) ON COMMIT DELETE ROWS"
-        )
-        _copy(
-            cur,
-            "stage_rejected",
-            rejected.select("raw_id", "item", "stage", "reason", "detail", "topic", "arrived_at"),
-        )
-        cur.execute(
-            """INSERT INTO rejected (raw_id, item, stage, reason, detail, topic, arrived_at, batch_id)
-               SELECT raw_id, item, stage, reason, detail, topic, arrived_at, %s FROM stage_rejected
+            f"""INSERT INTO rejected ({STAGED_REJECTION.plus("batch_id").column_list()})
+               SELECT {STAGED_REJECTION.column_list()}, %s FROM stage_rejected
                ON CONFLICT (raw_id, item) DO UPDATE SET stage = excluded.stage, reason = excluded.reason,
                    detail = excluded.detail""",
             (batch_id,),
@@ -333,20 +334,29 @@ class Reconciliation:
     with_facts: int
     rejected: int
     unaccounted: int
+    unaccounted_sample: list[int]  # raw ids, the first few
 
 
-def reconcile(conn: psycopg.Connection, start: datetime, end: datetime) -> Reconciliation:
-    """Every raw message of [start, end) must have a fact row or a rejection (design section 5)."""
+def reconcile(conn: psycopg.Connection, start: datetime, end: datetime, sample: int = 20) -> Reconciliation:
+    """Every raw message of [start, end) must have a fact row or a rejection.
+
+    Joins against de-duplicated id sets rather than correlated EXISTS subqueries, whose subplans fail
+    under TimescaleDB's parallel, chunk-wise plans.
+    """
     row = conn.execute(
-        """SELECT count(*),
-                  count(*) FILTER (WHERE facts),
-                  count(*) FILTER (WHERE rej),
-                  count(*) FILTER (WHERE NOT facts AND NOT rej)
-           FROM (SELECT EXISTS (SELECT 1 FROM measurements m WHERE m.raw_id = r.raw_id)
-                        OR EXISTS (SELECT 1 FROM events e WHERE e.raw_id = r.raw_id) AS facts,
-                        EXISTS (SELECT 1 FROM rejected x WHERE x.raw_id = r.raw_id) AS rej
-                 FROM raw_messages r WHERE r.arrived_at >= %s AND r.arrived_at < %s) t""",
-        (start, end),
+        """WITH r AS (SELECT raw_id FROM raw_messages WHERE arrived_at >= %(s)s AND arrived_at < %(e)s),
+                f AS (SELECT raw_id FROM measurements WHERE raw_id IN (SELECT raw_id FROM r)
+                      UNION
+                      SELECT raw_id FROM events WHERE raw_id IN (SELECT raw_id FROM r)),
+                x AS (SELECT DISTINCT raw_id FROM rejected WHERE raw_id IN (SELECT raw_id FROM r))
+           SELECT count(*),
+                  count(f.raw_id),
+                  count(x.raw_id),
+                  count(*) FILTER (WHERE f.raw_id IS NULL AND x.raw_id IS NULL),
+                  (array_agg(r.raw_id ORDER BY r.raw_id)
+                       FILTER (WHERE f.raw_id IS NULL AND x.raw_id IS NULL))[1:%(n)s]
+           FROM r LEFT JOIN f USING (raw_id) LEFT JOIN x USING (raw_id)""",
+        {"s": start, "e": end, "n": sample},
     ).fetchone()
     assert row is not None
-    return Reconciliation(*(int(v) for v in row))
+    return Reconciliation(int(row[0]), int(row[1]), int(row[2]), int(row[3]), list(row[4] or []))

@@ -1,4 +1,8 @@
-"""pandera schemas of what may be stored; rows that fail become rejections with the failed checks named."""
+"""pandera schemas of what may be stored; rows that fail become rejections with the failed checks named.
+
+The schemas are built from the row shapes (`iot_core.rows`): every column of a shape is checked for its
+type, and the rules below add what a column may hold.
+"""
 
 from __future__ import annotations
 
@@ -6,51 +10,77 @@ import pandera.polars as pa
 import polars as pl
 from pandera.errors import SchemaErrors
 
-from iot_core.formats.batch import REJECT_SCHEMA
+from iot_core.rows import DECODED_EVENT, DECODED_MEASUREMENT, REJECTION, Shape
 
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$"
 METRIC_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:%-]{0,127}$"
+MAX_TEXT_VALUE = 256
+MAX_UNIT = 32
 
 
-class MeasurementSchema(pa.DataFrameModel):
-    raw_id: pl.Int64
-    item: pl.Int32 = pa.Field(ge=0)
-    device_key: str = pa.Field(str_matches=KEY_PATTERN)
-    device_kind: str = pa.Field(isin=["plain", "event", "f2"])
-    metric: str = pa.Field(str_matches=METRIC_PATTERN)
-    unit: str = pa.Field(str_length={"max_value": 32})
-    value_num: pl.Float64 = pa.Field(nullable=True)
-    value_text: str = pa.Field(nullable=True, str_length={"max_value": 256})
-
-    @pa.dataframe_check(error="value_num must be finite and one of value_num/value_text present")
-    def value_present_and_finite(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        num, text = pl.col("value_num"), pl.col("value_text")
-        return data.lazyframe.select(
-            (num.is_not_null() | text.is_not_null()) & (num.is_null() | num.is_finite())
-        )
+def _finite_or_null(data: pa.PolarsData) -> pl.LazyFrame:
+    num = pl.col("value_num")
+    return data.lazyframe.select(num.is_null() | num.is_finite())
 
 
-class EventSchema(pa.DataFrameModel):
-    raw_id: pl.Int64
-    item: pl.Int32 = pa.Field(ge=0)
-    device_key: str = pa.Field(str_matches=KEY_PATTERN)
-    event_id: str = pa.Field(str_length={"min_value": 1, "max_value": 128})
-    schema: pl.Int32 = pa.Field(eq=1)
-    event_type: str = pa.Field(str_length={"min_value": 1, "max_value": 64})
-    value_num: pl.Float64 = pa.Field(nullable=True)
-    value_text: str = pa.Field(nullable=True, str_length={"max_value": 256})
-    unit: str = pa.Field(nullable=True, str_length={"max_value": 32})
-
-    @pa.dataframe_check(error="value_num must be finite")
-    def value_finite(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        num = pl.col("value_num")
-        return data.lazyframe.select(num.is_null() | num.is_finite())
+def _value_present(data: pa.PolarsData) -> pl.LazyFrame:
+    return data.lazyframe.select(pl.col("value_num").is_not_null() | pl.col("value_text").is_not_null())
 
 
-def split_valid(frame: pl.DataFrame, schema: type[pa.DataFrameModel]) -> tuple[pl.DataFrame, pl.DataFrame]:
+def schema_for(
+    shape: Shape,
+    rules: dict[str, list[pa.Check]],
+    nullable: set[str],
+    frame_checks: list[pa.Check],
+) -> pa.DataFrameSchema:
+    """A schema with one typed column per column of `shape`, plus the given rules."""
+    return pa.DataFrameSchema(
+        {
+            name: pa.Column(dtype, checks=rules.get(name, []), nullable=name in nullable)
+            for name, dtype in shape.schema.items()
+        },
+        checks=frame_checks,
+        name=shape.name,
+    )
+
+
+MEASUREMENT_SCHEMA = schema_for(
+    DECODED_MEASUREMENT,
+    {
+        "item": [pa.Check.ge(0)],
+        "device_key": [pa.Check.str_matches(KEY_PATTERN)],
+        "device_kind": [pa.Check.isin(["plain", "event", "f2"])],
+        "metric": [pa.Check.str_matches(METRIC_PATTERN)],
+        "unit": [pa.Check.str_length(max_value=MAX_UNIT)],
+        "value_text": [pa.Check.str_length(max_value=MAX_TEXT_VALUE)],
+    },
+    nullable={"value_num", "value_text"},
+    frame_checks=[
+        pa.Check(_value_present, error="one of value_num/value_text must be present"),
+        pa.Check(_finite_or_null, error="value_num must be finite"),
+    ],
+)
+
+EVENT_SCHEMA = schema_for(
+    DECODED_EVENT,
+    {
+        "item": [pa.Check.ge(0)],
+        "device_key": [pa.Check.str_matches(KEY_PATTERN)],
+        "event_id": [pa.Check.str_length(min_value=1, max_value=128)],
+        "schema": [pa.Check.eq(1)],
+        "event_type": [pa.Check.str_length(min_value=1, max_value=64)],
+        "value_text": [pa.Check.str_length(max_value=MAX_TEXT_VALUE)],
+        "unit": [pa.Check.str_length(max_value=MAX_UNIT)],
+    },
+    nullable={"value_num", "value_text", "unit", "ts_device"},
+    frame_checks=[pa.Check(_finite_or_null, error="value_num must be finite")],
+)
+
+
+def split_valid(frame: pl.DataFrame, schema: pa.DataFrameSchema) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(valid rows, rejections of the invalid rows); a rejection lists every check its row failed."""
     if frame.is_empty():
-        return frame, pl.DataFrame(schema=REJECT_SCHEMA)
+        return frame, REJECTION.empty()
     try:
         schema.validate(frame, lazy=True)
     except SchemaErrors as errors:
@@ -75,13 +105,16 @@ def split_valid(frame: pl.DataFrame, schema: type[pa.DataFrameModel]) -> tuple[p
         indexed = frame.with_row_index("_row")
         bad = indexed.join(failed, on="_row", how="inner")
         valid = indexed.join(failed, on="_row", how="anti").drop("_row")
-        rejects = bad.select(
-            pl.col("raw_id"),
-            pl.col("item"),
-            pl.lit("validate").alias("stage"),
-            pl.lit("schema").alias("reason"),
-            pl.col("what").alias("detail"),
-            pl.lit("").alias("topic"),
-        ).cast(REJECT_SCHEMA)
+        rejects = REJECTION.conform(
+            bad.select(
+                pl.col("raw_id"),
+                pl.col("item"),
+                pl.lit("validate").alias("stage"),
+                pl.lit("schema").alias("reason"),
+                pl.col("what").alias("detail"),
+                pl.lit("").alias("topic"),
+                (pl.col("event_id") if "event_id" in bad.columns else pl.lit(None)).alias("event_id"),
+            )
+        )
         return valid, rejects
-    return frame, pl.DataFrame(schema=REJECT_SCHEMA)
+    return frame, REJECTION.empty()

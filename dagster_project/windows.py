@@ -44,6 +44,19 @@ class Window:
         return " .. ".join(utc_from_ms(ms).isoformat() for ms in (self.start_ms, self.end_ms))
 
     @property
+    def short_label(self) -> str:
+        """`2026-11-29 15:41:00-15:42:00` (UTC), for run tags a person reads in a list."""
+        start, end = utc_from_ms(self.start_ms), utc_from_ms(self.end_ms)
+        end_text = (
+            end.strftime("%H:%M:%S") if end.date() == start.date() else end.strftime("%Y-%m-%d %H:%M:%S")
+        )
+        return f"{start:%Y-%m-%d %H:%M:%S}-{end_text}"
+
+    def until(self, end_ms: int) -> Window:
+        """This window cut off at `end_ms` (never empty: at least 1 ms)."""
+        return Window(self.start_ms, max(self.start_ms + 1, min(self.end_ms, end_ms)))
+
+    @property
     def run_key(self) -> str:
         return f"{self.start_ms}-{self.end_ms}"
 
@@ -98,3 +111,25 @@ def partition_window(partition_key: str) -> Window:
     start = datetime.strptime(partition_key, PARTITION_FORMAT).replace(tzinfo=UTC)
     start_ms = int(start.timestamp() * 1000)
     return Window(start_ms, start_ms + HOUR_MS)
+
+
+def uncovered(ranges: list[tuple[int, int]], start_ms: int, end_ms: int) -> list[Window]:
+    """The parts of [start_ms, end_ms) that no range in `ranges` ([a, b) pairs, any order) covers."""
+    gaps: list[Window] = []
+    at = start_ms
+    for a, b in sorted(ranges):
+        if b <= at:
+            continue
+        if a >= end_ms:
+            break
+        if a > at:
+            gaps.append(Window(at, a))
+        at = max(at, b)
+    if at < end_ms:
+        gaps.append(Window(at, end_ms))
+    return gaps
+
+
+def hours_window(start_key: str, end_key: str) -> Window:
+    """From the start of partition `start_key` to the end of partition `end_key`."""
+    return Window(partition_window(start_key).start_ms, partition_window(end_key).end_ms)

@@ -8,6 +8,7 @@ from here; no other module reads the environment. Values come from `IOT_*` envir
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +16,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+#: Settings that can hold a password (in a URL or on their own); kept as SecretStr, never logged or shown.
+SECRET_FIELDS = ("database_url", "redis_url", "dagster_pg_url", "mqtt_password")
 DEFAULT_TOPICS = ("devices/#", "qs/v1/+/events", "stat/#", "tele/#")
 
 
@@ -24,11 +27,13 @@ class Settings(BaseSettings):
     )
 
     # --- storage -------------------------------------------------------------------------------------
-    database_url: str = Field(
-        "postgresql://postgres@127.0.0.1:5432/iot",
+    database_url: SecretStr = Field(
+        SecretStr("postgresql://postgres@127.0.0.1:5432/iot"),
         description="PostgreSQL/TimescaleDB URL of the telemetry database (`db migrate` creates it).",
     )
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis holding the raw streams.")
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"), description="Redis holding the raw streams."
+    )
     stream_prefix: str = Field(
         "iot:raw", description="Stream name; with shards > 1 the streams are `<prefix>:0..N-1`."
     )
@@ -92,7 +97,7 @@ class Settings(BaseSettings):
 
     # --- Dagster -------------------------------------------------------------------------------------
     dagster_home: Path = Field(Path(".iot-etl/dagster_home"), description="Dagster instance directory.")
-    dagster_pg_url: str | None = Field(
+    dagster_pg_url: SecretStr | None = Field(
         None, description="PostgreSQL URL for Dagster's own storage (default: SQLite in dagster_home)."
     )
     webserver_host: str = Field("127.0.0.1", description="Dagster UI bind address.")
@@ -131,7 +136,21 @@ class Settings(BaseSettings):
         return self.window_seconds * 1000
 
     def database_name(self) -> str:
-        return self.database_url.rsplit("/", 1)[-1].split("?", 1)[0]
+        return self.database_url.get_secret_value().rsplit("/", 1)[-1].split("?", 1)[0]
+
+    def export_secrets(self) -> dict[str, str]:
+        """Put every set secret into this process's environment under its `IOT_*` name (values from a
+        `.env` file or defaults are not there yet) and return field -> variable name, so that consumers
+        that show their configuration (Dagster) can be handed the variable instead of the value."""
+        names: dict[str, str] = {}
+        for field in SECRET_FIELDS:
+            value = getattr(self, field)
+            if value is None:
+                continue
+            name = f"{self.model_config['env_prefix']}{field.upper()}"
+            os.environ.setdefault(name, value.get_secret_value())
+            names[field] = name
+        return names
 
 
 @lru_cache(maxsize=1)

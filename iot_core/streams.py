@@ -10,6 +10,8 @@ import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from iot_core.formats.topics import topic_device
+
 MAX_SEQ = 18446744073709551615  # 2**64 - 1, the largest sequence part Redis allows
 
 
@@ -20,21 +22,11 @@ def stream_names(prefix: str, shards: int) -> list[str]:
     return [f"{prefix}:{n}" for n in range(shards)]
 
 
-def device_segment(topic: str) -> str:
-    """The topic segment naming the device, for the known formats; the whole topic otherwise."""
-    parts = topic.split("/")
-    if len(parts) >= 3 and parts[0] == "qs":
-        return parts[2]
-    if len(parts) >= 2 and parts[0] in ("devices", "stat", "tele"):
-        return parts[1]
-    return topic
-
-
 def stream_for_topic(topic: str, prefix: str, shards: int) -> str:
     """The shard a topic's messages go to: a stable hash of its device segment (crc32, not hash())."""
     if shards == 1:
         return prefix
-    return f"{prefix}:{zlib.crc32(device_segment(topic).encode()) % shards}"
+    return f"{prefix}:{zlib.crc32((topic_device(topic) or topic).encode()) % shards}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,13 +35,15 @@ def db_migrate() -> None:
     from iot_etl.migrate import apply_migrations, ensure_database
 
     settings = get_settings()
-    created = ensure_database(settings.database_url)
-    applied = apply_migrations(settings.database_url)
+    created = ensure_database(settings.database_url.get_secret_value())
+    applied = apply_migrations(settings.database_url.get_secret_value())
     click.echo(
         f"database {settings.database_name()}: {'created, ' if created else ''}"
         f"{len(applied)} migration(s) applied{': ' + ', '.join(applied) if applied else ''}"
     )
-    if settings.dagster_pg_url and ensure_database(settings.dagster_pg_url):
+    if settings.dagster_pg_url and ensure_database(
+        settings.dagster_pg_url.get_secret_value()
+    ):
         click.echo("created Dagster's storage database")
 
 
@@ -66,8 +68,8 @@ def up(no_simulator: bool, with_broker: bool) -> None:
     from iot_etl.supervisor import run_up
 
     settings = get_settings()
-    ensure_database(settings.database_url)
-    apply_migrations(settings.database_url)
+    ensure_database(settings.database_url.get_secret_value())
+    apply_migrations(settings.database_url.get_secret_value())
     sys.exit(run_up(settings, with_simulator=not no_simulator, with_broker=with_broker))
 
 

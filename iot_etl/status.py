@@ -25,7 +25,7 @@ class StatusLine:
 
 def database_status(settings: Settings) -> list[StatusLine]:
     try:
-        with psycopg.connect(settings.database_url, connect_timeout=5) as conn:
+        with psycopg.connect(settings.database_url.get_secret_value(), connect_timeout=5) as conn:
             lines = [
                 StatusLine("database", "engine", "TimescaleDB" if has_timescaledb(conn) else "PostgreSQL")
             ]
@@ -51,7 +51,7 @@ def database_status(settings: Settings) -> list[StatusLine]:
 
 def redis_status(settings: Settings) -> list[StatusLine]:
     try:
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+        client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5)
         return [
             StatusLine("redis", stream, f"{client.xlen(stream)} entries")
             for stream in stream_names(settings.stream_prefix, settings.stream_shards)

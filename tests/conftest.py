@@ -44,9 +44,9 @@ def settings() -> Settings:
 @pytest.fixture(scope="session")
 def migrated_db(settings: Settings) -> Iterator[str]:
     """The session's database, created and migrated once, dropped at the end."""
-    ensure_database(settings.database_url)
-    apply_migrations(settings.database_url)
-    yield settings.database_url
+    ensure_database(settings.database_url.get_secret_value())
+    apply_migrations(settings.database_url.get_secret_value())
+    yield settings.database_url.get_secret_value()
     drop_database(TEST_DB)
 
 
@@ -58,7 +58,7 @@ def clean_db(migrated_db: str, settings: Settings) -> Iterator[str]:
 
     with psycopg.connect(migrated_db) as conn:
         conn.execute(f"TRUNCATE {', '.join(FACT_TABLES)} RESTART IDENTITY")
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
     keys = list(client.scan_iter(f"{settings.stream_prefix}*"))
     if keys:
         client.delete(*keys)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 from click.testing import CliRunner
+from pydantic import SecretStr
 
 from iot_core.settings import Settings
 from iot_etl.cli import main
@@ -34,8 +35,8 @@ def test_status_says_what_is_unreachable(settings: Settings) -> None:
 
     broken = settings.model_copy(
         update={
-            "database_url": "postgresql://postgres@127.0.0.1:1/none",
-            "redis_url": "redis://127.0.0.1:1/0",
+            "database_url": SecretStr("postgresql://postgres@127.0.0.1:1/none"),
+            "redis_url": SecretStr("redis://127.0.0.1:1/0"),
         }
     )
     lines = {

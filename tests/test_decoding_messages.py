@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import polars as pl
 import pytest
 
-from dagster_project.validation import MeasurementSchema, split_valid
+from dagster_project.validation import MEASUREMENT_SCHEMA, split_valid
 from iot_core.formats.batch import DecodeOptions, decode_batch
 from iot_core.formats.errors import DecodeError
 from iot_core.formats.events import decode_event, split_events
@@ -243,7 +243,7 @@ def test_validation_rejects_bad_device_ids_and_keeps_the_rest() -> None:
     batch = decode_batch(
         raw_frame([("devices/ok/temp", b"1"), ("devices/bad id!/temp", b"2")], rx), F2Catalog()
     )
-    valid, rejects = split_valid(batch.measurements, MeasurementSchema)
+    valid, rejects = split_valid(batch.measurements, MEASUREMENT_SCHEMA)
     assert valid["raw_id"].to_list() == [1]
     assert rejects.select("raw_id", "stage").rows() == [(2, "validate")]
     assert "device_key" in rejects["detail"][0]

@@ -67,7 +67,7 @@ def make_settings(broker: PrivateMosquitto, prefix: str, **overrides: object) ->
 def entries(settings: Settings, client: redis.Redis | None = None) -> list[dict[bytes, bytes]]:
     """All entries of all the settings' streams (field dicts)."""
     own = client is None
-    client = client or redis.Redis.from_url(settings.redis_url)
+    client = client or redis.Redis.from_url(settings.redis_url.get_secret_value())
     try:
         out: list[dict[bytes, bytes]] = []
         for stream in stream_names(settings.stream_prefix, settings.stream_shards):
@@ -80,7 +80,7 @@ def entries(settings: Settings, client: redis.Redis | None = None) -> list[dict[
 
 def count(settings: Settings, client: redis.Redis | None = None) -> int:
     own = client is None
-    client = client or redis.Redis.from_url(settings.redis_url)
+    client = client or redis.Redis.from_url(settings.redis_url.get_secret_value())
     try:
         return sum(client.xlen(s) for s in stream_names(settings.stream_prefix, settings.stream_shards))
     finally:

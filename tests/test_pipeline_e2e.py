@@ -70,7 +70,7 @@ def test_simulated_mix_is_stored_or_rejected_exactly_and_reruns_change_nothing(
             report = run_simulation(
                 local, rate=1000, count=PUBLISHED, seed=7, bad_share=0.15, devices=4, keep_messages=True
             )
-            client = redis.Redis.from_url(local.redis_url)
+            client = redis.Redis.from_url(local.redis_url.get_secret_value())
             assert wait_until(lambda: client.xlen(local.stream_prefix) >= PUBLISHED, timeout=30)
         finally:
             assert listener.stop() == 0

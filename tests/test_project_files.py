@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from iot_core.settings import Settings
 from iot_etl.broker_config import render_broker_config
@@ -27,6 +27,8 @@ def test_readme_documents_every_setting_with_its_default() -> None:
     assert set(table) == {f"IOT_{name.upper()}" for name in fields}
     for name, field in fields.items():
         default = field.default
+        if isinstance(default, SecretStr):
+            default = default.get_secret_value()
         shown = (
             ",".join(default) if isinstance(default, list) else "(none)" if default is None else str(default)
         )

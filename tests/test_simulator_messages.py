@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dagster_project.validation import EventSchema, MeasurementSchema, split_valid
-from iot_core.formats.batch import RAW_SCHEMA, DecodeOptions, decode_batch
+from dagster_project.validation import EVENT_SCHEMA, MEASUREMENT_SCHEMA, split_valid
+from iot_core.formats.batch import DecodeOptions, decode_batch
 from iot_core.formats.f2 import (
     DatapointSpec,
     datapoint_value,
@@ -29,6 +29,7 @@ from iot_core.formats.f2 import (
     to_hex,
 )
 from iot_core.formats.f2_messages import F2Catalog, SensorEntry
+from iot_core.rows import DECODE_INPUT
 from simulator.expected import KINDS, REJECT_REASONS, SentMessage
 from simulator.fleet import F2_CONTROLLERS, F2_SENSORS, SENSOR_MODELS
 from simulator.messages import F2_VALUE_RANGES, MODBUS_SENSORS, MessageFactory
@@ -74,7 +75,7 @@ def decode(
             "payload": [m.payload for m in messages],
             "rx_us": arrivals,
         },
-        schema=RAW_SCHEMA,
+        schema=DECODE_INPUT.without("arrived_at").schema,
     )
     batch = decode_batch(raw, fleet_catalog(), DecodeOptions(default_tz=default_tz))
     return batch.measurements, batch.events, batch.rejected
@@ -134,8 +135,8 @@ def assert_decoded_as_expected(
         assert by_raw["m"].get(raw_id, []) == expected_m, where
         assert by_raw["e"].get(raw_id, []) == expected_e, where
     # and nothing the messages expect would fail the pipeline's validation
-    assert split_valid(measurements, MeasurementSchema)[1].is_empty()
-    assert split_valid(events, EventSchema)[1].is_empty()
+    assert split_valid(measurements, MEASUREMENT_SCHEMA)[1].is_empty()
+    assert split_valid(events, EVENT_SCHEMA)[1].is_empty()
 
 
 def test_same_seed_same_messages_other_seed_other_messages() -> None:

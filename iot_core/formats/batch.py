@@ -18,45 +18,10 @@ from iot_core.formats.f2_messages import F2Catalog, F2Reading, decode_f2_doors, 
 from iot_core.formats.plain import decode_plain
 from iot_core.formats.timestamps import is_sane
 from iot_core.formats.topics import Topic, parse_topic
+from iot_core.rows import DECODED_EVENT, DECODED_MEASUREMENT, REJECTION, Shape
 
 DECODER_VERSION = "1"
 
-UTC_US = pl.Datetime("us", "UTC")
-RAW_SCHEMA = {"raw_id": pl.Int64, "topic": pl.String, "payload": pl.Binary, "rx_us": pl.Int64}
-MEASUREMENT_SCHEMA = {
-    "raw_id": pl.Int64,
-    "item": pl.Int32,
-    "device_key": pl.String,
-    "device_kind": pl.String,
-    "metric": pl.String,
-    "unit": pl.String,
-    "ts": UTC_US,
-    "value_num": pl.Float64,
-    "value_text": pl.String,
-    "arrived_at": UTC_US,
-}
-EVENT_SCHEMA = {
-    "raw_id": pl.Int64,
-    "item": pl.Int32,
-    "device_key": pl.String,
-    "event_id": pl.String,
-    "schema": pl.Int32,
-    "event_type": pl.String,
-    "value_num": pl.Float64,
-    "value_text": pl.String,
-    "unit": pl.String,
-    "ts_device": UTC_US,
-    "ts_server": UTC_US,
-    "meta": pl.String,
-}
-REJECT_SCHEMA = {
-    "raw_id": pl.Int64,
-    "item": pl.Int32,
-    "stage": pl.String,
-    "reason": pl.String,
-    "detail": pl.String,
-    "topic": pl.String,
-}
 _KINDS = {"plain": "plain", "event": "event", "f2_sensor": "f2", "f2_doors": "f2"}
 
 
@@ -77,16 +42,16 @@ class DecodedBatch:
 class _Rows:
     """Column-wise accumulators: appending to lists is far cheaper than building dicts per row."""
 
-    def __init__(self, schema: dict[str, pl.DataType]) -> None:
-        self.schema = schema
-        self.columns: dict[str, list] = {name: [] for name in schema}
+    def __init__(self, shape: Shape) -> None:
+        self.shape = shape
+        self.columns: dict[str, list] = {name: [] for name in shape.columns}
 
     def add(self, *values: object) -> None:
         for column, value in zip(self.columns.values(), values, strict=True):
             column.append(value)
 
     def frame(self) -> pl.DataFrame:
-        return pl.DataFrame(self.columns, schema=self.schema)
+        return self.shape.frame(self.columns)
 
 
 def _from_us(us: int) -> datetime:
@@ -97,12 +62,14 @@ class _Decoder:
     def __init__(self, catalog: F2Catalog, options: DecodeOptions) -> None:
         self.catalog = catalog
         self.options = options
-        self.measurements = _Rows(MEASUREMENT_SCHEMA)
-        self.events = _Rows(EVENT_SCHEMA)
-        self.rejected = _Rows(REJECT_SCHEMA)
+        self.measurements = _Rows(DECODED_MEASUREMENT)
+        self.events = _Rows(DECODED_EVENT)
+        self.rejected = _Rows(REJECTION)
 
-    def reject(self, raw_id: int, item: int, topic: str, error: DecodeError) -> None:
-        self.rejected.add(raw_id, item, error.stage, error.reason, error.detail[:1000], topic)
+    def reject(
+        self, raw_id: int, item: int, topic: str, error: DecodeError, event_id: str | None = None
+    ) -> None:
+        self.rejected.add(raw_id, item, error.stage, error.reason, error.detail[:1000], topic, event_id)
 
     def ts_or_arrival(self, ts: datetime | None, arrival: datetime) -> datetime:
         if ts is not None and is_sane(
@@ -157,7 +124,7 @@ class _Decoder:
             try:
                 event = decode_event(element, topic.device_key, self.options.default_tz)
             except DecodeError as error:
-                self.reject(raw_id, item, topic_text, error)
+                self.reject(raw_id, item, topic_text, error, _event_id_of(element))
                 continue
             self.events.add(
                 raw_id,
@@ -175,8 +142,15 @@ class _Decoder:
             )
 
 
+def _event_id_of(element: object) -> str | None:
+    """The event_id a rejected element names, so that its device can be told which event failed."""
+    event_id = element.get("event_id") if isinstance(element, dict) else None
+    return event_id if isinstance(event_id, str) else None
+
+
 def decode_batch(raw: pl.DataFrame, catalog: F2Catalog, options: DecodeOptions | None = None) -> DecodedBatch:
-    """`raw` has at least raw_id, topic, payload (bytes) and rx_us (listener receive time, µs)."""
+    """`raw` has the `DECODE_INPUT` columns raw_id, topic, payload (bytes) and rx_us (listener receive
+    time, µs)."""
     decoder = _Decoder(catalog, options or DecodeOptions())
     for raw_id, topic, payload, rx_us in raw.select("raw_id", "topic", "payload", "rx_us").iter_rows():
         decoder.message(raw_id, topic, payload, rx_us)

@@ -21,6 +21,20 @@ class Topic:
     component: str = ""
 
 
+#: The topic segment that names the device, by the topic's first segment.
+DEVICE_SEGMENT = {"devices": 1, "stat": 1, "tele": 1, "qs": 2}
+
+
+def topic_device(topic: str) -> str:
+    """The device segment of a topic of a known format ('' when there is none). Used for sharding and
+    for addressing feedback even when the rest of the topic is malformed."""
+    parts = topic.split("/")
+    index = DEVICE_SEGMENT.get(parts[0])
+    if index is None or len(parts) <= index:
+        return ""
+    return parts[index]
+
+
 def parse_topic(topic: str) -> Topic:
     if not topic:
         raise DecodeError(

@@ -10,7 +10,7 @@ from dagster import DagsterInstance, RunRequest, build_sensor_context
 
 from dagster_project.definitions import defs
 from dagster_project.resources import resources_from_settings
-from dagster_project.sensors import micro_window_sensor
+from dagster_project.sensors import build_micro_window_sensor
 from iot_core.settings import Settings
 
 
@@ -22,14 +22,15 @@ class SensorDriver:
         self.instance = instance
         self.cursor: str | None = None
         self.resources = resources_from_settings(settings)
+        self.sensor = build_micro_window_sensor(settings.sensor_interval_s)
 
     def tick(self) -> list[RunRequest]:
         context = build_sensor_context(
             instance=self.instance,
             cursor=self.cursor,
-            resources={k: self.resources[k] for k in ("redis", "database")},
+            resources={k: self.resources[k] for k in ("redis", "database", "policy")},
         )
-        result = micro_window_sensor(context)
+        result = self.sensor(context)
         self.cursor = result.cursor
         return list(result.run_requests or [])
 
@@ -50,7 +51,7 @@ class SensorDriver:
 
     def drain(self, until_ms: int, timeout_s: float = 60.0) -> list[RunRequest]:
         """Tick and execute until the cursor has passed `until_ms` (Redis time), e.g. the last entry."""
-        client = redis.Redis.from_url(self.settings.redis_url)
+        client = redis.Redis.from_url(self.settings.redis_url.get_secret_value())
         done: list[RunRequest] = []
         deadline = time.monotonic() + timeout_s
         while self.next_ms is None or self.next_ms <= until_ms:
