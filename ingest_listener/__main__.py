@@ -15,9 +15,26 @@ import sys
 from types import FrameType
 
 from ingest_listener.listener import Listener
-from iot_core.settings import get_settings
+from iot_core.settings import Settings, get_settings
 
 log = logging.getLogger("ingest_listener")
+
+
+def run(settings: Settings) -> int:
+    """Run the listener until SIGTERM/SIGINT; 0 when everything received was written to Redis.
+
+    Takes no arguments from the command line, so every front end (`python -m ingest_listener`,
+    `iot-etl listen`) parses its own and calls this.
+    """
+    listener = Listener(settings)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        listener.request_stop()  # only sets an event; the main thread does the work
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    left = listener.run()
+    return 0 if left == 0 else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,15 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    listener = Listener(get_settings())
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        listener.request_stop()  # only sets an event; the main thread does the work
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    left = listener.run()
-    return 0 if left == 0 else 1
+    return run(get_settings())
 
 
 if __name__ == "__main__":

@@ -76,9 +76,9 @@ def up(no_simulator: bool, with_broker: bool) -> None:
 @main.command()
 def listen() -> None:
     """Run the MQTT -> Redis stream listener until SIGTERM/Ctrl-C."""
-    from ingest_listener.__main__ import main as listener_main
+    from ingest_listener.__main__ import run as run_listener
 
-    sys.exit(listener_main())
+    sys.exit(run_listener(get_settings()))
 
 
 @main.command()
@@ -106,10 +106,18 @@ def broker() -> None:
 @main.command("broker-config")
 @click.option("--port", type=int, default=None, help="Listener port (default: IOT_MQTT_PORT).")
 @click.option(
+    "--all-interfaces",
+    is_flag=True,
+    help="Listen on 0.0.0.0 (e.g. inside a container) instead of IOT_MQTT_HOST.",
+)
+@click.option(
     "--persistence-dir", type=click.Path(), default=None, help="Where the broker persists sessions."
 )
-def broker_config(port: int | None, persistence_dir: str | None) -> None:
-    """Print the project's Mosquitto configuration (no 1000-message queue limit)."""
+def broker_config(port: int | None, all_interfaces: bool, persistence_dir: str | None) -> None:
+    """Print the project's Mosquitto configuration (no 1000-message queue limit).
+
+    The broker allows anonymous clients, so it listens only on IOT_MQTT_HOST (127.0.0.1 by default)
+    unless --all-interfaces is given."""
     from pathlib import Path
 
     from iot_etl.broker_config import render_broker_config
@@ -118,7 +126,7 @@ def broker_config(port: int | None, persistence_dir: str | None) -> None:
     click.echo(
         render_broker_config(
             port=port or settings.mqtt_port,
-            bind="0.0.0.0",
+            bind="0.0.0.0" if all_interfaces else settings.mqtt_host,
             persistence_dir=Path(persistence_dir) if persistence_dir else None,
             max_queued_bytes=settings.broker_max_queued_bytes,
         )

@@ -2,16 +2,93 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
 import psycopg
 import pytest
 from click.testing import CliRunner
 from pydantic import SecretStr
 
-from iot_core.settings import Settings
+from iot_core.settings import Settings, get_settings
 from iot_etl.cli import main
 from iot_etl.migrate import has_timescaledb
+from tests.support import PrivateMosquitto, PrivateRedis, wait_until
 
 pytestmark = pytest.mark.services
+
+
+def _subcommands(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Every command path of the click group, nested groups included (e.g. ("db", "migrate"))."""
+    for name, command in group.commands.items():
+        path = (*prefix, name)
+        yield path
+        if isinstance(command, click.Group):
+            yield from _subcommands(command, path)
+
+
+def _iot_etl() -> list[str]:
+    """The installed `iot-etl` console script: what users and compose.yaml run."""
+    script = Path(sys.executable).with_name("iot-etl")
+    assert script.exists(), f"{script} is missing: install the project (scripts/setup.sh)"
+    return [str(script)]
+
+
+def test_every_subcommand_answers_help() -> None:
+    paths = list(_subcommands(main))
+    assert {("listen",), ("broker",), ("broker-config",), ("db", "migrate"), ("up",)} <= set(paths)
+    for path in [(), *paths]:
+        result = subprocess.run([*_iot_etl(), *path, "--help"], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, f"iot-etl {' '.join(path)} --help: {result.stderr}"
+        assert "Usage:" in result.stdout
+
+
+def test_listen_through_the_cli_ingests_and_stops_on_sigterm() -> None:
+    run = uuid.uuid4().hex[:8]
+    stream = f"test:cli-listen:{run}"
+    with PrivateMosquitto() as broker, PrivateRedis() as redis_server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IOT_")}
+        env.update(broker.env())
+        env.update(redis_server.env())
+        env.update(
+            {
+                "IOT_STREAM_PREFIX": stream,
+                "IOT_LISTENER_CLIENT_ID": f"cli-listen-{run}",
+                "IOT_LISTENER_METRICS_PORT": "0",
+            }
+        )
+        listener = subprocess.Popen(
+            [*_iot_etl(), "listen"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            client = redis_server.client()
+
+            def landed() -> bool:
+                # the listener subscribes once connected; until then a message has nobody to go to
+                assert listener.poll() is None, listener.stdout.read().decode(errors="replace")  # type: ignore[union-attr]
+                broker.publish_many([(f"devices/cli-{run}/temperature", b"21.5")], qos=1)
+                return client.xlen(stream) > 0
+
+            assert wait_until(landed, timeout=60, interval=0.5), "no stream entry within 60 s"
+            entry = client.xrange(stream, count=1)[0][1]
+            assert entry[b"topic"] == f"devices/cli-{run}/temperature".encode()
+            assert entry[b"payload"] == b"21.5"
+            listener.send_signal(signal.SIGTERM)
+            assert listener.wait(timeout=60) == 0, listener.stdout.read().decode(errors="replace")  # type: ignore[union-attr]
+        finally:
+            if listener.poll() is None:
+                listener.kill()
+                listener.wait(timeout=10)
 
 
 def test_db_migrate_is_idempotent(migrated_db: str) -> None:
@@ -47,10 +124,20 @@ def test_status_says_what_is_unreachable(settings: Settings) -> None:
     assert "127.0.0.1" in lines[("database", "error")] and "127.0.0.1" in lines[("redis", "error")]
 
 
-def test_broker_config_lifts_the_message_limit() -> None:
-    result = CliRunner().invoke(main, ["broker-config", "--port", "1999"])
-    assert result.exit_code == 0
-    assert "listener 1999 0.0.0.0" in result.output and "max_queued_messages 0" in result.output
+def test_broker_config_lifts_the_message_limit_and_binds_the_configured_host() -> None:
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(
+            main, ["broker-config", "--port", "1999"], env={"IOT_MQTT_HOST": "127.0.0.1"}
+        )
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "listener 1999 127.0.0.1" in result.output and "max_queued_messages 0" in result.output
+    assert "0.0.0.0" not in result.output
+    result = CliRunner().invoke(main, ["broker-config", "--port", "1999", "--all-interfaces"])
+    assert result.exit_code == 0, result.output
+    assert "listener 1999 0.0.0.0" in result.output
 
 
 def test_timescaledb_path_where_the_extension_exists(migrated_db: str) -> None:

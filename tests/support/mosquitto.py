@@ -13,8 +13,9 @@ Usage::
         broker.restart(keep_sessions=False)       # a broker that lost every session and queue
         broker.kill()                             # crash (SIGKILL); broker.start() brings it back
 
-The configuration comes from `iot_etl.broker_config.render_broker_config`; `extra_config` lines are
-appended. The broker's log is at `broker.log_path` (`broker.log_text()`), kept across restarts.
+The configuration comes from `iot_etl.broker_config.render_broker_config` (`autosave` overrides its
+snapshot rule); `extra_config` lines are appended. The broker's log is at `broker.log_path`
+(`broker.log_text()`), kept across restarts.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from types import TracebackType
 
 import paho.mqtt.client as mqtt
 
-from iot_etl.broker_config import render_broker_config
+from iot_etl.broker_config import AUTOSAVE, Autosave, render_broker_config
 from tests.support.ports import free_port, wait_for_port
 
 DEFAULT_MAX_QUEUED_BYTES = 256 * 1024 * 1024
@@ -51,6 +52,7 @@ class PrivateMosquitto:
         host: str = "127.0.0.1",
         extra_config: str = "",
         binary: str = "mosquitto",
+        autosave: Autosave = AUTOSAVE,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
@@ -58,6 +60,7 @@ class PrivateMosquitto:
         self.max_queued_bytes = max_queued_bytes
         self.extra_config = extra_config
         self.binary = binary
+        self.autosave = autosave
         self.workdir = Path(tempfile.mkdtemp(prefix="private-mosquitto-"))
         self.data_dir = self.workdir / "data"
         self.data_dir.mkdir()
@@ -235,6 +238,7 @@ class PrivateMosquitto:
             bind=self.host,
             persistence_dir=self.data_dir if self.persistence else None,
             max_queued_bytes=self.max_queued_bytes,
+            autosave=self.autosave,
         )
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             # As root, mosquitto would switch to the `mosquitto` user, who cannot write our temp dir.
