@@ -2,6 +2,8 @@
 
     .venv/bin/python -m bench.run [--messages 50000]
 
+Times `land_window` and `decode_window`, the functions the `raw_messages` and `telemetry` assets run,
+with the stages inside `decode_window` (load, decode, validate, store) as it reports them.
 Prints one table; each stage is compared with a baseline measured in the same run, so the numbers mean
 something on any machine: decoding against a floor that only decodes UTF-8 and parses JSON (what any
 decoder must at least do), and each database stage against a bare COPY of the same rows into a temp table.
@@ -17,26 +19,19 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-import polars as pl
 import psycopg
 
+from dagster_project.batch import Decoded, decode_window, land_window
+from dagster_project.feedback import FeedbackTopics
 from dagster_project.raw_entries import raw_row
-from dagster_project.storage import (
-    RAW_COLUMNS,
-    RAW_STAGE_COLUMNS,
-    BatchInfo,
-    land_raw,
-    load_f2_catalog,
-    load_raw,
-    open_batch,
-    store_events,
-    store_measurements,
-    store_rejected,
-)
-from dagster_project.validation import EventSchema, MeasurementSchema, split_valid
-from iot_core.formats.batch import decode_batch
+from dagster_project.storage import BatchInfo, load_raw
+from dagster_project.windows import HOUR_MS, Window
+from iot_core.formats.batch import DecodeOptions
+from iot_core.rows import STREAM_ENTRY
 from iot_etl.migrate import apply_migrations, ensure_database
 from simulator.messages import MessageFactory
+
+TOPICS = FeedbackTopics("qs/v1/{device_id}/acks", "qs/v1/deadletter")
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
@@ -91,15 +86,14 @@ def main() -> None:
     try:
         apply_migrations(url)
         with psycopg.connect(url) as conn:
-            catalog = load_f2_catalog(conn)
             t_rows, raw_rows = timed(lambda: [raw_row("bench", eid, f) for eid, f in entries])
             row("stream entries -> rows", t_rows, None, "")
-            conn.execute(f"CREATE TEMP TABLE copy_floor ({RAW_STAGE_COLUMNS})")
+            conn.execute(STREAM_ENTRY.staging_ddl("copy_floor"))
 
             def copy_floor() -> None:
                 with (
                     conn.cursor() as cur,
-                    cur.copy(f"COPY copy_floor ({', '.join(RAW_COLUMNS)}) FROM STDIN") as copy,
+                    cur.copy(f"COPY copy_floor ({STREAM_ENTRY.column_list()}) FROM STDIN") as copy,
                 ):
                     for r in raw_rows:
                         copy.write_row(r)
@@ -109,35 +103,26 @@ def main() -> None:
             info = BatchInfo(
                 "bench", "bench", start, start + timedelta(hours=1), "0-0", "0-0", ["bench"], "1"
             )
-            batch_id = open_batch(conn, info)
-            t_land, _ = timed(lambda: land_raw(conn, raw_rows, batch_id))
-            row("land raw_messages", t_land, t_floor, "COPY floor")
-            t_load, raw = timed(
-                lambda: load_raw(conn, start - timedelta(hours=1), start + timedelta(hours=2))
-            )
-            row("load raw from archive", t_load, t_floor, "COPY floor")
-            assert isinstance(raw, pl.DataFrame) and raw.height == n
+            window = Window(start_ms, start_ms + HOUR_MS)
+            t_land, _ = timed(lambda: land_window(conn, info, [raw_rows]))
+            row("land_window (raw_messages)", t_land, t_floor, "COPY floor")
+            options = DecodeOptions()
+            t_batch, decoded = timed(lambda: decode_window(conn, info, window, options, TOPICS))
+            assert isinstance(decoded, Decoded) and decoded.raw == n
+            raw = load_raw(conn, start - timedelta(hours=1), start + timedelta(hours=2))
             t_json, _ = timed(lambda: json_floor(raw["payload"].to_list()))
             row("UTF-8 + JSON floor", t_json, None, "")
-            t_dec, decoded = timed(lambda: decode_batch(raw, catalog))
-            row("decode (3 formats)", t_dec, t_json, "JSON floor")
-            t_val, validated = timed(
-                lambda: (
-                    split_valid(decoded.measurements, MeasurementSchema),
-                    split_valid(decoded.events, EventSchema),
-                )
-            )
-            row("validate (pandera)", t_val, t_json, "JSON floor")
-            (measurements, _), (events, _) = validated
-            t_m, _ = timed(lambda: store_measurements(conn, measurements, batch_id))
-            row(f"upsert {measurements.height} measurements", t_m, t_floor, "COPY floor")
-            t_e, _ = timed(lambda: store_events(conn, events, batch_id))
-            row(f"upsert {events.height} events", t_e, t_floor, "COPY floor")
-            rejected = decoded.rejected.with_columns(arrived_at=pl.lit(start).cast(pl.Datetime("us", "UTC")))
-            t_r, _ = timed(lambda: store_rejected(conn, rejected, raw["raw_id"], batch_id))
-            row(f"store {rejected.height} rejections", t_r, t_floor, "COPY floor")
-            total = t_land + t_load + t_dec + t_val + t_m + t_e + t_r
-            row("whole batch (land .. store)", total, t_floor, "COPY floor")
+            floors = {
+                "load": (t_floor, "COPY floor"),
+                "decode": (t_json, "JSON floor"),
+                "validate": (t_json, "JSON floor"),
+                "store": (t_floor, "COPY floor"),
+            }
+            for stage, seconds in decoded.seconds.items():
+                baseline, name = floors[stage]
+                row(f"  decode_window: {stage}", seconds, baseline, name)
+            row("decode_window (telemetry)", t_batch, t_floor, "COPY floor")
+            row("whole batch (land + decode_window)", t_land + t_batch, t_floor, "COPY floor")
             conn.rollback()
     finally:
         with psycopg.connect(f"{args.server}/postgres", autocommit=True) as admin:
