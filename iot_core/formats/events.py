@@ -10,9 +10,9 @@ from iot_core.formats.guards import (
     DEFAULT_LIMITS,
     Limits,
     check_field,
-    check_json_strings,
+    check_json,
     dump_json,
-    load_json,
+    parse_json,
 )
 from iot_core.formats.timestamps import parse_device_ts
 from iot_core.formats.values import json_scalar
@@ -36,8 +36,8 @@ class Event:
 
 
 def split_events(text: str) -> list[object]:
-    """The payload's elements; a bad payload as a whole raises."""
-    doc = load_json(text, "event payload")
+    """The payload's elements; a bad payload as a whole raises, a bad value inside an element does not."""
+    doc = parse_json(text, "event payload")
     if isinstance(doc, dict):
         return [doc]
     if isinstance(doc, list) and doc:
@@ -83,7 +83,7 @@ def decode_event(
         meta = {}
     elif not isinstance(meta, dict):
         raise DecodeError("bad_meta", f"meta must be a JSON object, got {type(meta).__name__}")
-    check_json_strings(meta, "meta")
+    check_json(meta, "meta")
     return Event(
         event_id=event_id,
         device_id=device_id,

@@ -75,49 +75,69 @@ def check_number(value: float, what: str) -> float:
     return number
 
 
-def _reject_constant(name: str) -> object:
-    raise DecodeError("not_finite", f"JSON holds {name}, which is not a number PostgreSQL accepts")
+@dataclass(frozen=True, slots=True)
+class InvalidNumber:
+    """Stands in for a JSON number PostgreSQL refuses, so that only the element holding it fails."""
+
+    reason: str
+    detail: str
+
+    def error(self) -> DecodeError:
+        return DecodeError(self.reason, self.detail)
 
 
-def _parse_int(text: str) -> int:
+def _constant(name: str) -> InvalidNumber:
+    return InvalidNumber("not_finite", f"JSON holds {name}, which is not a number PostgreSQL accepts")
+
+
+def _parse_int(text: str) -> int | InvalidNumber:
     # Counting digits first avoids int()'s own limit (ValueError past 4300 digits) and its cost.
     if len(text.lstrip("-")) > _MAX_INT_DIGITS or abs(number := int(text)) > _FLOAT8_MAX:
-        raise DecodeError(
+        return InvalidNumber(
             "number_out_of_range", f"JSON integer of {len(text)} digits is beyond double precision"
         )
     return number
 
 
-def _parse_float(text: str) -> float:
+def _parse_float(text: str) -> float | InvalidNumber:
     number = float(text)
     if math.isinf(number):
-        raise DecodeError("number_out_of_range", f"JSON number {text[:40]} is beyond double precision")
+        return InvalidNumber("number_out_of_range", f"JSON number {text[:40]} is beyond double precision")
     return number
 
 
-def load_json(text: str, what: str) -> object:
-    """Parse `text` as JSON that `jsonb` and `double precision` accept, or raise a specific DecodeError."""
+def parse_json(text: str, what: str) -> object:
+    """Parse `text`; numbers PostgreSQL refuses become `InvalidNumber`, strings are not checked yet.
+
+    For payloads whose elements fail one by one (event arrays): `check_json` each part that is stored.
+    """
     if "\x00" in text:
         raise DecodeError("nul_character", f"{what} contains a NUL character")
     try:
-        doc = json.loads(
-            text, parse_constant=_reject_constant, parse_int=_parse_int, parse_float=_parse_float
-        )
+        return json.loads(text, parse_constant=_constant, parse_int=_parse_int, parse_float=_parse_float)
     except json.JSONDecodeError as exc:
         raise DecodeError("bad_json", f"{what} is not JSON: {exc.msg} at {exc.pos}") from exc
     except RecursionError as exc:
         raise DecodeError("json_too_deep", f"{what} nests deeper than {MAX_JSON_DEPTH} levels") from exc
-    check_json_strings(doc, what)
+
+
+def load_json(text: str, what: str) -> object:
+    """Parse `text` as JSON that `jsonb` and `double precision` accept, or raise a specific DecodeError."""
+    doc = parse_json(text, what)
+    check_json(doc, what)
     return doc
 
 
-def check_json_strings(doc: object, what: str) -> None:
-    """Every key and string of `doc` passes `check_chars`, and it nests at most MAX_JSON_DEPTH levels."""
+def check_json(doc: object, what: str) -> None:
+    """Every key and string of `doc` passes `check_chars`, every number is storable, and it nests at
+    most MAX_JSON_DEPTH levels."""
     pending: list[tuple[object, int]] = [(doc, 1)]
     while pending:
         node, depth = pending.pop()
         if isinstance(node, str):
             check_chars(node, f"a string in {what}")
+        elif isinstance(node, InvalidNumber):
+            raise node.error()
         elif isinstance(node, dict | list):
             if depth > MAX_JSON_DEPTH:
                 raise DecodeError("json_too_deep", f"{what} nests deeper than {MAX_JSON_DEPTH} levels")

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from iot_core.formats.errors import DecodeError
-from iot_core.formats.guards import DEFAULT_LIMITS, Limits, check_field, check_number
+from iot_core.formats.guards import DEFAULT_LIMITS, InvalidNumber, Limits, check_field, check_number
 
 MAX_UNIT = 32
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
@@ -66,6 +66,8 @@ def parse_text_value(text: str, limits: Limits = DEFAULT_LIMITS) -> Value:
 
 def json_scalar(value: object, what: str = "value", limits: Limits = DEFAULT_LIMITS) -> Value:
     """A JSON value as stored: numbers numeric, booleans both 1/0 and text, strings as text values."""
+    if isinstance(value, InvalidNumber):
+        raise value.error()
     if isinstance(value, bool):
         return Value(1.0 if value else 0.0, "true" if value else "false")
     if isinstance(value, int | float):
