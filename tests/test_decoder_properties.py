@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iot_core.formats.batch import RAW_SCHEMA, DecodedBatch, decode_batch
+from iot_core.formats.batch import DecodedBatch, decode_batch
+from iot_core.rows import DECODE_INPUT
 from tests.support.bad_inputs import BAD_INPUTS
 from tests.support.database import database_url
 from tests.support.fleet import fleet_catalog
@@ -90,7 +91,7 @@ def _raw(messages: list[tuple[str, bytes]]) -> pl.DataFrame:
             "payload": [payload for _, payload in messages],
             "rx_us": [RX_US + i for i in range(len(messages))],
         },
-        schema=RAW_SCHEMA,
+        schema=DECODE_INPUT.without("arrived_at").schema,
     )
 
 
@@ -129,7 +130,8 @@ def test_decode_batch_accounts_for_everything_and_emits_only_storable_values(
 
 
 # Temp tables with the column types of measurements / events / rejected (sql/001_core_tables.sql);
-# device and metric become text columns here, as they are in devices.device_key and metrics.name/unit.
+# device and metric become text columns here, as they are in devices.device_key and metrics.name/unit;
+# a rejection's event_id addresses the ACK and must be plain text too.
 _TEMP_TABLES = """
 CREATE TEMP TABLE p_measurements (
     raw_id bigint NOT NULL, item integer NOT NULL, device_key text NOT NULL, device_kind text NOT NULL,
@@ -143,7 +145,7 @@ CREATE TEMP TABLE p_events (
 CREATE TEMP TABLE p_rejected (
     raw_id bigint NOT NULL, item integer NOT NULL,
     stage text NOT NULL CHECK (stage IN ('topic', 'decode', 'validate', 'duplicate')),
-    reason text NOT NULL, detail text NOT NULL, topic text NOT NULL);
+    reason text NOT NULL, detail text NOT NULL, topic text NOT NULL, event_id text);
 """
 
 
