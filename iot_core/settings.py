@@ -89,6 +89,18 @@ class Settings(BaseSettings):
         300, ge=0, description="A device timestamp further ahead of arrival is not sane: arrival is used."
     )
     device_ts_min_year: int = Field(2000, description="A device timestamp before this year is not sane.")
+    max_payload_bytes: int = Field(
+        256 * 1024, ge=1, description="A larger payload is rejected (`payload_too_large`) without decoding."
+    )
+    max_field_chars: int = Field(
+        256,
+        ge=1,
+        description="Longest stored text field (device id, metric, unit, text value, event id/type, door "
+        "name); longer is rejected (`field_too_large`).",
+    )
+    max_meta_bytes: int = Field(
+        16 * 1024, ge=2, description="Largest event `meta` as JSON; larger is rejected (`field_too_large`)."
+    )
     ack_topic_template: str = Field("qs/v1/{device_id}/acks", description="Where event ACKs go.")
     deadletter_topic: str = Field("qs/v1/deadletter", description="Where rejected events go.")
     publisher_client_id: str = Field(

@@ -41,9 +41,7 @@ def db_migrate() -> None:
         f"database {settings.database_name()}: {'created, ' if created else ''}"
         f"{len(applied)} migration(s) applied{': ' + ', '.join(applied) if applied else ''}"
     )
-    if settings.dagster_pg_url and ensure_database(
-        settings.dagster_pg_url.get_secret_value()
-    ):
+    if settings.dagster_pg_url and ensure_database(settings.dagster_pg_url.get_secret_value()):
         click.echo("created Dagster's storage database")
 
 

@@ -63,7 +63,7 @@ REJECT_REASONS: dict[str, dict[str, str]] = {
         "not_utf8": "not_utf8",
         "not_finite": "not_finite",
         "missing_value": "missing_value",
-        "text_too_long": "text_too_long",
+        "text_too_long": "field_too_large",
         "topic_segments": "unknown_topic",
     },
     "event": {

@@ -35,6 +35,14 @@ from tests.support.reference import REFERENCE_004_EVENT
         ("off", Value(0.0, "off")),
         ("idle", Value(None, "idle")),
         ("heart rate 72 bpm", Value(None, "heart rate 72 bpm")),
+        ("23.5C", Value(23.5, None, "C")),
+        ("50%", Value(50.0, None, "%")),
+        ("0 x10", Value(0.0, None, "x10")),
+        ("0x10", Value(None, "0x10")),
+        ("0xff", Value(None, "0xff")),
+        ("1,5", Value(None, "1,5")),
+        ("1.2.3", Value(None, "1.2.3")),
+        ("12abc", Value(None, "12abc")),
     ],
 )
 def test_plain_text_values(text: str, expected: Value) -> None:
@@ -48,8 +56,10 @@ def test_plain_text_values(text: str, expected: Value) -> None:
         ("   ", "empty_value"),
         ("nan", "not_finite"),
         ("-Infinity", "not_finite"),
-        ("1e999", "not_finite"),
-        ("x" * 300, "text_too_long"),
+        ("1e999", "number_out_of_range"),
+        ("1" * 400, "number_out_of_range"),
+        ("x" * 300, "field_too_large"),
+        ("on\x00", "nul_character"),
     ],
 )
 def test_plain_bad_values(text: str, reason: str) -> None:

@@ -28,11 +28,11 @@ from iot_core.formats.f2 import (
     parse_reply,
     to_hex,
 )
-from iot_core.formats.f2_messages import F2Catalog, SensorEntry
 from iot_core.rows import DECODE_INPUT
 from simulator.expected import KINDS, REJECT_REASONS, SentMessage
-from simulator.fleet import F2_CONTROLLERS, F2_SENSORS, SENSOR_MODELS
+from simulator.fleet import F2_CONTROLLERS, SENSOR_MODELS
 from simulator.messages import F2_VALUE_RANGES, MODBUS_SENSORS, MessageFactory
+from tests.support.fleet import fleet_catalog
 
 T0 = datetime(2026, 11, 23, 15, 13, 10, 543400, tzinfo=UTC)
 ARRIVAL_DELAY = timedelta(seconds=2)
@@ -47,20 +47,6 @@ def generate(
 ) -> list[SentMessage]:
     factory = MessageFactory(seed, **kwargs)  # type: ignore[arg-type]
     return [factory.next(now) for now in clock(n, step)]
-
-
-def fleet_catalog() -> F2Catalog:
-    """The catalog the pipeline loads from the seeded metadata tables (test_migrations keeps them equal)."""
-    catalog = F2Catalog()
-    for controller in F2_CONTROLLERS:
-        for sensor in F2_SENSORS:
-            catalog.add(
-                controller.mac,
-                sensor.port,
-                sensor.component,
-                SensorEntry(sensor.mode, sensor.model, SENSOR_MODELS.get(sensor.model, ())),
-            )
-    return catalog
 
 
 def decode(

@@ -6,7 +6,6 @@ element, or one rejection per message (or per bad element of an event array). No
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 
@@ -15,6 +14,7 @@ import polars as pl
 from iot_core.formats.errors import DecodeError
 from iot_core.formats.events import decode_event, split_events
 from iot_core.formats.f2_messages import F2Catalog, F2Reading, decode_f2_doors, decode_f2_sensor
+from iot_core.formats.guards import DEFAULT_LIMITS, Limits, check_payload_size, printable
 from iot_core.formats.plain import decode_plain
 from iot_core.formats.timestamps import is_sane
 from iot_core.formats.topics import Topic, parse_topic
@@ -30,6 +30,13 @@ class DecodeOptions:
     default_tz: tzinfo = UTC
     max_future_s: int = 300
     min_year: int = 2000
+    max_payload_bytes: int = DEFAULT_LIMITS.max_payload_bytes
+    max_field_chars: int = DEFAULT_LIMITS.max_field_chars
+    max_meta_bytes: int = DEFAULT_LIMITS.max_meta_bytes
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_payload_bytes, self.max_field_chars, self.max_meta_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +69,7 @@ class _Decoder:
     def __init__(self, catalog: F2Catalog, options: DecodeOptions) -> None:
         self.catalog = catalog
         self.options = options
+        self.limits = options.limits
         self.measurements = _Rows(DECODED_MEASUREMENT)
         self.events = _Rows(DECODED_EVENT)
         self.rejected = _Rows(REJECTION)
@@ -69,7 +77,16 @@ class _Decoder:
     def reject(
         self, raw_id: int, item: int, topic: str, error: DecodeError, event_id: str | None = None
     ) -> None:
-        self.rejected.add(raw_id, item, error.stage, error.reason, error.detail[:1000], topic, event_id)
+        # The topic, detail and event id may quote the bad input: escaped, so the rejection is storable.
+        self.rejected.add(
+            raw_id,
+            item,
+            error.stage,
+            error.reason,
+            printable(error.detail),
+            printable(topic),
+            None if event_id is None else printable(event_id),
+        )
 
     def ts_or_arrival(self, ts: datetime | None, arrival: datetime) -> datetime:
         if ts is not None and is_sane(
@@ -81,7 +98,8 @@ class _Decoder:
     def message(self, raw_id: int, topic_text: str, payload: bytes, rx_us: int) -> None:
         arrival = _from_us(rx_us)
         try:
-            topic = parse_topic(topic_text)
+            topic = parse_topic(topic_text, self.limits)
+            check_payload_size(payload, self.limits)
             try:
                 text = payload.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -113,17 +131,22 @@ class _Decoder:
 
     def readings(self, topic: Topic, text: str) -> list[F2Reading]:
         if topic.kind == "plain":
-            value, ts = decode_plain(text, self.options.default_tz)
+            value, ts = decode_plain(text, self.options.default_tz, self.limits)
             return [F2Reading(topic.metric, value.unit, value, ts)]
         if topic.kind == "f2_sensor":
             return decode_f2_sensor(topic, text, self.catalog, self.options.default_tz)
-        return decode_f2_doors(topic, text, self.catalog)
+        return decode_f2_doors(topic, text, self.catalog, self.limits)
 
     def event_message(self, raw_id: int, topic: Topic, topic_text: str, text: str, arrival: datetime) -> None:
+        """Each element ends as exactly one event row or one rejection, whatever its siblings hold."""
         for item, element in enumerate(split_events(text)):
             try:
-                event = decode_event(element, topic.device_key, self.options.default_tz)
+                event = decode_event(element, topic.device_key, self.options.default_tz, self.limits)
             except DecodeError as error:
+                self.reject(raw_id, item, topic_text, error, _event_id_of(element))
+                continue
+            except Exception as exc:  # a decoder bug rejects this element only, never its siblings
+                error = DecodeError("decoder_error", f"{type(exc).__name__}: {exc}")
                 self.reject(raw_id, item, topic_text, error, _event_id_of(element))
                 continue
             self.events.add(
@@ -136,9 +159,10 @@ class _Decoder:
                 event.value_num,
                 event.value_text,
                 event.unit,
-                event.ts_device,
+                # an insane device clock falls back to arrival time, as for measurements
+                None if event.ts_device is None else self.ts_or_arrival(event.ts_device, arrival),
                 arrival,
-                json.dumps(event.meta, sort_keys=True, separators=(",", ":")),
+                event.meta_json,
             )
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
 from iot_core.formats.errors import DecodeError
 from iot_core.formats.f2 import DatapointSpec, FrameError, decode_datapoints
+from iot_core.formats.guards import DEFAULT_LIMITS, Limits, check_field, load_json
 from iot_core.formats.timestamps import parse_device_ts
 from iot_core.formats.topics import Topic
 from iot_core.formats.values import Value, json_boolean
@@ -56,17 +56,10 @@ class F2Reading:
     ts: datetime | None
 
 
-def _load_json(text: str) -> object:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DecodeError("bad_json", f"F2 payload is not JSON: {exc.msg} at {exc.pos}") from exc
-
-
 def decode_f2_sensor(topic: Topic, text: str, catalog: F2Catalog, default_tz: tzinfo) -> list[F2Reading]:
     entry = catalog.lookup(topic)
     prefix = f"{topic.port}.{topic.component}"
-    doc = _load_json(text)
+    doc = load_json(text, "F2 payload")
     if not entry.datapoints:  # a status output: the payload is a JSON boolean
         return [F2Reading(prefix, "", json_boolean(doc, prefix), None)]
     if not isinstance(doc, dict):
@@ -82,13 +75,20 @@ def decode_f2_sensor(topic: Topic, text: str, catalog: F2Catalog, default_tz: tz
     return [F2Reading(f"{prefix}.{spec.name}", spec.unit, Value(value, None), ts) for spec, value in values]
 
 
-def decode_f2_doors(topic: Topic, text: str, catalog: F2Catalog) -> list[F2Reading]:
+def decode_f2_doors(
+    topic: Topic, text: str, catalog: F2Catalog, limits: Limits = DEFAULT_LIMITS
+) -> list[F2Reading]:
     if not catalog.knows(topic.mac):
         raise DecodeError("unknown_controller", f"no F2 controller with MAC {topic.mac} in the metadata")
-    doc = _load_json(text)
+    doc = load_json(text, "F2 payload")
     if not isinstance(doc, dict) or not doc:
         raise DecodeError("bad_f2_payload", "door-sensors payload must be a JSON object of door -> boolean")
     return [
-        F2Reading(f"door-sensors.{door}", "", json_boolean(state, f"door {door}"), None)
+        F2Reading(
+            check_field(f"door-sensors.{door}", "door name", limits),
+            "",
+            json_boolean(state, f"door {door!r}"),
+            None,
+        )
         for door, state in sorted(doc.items())
     ]

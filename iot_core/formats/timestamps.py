@@ -16,11 +16,13 @@ def parse_device_ts(value: object, default_tz: tzinfo) -> datetime:
         text = text[:-1] + "+00:00"
     try:
         parsed = datetime.fromisoformat(text)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=default_tz)
+        return parsed.astimezone(UTC)
     except ValueError as exc:
         raise DecodeError("bad_ts", f"timestamp {value!r} is not ISO-8601"[:200]) from exc
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=default_tz)
-    return parsed.astimezone(UTC)
+    except OverflowError as exc:  # year 1 or 9999 shifted past the calendar by its zone
+        raise DecodeError("bad_ts", f"timestamp {value!r} is outside the calendar in UTC"[:200]) from exc
 
 
 def is_sane(ts: datetime, arrival: datetime, *, max_future_s: int, min_year: int) -> bool:

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from iot_core.formats.errors import DecodeError
+from iot_core.formats.guards import DEFAULT_LIMITS, Limits, check_chars, check_field
 
 _F2_DEVICE = re.compile(r"^f2-([0-9a-fA-F]{12})$")
 
@@ -35,25 +36,31 @@ def topic_device(topic: str) -> str:
     return parts[index]
 
 
-def parse_topic(topic: str) -> Topic:
+def parse_topic(topic: str, limits: Limits = DEFAULT_LIMITS) -> Topic:
+    """Which format the topic names; the device key and metric it yields are storable text."""
     if not topic:
         raise DecodeError(
             "malformed_entry",
             "the stream entry had no topic or payload; its fields are in the payload",
             stage="topic",
         )
+    check_chars(topic, "topic", stage="topic")
     parts = topic.split("/")
     head = parts[0] if parts else ""
     if head == "devices":
         if len(parts) != 3 or not parts[1] or not parts[2]:
             raise DecodeError(
                 "unknown_topic",
-                f"plain topics are devices/<device_id>/<metric>, got {topic!r}",
+                f"plain topics are devices/<device_id>/<metric>, got {topic[:200]!r}",
                 stage="topic",
             )
-        return Topic("plain", parts[1], metric=parts[2])
+        return Topic(
+            "plain",
+            check_field(parts[1], "device id", limits, stage="topic"),
+            metric=check_field(parts[2], "metric", limits, stage="topic"),
+        )
     if head == "qs" and len(parts) == 4 and parts[1] == "v1" and parts[3] == "events" and parts[2]:
-        return Topic("event", parts[2])
+        return Topic("event", check_field(parts[2], "device id", limits, stage="topic"))
     if head in ("stat", "tele") and len(parts) >= 3:
         match = _F2_DEVICE.match(parts[1])
         if match:
@@ -65,4 +72,6 @@ def parse_topic(topic: str) -> Topic:
                 )
             if len(parts) == 3 and parts[2] == "door-sensors":
                 return Topic("f2_doors", device_key, mac=mac)
-    raise DecodeError("unknown_topic", f"topic {topic!r} matches none of the known formats", stage="topic")
+    raise DecodeError(
+        "unknown_topic", f"topic {topic[:200]!r} matches none of the known formats", stage="topic"
+    )
