@@ -1,4 +1,4 @@
-"""Hourly arrival-time partitions (design section 2): micro-batch runs fill the open hour."""
+"""Hourly arrival-time partitions: micro-batch runs fill the open hour."""
 
 from __future__ import annotations
 

@@ -46,6 +46,9 @@ class BatchPolicyResource(ConfigurableResource):
         description="A device timestamp further ahead of arrival is not sane."
     )
     device_ts_min_year: int = Field(description="A device timestamp before this year is not sane.")
+    max_payload_bytes: int = Field(description="A larger payload is rejected unread.")
+    max_field_chars: int = Field(description="A longer text field or value is rejected.")
+    max_meta_bytes: int = Field(description="A larger event `meta` (as JSON) is rejected.")
 
     @property
     def window_ms(self) -> int:
@@ -53,7 +56,12 @@ class BatchPolicyResource(ConfigurableResource):
 
     def decode_options(self) -> DecodeOptions:
         return DecodeOptions(
-            ZoneInfo(self.device_timezone), self.device_ts_max_future_s, self.device_ts_min_year
+            default_tz=ZoneInfo(self.device_timezone),
+            max_future_s=self.device_ts_max_future_s,
+            min_year=self.device_ts_min_year,
+            max_payload_bytes=self.max_payload_bytes,
+            max_field_chars=self.max_field_chars,
+            max_meta_bytes=self.max_meta_bytes,
         )
 
     def wait_closed(self, redis: RedisStreamsResource, client: redis_lib.Redis, end_ms: int) -> int:
@@ -190,6 +198,9 @@ def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResourc
             device_timezone=settings.device_timezone,
             device_ts_max_future_s=settings.device_ts_max_future_s,
             device_ts_min_year=settings.device_ts_min_year,
+            max_payload_bytes=settings.max_payload_bytes,
+            max_field_chars=settings.max_field_chars,
+            max_meta_bytes=settings.max_meta_bytes,
         ),
         "redis": RedisStreamsResource(
             url=EnvVar(secrets["redis_url"]),

@@ -1,6 +1,6 @@
 """The MQTT side of the listener: a persistent MQTT v5 session whose messages become stream entries.
 
-Why it is built this way (design, sections 2 and 5 -- at-least-once from broker to database):
+Why it is built this way (at-least-once from broker to database):
 
 - A persistent session (`clean_start=False`, `SessionExpiryInterval`) makes the broker queue messages
   while the listener is down; `ReceiveMaximum` bounds how many unacknowledged QoS 1/2 messages are in

@@ -1,6 +1,6 @@
 """Buffered, pipelined XADD of MQTT messages into Redis streams, independent of MQTT.
 
-Why it is separate from the MQTT side: the listener's guarantee (design, section 5) is "acknowledge a
+Why it is separate from the MQTT side: the listener's guarantee is "acknowledge a
 message only after its stream entry is written". This module decides *when* an entry counts as
 written and reports exactly those entries through `on_written`; the listener acknowledges them. Kept
 apart, the buffering, batching and retry rules can be tested against a real Redis without a broker.

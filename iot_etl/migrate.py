@@ -16,6 +16,16 @@ SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 _LOCK_KEY = 0x10E7_E71  # advisory lock: two migrators never interleave
 
 
+#: Whole-file checksums recorded by releases that hashed comments too, or whose 004 created the extension
+#: without checking that it is preloaded; databases migrated by them stay valid.
+RELEASED_CHECKSUMS: dict[str, tuple[str, ...]] = {
+    "001": ("4120b405d36d2f5b77e9799ecbf83d6507e8d90c0458e6c76ce65e78e6b8f471",),
+    "002": ("423a3bad50d654052eb28aa09f4017a4658e46cbedb4ccface90cf2020649715",),
+    "003": ("540f0c5eeb112227bbcee5cee9e9d8b1942c968c5636437005570e32031deac4",),
+    "004": ("971c53fd061f7a5aed5d8e5161c85d12e1746a3165ef714a0c775108b2ce6d85",),
+}
+
+
 class MigrationError(RuntimeError):
     pass
 
@@ -31,7 +41,17 @@ class Migration:
 
     @property
     def checksum(self) -> str:
-        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+        """Of the statements only: editing a comment does not change a migration."""
+        statements = "\n".join(
+            line.rstrip()
+            for line in self.text.splitlines()
+            if line.strip() and not line.lstrip().startswith("--")
+        )
+        return hashlib.sha256(statements.encode()).hexdigest()
+
+    def accepts(self, recorded: str) -> bool:
+        """Whether a recorded checksum is this migration's, now or as released before."""
+        return recorded == self.checksum or recorded in RELEASED_CHECKSUMS.get(self.version, ())
 
 
 def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
@@ -82,7 +102,7 @@ def apply_migrations(database_url: str, sql_dir: Path = SQL_DIR) -> list[str]:
             done = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
             for migration in migrations:
                 if migration.version in done:
-                    if done[migration.version] != migration.checksum:
+                    if not migration.accepts(done[migration.version]):
                         raise MigrationError(
                             f"{migration.path.name} changed after it was applied; add a new migration instead"
                         )

@@ -114,7 +114,7 @@ class _Kind:
 
 
 class PlainDevices(_Kind):
-    """`devices/{device_id}/{metric}` with the value as text or a small JSON object (reference 000)."""
+    """`devices/{device_id}/{metric}` with the value as text or a small JSON object."""
 
     kind = "plain"
     metrics: tuple[str, ...] = (*PLAIN_METRICS, STATE_METRIC, SWITCH_METRIC)
@@ -223,7 +223,7 @@ class EventDevices(_Kind):
         return f"qs/v1/{device_id}/events"
 
     def event_id(self, device_id: str, now: datetime) -> str:
-        """`<device>-<epoch ms>` as in reference 004; bumped per device so that it stays unique."""
+        """`<device>-<epoch ms>` as devices name their events; bumped per device so that it stays unique."""
         ms = self.stamps.next(("event", device_id), _truncate_ms(now), _MS)
         return f"{device_id}-{(ms - _EPOCH) // _MS}"
 
@@ -351,7 +351,7 @@ class EventDevices(_Kind):
 
 
 class F2Fleet(_Kind):
-    """F2 Smart Controllers (references 001/002): Modbus replies in hex, door and strike status booleans."""
+    """F2 Smart Controllers: Modbus replies in hex, door and strike status booleans."""
 
     kind = "f2"
 

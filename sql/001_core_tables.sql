@@ -1,6 +1,5 @@
--- Core tables (design section 4). Plain PostgreSQL DDL; 002 turns them into hypertables where
+-- Core tables. Plain PostgreSQL DDL; 004 turns measurements and raw_messages into hypertables where
 -- TimescaleDB is available, so both paths have the same tables and the same SQL API.
-
 CREATE TABLE batches (
     batch_id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     run_id          text        NOT NULL,

@@ -1,4 +1,4 @@
--- F2 Smart Controller metadata (references 001/002): which sensor sits on which controller, connector
+-- F2 Smart Controller metadata: which sensor sits on which controller, connector
 -- and component, and which datapoints its Modbus reply carries.
 
 CREATE TABLE controllers (

@@ -59,7 +59,7 @@ def test_an_edited_migration_is_refused(scratch_db: str, tmp_path: Path) -> None
     ensure_database(scratch_db)
     apply_migrations(scratch_db, sql_dir)
     first = sorted(sql_dir.glob("*.sql"))[0]
-    first.write_text(first.read_text() + "\n-- edited\n")
+    first.write_text(first.read_text() + "\nCREATE TABLE edited_later (x int);\n")
     with pytest.raises(MigrationError, match="changed after it was applied"):
         apply_migrations(scratch_db, sql_dir)
 
@@ -124,3 +124,25 @@ def test_f2_seed_equals_the_simulator_fleet(migrated_db: str) -> None:
     assert sensors == {
         (c.mac, s.port, s.mode, s.component, s.model) for c in F2_CONTROLLERS for s in F2_SENSORS
     }
+
+
+def test_a_database_migrated_by_the_previous_release_is_still_valid(scratch_db: str, tmp_path: Path) -> None:
+    """Databases recorded whole-file checksums, comments included; editing a comment must not break them."""
+    import hashlib
+
+    from iot_etl.migrate import RELEASED_CHECKSUMS
+
+    ensure_database(scratch_db)
+    apply_migrations(scratch_db)
+    with psycopg.connect(scratch_db) as conn:
+        for version, released in RELEASED_CHECKSUMS.items():
+            conn.execute(
+                "UPDATE schema_migrations SET checksum = %s WHERE version = %s", (released[0], version)
+            )
+    assert apply_migrations(scratch_db) == []
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, sql_dir)
+    first = sorted(sql_dir.glob("001_*.sql"))[0]
+    first.write_text("-- a comment added later\n" + first.read_text())
+    assert apply_migrations(scratch_db, sql_dir) == []
+    assert hashlib.sha256(first.read_bytes()).hexdigest() not in RELEASED_CHECKSUMS["001"]

@@ -1,4 +1,4 @@
-"""Events (reference 004): `qs/v1/{device_id}/events`, a JSON object or an array of them."""
+"""Events: `qs/v1/{device_id}/events`, a JSON object or an array of them."""
 
 from __future__ import annotations
 

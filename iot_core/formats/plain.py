@@ -1,4 +1,4 @@
-"""Plain metrics (reference 000): `devices/{device_id}/{metric}` with the value as text or a JSON object."""
+"""Plain metrics: `devices/{device_id}/{metric}` with the value as text or a JSON object."""
 
 from __future__ import annotations
 

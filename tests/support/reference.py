@@ -1,6 +1,6 @@
 """Examples quoted from the reference documents (../shared/reference)."""
 
-# The example event exactly as reference 004's README gives it.
+# The example event exactly as the event format's documentation gives it.
 REFERENCE_004_EVENT = """{
   "schema": 1,
   "event_id": "esp32-01-1707523200000",
