@@ -41,6 +41,11 @@ class BatchPolicyResource(ConfigurableResource):
     )
     skip_empty_windows: bool = Field(description="No run for a closed window without entries.")
     max_runs_per_tick: int = Field(description="Upper bound of run requests per sensor tick.")
+    heal_after_ms: int = Field(
+        description="A closed range with entries that has no archived and decoded batch this long after it "
+        "closed is run again (and again after as long, while it fails)."
+    )
+    heal_lookback_hours: int = Field(description="How far back the sensor looks for ranges to run again.")
     device_timezone: str = Field(description="Zone of naive device timestamps.")
     device_ts_max_future_s: int = Field(
         description="A device timestamp further ahead of arrival is not sane."
@@ -117,9 +122,6 @@ class RedisStreamsResource(ConfigurableResource):
             last = EntryId.parse(entries[-1][0])
             low = f"({last}"
 
-    def count_range(self, client: redis_lib.Redis, stream: str, start_ms: int, end_ms: int) -> int:
-        return sum(len(page) for page in self.read_range(client, stream, start_ms, end_ms, page=10_000))
-
     def has_entries(self, client: redis_lib.Redis, start_ms: int, end_ms: int) -> bool:
         low, high = id_range(start_ms, end_ms)
         return any(client.xrange(stream, low, high, count=1) for stream in self.streams())
@@ -195,6 +197,8 @@ def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResourc
             sensor_lead_ms=settings.sensor_lead_ms,
             skip_empty_windows=settings.sensor_skip_empty_windows,
             max_runs_per_tick=settings.sensor_max_runs_per_tick,
+            heal_after_ms=settings.sensor_heal_after_s * 1000,
+            heal_lookback_hours=settings.sensor_heal_lookback_hours,
             device_timezone=settings.device_timezone,
             device_ts_max_future_s=settings.device_ts_max_future_s,
             device_ts_min_year=settings.device_ts_min_year,

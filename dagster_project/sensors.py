@@ -14,23 +14,30 @@ from dagster import (
 
 from dagster_project.jobs import micro_batch_job
 from dagster_project.resources import BatchPolicyResource, DatabaseResource, RedisStreamsResource
-from dagster_project.storage import last_processed_end
-from dagster_project.windows import Window, choose_windows, closed_windows, floor_to
-from iot_core.streams import id_range
+from dagster_project.storage import landed_ranges, last_processed_end
+from dagster_project.windows import (
+    HOUR_MS,
+    Window,
+    choose_windows,
+    closed_windows,
+    floor_to,
+    windows_to_heal,
+)
+from iot_core.streams import id_range, utc_from_ms
 
 
-def run_request(window: Window) -> RunRequest:
+def run_request(window: Window, kind: str | None = None, attempt_ms: int = 0) -> RunRequest:
     start_id, end_id = id_range(window.start_ms, window.end_ms)
     window_config = {"config": {"start_ms": window.start_ms, "end_ms": window.end_ms}}
     return RunRequest(
-        run_key=window.run_key,
+        run_key=f"heal-{window.run_key}-{attempt_ms}" if attempt_ms else window.run_key,
         partition_key=window.partition_key,
         run_config={"ops": {"raw_messages": window_config, "telemetry": window_config}},
         tags={
             "iot/window": window.short_label,
             "iot/start_id": start_id,
             "iot/end_id": end_id,
-            "iot/kind": "hour" if window.whole_hour else "micro",
+            "iot/kind": kind or ("hour" if window.whole_hour else "micro"),
             "iot/closes_hour": str(window.closes_hour).lower(),
         },
     )
@@ -46,6 +53,35 @@ def initial_cursor(
     if end_ms is None:
         end_ms = redis.first_entry_ms(redis.client())
     return floor_to(min(end_ms if end_ms is not None else now_ms, now_ms), window_ms)
+
+
+def heal_requests(
+    redis: RedisStreamsResource,
+    database: DatabaseResource,
+    policy: BatchPolicyResource,
+    cursor_ms: int,
+    now_ms: int,
+    tried: dict[str, int],
+) -> tuple[list[RunRequest], dict[str, int]]:
+    """Runs for closed ranges behind the cursor that hold entries but were never archived and decoded
+    (their runs failed for good, or died): the pipeline heals itself after an outage."""
+    lookback_ms = floor_to(now_ms - policy.heal_lookback_hours * HOUR_MS, policy.window_ms)
+    heal_until_ms = min(cursor_ms, now_ms - policy.heal_after_ms)
+    tried = {key: at for key, at in tried.items() if at > lookback_ms}
+    if heal_until_ms <= lookback_ms:
+        return [], tried
+    with database.connect() as conn:
+        processed = landed_ranges(conn, utc_from_ms(lookback_ms), utc_from_ms(heal_until_ms), decoded=True)
+    client = redis.client()
+    windows = [
+        window
+        for window in windows_to_heal(
+            processed, lookback_ms, heal_until_ms, tried, now_ms, policy.heal_after_ms
+        )
+        if redis.has_entries(client, window.start_ms, window.end_ms)
+    ][: policy.max_runs_per_tick]
+    tried.update({window.run_key: now_ms for window in windows})
+    return [run_request(window, "heal", now_ms) for window in windows], tried
 
 
 def build_micro_window_sensor(interval_s: int) -> SensorDefinition:
@@ -65,9 +101,11 @@ def build_micro_window_sensor(interval_s: int) -> SensorDefinition:
     ) -> SensorResult:
         client = redis.client()
         now_ms = redis.now_ms(client)
-        cursor = json.loads(context.cursor)["next_ms"] if context.cursor else None
+        state = json.loads(context.cursor) if context.cursor else {}
+        cursor = state.get("next_ms")
         if cursor is None:
             cursor = initial_cursor(redis, database, now_ms, policy.window_ms)
+        heals, tried = heal_requests(redis, database, policy, cursor, now_ms, state.get("heal", {}))
         # windows that will have closed by the time their run has started: the run waits for the close
         windows = closed_windows(
             cursor,
@@ -76,10 +114,13 @@ def build_micro_window_sensor(interval_s: int) -> SensorDefinition:
             policy.window_grace_ms,
             policy.max_runs_per_tick,
         )
-        if not windows:
+        if not windows and not heals:
             return SensorResult(
-                skip_reason=SkipReason("no window has closed yet"), cursor=json.dumps({"next_ms": cursor})
+                skip_reason=SkipReason("no window has closed yet"),
+                cursor=json.dumps({"next_ms": cursor, "heal": tried}),
             )
+        if not windows:
+            return SensorResult(run_requests=heals, cursor=json.dumps({"next_ms": cursor, "heal": tried}))
         chosen, next_ms = choose_windows(
             windows,
             cursor,
@@ -89,7 +130,8 @@ def build_micro_window_sensor(interval_s: int) -> SensorDefinition:
             lambda w: redis.has_entries(client, w.start_ms, w.end_ms),
         )
         return SensorResult(
-            run_requests=[run_request(window) for window in chosen], cursor=json.dumps({"next_ms": next_ms})
+            run_requests=[*heals, *(run_request(window) for window in chosen)],
+            cursor=json.dumps({"next_ms": next_ms, "heal": tried}),
         )
 
     return micro_window_sensor

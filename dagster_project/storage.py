@@ -80,13 +80,17 @@ def mark_landed(conn: psycopg.Connection, batch_id: int, read: int) -> None:
     )
 
 
-def landed_ranges(conn: psycopg.Connection, start: datetime, end: datetime) -> list[tuple[int, int]]:
-    """[start_ms, end_ms) of the archived ranges that overlap [start, end), in order."""
+def landed_ranges(
+    conn: psycopg.Connection, start: datetime, end: datetime, *, decoded: bool = False
+) -> list[tuple[int, int]]:
+    """[start_ms, end_ms) of the archived (with `decoded`: archived and decoded) ranges that overlap
+    [start, end), in order."""
     rows = conn.execute(
-        """SELECT (extract(epoch FROM range_start) * 1000)::bigint,
-                  (extract(epoch FROM range_end) * 1000)::bigint
-           FROM batches WHERE landed_at IS NOT NULL AND range_end > %s AND range_start < %s
-           ORDER BY range_start""",
+        f"""SELECT (extract(epoch FROM range_start) * 1000)::bigint,
+                   (extract(epoch FROM range_end) * 1000)::bigint
+            FROM batches WHERE landed_at IS NOT NULL {"AND finished_at IS NOT NULL" if decoded else ""}
+              AND range_end > %s AND range_start < %s
+            ORDER BY range_start""",
         (start, end),
     ).fetchall()
     return [(int(a), int(b)) for a, b in rows]
@@ -114,13 +118,6 @@ def last_processed_end(conn: psycopg.Connection) -> int | None:
            WHERE landed_at IS NOT NULL AND finished_at IS NOT NULL"""
     ).fetchone()
     return int(row[0]) if row and row[0] is not None else None
-
-
-def count_raw(conn: psycopg.Connection, start: datetime, end: datetime) -> int:
-    row = conn.execute(
-        "SELECT count(*) FROM raw_messages WHERE arrived_at >= %s AND arrived_at < %s", (start, end)
-    ).fetchone()
-    return int(row[0]) if row else 0
 
 
 def load_raw(conn: psycopg.Connection, start: datetime, end: datetime) -> pl.DataFrame:

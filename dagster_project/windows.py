@@ -133,3 +133,30 @@ def uncovered(ranges: list[tuple[int, int]], start_ms: int, end_ms: int) -> list
 def hours_window(start_key: str, end_key: str) -> Window:
     """From the start of partition `start_key` to the end of partition `end_key`."""
     return Window(partition_window(start_key).start_ms, partition_window(end_key).end_ms)
+
+
+def split_at_hours(window: Window) -> list[Window]:
+    """`window` cut at hour boundaries: each part lies in one hour partition."""
+    parts: list[Window] = []
+    start = window.start_ms
+    while start < window.end_ms:
+        end = min(floor_to(start, HOUR_MS) + HOUR_MS, window.end_ms)
+        parts.append(Window(start, end))
+        start = end
+    return parts
+
+
+def windows_to_heal(
+    processed: list[tuple[int, int]],
+    lookback_start_ms: int,
+    heal_until_ms: int,
+    last_tried: dict[str, int],
+    now_ms: int,
+    retry_after_ms: int,
+) -> list[Window]:
+    """Closed ranges in [lookback_start_ms, heal_until_ms) that no processed batch covers, cut at hours,
+    leaving out those tried again less than `retry_after_ms` ago (`last_tried`: run key -> when)."""
+    gaps = [
+        part for gap in uncovered(processed, lookback_start_ms, heal_until_ms) for part in split_at_hours(gap)
+    ]
+    return [w for w in gaps if now_ms - last_tried.get(w.run_key, -retry_after_ms) >= retry_after_ms]

@@ -6,6 +6,5 @@ nothing is lost when Redis, the broker or the listener itself goes away.
 """
 
 from ingest_listener.listener import Listener
-from ingest_listener.stream_writer import BufferedStreamWriter, Entry, StreamWriter, entry_for_message
 
-__all__ = ["BufferedStreamWriter", "Entry", "Listener", "StreamWriter", "entry_for_message"]
+__all__ = ["Listener"]

@@ -147,7 +147,6 @@ class BufferedStreamWriter:
         self._thread: threading.Thread | None = None
 
         self._outage_since: float | None = None  # set while writes fail
-        self._written_total = 0
 
     # --- producer side ----------------------------------------------------------------------------
     def add(self, entry: Entry) -> None:
@@ -172,10 +171,6 @@ class BufferedStreamWriter:
     def redis_ok(self) -> bool:
         """False while writes are failing (an outage is in progress)."""
         return self._outage_since is None
-
-    @property
-    def written_total(self) -> int:
-        return self._written_total
 
     def mark(self) -> int:
         """A position in arrival order: `drain(mark)` waits for everything added before it."""
@@ -312,7 +307,6 @@ class BufferedStreamWriter:
                 del self._outstanding[entry.seq]
             self._pending = [e for e, _ in refused]
             self._cond.notify_all()  # drain() waiters
-        self._written_total += len(written)
         m = self.metrics
         m.entries_written.inc(len(written))
         m.buffered.dec(len(written))

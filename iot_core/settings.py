@@ -81,6 +81,15 @@ class Settings(BaseSettings):
         "the run waits for the close before it reads.",
     )
     sensor_max_runs_per_tick: int = Field(60, ge=1, description="Upper bound of run requests per tick.")
+    sensor_heal_after_s: int = Field(
+        900,
+        ge=10,
+        description="A closed window with entries that is not archived and decoded this long after it closed "
+        "is run again by the sensor (after failed retries, a dead run or an outage).",
+    )
+    sensor_heal_lookback_hours: int = Field(
+        24, ge=1, le=24 * 30, description="How far back the sensor looks for windows to run again."
+    )
     sensor_skip_empty_windows: bool = Field(
         True, description="Skip runs for empty windows (the window that closes an hour always runs)."
     )

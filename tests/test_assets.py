@@ -159,3 +159,30 @@ def test_sharded_streams_are_all_read(clean_db: str, settings: Settings) -> None
         stored = {d for (d,) in conn.execute("SELECT device_key FROM devices WHERE device_key LIKE 'shard%'")}
     assert streams == set(stream_names(sharded.stream_prefix, 3))
     assert stored == set(devices) and counts(clean_db)["measurements"] == len(devices)
+
+
+def test_the_sensor_runs_again_a_closed_window_that_was_never_processed(
+    clean_db: str, settings: Settings
+) -> None:
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    seconds, _ = client.time()
+    lost_ms = (int(seconds) // 3600) * 3_600_000 - 3_000_000  # in the previous hour, its run "died"
+    client.xadd(
+        settings.stream_prefix,
+        {"topic": "devices/healme/temperature", "payload": "21", "qos": "1", "retain": "0", "rx_us": "0"},
+        id=f"{lost_ms}-0",
+    )
+    healing = settings.model_copy(update={"sensor_heal_after_s": 10})
+    with DagsterInstance.ephemeral() as instance:
+        driver = SensorDriver(healing, instance)
+        driver.cursor = json.dumps({"next_ms": int(seconds) * 1000 // settings.window_ms * settings.window_ms})
+        requests = driver.tick()
+        heals = [r for r in requests if r.tags["iot/kind"] == "heal"]
+        assert len(heals) == 1 and heals[0].partition_key == Window(lost_ms, lost_ms + 1).partition_key
+        assert driver.tick() == [] or all(r.tags["iot/kind"] != "heal" for r in driver.tick())
+        driver.execute(heals[0])
+    assert counts(clean_db)["measurements"] == 1
+    with DagsterInstance.ephemeral() as instance:
+        driver = SensorDriver(healing, instance)
+        driver.cursor = json.dumps({"next_ms": int(seconds) * 1000 // settings.window_ms * settings.window_ms})
+        assert all(r.tags["iot/kind"] != "heal" for r in driver.tick()), "a processed range is not run again"

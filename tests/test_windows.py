@@ -95,3 +95,14 @@ def test_the_hour_closing_window_always_runs_and_skipping_can_be_turned_off() ->
     )
     empty = Window(H, H + MIN)
     assert choose_windows([empty], H, H + 2 * MIN, 2000, False, lambda w: False) == ([empty], empty.end_ms)
+
+
+def test_windows_to_heal_are_the_uncovered_parts_cut_at_hours_and_not_retried_too_soon() -> None:
+    from dagster_project.windows import windows_to_heal
+
+    h = HOUR_MS
+    processed = [(10_000, h - 20_000), (h + 5_000, 2 * h)]
+    gaps = windows_to_heal(processed, 0, 2 * h, {}, now_ms=3 * h, retry_after_ms=60_000)
+    assert gaps == [Window(0, 10_000), Window(h - 20_000, h), Window(h, h + 5_000)]
+    tried = {Window(0, 10_000).run_key: 3 * h - 1_000}
+    assert windows_to_heal(processed, 0, 2 * h, tried, now_ms=3 * h, retry_after_ms=60_000) == gaps[1:]
