@@ -23,6 +23,11 @@ INSERT INTO metric_ranges (name, unit, min_value, max_value, note) VALUES
     ('heart_rate', 'bpm', 25, 250, 'human heart rate'),
     ('battery', '%', 0, 100, 'charge level'),
     ('relay', '', 0, 1, 'boolean stored as 1/0'),
+    ('temperature', '', -40, 85, 'sent without a unit'),
+    ('humidity', '', 0, 100, 'sent without a unit'),
+    ('pressure', '', 870, 1085, 'sent without a unit'),
+    ('heart_rate', '', 25, 250, 'sent without a unit'),
+    ('battery', '', 0, 100, 'sent without a unit'),
     -- F2 datapoints (port.component.datapoint)
     ('J1.sensor-1.temperature', '°C', -40, 85, 'th-sensor'),
     ('J1.sensor-1.humidity', '%RH', 0, 100, 'th-sensor'),
