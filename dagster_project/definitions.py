@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import Definitions, in_process_executor
 
-from dagster_project.assets import raw_messages, telemetry
+from dagster_project.assets import hourly_rollups, raw_messages, telemetry
 from dagster_project.checks import (
     archive_complete,
     duplicates,
@@ -23,7 +23,7 @@ def build_definitions(settings: Settings) -> Definitions:
     # In-process: a step per process costs ~14 s per run here. It must be set on Definitions so that UI
     # materializations and backfills (the implicit asset job) use it too.
     return Definitions(
-        assets=[raw_messages, telemetry],
+        assets=[raw_messages, telemetry, hourly_rollups],
         asset_checks=[
             archive_complete,
             reconciliation,

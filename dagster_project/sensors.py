@@ -25,7 +25,13 @@ def run_request(window: Window) -> RunRequest:
     return RunRequest(
         run_key=window.run_key,
         partition_key=window.partition_key,
-        run_config={"ops": {"raw_messages": window_config, "telemetry": window_config}},
+        run_config={
+            "ops": {
+                "raw_messages": window_config,
+                "telemetry": window_config,
+                "hourly_rollups": window_config,
+            }
+        },
         tags={
             "iot/window": window.short_label,
             "iot/start_id": start_id,
