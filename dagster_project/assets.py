@@ -23,7 +23,7 @@ from dagster_project.resources import (
     MqttPublisherResource,
     RedisStreamsResource,
 )
-from dagster_project.storage import BatchInfo
+from dagster_project.storage import BatchInfo, refresh_rollups
 from dagster_project.windows import Window, hours_window
 from iot_core.formats.batch import DECODER_VERSION
 from iot_core.streams import id_range, utc_from_ms
@@ -161,3 +161,26 @@ def telemetry(
             "decoder_version": DECODER_VERSION,
         },
     )
+
+
+@asset(
+    partitions_def=hourly_arrival_partitions,
+    backfill_policy=BackfillPolicy.multi_run(BACKFILL_HOURS_PER_RUN),
+    deps=[telemetry],
+    group_name="ingest",
+    kinds={"postgres"},
+    description="`hourly_rollups`: count, min, max, avg and last numeric value per device, metric and hour "
+    "of reading time. Each run recomputes the hours that the readings arriving in its range fall in, so "
+    "late readings reopen and correct their hour.",
+)
+def hourly_rollups(
+    context: AssetExecutionContext,
+    config: WindowConfig,
+    redis: RedisStreamsResource,
+    database: DatabaseResource,
+    policy: BatchPolicyResource,
+) -> MaterializeResult:
+    window = run_window(context, config, policy, redis)
+    with database.connect() as conn:
+        written = refresh_rollups(conn, utc_from_ms(window.start_ms), utc_from_ms(window.end_ms))
+    return MaterializeResult(metadata={"range": window.label, "rollup_rows_written": written})

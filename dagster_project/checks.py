@@ -13,8 +13,20 @@ from dagster import (
 )
 
 from dagster_project.partitions import hourly_arrival_partitions
-from dagster_project.resources import BatchPolicyResource, DatabaseResource, RedisStreamsResource
-from dagster_project.storage import landed_ranges, reconcile
+from dagster_project.resources import (
+    BatchPolicyResource,
+    DatabaseResource,
+    QualityPolicyResource,
+    RedisStreamsResource,
+)
+from dagster_project.storage import (
+    device_freshness,
+    duplicate_count,
+    implausible_readings,
+    landed_ranges,
+    reconcile,
+    schema_pass_rate,
+)
 from dagster_project.windows import Window, hours_window, uncovered
 from iot_core.streams import EntryId, utc_from_ms
 
@@ -104,6 +116,195 @@ def reconciliation(
             "unaccounted": rec.unaccounted,
             "unaccounted_raw_ids": MetadataValue.text(
                 ", ".join(str(raw_id) for raw_id in rec.unaccounted_sample) or "none"
+            ),
+        },
+    )
+
+
+def _severity(share: float, warn: float, error: float) -> AssetCheckSeverity | None:
+    """None when `share` is within the warn threshold, else the severity its size earns."""
+    if share > error:
+        return AssetCheckSeverity.ERROR
+    if share > warn:
+        return AssetCheckSeverity.WARN
+    return None
+
+
+@asset_check(
+    asset="telemetry",
+    name="schema_pass_rate",
+    partitions_def=hourly_arrival_partitions,
+    description="Share of the hour's raw messages rejected at topic, decode or validate (duplicates not "
+    "counted), per format, stage and reason with an example of each. WARN above "
+    "IOT_QUALITY_REJECT_WARN_SHARE, ERROR above IOT_QUALITY_REJECT_ERROR_SHARE.",
+)
+def schema_pass_rate_check(
+    context: AssetCheckExecutionContext,
+    redis: RedisStreamsResource,
+    database: DatabaseResource,
+    policy: BatchPolicyResource,
+    quality: QualityPolicyResource,
+) -> AssetCheckResult:
+    window = checked_window(context, policy, redis)
+    with database.connect() as conn:
+        rate = schema_pass_rate(conn, utc_from_ms(window.start_ms), utc_from_ms(window.end_ms))
+    severity = _severity(rate.reject_share, quality.reject_warn_share, quality.reject_error_share)
+    by_format: dict[str, int] = {}
+    for group in rate.groups:
+        by_format[group.format] = by_format.get(group.format, 0) + group.messages
+    return AssetCheckResult(
+        passed=severity is None,
+        severity=severity or AssetCheckSeverity.WARN,
+        description=None
+        if severity is None
+        else f"{rate.rejected} of {rate.raw} messages ({rate.reject_share:.1%}) rejected; most: "
+        f"{rate.groups[0].format} {rate.groups[0].reason} ({rate.groups[0].messages})",
+        metadata={
+            "checked": window.label,
+            "raw": rate.raw,
+            "rejected": rate.rejected,
+            "reject_share": round(rate.reject_share, 4),
+            "pass_rate": round(1 - rate.reject_share, 4),
+            **{f"rejected_{fmt}": n for fmt, n in sorted(by_format.items())},
+            "rejects": MetadataValue.md(
+                "| format | stage | reason | messages | example |\n|---|---|---|---|---|\n"
+                + "\n".join(
+                    f"| {g.format} | {g.stage} | {g.reason} | {g.messages} | "
+                    f"{g.example.replace('|', '/').replace(chr(10), ' ')} |"
+                    for g in rate.groups[: SAMPLE * 3]
+                )
+                if rate.groups
+                else "none"
+            ),
+        },
+    )
+
+
+@asset_check(
+    asset="telemetry",
+    partitions_def=hourly_arrival_partitions,
+    description="Numeric readings of the hour outside their metric's plausible range (table "
+    "`metric_ranges`, editable), per metric. The readings are kept and flagged in the view "
+    "`implausible_measurements`. WARN on any, ERROR above IOT_QUALITY_IMPLAUSIBLE_ERROR_SHARE of the "
+    "readings that have a range.",
+)
+def plausibility(
+    context: AssetCheckExecutionContext,
+    redis: RedisStreamsResource,
+    database: DatabaseResource,
+    policy: BatchPolicyResource,
+    quality: QualityPolicyResource,
+) -> AssetCheckResult:
+    window = checked_window(context, policy, redis)
+    with database.connect() as conn:
+        metrics = implausible_readings(conn, utc_from_ms(window.start_ms), utc_from_ms(window.end_ms))
+    readings = sum(m.readings for m in metrics)
+    implausible = sum(m.implausible for m in metrics)
+    share = implausible / readings if readings else 0.0
+    severity = _severity(share, 0.0, quality.implausible_error_share) if implausible else None
+    flagged = [m for m in metrics if m.implausible]
+    return AssetCheckResult(
+        passed=severity is None,
+        severity=severity or AssetCheckSeverity.WARN,
+        description=None
+        if severity is None
+        else f"{implausible} of {readings} readings ({share:.1%}) out of range in {len(flagged)} "
+        f"metric(s), most in {flagged[0].metric}; kept, see view implausible_measurements",
+        metadata={
+            "checked": window.label,
+            "readings_with_range": readings,
+            "implausible": implausible,
+            "implausible_share": round(share, 4),
+            "metrics_checked": len(metrics),
+            "implausible_by_metric": MetadataValue.md(
+                "| metric | range | implausible | readings | example |\n|---|---|---|---|---|\n"
+                + "\n".join(
+                    f"| {m.metric} | {m.min_value} .. {m.max_value} | {m.implausible} | {m.readings} | "
+                    f"{m.example} |"
+                    for m in flagged[: SAMPLE * 3]
+                )
+                if flagged
+                else "none"
+            ),
+        },
+    )
+
+
+@asset_check(
+    asset="telemetry",
+    partitions_def=hourly_arrival_partitions,
+    description="Redeliveries recognised in the hour (stage 'duplicate' in `rejected`: the same event_id, "
+    "or device + metric + device timestamp, again). At-least-once delivery makes a few normal; WARN above "
+    "IOT_QUALITY_DUPLICATE_WARN_SHARE of the hour's messages, ERROR above IOT_QUALITY_DUPLICATE_ERROR_SHARE.",
+)
+def duplicates(
+    context: AssetCheckExecutionContext,
+    redis: RedisStreamsResource,
+    database: DatabaseResource,
+    policy: BatchPolicyResource,
+    quality: QualityPolicyResource,
+) -> AssetCheckResult:
+    window = checked_window(context, policy, redis)
+    with database.connect() as conn:
+        dup = duplicate_count(conn, utc_from_ms(window.start_ms), utc_from_ms(window.end_ms))
+    severity = _severity(dup.share, quality.duplicate_warn_share, quality.duplicate_error_share)
+    return AssetCheckResult(
+        passed=severity is None,
+        severity=severity or AssetCheckSeverity.WARN,
+        description=None
+        if severity is None
+        else f"{dup.duplicates} of {dup.raw} messages ({dup.share:.1%}) were redeliveries: "
+        "look for reconnecting clients or a listener that restarts",
+        metadata={
+            "checked": window.label,
+            "raw": dup.raw,
+            "duplicates": dup.duplicates,
+            "duplicate_share": round(dup.share, 4),
+            **{f"duplicates_{fmt}": n for fmt, n in dup.by_format.items()},
+        },
+    )
+
+
+@asset_check(
+    asset="telemetry",
+    partitions_def=hourly_arrival_partitions,
+    description="Devices that have sent before but nothing for longer than IOT_QUALITY_SILENT_AFTER_S "
+    "before the end of the checked hour (WARN, listed by device key), and the age of the newest reading "
+    "(ERROR when even that is older: nothing arrives at all). Uses `devices.last_seen`.",
+)
+def freshness(
+    context: AssetCheckExecutionContext,
+    redis: RedisStreamsResource,
+    database: DatabaseResource,
+    policy: BatchPolicyResource,
+    quality: QualityPolicyResource,
+) -> AssetCheckResult:
+    window = checked_window(context, policy, redis)
+    at = utc_from_ms(window.end_ms)
+    with database.connect() as conn:
+        fresh = device_freshness(conn, at, quality.silent_after_s, SAMPLE * 5)
+    age_s = (at - fresh.newest).total_seconds() if fresh.newest else None
+    stale = age_s is not None and age_s > quality.silent_after_s
+    severity = AssetCheckSeverity.ERROR if stale else AssetCheckSeverity.WARN
+    description = None
+    if stale:
+        description = f"the newest reading is {age_s:.0f} s old at {at:%Y-%m-%d %H:%M:%S}: nothing arrives"
+    elif fresh.silent_total:
+        description = (
+            f"{fresh.silent_total} device(s) silent for over {quality.silent_after_s} s: "
+            + ", ".join(key for key, _ in fresh.silent[:SAMPLE])
+        )
+    return AssetCheckResult(
+        passed=description is None,
+        severity=severity,
+        description=description,
+        metadata={
+            "checked_at": at.isoformat(),
+            "newest_reading_age_s": round(age_s, 1) if age_s is not None else -1,
+            "devices_seen": fresh.devices_seen,
+            "silent_devices": fresh.silent_total,
+            "silent_list": MetadataValue.md(
+                "\n".join(f"- {key}: last seen {seen.isoformat()}" for key, seen in fresh.silent) or "none"
             ),
         },
     )

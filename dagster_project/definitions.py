@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from dagster import Definitions, in_process_executor
 
-from dagster_project.assets import raw_messages, telemetry
-from dagster_project.checks import archive_complete, reconciliation
+from dagster_project.assets import hourly_rollups, raw_messages, telemetry
+from dagster_project.checks import (
+    archive_complete,
+    duplicates,
+    freshness,
+    plausibility,
+    reconciliation,
+    schema_pass_rate_check,
+)
 from dagster_project.jobs import micro_batch_job
 from dagster_project.resources import resources_from_settings
 from dagster_project.sensors import build_micro_window_sensor
@@ -16,8 +23,15 @@ def build_definitions(settings: Settings) -> Definitions:
     # In-process: a step per process costs ~14 s per run here. It must be set on Definitions so that UI
     # materializations and backfills (the implicit asset job) use it too.
     return Definitions(
-        assets=[raw_messages, telemetry],
-        asset_checks=[archive_complete, reconciliation],
+        assets=[raw_messages, telemetry, hourly_rollups],
+        asset_checks=[
+            archive_complete,
+            reconciliation,
+            schema_pass_rate_check,
+            plausibility,
+            duplicates,
+            freshness,
+        ],
         jobs=[micro_batch_job],
         sensors=[build_micro_window_sensor(settings.sensor_interval_s)],
         resources=resources_from_settings(settings),

@@ -186,6 +186,19 @@ class MqttPublisherResource(ConfigurableResource):
             return publisher.acked
 
 
+class QualityPolicyResource(ConfigurableResource):
+    """Thresholds of the data-quality checks (shares are of an hour's raw messages or readings)."""
+
+    reject_warn_share: float = Field(description="Rejected share above which schema_pass_rate warns.")
+    reject_error_share: float = Field(description="Rejected share above which it is an ERROR.")
+    duplicate_warn_share: float = Field(description="Redelivered share above which duplicates warns.")
+    duplicate_error_share: float = Field(description="Redelivered share above which it is an ERROR.")
+    implausible_error_share: float = Field(
+        description="Share of readings out of range above which plausibility is an ERROR (any: WARN)."
+    )
+    silent_after_s: int = Field(description="A device that sent before and nothing for this long is silent.")
+
+
 def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResource]:
     """Every resource of the code location. Values that can hold a secret reach Dagster as EnvVar, so the
     UI shows the variable's name, never its value."""
@@ -212,6 +225,14 @@ def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResourc
             shards=settings.stream_shards,
         ),
         "database": DatabaseResource(url=EnvVar(secrets["database_url"])),
+        "quality": QualityPolicyResource(
+            reject_warn_share=settings.quality_reject_warn_share,
+            reject_error_share=settings.quality_reject_error_share,
+            duplicate_warn_share=settings.quality_duplicate_warn_share,
+            duplicate_error_share=settings.quality_duplicate_error_share,
+            implausible_error_share=settings.quality_implausible_error_share,
+            silent_after_s=settings.quality_silent_after_s,
+        ),
         "mqtt": MqttPublisherResource(
             host=settings.mqtt_host,
             port=settings.mqtt_port,

@@ -32,7 +32,13 @@ def run_request(window: Window, kind: str | None = None, attempt_ms: int = 0) ->
     return RunRequest(
         run_key=f"heal-{window.run_key}-{attempt_ms}" if attempt_ms else window.run_key,
         partition_key=window.partition_key,
-        run_config={"ops": {"raw_messages": window_config, "telemetry": window_config}},
+        run_config={
+            "ops": {
+                "raw_messages": window_config,
+                "telemetry": window_config,
+                "hourly_rollups": window_config,
+            }
+        },
         tags={
             "iot/window": window.short_label,
             "iot/start_id": start_id,

@@ -256,6 +256,7 @@ def store_measurements(
     devices = device_ids(conn, frame.select("device_key", "device_kind"))
     metrics = metric_ids(conn, frame.select("metric", "unit"))
     keyed = frame.join(devices, on="device_key").join(metrics, on=["metric", "unit"])
+    touch_devices(conn, keyed.select("device_id", "arrived_at"))
     first, dup_in_batch = _duplicates(keyed, ["device_id", "metric_id", "ts"], "device, metric and timestamp")
     stored, pairs = _upsert_staged(
         conn,
@@ -282,6 +283,7 @@ def store_events(conn: psycopg.Connection, frame: pl.DataFrame, batch_id: int) -
         return 0, REJECTION.empty()
     devices = device_ids(conn, frame.select("device_key", pl.lit("event").alias("device_kind")))
     keyed = frame.join(devices, on="device_key")
+    touch_devices(conn, keyed.select("device_id", pl.col("ts_server").alias("arrived_at")))
     first, dup_in_batch = _duplicates(keyed, ["device_id", "event_id"], "device and event_id")
     stored, pairs = _upsert_staged(
         conn,
@@ -357,3 +359,192 @@ def reconcile(conn: psycopg.Connection, start: datetime, end: datetime, sample: 
     ).fetchone()
     assert row is not None
     return Reconciliation(int(row[0]), int(row[1]), int(row[2]), int(row[3]), list(row[4] or []))
+
+
+def touch_devices(conn: psycopg.Connection, seen: pl.DataFrame) -> None:
+    """Move `devices.last_seen` forward to the newest arrival of each device in `seen`
+    (`device_id`, `arrived_at`); never backwards, so re-processing old hours leaves it alone."""
+    if seen.is_empty():
+        return
+    newest = seen.group_by("device_id").agg(pl.col("arrived_at").max())
+    conn.execute(
+        """UPDATE devices d SET last_seen = s.arrived_at
+           FROM unnest(%s::integer[], %s::timestamptz[]) AS s (device_id, arrived_at)
+           WHERE d.device_id = s.device_id AND (d.last_seen IS NULL OR d.last_seen < s.arrived_at)""",
+        (newest["device_id"].to_list(), newest["arrived_at"].to_list()),
+    )
+
+
+# --- data quality ------------------------------------------------------------------------------------------
+# Formats by topic shape, as the decoder tells them apart (anything else: 'unknown').
+_FORMAT_OF_TOPIC = """CASE WHEN {t} LIKE 'devices/%%' THEN 'plain'
+                           WHEN {t} LIKE 'qs/v1/%%' THEN 'event'
+                           WHEN {t} ~ '^(stat|tele)/f2-' THEN 'f2'
+                           ELSE 'unknown' END"""
+
+
+@dataclass(frozen=True, slots=True)
+class RejectGroup:
+    format: str
+    stage: str
+    reason: str
+    messages: int
+    example: str  # one raw id with its topic and detail
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaPassRate:
+    raw: int
+    rejected: int  # raw messages with at least one decode/validate/topic rejection
+    groups: list[RejectGroup]
+
+    @property
+    def reject_share(self) -> float:
+        return self.rejected / self.raw if self.raw else 0.0
+
+
+def schema_pass_rate(conn: psycopg.Connection, start: datetime, end: datetime) -> SchemaPassRate:
+    """Raw messages of [start, end) rejected at topic/decode/validate (not duplicates), per format,
+    stage and reason, with an example of each."""
+    window = {"s": start, "e": end}
+    (raw,) = conn.execute(
+        "SELECT count(*) FROM raw_messages WHERE arrived_at >= %(s)s AND arrived_at < %(e)s", window
+    ).fetchone() or (0,)
+    (rejected,) = conn.execute(
+        """SELECT count(DISTINCT raw_id) FROM rejected
+           WHERE arrived_at >= %(s)s AND arrived_at < %(e)s AND stage <> 'duplicate'""",
+        window,
+    ).fetchone() or (0,)
+    rows = conn.execute(
+        f"""SELECT {_FORMAT_OF_TOPIC.format(t="topic")} AS format, stage, reason,
+                   count(DISTINCT raw_id),
+                   (array_agg('raw ' || raw_id || ' ' || topic || ': ' || left(detail, 120)
+                              ORDER BY raw_id))[1]
+            FROM rejected
+            WHERE arrived_at >= %(s)s AND arrived_at < %(e)s AND stage <> 'duplicate'
+            GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3""",
+        window,
+    ).fetchall()
+    return SchemaPassRate(int(raw), int(rejected), [RejectGroup(*row) for row in rows])
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateCount:
+    raw: int
+    duplicates: int  # raw messages recognised as redeliveries
+    by_format: dict[str, int]
+
+    @property
+    def share(self) -> float:
+        return self.duplicates / self.raw if self.raw else 0.0
+
+
+def duplicate_count(conn: psycopg.Connection, start: datetime, end: datetime) -> DuplicateCount:
+    window = {"s": start, "e": end}
+    (raw,) = conn.execute(
+        "SELECT count(*) FROM raw_messages WHERE arrived_at >= %(s)s AND arrived_at < %(e)s", window
+    ).fetchone() or (0,)
+    rows = conn.execute(
+        f"""SELECT {_FORMAT_OF_TOPIC.format(t="topic")}, count(DISTINCT raw_id) FROM rejected
+            WHERE arrived_at >= %(s)s AND arrived_at < %(e)s AND stage = 'duplicate'
+            GROUP BY 1 ORDER BY 1""",
+        window,
+    ).fetchall()
+    by_format = {str(f): int(n) for f, n in rows}
+    return DuplicateCount(int(raw), sum(by_format.values()), by_format)
+
+
+@dataclass(frozen=True, slots=True)
+class Implausible:
+    metric: str  # name [unit]
+    min_value: float | None
+    max_value: float | None
+    readings: int  # numeric readings of the metric in the window
+    implausible: int
+    example: str
+
+
+def implausible_readings(conn: psycopg.Connection, start: datetime, end: datetime) -> list[Implausible]:
+    """Numeric readings that arrived in [start, end), per metric with a range in `metric_ranges`, and how
+    many lie outside it (metrics without implausible readings included, so the check shows coverage)."""
+    rows = conn.execute(
+        """SELECT mt.name || CASE WHEN mt.unit = '' THEN '' ELSE ' [' || mt.unit || ']' END,
+                  r.min_value, r.max_value, count(*),
+                  count(*) FILTER (WHERE m.value_num < r.min_value OR m.value_num > r.max_value),
+                  coalesce((array_agg(d.device_key || ' ' || m.ts || ' = ' || m.value_num
+                                      || ' (raw ' || m.raw_id || ')' ORDER BY m.raw_id)
+                            FILTER (WHERE m.value_num < r.min_value OR m.value_num > r.max_value))[1], '')
+           FROM raw_messages x
+           JOIN measurements m ON m.raw_id = x.raw_id
+           JOIN metrics mt ON mt.metric_id = m.metric_id
+           JOIN metric_ranges r ON r.name = mt.name AND r.unit = mt.unit
+           JOIN devices d ON d.device_id = m.device_id
+           WHERE x.arrived_at >= %(s)s AND x.arrived_at < %(e)s AND m.value_num IS NOT NULL
+           GROUP BY 1, 2, 3 ORDER BY 5 DESC, 1""",
+        {"s": start, "e": end},
+    ).fetchall()
+    return [Implausible(*row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    newest: datetime | None  # newest arrival of any fact row up to the checked moment
+    silent: list[tuple[str, datetime]]  # (device_key, last_seen), longest silent first
+    silent_total: int
+    devices_seen: int
+
+
+def device_freshness(conn: psycopg.Connection, at: datetime, silent_after_s: int, sample: int) -> Freshness:
+    """Devices that have sent before but nothing for more than `silent_after_s` before `at`, by their
+    `last_seen`. Devices seen after `at` count as live (an hour re-checked later knows they came back)."""
+    row = conn.execute(
+        """SELECT max(last_seen) FILTER (WHERE last_seen <= %(at)s),
+                  count(*) FILTER (WHERE last_seen IS NOT NULL),
+                  count(*) FILTER (WHERE last_seen < %(at)s - make_interval(secs => %(q)s))
+           FROM devices""",
+        {"at": at, "q": silent_after_s},
+    ).fetchone()
+    assert row is not None
+    silent = conn.execute(
+        """SELECT device_key, last_seen FROM devices
+           WHERE last_seen < %(at)s - make_interval(secs => %(q)s)
+           ORDER BY last_seen, device_key LIMIT %(n)s""",
+        {"at": at, "q": silent_after_s, "n": sample},
+    ).fetchall()
+    return Freshness(row[0], [(str(k), t) for k, t in silent], int(row[2]), int(row[1]))
+
+
+# --- rollups -----------------------------------------------------------------------------------------------
+def refresh_rollups(conn: psycopg.Connection, start: datetime, end: datetime) -> int:
+    """Recompute the hourly rollups of every (device, metric, reading hour) that a measurement arriving
+    in [start, end) falls in (late readings reopen old hours); returns how many rollup rows were written."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """CREATE TEMP TABLE IF NOT EXISTS rollup_keys
+                   (device_id integer, metric_id integer, hour timestamptz) ON COMMIT DROP"""
+        )
+        cur.execute("TRUNCATE rollup_keys")
+        cur.execute(
+            """INSERT INTO rollup_keys
+               SELECT DISTINCT m.device_id, m.metric_id, date_trunc('hour', m.ts, 'UTC')
+               FROM raw_messages x JOIN measurements m ON m.raw_id = x.raw_id
+               WHERE x.arrived_at >= %s AND x.arrived_at < %s""",
+            (start, end),
+        )
+        cur.execute(
+            """INSERT INTO hourly_rollups AS h (hour, device_id, metric_id, count, min_value, max_value,
+                                                avg_value, last_value, last_ts, updated_at)
+               SELECT k.hour, k.device_id, k.metric_id, count(*), min(m.value_num), max(m.value_num),
+                      avg(m.value_num), (array_agg(m.value_num ORDER BY m.ts DESC))[1], max(m.ts),
+                      clock_timestamp()
+               FROM rollup_keys k
+               JOIN measurements m ON m.device_id = k.device_id AND m.metric_id = k.metric_id
+                    AND m.ts >= k.hour AND m.ts < k.hour + interval '1 hour'
+               WHERE m.value_num IS NOT NULL
+               GROUP BY k.hour, k.device_id, k.metric_id
+               ON CONFLICT (device_id, metric_id, hour) DO UPDATE
+               SET count = excluded.count, min_value = excluded.min_value, max_value = excluded.max_value,
+                   avg_value = excluded.avg_value, last_value = excluded.last_value,
+                   last_ts = excluded.last_ts, updated_at = excluded.updated_at"""
+        )
+        return cur.rowcount

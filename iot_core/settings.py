@@ -116,6 +116,32 @@ class Settings(BaseSettings):
         "iot-etl-dagster", description="Client id prefix of Dagster's publisher."
     )
 
+    # --- data quality checks -------------------------------------------------------------------------
+    quality_reject_warn_share: float = Field(
+        0.10,
+        ge=0,
+        le=1,
+        description="schema_pass_rate warns above this share of an hour's messages rejected.",
+    )
+    quality_reject_error_share: float = Field(
+        0.30, ge=0, le=1, description="schema_pass_rate fails (ERROR) above this share rejected."
+    )
+    quality_duplicate_warn_share: float = Field(
+        0.05, ge=0, le=1, description="duplicates warns above this share of an hour's messages redelivered."
+    )
+    quality_duplicate_error_share: float = Field(
+        0.25, ge=0, le=1, description="duplicates fails (ERROR) above this share redelivered."
+    )
+    quality_implausible_error_share: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="plausibility warns on any reading outside its metric's range, ERROR above this share.",
+    )
+    quality_silent_after_s: int = Field(
+        900, ge=1, description="A device that has sent before and nothing for this long is silent."
+    )
+
     # --- Dagster -------------------------------------------------------------------------------------
     dagster_home: Path = Field(Path(".iot-etl/dagster_home"), description="Dagster instance directory.")
     dagster_pg_url: SecretStr | None = Field(

@@ -88,6 +88,35 @@ def status() -> None:
 
 
 @main.command()
+@click.option("--device", help="Device key (e.g. a1b2c3d4, esp32-01, f2-aabbccddee01).")
+@click.option("--metric", help="Metric name (F2: port.component.datapoint, e.g. J1.sensor-1.temperature).")
+@click.option("--at", "at", help="Reading time (ISO-8601; naive = UTC): the nearest reading is traced.")
+@click.option("--event-id", help="Event id (with --device).")
+@click.option("--raw-id", type=int, help="Archived message id: what it became.")
+def lineage(
+    device: str | None, metric: str | None, at: str | None, event_id: str | None, raw_id: int | None
+) -> None:
+    """Trace a stored value to its raw message, batch and Dagster run (with the run's URL), or a raw
+    message (--raw-id) to the rows or rejection it became."""
+    from datetime import UTC, datetime
+
+    from iot_etl.lineage import lineage as trace
+
+    when = None
+    if at:
+        when = datetime.fromisoformat(at.replace("Z", "+00:00"))
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    try:
+        text = trace(get_settings(), device=device, metric=metric, at=when, event_id=event_id, raw_id=raw_id)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if text is None:
+        click.echo("not found", err=True)
+        sys.exit(1)
+    click.echo(text)
+
+
+@main.command()
 def broker() -> None:
     """Run Mosquitto in the foreground with the project's configuration (no 1000-message limit)."""
     import os

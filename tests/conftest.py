@@ -33,7 +33,7 @@ os.environ.update(
 from iot_core.settings import Settings, get_settings  # noqa: E402
 from iot_etl.migrate import apply_migrations, ensure_database  # noqa: E402
 
-FACT_TABLES = ("measurements", "events", "rejected", "raw_messages", "batches")
+FACT_TABLES = ("measurements", "events", "rejected", "raw_messages", "batches", "hourly_rollups")
 
 
 @pytest.fixture(scope="session")

@@ -112,7 +112,7 @@ def test_hour_closing_run_finds_entries_a_failed_window_never_archived(
             partition_key=closing.partition_key, instance=instance
         )  # whole hour
         checks = {c.check_name: c.passed for c in backfill.get_asset_check_evaluations()}
-        assert checks == {"archive_complete": True, "reconciliation": True}
+        assert checks["archive_complete"] and checks["reconciliation"]
     assert counts(clean_db)["measurements"] == 3
 
 
