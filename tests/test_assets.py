@@ -173,9 +173,10 @@ def test_the_sensor_runs_again_a_closed_window_that_was_never_processed(
         id=f"{lost_ms}-0",
     )
     healing = settings.model_copy(update={"sensor_heal_after_s": 10})
+    now_window_ms = int(seconds) * 1000 // settings.window_ms * settings.window_ms
     with DagsterInstance.ephemeral() as instance:
         driver = SensorDriver(healing, instance)
-        driver.cursor = json.dumps({"next_ms": int(seconds) * 1000 // settings.window_ms * settings.window_ms})
+        driver.cursor = json.dumps({"next_ms": now_window_ms})
         requests = driver.tick()
         heals = [r for r in requests if r.tags["iot/kind"] == "heal"]
         assert len(heals) == 1 and heals[0].partition_key == Window(lost_ms, lost_ms + 1).partition_key
@@ -184,5 +185,5 @@ def test_the_sensor_runs_again_a_closed_window_that_was_never_processed(
     assert counts(clean_db)["measurements"] == 1
     with DagsterInstance.ephemeral() as instance:
         driver = SensorDriver(healing, instance)
-        driver.cursor = json.dumps({"next_ms": int(seconds) * 1000 // settings.window_ms * settings.window_ms})
+        driver.cursor = json.dumps({"next_ms": now_window_ms})
         assert all(r.tags["iot/kind"] != "heal" for r in driver.tick()), "a processed range is not run again"
