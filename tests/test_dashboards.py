@@ -3,11 +3,17 @@ every Prometheus metric a panel names in a real listener's /metrics, and the pro
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -18,8 +24,8 @@ from dagster import DagsterInstance
 from ingest_listener import Listener
 from iot_core.settings import Settings
 from simulator.messages import MessageFactory
-from tests.support import free_port
-from tests.support.grafana import PROVISIONING, dashboards, expand_sql, panels, targets
+from tests.support import free_port, wait_for_port, wait_until
+from tests.support.grafana import PROVISIONING, ROOT, dashboards, expand_sql, panels, targets
 from tests.support.pipeline import SensorDriver
 
 PG_TYPE = "grafana-postgresql-datasource"
@@ -159,7 +165,7 @@ def test_time_groups_expand_as_grafana_does() -> None:
         variables={"device": ["a", "o'b"]},
     )
     assert sql == (
-        "SELECT floor(extract(epoch from ts)/300)*300 AS \"time\", x FROM t WHERE ts BETWEEN "
+        'SELECT floor(extract(epoch from ts)/300)*300 AS "time", x FROM t WHERE ts BETWEEN '
         "'2026-01-02T03:04:05Z' AND '2026-01-02T04:04:05Z' AND d IN ('a','o''b')"
         " AND ts < '2026-01-02T04:04:05Z' AND g = floor(extract(epoch from ts)/30)*30"
     )
@@ -207,3 +213,100 @@ def test_every_prometheus_metric_of_a_panel_is_in_a_real_listeners_metrics(setti
     assert "iot_listener_messages_received_total" in exposed
     missing = {title: names - exposed for title, names in panel_metric_names().items() if names - exposed}
     assert not missing, f"metrics no listener exposes: {missing}"
+
+
+# --- a real Prometheus scraping a real listener (where Prometheus is installed) -------------------
+PROMETHEUS = shutil.which("prometheus")
+PROMTOOL = shutil.which("promtool")
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package `prometheus`)")
+def test_the_compose_prometheus_config_is_valid() -> None:
+    result = subprocess.run(
+        [str(PROMTOOL), "check", "config", str(ROOT / "deploy" / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def prometheus_query(port: int, expr: str) -> list[dict]:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body = json.loads(response.read())
+    assert body["status"] == "success", body
+    return list(body["data"]["result"])
+
+
+def samples_scraped(port: int) -> float:
+    """How many samples of the listener Prometheus has (0 while it is still starting)."""
+    try:
+        result = prometheus_query(port, "count_over_time(iot_listener_ready[5m])")
+    except (OSError, urllib.error.URLError):
+        return 0.0
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+@pytest.mark.services
+@pytest.mark.skipif(PROMETHEUS is None, reason="prometheus not installed (Debian package `prometheus`)")
+def test_every_panel_expression_answers_from_a_prometheus_scraping_a_listener(
+    settings: Settings, tmp_path: Path
+) -> None:
+    metrics_port, prom_port = free_port(), free_port()
+    (tmp_path / "prometheus.yml").write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s"},
+                "scrape_configs": [
+                    {
+                        "job_name": "iot-listener",
+                        "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}],
+                    }
+                ],
+            }
+        )
+    )
+    listener = Listener(
+        settings.model_copy(
+            update={
+                "listener_metrics_port": metrics_port,
+                "listener_client_id": f"test-prom-{uuid.uuid4().hex[:10]}",
+                "listener_topics": [f"test/{uuid.uuid4().hex}/#"],
+                "stream_prefix": f"test:{uuid.uuid4().hex}:raw",
+            }
+        )
+    )
+    listener.start()
+    prometheus = subprocess.Popen(
+        [
+            str(PROMETHEUS),
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert listener.wait_ready(15)
+        wait_for_port("127.0.0.1", prom_port, timeout=60, process=prometheus)
+        # rate() and increase() need two samples of every series
+        assert wait_until(lambda: samples_scraped(prom_port) >= 3, 90, interval=0.5), (
+            "Prometheus did not scrape the listener"
+        )
+        empty = []
+        for board in dashboards().values():
+            for title, target in targets(board, PROM_TYPE):
+                expr = target["expr"].replace("$__rate_interval", "1m").replace("$__range", "1m")
+                if not prometheus_query(prom_port, expr):
+                    empty.append(f"{title}: {expr}")
+        assert not empty, f"expressions without a result: {empty}"
+    finally:
+        prometheus.terminate()
+        try:
+            prometheus.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            prometheus.kill()
+            prometheus.wait()
+        listener.stop()

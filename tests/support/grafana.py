@@ -96,9 +96,7 @@ def expand_sql(
             group = f"floor(extract(epoch from {args[0]})/{step})*{step}"
             return group + (' AS "time"' if name == "__timeGroupAlias" else "")
         if name == "__unixEpochFilter":
-            return (
-                f"{args[0]} >= {int(time_from.timestamp())} AND {args[0]} <= {int(time_to.timestamp())}"
-            )
+            return f"{args[0]} >= {int(time_from.timestamp())} AND {args[0]} <= {int(time_to.timestamp())}"
         raise ValueError(f"macro ${name} is not one this helper knows")
 
     expanded = _MACRO.sub(macro, sql)
