@@ -48,7 +48,7 @@ def test_compose_file_is_valid_against_the_compose_specification() -> None:
 
 def test_the_schema_check_catches_mistakes() -> None:
     broken = copy.deepcopy(load(COMPOSE))
-    broken["services"]["listener"]["depends_on"]["redis"]["condition"] = "service_happy"
+    broken["services"]["migrate"]["depends_on"]["timescaledb"]["condition"] = "service_happy"
     broken["services"]["redis"]["healthcheck"]["interval_s"] = 5
     errors = schema_errors(broken)
     assert any("service_happy" in e for e in errors) and any("interval_s" in e for e in errors), errors
@@ -67,14 +67,25 @@ def test_every_iot_variable_passed_is_a_setting_and_parses() -> None:
     assert {"IOT_DATABASE_URL", "IOT_DAGSTER_PG_URL", "IOT_LISTENER_TOPICS"} <= seen
 
 
-def test_listeners_share_one_subscription_of_every_default_topic() -> None:
-    env = resolved()["services"]["listener"]["environment"]
-    topics = Settings(listener_topics=env["IOT_LISTENER_TOPICS"]).listener_topics
-    groups = {t.split("/")[1] for t in topics}
-    assert all(t.startswith("$share/") for t in topics) and len(groups) == 1
-    assert sorted(t.split("/", 2)[2] for t in topics) == sorted(DEFAULT_TOPICS)
-    assert int(resolved()["services"]["listener"]["deploy"]["replicas"]) >= 2
-    assert "ports" not in resolved()["services"]["listener"], "replicas cannot share a published port"
+def listener_services(services: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in services.items() if re.fullmatch(r"listener-\d+", name)}
+
+
+def test_listener_replicas_share_one_subscription_of_every_default_topic_with_ids_of_their_own() -> None:
+    services = resolved()["services"]
+    replicas = listener_services(services)
+    assert len(replicas) >= 2
+    client_ids = {s["environment"]["IOT_LISTENER_CLIENT_ID"] for s in replicas.values()}
+    assert len(client_ids) == len(replicas), "each replica keeps a broker session of its own"
+    for name, service in replicas.items():
+        env = service["environment"]
+        assert env["IOT_LISTENER_CLIENT_ID"].endswith(name.rsplit("-", 1)[1])
+        topics = Settings(listener_topics=env["IOT_LISTENER_TOPICS"]).listener_topics
+        groups = {t.split("/")[1] for t in topics}
+        assert all(t.startswith("$share/") for t in topics) and len(groups) == 1
+        assert sorted(t.split("/", 2)[2] for t in topics) == sorted(DEFAULT_TOPICS)
+        assert "ports" not in service, f"{name}: replicas need no published port"
+    assert len({s["environment"]["IOT_LISTENER_TOPICS"] for s in replicas.values()}) == 1
 
 
 def test_no_password_is_written_in_the_file() -> None:
@@ -124,7 +135,7 @@ def test_services_start_in_order_on_health_checks_that_exist() -> None:
         for n in ready:
             del pending[n]
     assert order.index("timescaledb") < order.index("migrate") < order.index("dagster-daemon")
-    assert order.index("listener") < order.index("prometheus") < order.index("grafana")
+    assert order.index("listener-2") < order.index("prometheus") < order.index("grafana")
     assert services["simulator"]["profiles"] == ["demo"]
 
 
@@ -164,10 +175,13 @@ def test_mounted_files_exist_and_are_the_projects() -> None:
     assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in services["prometheus"]["volumes"]
     prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
     listener_job = next(j for j in prometheus["scrape_configs"] if j["job_name"] == "iot-listener")
-    port = int(services["listener"]["environment"]["IOT_LISTENER_METRICS_PORT"])
-    assert listener_job["dns_sd_configs"] == [
-        {"names": ["listener"], "type": "A", "port": port, "refresh_interval": "30s"}
-    ]
+    targets = {
+        f"{name}:{int(s['environment']['IOT_LISTENER_METRICS_PORT'])}"
+        for name, s in listener_services(services).items()
+    }
+    assert listener_job["static_configs"] == [{"targets": sorted(targets)}], (
+        "Prometheus scrapes every replica"
+    )
 
 
 def test_grafana_gets_every_variable_its_provisioning_reads() -> None:
