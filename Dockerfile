@@ -2,6 +2,7 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md workspace.yaml ./
+COPY iot_core ./iot_core
 COPY iot_etl ./iot_etl
 COPY ingest_listener ./ingest_listener
 COPY dagster_project ./dagster_project

@@ -1,0 +1,125 @@
+"""Listener replicas behind an MQTT shared subscription, as compose.yaml runs them: the broker hands each
+message to one replica, so together they write every message exactly once."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from ingest_listener import Listener
+from iot_core.settings import Settings
+from iot_core.streams import stream_names
+from tests.support import PrivateMosquitto, wait_until
+from tests.support.compose import load, read_env_file, resolve
+
+pytestmark = pytest.mark.services
+
+ROOT = Path(__file__).resolve().parent.parent
+SYSTEM_REDIS = "redis://127.0.0.1:6379/0"
+
+
+def compose_topics() -> list[str]:
+    env = {**read_env_file(ROOT / ".env.example"), "POSTGRES_PASSWORD": "x", "GRAFANA_DB_PASSWORD": "y"}
+    env["GRAFANA_ADMIN_PASSWORD"] = "z"
+    listener = resolve(load(ROOT / "compose.yaml"), env)["services"]["listener-1"]
+    return Settings(listener_topics=listener["environment"]["IOT_LISTENER_TOPICS"]).listener_topics
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    value = f"test:{uuid.uuid4().hex}:raw"
+    yield value
+    client = redis.Redis.from_url(SYSTEM_REDIS)
+    keys = list(client.scan_iter(f"{value}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def payloads(prefix: str) -> list[bytes]:
+    client = redis.Redis.from_url(SYSTEM_REDIS)
+    try:
+        return [f[b"payload"] for s in stream_names(prefix, 1) for _id, f in client.xrange(s)]
+    finally:
+        client.close()
+
+
+def test_two_replicas_on_the_compose_topics_write_every_message_once(prefix: str) -> None:
+    topics = compose_topics()
+    assert all(t.startswith("$share/") for t in topics)
+    with PrivateMosquitto() as broker:
+        replicas = [
+            Listener(
+                Settings(
+                    mqtt_host=broker.host,
+                    mqtt_port=broker.port,
+                    redis_url=SYSTEM_REDIS,
+                    stream_prefix=prefix,
+                    listener_client_id=f"test-share-{i}-{uuid.uuid4().hex[:8]}",
+                    listener_metrics_port=0,
+                    listener_topics=topics,
+                )
+            )
+            for i in range(2)
+        ]
+        for listener in replicas:
+            listener.start()
+        try:
+            assert all(listener.wait_ready(15) for listener in replicas)
+            n = 400
+            sent = [(f"devices/d{i % 7}/seq", str(i).encode()) for i in range(n)]
+            sent += [(f"qs/v1/esp-{i}/events", f"e{i}".encode()) for i in range(20)]
+            sent += [(f"tele/f2-aabbccddee0{i}/sensor-mode/J1/sensor-1", f"f{i}".encode()) for i in range(20)]
+            broker.publish_many(sent, qos=1)
+            assert wait_until(lambda: len(payloads(prefix)) >= len(sent), 30)
+            assert sorted(payloads(prefix)) == sorted(p for _t, p in sent), "each message exactly once"
+            shares = [listener.metrics.value("iot_listener_entries_written_total") for listener in replicas]
+            assert sum(shares) == len(sent) and all(s > 0 for s in shares), shares
+        finally:
+            for listener in replicas:
+                listener.stop()
+
+
+def test_a_stopped_replica_gets_its_share_when_it_returns_with_its_client_id(prefix: str) -> None:
+    """Mosquitto keeps handing a stopped member of the group (persistent session) its share of the
+    messages; they arrive when a listener with the same client id comes back. This is why each compose
+    replica has a fixed client id of its own."""
+
+    def replica(broker: PrivateMosquitto, client_id: str) -> Listener:
+        listener = Listener(
+            Settings(
+                mqtt_host=broker.host,
+                mqtt_port=broker.port,
+                redis_url=SYSTEM_REDIS,
+                stream_prefix=prefix,
+                listener_client_id=client_id,
+                listener_metrics_port=0,
+                listener_topics=compose_topics(),
+            )
+        )
+        listener.start()
+        assert listener.wait_ready(15)
+        return listener
+
+    ids = [f"test-share-{i}-{uuid.uuid4().hex[:8]}" for i in range(2)]
+    with PrivateMosquitto() as broker:
+        first = replica(broker, ids[0])
+        second = replica(broker, ids[1])
+        second.stop()
+        try:
+            sent = [(f"devices/d{i % 5}/seq", str(i).encode()) for i in range(100)]
+            broker.publish_many(sent, qos=1)
+            assert wait_until(lambda: len(payloads(prefix)) > 0, 15)
+            assert not wait_until(lambda: len(payloads(prefix)) == len(sent), 2), (
+                "the broker gave the stopped replica no share (behaviour changed: revisit client ids)"
+            )
+            second = replica(broker, ids[1])
+            assert wait_until(lambda: len(payloads(prefix)) == len(sent), 30)
+            assert sorted(payloads(prefix)) == sorted(p for _t, p in sent)
+        finally:
+            first.stop()
+            second.stop()
