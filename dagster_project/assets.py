@@ -7,9 +7,13 @@ the sensor requests) or is the partitions' hours so far as they have closed (bac
 from dagster import (
     AssetExecutionContext,
     BackfillPolicy,
+    Backoff,
     Config,
+    Failure,
+    Jitter,
     MaterializeResult,
     MetadataValue,
+    RetryPolicy,
     asset,
 )
 
@@ -29,6 +33,11 @@ from iot_core.formats.batch import DECODER_VERSION
 from iot_core.streams import id_range, utc_from_ms
 
 BACKFILL_HOURS_PER_RUN = 6
+#: Passing faults (database or Redis restarting, a network blip) are retried inside the run, spread over
+#: about five minutes; a window still failing after that is run again by the sensor later.
+TRANSIENT_RETRIES = RetryPolicy(
+    max_retries=4, delay=20, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
+)
 
 
 class WindowConfig(Config):
@@ -51,9 +60,10 @@ def run_window(
     if not config.start_ms and not config.end_ms:
         return hours.until(policy.closed_until_ms(redis, redis.client()))
     if not (hours.start_ms <= config.start_ms < config.end_ms <= hours.end_ms):
-        raise ValueError(
+        raise Failure(
             f"configured range {config.start_ms}..{config.end_ms} is not inside partition(s) "
-            f"{keys.start}..{keys.end}"
+            f"{keys.start}..{keys.end}",
+            allow_retries=False,
         )
     return Window(config.start_ms, config.end_ms)
 
@@ -77,6 +87,7 @@ def batch_info(context: AssetExecutionContext, window: Window, streams: list[str
     partitions_def=hourly_arrival_partitions,
     backfill_policy=BackfillPolicy.multi_run(BACKFILL_HOURS_PER_RUN),
     group_name="ingest",
+    retry_policy=TRANSIENT_RETRIES,
     kinds={"redis", "postgres"},
     description="Every stream entry of the arrival range, untouched, in `raw_messages` (the archive).",
 )
@@ -117,6 +128,7 @@ def raw_messages(
     backfill_policy=BackfillPolicy.multi_run(BACKFILL_HOURS_PER_RUN),
     deps=[raw_messages],
     group_name="ingest",
+    retry_policy=TRANSIENT_RETRIES,
     kinds={"polars", "pandera", "postgres"},
     code_version=DECODER_VERSION,
     description="Decoded, validated measurements and events (facts carry raw_id and batch_id lineage); "

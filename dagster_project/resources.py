@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import redis as redis_lib
-from dagster import ConfigurableResource, EnvVar
+from dagster import ConfigurableResource, EnvVar, Failure
 from pydantic import Field
 
 from iot_core.formats.batch import DecodeOptions
@@ -23,8 +23,11 @@ from iot_core.streams import EntryId, id_range, stream_names
 log = logging.getLogger(__name__)
 
 
-class WindowNotClosedError(RuntimeError):
-    pass
+class WindowNotClosedError(Failure):
+    """A run of a window that has not closed: refused, and not retried (it is not a passing fault)."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description, allow_retries=False)
 
 
 class BatchPolicyResource(ConfigurableResource):

@@ -13,7 +13,7 @@ from dagster import DagsterInstance
 
 from dagster_project.definitions import defs
 from dagster_project.sensors import run_request
-from dagster_project.windows import Window
+from dagster_project.windows import HOUR_MS, Window
 from iot_core.settings import Settings
 from iot_core.streams import stream_for_topic, stream_names
 from tests.support.pipeline import SensorDriver
@@ -118,9 +118,15 @@ def test_hour_closing_run_finds_entries_a_failed_window_never_archived(
 
 def test_a_run_for_a_window_that_has_not_closed_is_refused(clean_db: str, settings: Settings) -> None:
     client = redis.Redis.from_url(settings.redis_url.get_secret_value())
-    seconds, _ = client.time()
-    future = Window((int(seconds) + 120) * 1000 // settings.window_ms * settings.window_ms, 0)
-    future = Window(future.start_ms, future.start_ms + settings.window_ms)
+
+    def now_ms() -> int:
+        seconds, micros = client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    if HOUR_MS - now_ms() % HOUR_MS < 30_000:  # the next hour is not a partition yet: wait for it
+        time.sleep((HOUR_MS - now_ms() % HOUR_MS) / 1000 + 0.5)
+    start = now_ms() // settings.window_ms * settings.window_ms
+    future = Window(start, start - start % HOUR_MS + HOUR_MS)  # ends with the hour, > 30 s away
     job = defs.resolve_job_def("micro_batch_job")
     with DagsterInstance.ephemeral() as instance:
         result = job.execute_in_process(
