@@ -15,6 +15,7 @@ import polars as pl
 import psycopg
 
 from dagster_project.feedback import FeedbackTopics, event_feedback
+from dagster_project.isolation import store_isolating
 from dagster_project.storage import (
     BatchInfo,
     finish_batch,
@@ -98,8 +99,8 @@ def decode_window(
     measurements, bad_measurements = split_valid(decoded.measurements, MEASUREMENT_SCHEMA)
     events, bad_events = split_valid(decoded.events, EVENT_SCHEMA)
     lap("validate")
-    stored_m, dup_m = store_measurements(conn, measurements, batch_id)
-    stored_e, dup_e = store_events(conn, events, batch_id)
+    stored_m, dup_m = store_isolating(conn, measurements, batch_id, store_measurements)
+    stored_e, dup_e = store_isolating(conn, events, batch_id, store_events)
     rejected = (
         pl.concat([decoded.rejected, bad_measurements, bad_events, dup_m, dup_e])
         .select(REJECTION.without("topic").columns)
@@ -107,7 +108,10 @@ def decode_window(
         .unique(subset=["raw_id", "item"], keep="first", maintain_order=True)
     )
     store_rejected(conn, rejected, raw["raw_id"], batch_id)
-    duplicates = dup_m.height + dup_e.height
+    duplicates = (
+        dup_m.filter(pl.col("stage") == "duplicate").height
+        + dup_e.filter(pl.col("stage") == "duplicate").height
+    )
     finish_batch(
         conn,
         batch_id,
