@@ -7,6 +7,7 @@ from here; no other module reads the environment. Values come from `IOT_*` envir
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from functools import lru_cache
@@ -186,16 +187,24 @@ class Settings(BaseSettings):
         return self.database_url.get_secret_value().rsplit("/", 1)[-1].split("?", 1)[0]
 
     def export_secrets(self) -> dict[str, str]:
-        """Put every set secret into this process's environment under its `IOT_*` name (values from a
-        `.env` file or defaults are not there yet) and return field -> variable name, so that consumers
-        that show their configuration (Dagster) can be handed the variable instead of the value."""
+        """Put every set secret into this process's environment and return field -> variable name, so
+        that consumers that show their configuration (Dagster) can be handed the variable, not the value.
+
+        A secret goes under its `IOT_*` name when that is unset or holds the same value (values from a
+        `.env` file or defaults are not in the environment yet); a settings object whose value differs
+        from the environment's (one built with explicit values) gets a variable of its own, so that two
+        settings objects in one process never read each other's secrets.
+        """
         names: dict[str, str] = {}
         for field in SECRET_FIELDS:
             value = getattr(self, field)
             if value is None:
                 continue
+            secret = value.get_secret_value()
             name = f"{self.model_config['env_prefix']}{field.upper()}"
-            os.environ.setdefault(name, value.get_secret_value())
+            if os.environ.setdefault(name, secret) != secret:
+                name = f"{name}__{hashlib.sha256(secret.encode()).hexdigest()[:12]}"
+                os.environ[name] = secret
             names[field] = name
         return names
 

@@ -11,10 +11,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
+from dagster_project.resources import resources_from_settings
+from iot_core.settings import Settings
 from tests.support.ports import free_port
 
-pytestmark = [pytest.mark.services, pytest.mark.slow]
+pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parent.parent
 SECRETS = {
     "IOT_DATABASE_URL": "postgresql://postgres:db-secret-7f3a@127.0.0.1:5432/iot_never_used",
@@ -39,6 +42,7 @@ def graphql(port: int, query: str) -> dict:
         return json.loads(response.read())
 
 
+@pytest.mark.slow
 def test_resource_config_in_the_ui_holds_no_secret(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOT_")}
@@ -74,3 +78,11 @@ def test_resource_config_in_the_ui_holds_no_secret(tmp_path: Path) -> None:
     finally:
         os.killpg(webserver.pid, 15)
         webserver.wait(30)
+
+
+def test_two_settings_objects_in_one_process_keep_their_own_secrets(settings: Settings) -> None:
+    other = settings.model_copy(update={"database_url": SecretStr("postgresql://u:other-9a1@h/db")})
+    mine = resources_from_settings(settings)["database"].process_config_and_initialize()
+    theirs = resources_from_settings(other)["database"].process_config_and_initialize()
+    assert mine.url == settings.database_url.get_secret_value()
+    assert theirs.url == "postgresql://u:other-9a1@h/db"
