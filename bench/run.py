@@ -1,6 +1,6 @@
 """Throughput of the Dagster side's stages, on this machine, with the simulator's message mix.
 
-    .venv/bin/python -m bench.run [--messages 50000]
+    .venv/bin/python -m bench.run [--messages 50000] [--kinds plain]
 
 Times `land_window` and `decode_window`, the functions the `raw_messages` and `telemetry` assets run,
 with the stages inside `decode_window` (load, decode, validate, store) as it reports them.
@@ -29,6 +29,7 @@ from dagster_project.windows import HOUR_MS, Window
 from iot_core.formats.batch import DecodeOptions
 from iot_core.rows import STREAM_ENTRY
 from iot_etl.migrate import apply_migrations, ensure_database
+from simulator.expected import KINDS
 from simulator.messages import MessageFactory
 
 TOPICS = FeedbackTopics("qs/v1/{device_id}/acks", "qs/v1/deadletter")
@@ -54,10 +55,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432")
+    parser.add_argument(
+        "--kinds", default=",".join(KINDS), help="message formats to simulate, e.g. plain (default: all)"
+    )
     args = parser.parse_args()
     n = args.messages
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
 
-    factory = MessageFactory(1, bad_share=0.05)
+    factory = MessageFactory(1, kinds=kinds, bad_share=0.05)
     start = datetime.now(UTC) - timedelta(minutes=30)
     sent = [factory.next(start + timedelta(microseconds=20 * i)) for i in range(n)]
     start_ms = int(start.timestamp() * 1000)
@@ -128,7 +133,8 @@ def main() -> None:
         with psycopg.connect(f"{args.server}/postgres", autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
-    print(f"{n} simulated messages (all three formats, 5 % bad)\n")
+    described = "all three formats" if set(kinds) == set(KINDS) else ", ".join(kinds)
+    print(f"{n} simulated messages ({described}, 5 % bad)\n")
     print(f"{'stage':<34} {'msg/s':>12} {'µs/msg':>9}  compared with")
     for stage, rate, us, ratio in rows:
         print(f"{stage:<34} {rate:>12,.0f} {us:>9.1f}  {ratio}")
