@@ -101,9 +101,8 @@ def land_raw(conn: psycopg.Connection, rows: Iterable[tuple], batch_id: int) -> 
     columns = _STAGED_RAW.column_list()
     with conn.cursor() as cur:
         cur.execute(_STAGED_RAW.staging_ddl("stage_raw"))
-        with cur.copy(f"COPY stage_raw ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row((*row, batch_id))
+        frame = STREAM_ENTRY.frame(list(rows), orient="row")
+        _copy(cur, "stage_raw", frame.with_columns(pl.lit(batch_id, pl.Int64).alias("batch_id")))
         cur.execute(
             f"""INSERT INTO raw_messages ({columns}) SELECT {columns} FROM stage_raw
                 ON CONFLICT (arrived_at, stream, entry_ms, entry_seq) DO NOTHING"""
@@ -196,9 +195,18 @@ def metric_ids(conn: psycopg.Connection, metrics: pl.DataFrame) -> pl.DataFrame:
 
 
 def _copy(cur: psycopg.Cursor, table: str, frame: pl.DataFrame) -> None:
-    with cur.copy(f"COPY {table} ({', '.join(frame.columns)}) FROM STDIN") as copy:
-        for row in frame.iter_rows():
-            copy.write_row(row)
+    """COPY `frame` into `table` as CSV that polars writes column-wise (no Python per row).
+
+    Strings are always quoted, so an empty string stays distinct from NULL (an unquoted empty field) and
+    no line can read as the end-of-data marker; bytea goes as `\\x` hex; floats are written in their
+    shortest round-trip form, timestamps as ISO-8601 with offset.
+    """
+    binary = [name for name, dtype in frame.schema.items() if dtype == pl.Binary]
+    if binary:
+        frame = frame.with_columns((pl.lit("\\x") + pl.col(c).bin.encode("hex")).alias(c) for c in binary)
+    data = frame.write_csv(include_header=False, quote_style="non_numeric", null_value="")
+    with cur.copy(f"COPY {table} ({', '.join(frame.columns)}) FROM STDIN (FORMAT csv)") as copy:
+        copy.write(data.encode())
 
 
 def _duplicates(frame: pl.DataFrame, key: list[str], what: str) -> tuple[pl.DataFrame, pl.DataFrame]:
