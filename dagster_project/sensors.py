@@ -3,8 +3,10 @@
 import json
 
 from dagster import (
+    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
@@ -20,10 +22,24 @@ from dagster_project.windows import (
     Window,
     choose_windows,
     closed_windows,
+    defer_while_busy,
     floor_to,
     windows_to_heal,
 )
 from iot_core.streams import id_range, utc_from_ms
+
+#: Unfinished micro-batch runs at which windows of the open hour wait, to go later as one larger run.
+MAX_RUNS_IN_FLIGHT = 1
+_UNFINISHED = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
+
+
+def runs_in_flight(context: SensorEvaluationContext) -> int:
+    return context.instance.get_runs_count(RunsFilter(job_name=micro_batch_job.name, statuses=_UNFINISHED))
 
 
 def run_request(window: Window, kind: str | None = None, attempt_ms: int = 0) -> RunRequest:
@@ -120,6 +136,8 @@ def build_micro_window_sensor(interval_s: int) -> SensorDefinition:
             policy.window_grace_ms,
             policy.max_runs_per_tick,
         )
+        if windows:
+            windows = defer_while_busy(windows, runs_in_flight(context), MAX_RUNS_IN_FLIGHT)
         if not windows and not heals:
             return SensorResult(
                 skip_reason=SkipReason("no window has closed yet"),

@@ -1,8 +1,10 @@
 """Micro-window arithmetic of the sensor (pure, no Dagster, no I/O).
 
 Windows tile each hour (their length divides 3600 s) and are closed once Redis's clock is past their end
-plus a grace. Closed windows of the open hour become one run each (consecutive ones are merged when the
-sensor is behind); an hour that has closed entirely while we were behind becomes one run for its rest.
+plus a grace. All closed windows of the open hour since the cursor become one run; an hour that has
+closed entirely while we were behind becomes one run for its rest. While earlier runs are still going
+(the pipeline is behind), open-hour windows wait and the next tick asks one run for all of them, so a
+backlog drains in a few large runs instead of one run per window.
 """
 
 from __future__ import annotations
@@ -105,6 +107,23 @@ def choose_windows(
             break
         next_ms = window.end_ms
     return chosen, next_ms
+
+
+def defer_while_busy(windows: list[Window], in_flight: int, max_in_flight: int) -> list[Window]:
+    """`windows` less those of the open hour while `in_flight` unfinished runs reach `max_in_flight`.
+
+    The windows that close an hour always go (their runs run the hour's checks, and nothing more can
+    join them); the cursor stays before the first deferred window, so a later tick hands out everything
+    closed by then as one run.
+    """
+    if in_flight < max_in_flight:
+        return windows
+    going: list[Window] = []
+    for window in windows:
+        if not window.closes_hour:
+            break
+        going.append(window)
+    return going
 
 
 def partition_window(partition_key: str) -> Window:

@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dagster_project.windows import HOUR_MS, Window, choose_windows, closed_windows, partition_window
+from dagster_project.windows import (
+    HOUR_MS,
+    Window,
+    choose_windows,
+    closed_windows,
+    defer_while_busy,
+    partition_window,
+)
 
 H = 1_795_392_000_000  # 2026-11-23 00:00 UTC, an hour boundary
 MIN = 60_000
@@ -34,6 +41,29 @@ def test_catch_up_asks_one_run_per_whole_closed_hour() -> None:
     ]
     assert [w.whole_hour for w in windows] == [False, True, True, False]
     assert [w.closes_hour for w in windows] == [True, True, True, False]
+
+
+def test_while_runs_are_in_flight_open_hour_windows_wait_and_then_go_as_one_run() -> None:
+    window_ms, grace = 10_000, 500
+    cursor, in_flight, runs = H, 0, []
+    # ticks every 5 s for 3 minutes; each run takes 45 s, so the pipeline is behind
+    for now in range(H, H + 3 * MIN, 5000):
+        in_flight = sum(1 for _w, done in runs if done > now)
+        windows = defer_while_busy(closed_windows(cursor, now, window_ms, grace, 100), in_flight, 1)
+        for window in windows:
+            runs.append((window, now + 45_000))
+            cursor = window.end_ms
+    requested = [w for w, _ in runs]
+    assert len(requested) <= 4, "a backlog of 17 windows drains in a few runs"
+    assert [w.start_ms for w in requested[1:]] == [w.end_ms for w in requested[:-1]], "no gap, no overlap"
+    assert requested[0].start_ms == H and requested[-1].end_ms > H + 2 * MIN
+
+
+def test_not_busy_hands_out_everything_and_hour_closing_windows_never_wait() -> None:
+    windows = closed_windows(H + 30 * MIN, H + 2 * HOUR_MS + 10 * MIN + 2000, MIN, 2000, 100)
+    assert defer_while_busy(windows, 0, 1) == windows
+    assert defer_while_busy(windows, 3, 2) == windows[:2], "closed hours go, the open hour waits"
+    assert defer_while_busy(windows[2:], 1, 1) == []
 
 
 def test_limit_bounds_requests_per_tick() -> None:
