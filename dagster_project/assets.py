@@ -4,6 +4,10 @@ Both are thin shells over `dagster_project.batch`; the range comes from the run 
 the sensor requests) or is the partitions' hours so far as they have closed (backfills, UI runs).
 """
 
+import time
+from datetime import UTC, datetime, timedelta
+
+import psycopg
 from dagster import (
     AssetExecutionContext,
     BackfillPolicy,
@@ -18,15 +22,18 @@ from dagster import (
 )
 
 from dagster_project.batch import decode_window, land_window
+from dagster_project.compaction import apply_retention, prune_runs, trim_stream
 from dagster_project.feedback import FeedbackTopics
 from dagster_project.partitions import hourly_arrival_partitions
 from dagster_project.raw_entries import raw_row
 from dagster_project.resources import (
     BatchPolicyResource,
+    CompactionPolicyResource,
     DatabaseResource,
     MqttPublisherResource,
     RedisStreamsResource,
 )
+from dagster_project.retention import CompactionRecord, record_compaction
 from dagster_project.storage import BatchInfo, refresh_rollups
 from dagster_project.windows import Window, hours_window
 from iot_core.formats.batch import DECODER_VERSION
@@ -196,3 +203,86 @@ def hourly_rollups(
     with database.connect() as conn:
         written = refresh_rollups(conn, utc_from_ms(window.start_ms), utc_from_ms(window.end_ms))
     return MaterializeResult(metadata={"range": window.label, "rollup_rows_written": written})
+
+
+@asset(
+    group_name="maintenance",
+    kinds={"redis", "postgres"},
+    description="Compaction: stream entries below the oldest one not safely archived are trimmed, rows "
+    "past their retention are removed, micro-batch runs past the run retention are deleted (each hour "
+    "keeps one summary materialization). Its metadata says what it did and freed.",
+)
+def compaction(
+    context: AssetExecutionContext,
+    redis: RedisStreamsResource,
+    database: DatabaseResource,
+    policy: BatchPolicyResource,
+    compaction_policy: CompactionPolicyResource,
+) -> MaterializeResult:
+    started = datetime.now(UTC)
+    deadline = time.monotonic() + compaction_policy.budget_s
+    client = redis.client()
+    now_ms = redis.now_ms(client)
+    horizon_ms = now_ms - max(compaction_policy.stream_trim_margin_s * 1000, policy.window_grace_ms)
+    with database.connect() as conn:
+        trimmed = [t for s in redis.streams() if (t := trim_stream(client, conn, s, horizon_ms))]
+    with psycopg.connect(database.url, autocommit=True) as conn:
+        retained = apply_retention(
+            conn,
+            compaction_policy.rules(),
+            utc_from_ms(now_ms),
+            compaction_policy.delete_batch_rows,
+            deadline,
+            compaction_policy.chunk_interval,
+            compaction_policy.compress_after,
+        )
+        pruned = prune_runs(
+            context.instance,
+            conn,
+            utc_from_ms(now_ms) - timedelta(days=compaction_policy.run_retention_days),
+            deadline,
+        )
+        record = CompactionRecord(
+            run_id=context.run.run_id,
+            started_at=started,
+            stream_entries_trimmed=sum(t.entries for t in trimmed),
+            stream_bytes_freed=sum(t.bytes_freed for t in trimmed),
+            rows_deleted=sum(r.rows for r in retained.removed),
+            chunks_dropped=sum(r.chunks for r in retained.removed),
+            runs_deleted=pruned.runs_deleted,
+            hours_summarised=len(pruned.hours_summarised),
+            details={
+                "streams": {t.stream: {"entries": t.entries, "kept_from": t.kept_from_ms} for t in trimmed},
+                "tables": {
+                    r.table: {"rows": r.rows, "chunks": r.chunks, "done": r.done} for r in retained.removed
+                },
+                "policies_changed": retained.policies_changed,
+            },
+        )
+        record_compaction(conn, record)
+    return MaterializeResult(
+        metadata={
+            "stream_entries_trimmed": record.stream_entries_trimmed,
+            "stream_bytes_freed": MetadataValue.int(record.stream_bytes_freed),
+            "streams_kept_from": MetadataValue.md(
+                "\n".join(f"- {t.stream}: {utc_from_ms(t.kept_from_ms).isoformat()}" for t in trimmed)
+                or "no entries"
+            ),
+            "rows_deleted": record.rows_deleted,
+            "chunks_dropped": record.chunks_dropped,
+            "rows_deleted_by_table": MetadataValue.md(
+                "\n".join(
+                    f"- {r.table}: {r.rows} rows, {r.chunks} chunks"
+                    + ("" if r.done else " (budget spent, more left)")
+                    for r in retained.removed
+                )
+                or "no retention configured"
+            ),
+            "policies_changed": MetadataValue.md(
+                "\n".join(f"- {c}" for c in retained.policies_changed) or "none"
+            ),
+            "runs_deleted": pruned.runs_deleted,
+            "hours_summarised": len(pruned.hours_summarised),
+            "finished_within_budget": all(r.done for r in retained.removed) and pruned.done,
+        }
+    )

@@ -19,6 +19,7 @@ from dagster_project.resources import (
     QualityPolicyResource,
     RedisStreamsResource,
 )
+from dagster_project.retention import timescale_failed_jobs
 from dagster_project.storage import (
     device_freshness,
     duplicate_count,
@@ -305,6 +306,35 @@ def freshness(
             "silent_devices": fresh.silent_total,
             "silent_list": MetadataValue.md(
                 "\n".join(f"- {key}: last seen {seen.isoformat()}" for key, seen in fresh.silent) or "none"
+            ),
+        },
+    )
+
+
+@asset_check(
+    asset="telemetry",
+    description="No TimescaleDB policy job (compression, retention) has failed its last run: a failing "
+    "job means chunks are neither compressed nor dropped. Passes on plain PostgreSQL. Runs with every "
+    "compaction_job run and from the UI.",
+)
+def timescale_jobs_healthy(database: DatabaseResource) -> AssetCheckResult:
+    with database.connect() as conn:
+        failed = timescale_failed_jobs(conn)
+    return AssetCheckResult(
+        passed=not failed,
+        severity=AssetCheckSeverity.ERROR,
+        description=None
+        if not failed
+        else f"{len(failed)} TimescaleDB job(s) failed, the first: {failed[0].proc_name} on "
+        f"{failed[0].table or '-'}: {failed[0].message}",
+        metadata={
+            "failed_jobs": len(failed),
+            "errors": MetadataValue.md(
+                "\n".join(
+                    f"- job {j.job_id} {j.proc_name} {j.table} at {j.finished_at}: {j.message}"
+                    for j in failed[:SAMPLE]
+                )
+                or "none"
             ),
         },
     )

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from dagster import AssetSelection, define_asset_job
+from dagster import AssetCheckKey, AssetKey, AssetSelection, define_asset_job
 
 from dagster_project.partitions import hourly_arrival_partitions
 
+# Not partitioned: it looks at the database's background jobs, so it runs with compaction, not per hour.
+TIMESCALE_JOBS_CHECK = AssetSelection.checks(AssetCheckKey(AssetKey("telemetry"), "timescale_jobs_healthy"))
+
 micro_batch_job = define_asset_job(
     "micro_batch_job",
-    selection=AssetSelection.assets("raw_messages", "telemetry", "hourly_rollups"),
+    selection=AssetSelection.assets("raw_messages", "telemetry", "hourly_rollups") - TIMESCALE_JOBS_CHECK,
     partitions_def=hourly_arrival_partitions,
     description="Land one arrival range of the raw streams, decode it into telemetry and bring the "
     "hourly rollups of the readings it touched up to date.",
+)
+
+compaction_job = define_asset_job(
+    "compaction_job",
+    selection=AssetSelection.assets("compaction") | TIMESCALE_JOBS_CHECK,
+    description="Trim archived stream entries, apply table retention, prune old micro-batch runs "
+    "(each hour keeps one summary materialization).",
 )

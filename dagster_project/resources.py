@@ -15,6 +15,7 @@ import redis as redis_lib
 from dagster import ConfigurableResource, EnvVar, Failure
 from pydantic import Field
 
+from dagster_project.retention import RetentionRule
 from iot_core.formats.batch import DecodeOptions
 from iot_core.mqtt import MqttEndpoint, Publisher
 from iot_core.settings import Settings
@@ -202,6 +203,31 @@ class QualityPolicyResource(ConfigurableResource):
     silent_after_s: int = Field(description="A device that sent before and nothing for this long is silent.")
 
 
+class CompactionPolicyResource(ConfigurableResource):
+    """What compaction keeps and for how long (shown on the UI's resource page)."""
+
+    stream_trim_margin_s: int = Field(description="Stream entries younger than this are never trimmed.")
+    retention_raw_days: int = Field(description="Days raw_messages is kept (0: for ever).")
+    retention_measurements_days: int = Field(description="Days measurements are kept (0: for ever).")
+    retention_events_days: int = Field(description="Days events are kept (0: for ever).")
+    retention_rejected_days: int = Field(description="Days rejected rows are kept (0: for ever).")
+    retention_batches_days: int = Field(description="Days batches rows are kept (0: for ever).")
+    delete_batch_rows: int = Field(description="Rows per DELETE statement on plain tables.")
+    budget_s: int = Field(description="Time a run may spend deleting rows and pruning runs.")
+    chunk_interval: str = Field(description="TimescaleDB chunk interval.")
+    compress_after: str = Field(description="TimescaleDB compresses chunks older than this.")
+    run_retention_days: int = Field(description="Micro-batch runs older than this are deleted.")
+
+    def rules(self) -> list[RetentionRule]:
+        return [
+            RetentionRule("raw_messages", "arrived_at", self.retention_raw_days),
+            RetentionRule("measurements", "ts", self.retention_measurements_days),
+            RetentionRule("events", "ts_server", self.retention_events_days),
+            RetentionRule("rejected", "arrived_at", self.retention_rejected_days),
+            RetentionRule("batches", "range_end", self.retention_batches_days),
+        ]
+
+
 def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResource]:
     """Every resource of the code location. Values that can hold a secret reach Dagster as EnvVar, so the
     UI shows the variable's name, never its value."""
@@ -247,5 +273,18 @@ def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResourc
             client_id_prefix=settings.publisher_client_id,
             ack_topic_template=settings.ack_topic_template,
             deadletter_topic=settings.deadletter_topic,
+        ),
+        "compaction_policy": CompactionPolicyResource(
+            stream_trim_margin_s=settings.stream_trim_margin_s,
+            retention_raw_days=settings.retention_raw_days,
+            retention_measurements_days=settings.retention_measurements_days,
+            retention_events_days=settings.retention_events_days,
+            retention_rejected_days=settings.retention_rejected_days,
+            retention_batches_days=settings.retention_batches_days,
+            delete_batch_rows=settings.retention_delete_batch_rows,
+            budget_s=settings.compaction_budget_s,
+            chunk_interval=settings.timescale_chunk_interval,
+            compress_after=settings.timescale_compress_after,
+            run_retention_days=settings.dagster_run_retention_days,
         ),
     }

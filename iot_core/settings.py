@@ -151,6 +151,56 @@ class Settings(BaseSettings):
     webserver_host: str = Field("127.0.0.1", description="Dagster UI bind address.")
     webserver_port: int = Field(3000, description="Dagster UI port.")
 
+    partitions_start: str = Field(
+        "2026-11-01-00:00",
+        pattern=r"^\d{4}-\d{2}-\d{2}-\d{2}:00$",
+        description="First hour partition (UTC, `YYYY-MM-DD-HH:00`); set it to the hour your installation's "
+        "data starts, never after its first message.",
+    )
+
+    # --- compaction and retention --------------------------------------------------------------------
+    compaction_cron: str = Field(
+        "7 * * * *", description="When `compaction_schedule` runs compaction_job (cron, UTC; hourly)."
+    )
+    stream_trim_margin_s: int = Field(
+        3600,
+        ge=0,
+        description="Stream entries younger than this are never trimmed, even when archived.",
+    )
+    retention_raw_days: int = Field(
+        90, ge=0, description="Days `raw_messages` (the archive) is kept, by arrival (0: for ever)."
+    )
+    retention_measurements_days: int = Field(
+        365, ge=0, description="Days `measurements` are kept, by their timestamp (0: for ever)."
+    )
+    retention_events_days: int = Field(
+        365, ge=0, description="Days `events` are kept, by arrival (0: for ever)."
+    )
+    retention_rejected_days: int = Field(
+        90, ge=0, description="Days `rejected` rows are kept, by arrival (0: for ever)."
+    )
+    retention_batches_days: int = Field(
+        90, ge=0, description="Days `batches` rows are kept, by range end (0: for ever)."
+    )
+    retention_delete_batch_rows: int = Field(
+        10_000, ge=100, description="Rows per DELETE statement when retention deletes rows (plain tables)."
+    )
+    compaction_budget_s: int = Field(
+        300, ge=1, description="Time one compaction run may spend deleting rows and pruning runs."
+    )
+    timescale_chunk_interval: str = Field(
+        "1 day", description="TimescaleDB chunk interval of the hypertables (new chunks)."
+    )
+    timescale_compress_after: str = Field(
+        "7 days", description="TimescaleDB compresses hypertable chunks older than this."
+    )
+    dagster_run_retention_days: int = Field(
+        7,
+        ge=1,
+        description="Micro-batch runs older than this are deleted; each hour keeps one summary "
+        "materialization.",
+    )
+
     # --- simulator -----------------------------------------------------------------------------------
     sim_rate: float = Field(20.0, gt=0, description="Simulator messages per second.")
     sim_devices: int = Field(8, ge=1, description="Simulated devices per format (plain, event).")

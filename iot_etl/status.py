@@ -12,6 +12,7 @@ from iot_core.mqtt import MqttEndpoint, new_client
 from iot_core.settings import Settings
 from iot_core.streams import stream_names
 from iot_etl.migrate import has_timescaledb
+from iot_etl.status_retention import compaction_lines, dagster_runs_line, stream_lines
 
 DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
 
@@ -44,7 +45,7 @@ def database_status(settings: Settings) -> list[StatusLine]:
                         f"run {row[0][:8]} hour {row[1]} to {row[2]:%H:%M:%S} ({row[3]} raw)",
                     )
                 )
-            return lines
+            return lines + [StatusLine(*line) for line in compaction_lines(conn)]
     except psycopg.Error as exc:
         return [StatusLine("database", "error", str(exc).splitlines()[0])]
 
@@ -52,10 +53,8 @@ def database_status(settings: Settings) -> list[StatusLine]:
 def redis_status(settings: Settings) -> list[StatusLine]:
     try:
         client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5)
-        return [
-            StatusLine("redis", stream, f"{client.xlen(stream)} entries")
-            for stream in stream_names(settings.stream_prefix, settings.stream_shards)
-        ]
+        streams = stream_names(settings.stream_prefix, settings.stream_shards)
+        return [StatusLine(*line) for line in stream_lines(client, streams, settings)]
     except redis.RedisError as exc:
         return [StatusLine("redis", "error", str(exc))]
 
@@ -86,7 +85,12 @@ def broker_dropped(settings: Settings, timeout_s: float = 6.0) -> StatusLine:
 
 
 def collect(settings: Settings) -> list[StatusLine]:
-    return [*database_status(settings), *redis_status(settings), broker_dropped(settings)]
+    return [
+        *database_status(settings),
+        *redis_status(settings),
+        StatusLine(*dagster_runs_line(settings)),
+        broker_dropped(settings),
+    ]
 
 
 def render(lines: list[StatusLine]) -> str:

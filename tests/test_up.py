@@ -131,8 +131,8 @@ def test_up_ingests_foreign_publishes_acks_and_stops_cleanly(up_env: dict[str, s
 
         assert loaded_definitions(int(up_env["IOT_WEBSERVER_PORT"])) == (
             {"micro_window_sensor"},
-            {"micro_batch_job", "__ASSET_JOB"},
-            {("raw_messages",), ("telemetry",), ("hourly_rollups",)},
+            {"micro_batch_job", "compaction_job", "__ASSET_JOB"},
+            {("raw_messages",), ("telemetry",), ("hourly_rollups",), ("compaction",)},
         )
         time.sleep(1.0)  # the listener has subscribed by the time the UI answers; a margin for slow machines
         published = time.monotonic()

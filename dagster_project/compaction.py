@@ -1,0 +1,189 @@
+"""What the `compaction` asset does: trim archived stream entries, apply retention, prune old runs.
+
+Stream entries go only below the oldest entry that is not safely archived: the first range of arrival
+time, from the stream's first entry on, that holds entries of this shard and is not covered by a batch
+whose range was landed in `raw_messages` (`batches.landed_at`). Nothing younger than the safety margin
+goes either, archived or not, so a re-run of a recent window can still read the stream.
+
+Micro-batch runs older than the run retention are deleted with `instance.delete_run` (Dagster has no
+run retention of its own), which also deletes their materializations: before the first run of an hour
+goes, the hour gets ONE summary materialization of each asset with the hour's totals from the tables,
+so the partition stays materialized and the metadata plots show whole hours.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import psycopg
+import redis as redis_lib
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    DagsterInstance,
+    DagsterRunStatus,
+    MetadataValue,
+    RunsFilter,
+)
+
+from dagster_project.retention import (
+    Removed,
+    RetentionRule,
+    apply_timescale_policies,
+    delete_older,
+    drop_old_chunks,
+    hour_summary,
+    hypertables,
+    mark_summarised,
+    summarised,
+)
+from dagster_project.storage import landed_ranges
+from dagster_project.windows import Window, partition_window, uncovered
+from iot_core.streams import EntryId, id_range, utc_from_ms
+
+MICRO_TAG = ("iot/kind", "micro")
+PARTITION_TAG = "dagster/partition"
+SUMMARY_ASSETS = ("raw_messages", "telemetry")
+FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
+
+
+def keep_from_ms(
+    ranges: list[tuple[int, int]], first_ms: int, horizon_ms: int, has_entries: Callable[[Window], bool]
+) -> int:
+    """The arrival time (ms) from which a stream's entries must be kept: the start of the first range in
+    [first_ms, horizon_ms) that no archived range covers and that holds entries, else the horizon."""
+    for gap in uncovered(ranges, first_ms, horizon_ms):
+        if has_entries(gap):
+            return gap.start_ms
+    return max(first_ms, horizon_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Trimmed:
+    stream: str
+    kept_from_ms: int
+    entries: int
+    bytes_freed: int
+
+
+def trim_stream(
+    client: redis_lib.Redis, conn: psycopg.Connection, stream: str, horizon_ms: int
+) -> Trimmed | None:
+    """XTRIM one shard below its oldest entry that is not safely archived; None for an empty stream."""
+    first = client.xrange(stream, "-", "+", count=1)
+    if not first:
+        return None
+    first_ms = EntryId.parse(first[0][0]).ms
+    if first_ms >= horizon_ms:
+        return Trimmed(stream, first_ms, 0, 0)
+    ranges = landed_ranges(conn, utc_from_ms(first_ms), utc_from_ms(horizon_ms))
+
+    def has_entries(gap: Window) -> bool:
+        low, high = id_range(gap.start_ms, gap.end_ms)
+        return bool(client.xrange(stream, low, high, count=1))
+
+    keep_ms = keep_from_ms(ranges, first_ms, horizon_ms, has_entries)
+    before = int(client.memory_usage(stream) or 0)
+    entries = int(client.xtrim(stream, minid=f"{keep_ms}-0", approximate=False))
+    after = int(client.memory_usage(stream) or 0)
+    return Trimmed(stream, keep_ms, entries, max(0, before - after))
+
+
+@dataclass(slots=True)
+class RetentionOutcome:
+    removed: list[Removed] = field(default_factory=list)
+    policies_changed: list[str] = field(default_factory=list)
+
+
+def apply_retention(
+    conn: psycopg.Connection,
+    rules: list[RetentionRule],
+    now: datetime,
+    batch_rows: int,
+    deadline: float,
+    chunk_interval: str,
+    compress_after: str,
+) -> RetentionOutcome:
+    """Hypertables: policies from the settings, then their old chunks dropped now; plain tables: old rows
+    deleted in bounded batches. `conn` is in autocommit mode."""
+    outcome = RetentionOutcome()
+    hyper = hypertables(conn)
+    for rule in rules:
+        if rule.table in hyper:
+            outcome.policies_changed += apply_timescale_policies(
+                conn, rule.table, chunk_interval, compress_after, rule.days
+            )
+        if not rule.days:
+            continue
+        cutoff = now - timedelta(days=rule.days)
+        if rule.table in hyper:
+            outcome.removed.append(drop_old_chunks(conn, rule.table, cutoff))
+        else:
+            outcome.removed.append(delete_older(conn, rule, cutoff, batch_rows, deadline))
+    return outcome
+
+
+@dataclass(slots=True)
+class Pruned:
+    runs_deleted: int = 0
+    hours_summarised: list[str] = field(default_factory=list)
+    done: bool = True
+
+
+def summary_metadata(summary: dict[str, object]) -> dict[str, object]:
+    reasons = summary["reject_reasons"]
+    assert isinstance(reasons, dict)
+    return {
+        **{k: v for k, v in summary.items() if k != "reject_reasons" and v is not None},
+        "reject_reasons": MetadataValue.md(
+            "\n".join(f"- {reason}: {n}" for reason, n in reasons.items()) or "none"
+        ),
+        "summary_of_hour": True,
+    }
+
+
+def summarise_hour(instance: DagsterInstance, conn: psycopg.Connection, key: str) -> None:
+    """One materialization per asset with the hour's totals, then remember that the hour has it."""
+    window = partition_window(key)
+    summary = hour_summary(conn, utc_from_ms(window.start_ms), utc_from_ms(window.end_ms))
+    metadata = {"range": window.label, **summary_metadata(summary)}
+    for asset in SUMMARY_ASSETS:
+        instance.report_runless_asset_event(
+            AssetMaterialization(
+                asset_key=AssetKey(asset),
+                partition=key,
+                description="Summary of the whole hour, written before its micro-batch runs were deleted.",
+                metadata=metadata,
+            )
+        )
+    mark_summarised(conn, key)
+
+
+def prune_runs(
+    instance: DagsterInstance, conn: psycopg.Connection, before: datetime, deadline: float, page: int = 200
+) -> Pruned:
+    """Delete finished micro-batch runs created before `before`, oldest first, each hour summarised
+    before its first run goes. `conn` is in autocommit mode (a summary is recorded once written)."""
+    pruned = Pruned()
+    runs_filter = RunsFilter(tags=dict([MICRO_TAG]), statuses=FINISHED, created_before=before)
+    while True:
+        records = instance.get_run_records(
+            runs_filter, limit=page, order_by="create_timestamp", ascending=True
+        )
+        if not records:
+            return pruned
+        keys = sorted({key for r in records if (key := r.dagster_run.tags.get(PARTITION_TAG))})
+        done = summarised(conn, keys)
+        for key in keys:
+            if key not in done:
+                summarise_hour(instance, conn, key)
+                pruned.hours_summarised.append(key)
+        for record in records:
+            if time.monotonic() > deadline:
+                pruned.done = False
+                return pruned
+            instance.delete_run(record.dagster_run.run_id)
+            pruned.runs_deleted += 1

@@ -1,0 +1,108 @@
+"""The status lines about growth: stream memory and what is not archived yet, table sizes, the last
+compaction, TimescaleDB job errors, and Dagster's run count. Each is (part, item, value)."""
+
+from __future__ import annotations
+
+import psycopg
+import redis
+
+from dagster_project.retention import last_compaction, table_sizes, timescale_failed_jobs
+from dagster_project.storage import landed_ranges
+from dagster_project.windows import uncovered
+from iot_core.settings import Settings
+from iot_core.streams import EntryId, id_range, utc_from_ms
+from iot_etl.dagster_instance import dagster_home
+
+Line = tuple[str, str, str]
+TABLES = ["raw_messages", "measurements", "events", "rejected", "batches"]
+
+
+def megabytes(n: int) -> str:
+    return f"{n / 1_048_576:.1f} MB"
+
+
+def oldest_unarchived_ms(
+    client: redis.Redis, conn: psycopg.Connection, stream: str, until_ms: int
+) -> int | None:
+    """The arrival time of the stream's oldest entry that no archived batch covers (closed ranges only)."""
+    first = client.xrange(stream, "-", "+", count=1)
+    if not first:
+        return None
+    first_ms = EntryId.parse(first[0][0]).ms
+    if first_ms >= until_ms:
+        return None
+    ranges = landed_ranges(conn, utc_from_ms(first_ms), utc_from_ms(until_ms))
+    for gap in uncovered(ranges, first_ms, until_ms):
+        low, high = id_range(gap.start_ms, gap.end_ms)
+        entries = client.xrange(stream, low, high, count=1)
+        if entries:
+            return EntryId.parse(entries[0][0]).ms
+    return None
+
+
+def stream_lines(client: redis.Redis, streams: list[str], settings: Settings) -> list[Line]:
+    seconds, _ = client.time()
+    closed_ms = int(seconds) * 1000 - settings.window_ms - settings.window_grace_ms
+    lines: list[Line] = []
+    try:
+        conn: psycopg.Connection | None = psycopg.connect(
+            settings.database_url.get_secret_value(), connect_timeout=5
+        )
+    except psycopg.Error:
+        conn = None
+    try:
+        for stream in streams:
+            memory = int(client.memory_usage(stream) or 0)
+            lines.append(("redis", stream, f"{client.xlen(stream)} entries, {megabytes(memory)}"))
+            if conn is not None:
+                oldest = oldest_unarchived_ms(client, conn, stream, closed_ms)
+                lines.append(
+                    (
+                        "redis",
+                        f"{stream} oldest unarchived",
+                        utc_from_ms(oldest).isoformat() if oldest else "none (all closed entries archived)",
+                    )
+                )
+    finally:
+        if conn is not None:
+            conn.close()
+    return lines
+
+
+def compaction_lines(conn: psycopg.Connection) -> list[Line]:
+    lines: list[Line] = []
+    for table, size in table_sizes(conn, TABLES).items():
+        lines.append(("database", f"{table} size", megabytes(size)))
+    exists = conn.execute("SELECT to_regclass('compactions')").fetchone()
+    last = last_compaction(conn) if exists and exists[0] else None
+    lines.append(
+        (
+            "compaction",
+            "last",
+            "never"
+            if last is None
+            else f"{last[0]:%Y-%m-%d %H:%M:%S} UTC: {last[1]} stream entries ({megabytes(last[2])}), "
+            f"{last[3]} rows, {last[4]} chunks, {last[5]} runs",
+        )
+    )
+    for job in timescale_failed_jobs(conn):
+        lines.append(
+            ("timescaledb", f"job {job.job_id} {job.proc_name} {job.table}", f"FAILED: {job.message}")
+        )
+    return lines
+
+
+def dagster_runs_line(settings: Settings) -> Line:
+    """Runs in Dagster's storage (all, and micro-batch ones), when the instance has been configured."""
+    home = dagster_home(settings)
+    if not (home / "dagster.yaml").exists():
+        return ("dagster", "runs", f"unknown (no dagster.yaml in {home})")
+    try:
+        from dagster import DagsterInstance, RunsFilter
+
+        with DagsterInstance.from_config(str(home)) as instance:
+            total = instance.get_runs_count()
+            micro = instance.get_runs_count(RunsFilter(tags={"iot/kind": "micro"}))
+        return ("dagster", "runs", f"{total} ({micro} micro-batch)")
+    except Exception as exc:  # status reports every part, whatever one of them raises
+        return ("dagster", "runs", f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
