@@ -96,7 +96,10 @@ def test_asset_graph_checks_tab_and_run_page_show_what_a_user_needs(ui_with_a_ru
     base = f"http://127.0.0.1:{port}"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     pages = {
-        "asset-graph": (f"{base}/asset-groups", ["raw_messages", "telemetry", "hourly_rollups"]),
+        "asset-graph": (
+            f"{base}/locations/iot_pipeline/asset-groups/ingest",
+            ["raw_messages", "telemetry", "hourly_rollups"],
+        ),
         "telemetry-checks": (f"{base}/assets/telemetry?view=checks", ["reconciliation", "schema_pass_rate"]),
         "run": (f"{base}/runs/{run_id}", ["micro_batch_job", "raw_messages", "telemetry"]),
     }
