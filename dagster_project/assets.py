@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from dagster import (
     AssetExecutionContext,
+    AssetMaterialization,
     BackfillPolicy,
     Backoff,
     Config,
@@ -22,7 +23,7 @@ from dagster import (
 )
 
 from dagster_project.batch import decode_window, land_window
-from dagster_project.compaction import apply_retention, prune_runs, trim_stream
+from dagster_project.compaction import apply_retention, hour_summary_metadata, prune_runs, trim_stream
 from dagster_project.feedback import FeedbackTopics
 from dagster_project.partitions import hourly_arrival_partitions
 from dagster_project.raw_entries import raw_row
@@ -163,18 +164,39 @@ def telemetry(
         except OSError as exc:  # ConnectionError included
             context.log.warning(f"could not publish {len(decoded.feedback)} ACKs/dead letters: {exc}")
     reasons = decoded.reasons()
+    counts = {
+        "raw_messages": decoded.raw,
+        "measurements": decoded.measurements,
+        "events": decoded.events,
+        "rejected": decoded.rejected_count,
+        "duplicates": decoded.duplicates,
+        "reject_reasons": MetadataValue.md(
+            "\n".join(f"- {reason}: {n}" for reason, n in reasons.items()) or "none"
+        ),
+    }
+    keys = context.partition_keys
+    if len(keys) > 1 or window.closes_hour:
+        # a partition's plotted values are its hour's totals once the hour has closed; a run over several
+        # hours reports each hour on its own rather than the range's totals on every hour
+        with database.connect() as conn:
+            summaries = {key: hour_summary_metadata(conn, key) for key in keys}
+        if len(keys) > 1:
+            for key in keys:
+                context.log_event(
+                    AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=summaries[key])
+                )
+            counts = {f"run_{name}": value for name, value in counts.items()}
+        else:
+            counts = {
+                "run_range": window.label,
+                **{f"run_{name}": value for name, value in counts.items()},
+                **summaries[keys[0]],
+            }
     return MaterializeResult(
         metadata={
-            "range": window.label,
-            "raw_messages": decoded.raw,
-            "measurements": decoded.measurements,
-            "events": decoded.events,
-            "rejected": decoded.rejected_count,
-            "duplicates": decoded.duplicates,
+            "range": window.label,  # a closed hour's own range replaces it below
+            **counts,
             "feedback_published": f"{acks}/{len(decoded.feedback)}",
-            "reject_reasons": MetadataValue.md(
-                "\n".join(f"- {reason}: {n}" for reason, n in reasons.items()) or "none"
-            ),
             **{f"seconds_{stage}": round(s, 4) for stage, s in decoded.seconds.items()},
             "batch_id": MetadataValue.text(str(decoded.batch_id)),
             "decoder_version": DECODER_VERSION,

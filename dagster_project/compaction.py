@@ -145,11 +145,16 @@ def summary_metadata(summary: dict[str, object]) -> dict[str, object]:
     }
 
 
-def summarise_hour(instance: DagsterInstance, conn: psycopg.Connection, key: str) -> None:
-    """One materialization per asset with the hour's totals, then remember that the hour has it."""
+def hour_summary_metadata(conn: psycopg.Connection, key: str) -> dict[str, object]:
+    """The totals of hour partition `key` so far, as plottable metadata."""
     window = partition_window(key)
     summary = hour_summary(conn, utc_from_ms(window.start_ms), utc_from_ms(window.end_ms))
-    metadata = {"range": window.label, **summary_metadata(summary)}
+    return {"range": window.label, **summary_metadata(summary)}
+
+
+def summarise_hour(instance: DagsterInstance, conn: psycopg.Connection, key: str) -> None:
+    """One materialization per asset with the hour's totals, then remember that the hour has it."""
+    metadata = hour_summary_metadata(conn, key)
     for asset in SUMMARY_ASSETS:
         instance.report_runless_asset_event(
             AssetMaterialization(

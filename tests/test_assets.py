@@ -193,3 +193,39 @@ def test_the_sensor_runs_again_a_closed_window_that_was_never_processed(
         driver = SensorDriver(healing, instance)
         driver.cursor = json.dumps({"next_ms": now_window_ms})
         assert all(r.tags["iot/kind"] != "heal" for r in driver.tick()), "a processed range is not run again"
+
+
+def test_closed_hours_plot_their_own_totals_and_a_backfill_reports_each_hour(
+    clean_db: str, settings: Settings
+) -> None:
+    from dagster import AssetKey
+
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    seconds, _ = client.time()
+    this_hour_ms = (int(seconds) // 3600) * 3_600_000
+    hours = {this_hour_ms - 2 * HOUR_MS: 2, this_hour_ms - HOUR_MS: 3}  # two closed hours: 2 and 3 messages
+    for start_ms, n in hours.items():
+        for i in range(n):
+            client.xadd(
+                settings.stream_prefix,
+                {"topic": f"devices/hr{i}/t", "payload": "1", "qos": "1", "retain": "0", "rx_us": "0"},
+                id=f"{start_ms + 1000 + i}-0",
+            )
+    keys = [Window(start, start + HOUR_MS).partition_key for start in hours]
+    job = defs.resolve_job_def("micro_batch_job")
+    with DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            tags={
+                "dagster/asset_partition_range_start": keys[0],
+                "dagster/asset_partition_range_end": keys[1],
+            },
+        )
+        assert result.success
+        records = instance.fetch_materializations(AssetKey("telemetry"), limit=20).records
+        per_hour = {
+            r.partition_key: r.asset_materialization.metadata["raw_messages"].value
+            for r in records
+            if "raw_messages" in r.asset_materialization.metadata
+        }
+    assert per_hour == {keys[0]: 2, keys[1]: 3}, per_hour
