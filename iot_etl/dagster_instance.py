@@ -12,7 +12,7 @@ from iot_core.settings import Settings
 
 # Dagster reads the storage password from this variable; `iot-etl up` sets it for its children from
 # IOT_DAGSTER_PG_URL, so the secret never lands in dagster.yaml.
-PG_PASSWORD_ENV = "IOT_DAGSTER_PG_PASSWORD"
+PG_PASSWORD_ENV = "DAGSTER_PG_PASSWORD"
 
 # dagster-postgres under SQLAlchemy 2.1 maps a bare `postgresql://` URL to psycopg 3, with which its
 # `NOTIFY run_events, $1` fails on the first event write; psycopg2 binds parameters client-side and works.

@@ -384,3 +384,44 @@ def test_dagster_postgres_storage_runs_micro_batches(up_env: dict[str, str]) -> 
             assert stop_up(up) == 0
         finally:
             drop_database(name)
+
+
+REFUSE_DEFINITIONS = """
+import sys
+
+
+class RefuseDefinitions:
+    def find_spec(self, name, path=None, target=None):
+        if name == "dagster_project.definitions":
+            raise ImportError("definitions refused by the test")
+        return None
+
+
+sys.meta_path.insert(0, RefuseDefinitions())
+"""
+
+
+def test_code_location_that_fails_to_load_is_one_line_and_stops_everything(
+    up_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Every Python process of the stack runs this `sitecustomize`, so the code servers cannot import the
+    definitions, as with a broken deployment."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(REFUSE_DEFINITIONS)
+    result = subprocess.run(
+        [sys.executable, "-m", "iot_etl.cli", "up", "--no-simulator"],
+        cwd=ROOT,
+        env={**up_env, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    refusals = [line for line in result.stderr.splitlines() if line.startswith("cannot start:")]
+    assert len(refusals) == 1, result.stderr
+    assert refusals[0].startswith("cannot start: the code location failed to load: ")
+    assert "definitions refused by the test" in refusals[0]
+    assert "Dagster UI" not in result.stdout
+    assert result.stdout.rstrip().endswith("stopped")
+    assert not wait_gone(started_pids(result.stdout), timeout_s=30)
