@@ -36,7 +36,7 @@ WINDOW_S = 10
 EXPECTED_DEFINITIONS = (
     {"micro_window_sensor"},
     {"micro_batch_job", "__ASSET_JOB"},
-    {("raw_messages",), ("telemetry",)},
+    {("raw_messages",), ("telemetry",), ("hourly_rollups",)},
 )
 
 
