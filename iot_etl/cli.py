@@ -48,9 +48,12 @@ def db_migrate() -> None:
 @main.command("dagster-instance")
 def dagster_instance() -> None:
     """Write dagster.yaml into IOT_DAGSTER_HOME (SQLite, or PostgreSQL with IOT_DAGSTER_PG_URL)."""
-    from iot_etl.dagster_instance import write_instance_config
+    from iot_etl.dagster_instance import PG_PASSWORD_ENV, dagster_env, write_instance_config
 
-    click.echo(f"DAGSTER_HOME={write_instance_config(get_settings())}")
+    settings = get_settings()
+    click.echo(f"DAGSTER_HOME={write_instance_config(settings)}")
+    if dagster_env(settings):
+        click.echo(f"Dagster reads the storage password from {PG_PASSWORD_ENV}: set it where Dagster runs")
 
 
 @main.command()
@@ -61,14 +64,11 @@ def dagster_instance() -> None:
     help="Also run Mosquitto with the project's configuration on IOT_MQTT_HOST:IOT_MQTT_PORT.",
 )
 def up(no_simulator: bool, with_broker: bool) -> None:
-    """Migrate, then run the listener, Dagster (webserver + daemon) and the simulator until Ctrl-C."""
-    from iot_etl.migrate import apply_migrations, ensure_database
+    """Check the services, migrate, then run the listener, Dagster (webserver + daemon) and the simulator
+    until Ctrl-C; the UI address is printed once the code location has loaded."""
     from iot_etl.supervisor import run_up
 
-    settings = get_settings()
-    ensure_database(settings.database_url.get_secret_value())
-    apply_migrations(settings.database_url.get_secret_value())
-    sys.exit(run_up(settings, with_simulator=not no_simulator, with_broker=with_broker))
+    sys.exit(run_up(get_settings(), with_simulator=not no_simulator, with_broker=with_broker))
 
 
 @main.command()

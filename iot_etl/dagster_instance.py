@@ -1,12 +1,36 @@
-"""The Dagster instance configuration (`dagster.yaml` in DAGSTER_HOME), written from settings."""
+"""The Dagster instance configuration (`dagster.yaml` in DAGSTER_HOME), written from settings, and the
+one-time creation of the instance's storage."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
 
 from iot_core.settings import Settings
+
+# Dagster reads the storage password from this variable; `iot-etl up` sets it for its children from
+# IOT_DAGSTER_PG_URL, so the secret never lands in dagster.yaml.
+PG_PASSWORD_ENV = "DAGSTER_PG_PASSWORD"
+
+# dagster-postgres under SQLAlchemy 2.1 maps a bare `postgresql://` URL to psycopg 3, with which its
+# `NOTIFY run_events, $1` fails on the first event write; psycopg2 binds parameters client-side and works.
+PG_SCHEME = "postgresql+psycopg2"
+
+# Run monitoring (the daemon's run-monitoring loop). A run worker starts in ~2 s on a quiet machine and in
+# tens of seconds on a loaded 2-core one; a run that is still STARTING after START_TIMEOUT_S has lost its
+# worker (daemon or code server died while launching) and is failed, so run_retries launches it again.
+# The default run launcher cannot check a worker's health, so a run left STARTED by a dead worker is only
+# caught by the runtime bound: micro-batches take seconds and six-hour backfill runs minutes.
+RUN_START_TIMEOUT_S = 120
+RUN_CANCEL_TIMEOUT_S = 120
+RUN_MAX_RUNTIME_S = 3600
+RUN_MONITORING_POLL_S = 30
+# Only launchers that can re-attach to a run (Kubernetes, Docker) resume runs; the default one cannot.
+RUN_MAX_RESUME_ATTEMPTS = 0
+# Concurrency-pool slots of a run that ended without releasing them (crash) are freed after this long.
+RUN_FREE_SLOTS_AFTER_END_S = 300
 
 
 def instance_config(settings: Settings) -> dict:
@@ -24,6 +48,16 @@ def instance_config(settings: Settings) -> dict:
         "telemetry": {"enabled": False},
         # a micro-batch that failed on a passing fault (database restart) runs again by itself
         "run_retries": {"enabled": True, "max_retries": 3},
+        # runs stuck after a crash (daemon, code server or run worker killed) are failed, then retried
+        "run_monitoring": {
+            "enabled": True,
+            "start_timeout_seconds": RUN_START_TIMEOUT_S,
+            "cancel_timeout_seconds": RUN_CANCEL_TIMEOUT_S,
+            "max_runtime_seconds": RUN_MAX_RUNTIME_S,
+            "max_resume_run_attempts": RUN_MAX_RESUME_ATTEMPTS,
+            "poll_interval_seconds": RUN_MONITORING_POLL_S,
+            "free_slots_after_run_end_seconds": RUN_FREE_SLOTS_AFTER_END_S,
+        },
         # ~25 event-log rows per run and a run a minute: keep tick history bounded
         "retention": {
             "schedule": {"purge_after_days": 30},
@@ -31,11 +65,42 @@ def instance_config(settings: Settings) -> dict:
         },
     }
     if settings.dagster_pg_url:
-        # the URL is read by Dagster from the environment, so the secret is not written to disk
-        config["storage"] = {"postgres": {"postgres_url": {"env": "IOT_DAGSTER_PG_URL"}}}
+        url = settings.dagster_pg_url.get_secret_value()
+        config["storage"] = {"postgres": {"postgres_db": postgres_db_config(url)}}
     else:
         config["storage"] = {"sqlite": {"base_dir": str(dagster_home(settings) / "storage")}}
     return config
+
+
+def postgres_db_config(url: str) -> dict:
+    """dagster-postgres's `postgres_db` block for `url`, with the psycopg2 driver and the password (if
+    any) as a reference to PG_PASSWORD_ENV."""
+    parts = urlsplit(url)
+    if not parts.hostname or not parts.username:
+        raise ValueError("IOT_DAGSTER_PG_URL needs a user and a host: postgresql://user[:password]@host/db")
+    config: dict = {
+        "username": unquote(parts.username),
+        "hostname": parts.hostname,
+        "port": parts.port or 5432,
+        "db_name": unquote(parts.path.lstrip("/")) or "postgres",
+        "scheme": PG_SCHEME,
+    }
+    if parts.password is not None:
+        config["password"] = {"env": PG_PASSWORD_ENV}
+    params = dict(parse_qsl(parts.query))
+    if params:
+        config["params"] = params
+    return config
+
+
+def dagster_env(settings: Settings) -> dict[str, str]:
+    """What Dagster's processes need in their environment besides DAGSTER_HOME to open the instance."""
+    env: dict[str, str] = {}
+    if settings.dagster_pg_url:
+        password = urlsplit(settings.dagster_pg_url.get_secret_value()).password
+        if password is not None:
+            env[PG_PASSWORD_ENV] = unquote(password)
+    return env
 
 
 def dagster_home(settings: Settings) -> Path:
@@ -48,3 +113,17 @@ def write_instance_config(settings: Settings) -> Path:
     path = home / "dagster.yaml"
     path.write_text(yaml.safe_dump(instance_config(settings), sort_keys=False), encoding="utf-8")
     return home
+
+
+def create_instance_storage(home: Path) -> None:
+    """Open the instance once, which creates (or upgrades nothing of) its run, event-log and schedule storage.
+
+    Dagster's daemon and webserver each create a missing storage when they start; started together on a fresh
+    home they race on it (`alembic_version has more than one head`) and the code location then fails to
+    load. Creating it here, before either starts, leaves them nothing to race on. The caller's environment
+    must hold what `dagster_env` returns."""
+    from dagster import DagsterInstance
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        instance.get_runs(limit=1)
+        instance.all_instigator_state()

@@ -1,26 +1,39 @@
-"""`iot-etl up`: start every process of the pipeline, watch them, stop them all within seconds."""
+"""`iot-etl up`: check, start every process of the pipeline, watch them, stop them all within seconds.
+
+Children die with the supervisor even when it is SIGKILLed (see `iot_etl.reaper`), and one Dagster home
+has at most one supervisor (`StackLock`)."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from iot_core.settings import Settings
 from iot_etl.broker import BrokerNotInstalledError, broker_argv
-from iot_etl.dagster_instance import write_instance_config
+from iot_etl.code_location import location_state
+from iot_etl.dagster_instance import (
+    create_instance_storage,
+    dagster_env,
+    dagster_home,
+    write_instance_config,
+)
+from iot_etl.reaper import Reaper, die_with_parent
+from iot_etl.startup import CannotStart, StackLock, check_services, require_port_free
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT_S = 8.0
+# a code location loads in ~10 s on a quiet machine; under CPU load several times that
+LOAD_TIMEOUT_S = 240.0
+UI_BANNER = "Dagster UI: "
 
 
 @dataclass
@@ -37,26 +50,40 @@ class Supervisor:
     settings: Settings
     children: list[Child] = field(default_factory=list)
     stopping: bool = False
+    reaper: Reaper | None = None
 
-    def env(self, dagster_home: Path) -> dict[str, str]:
+    def env(self, home: Path) -> dict[str, str]:
         env = dict(os.environ)
-        env["DAGSTER_HOME"] = str(dagster_home)
+        env.update(dagster_env(self.settings))
+        env["DAGSTER_HOME"] = str(home)
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def start(self, with_simulator: bool, with_broker: bool = False) -> None:
+    def prepare(self, with_broker: bool) -> Path:
+        """Everything before the first child: ports, services, migrations, Dagster's storage."""
+        from iot_etl.migrate import apply_migrations, ensure_database
+
+        check_services(self.settings)
+        if with_broker:
+            require_port_free(self.settings.mqtt_host, self.settings.mqtt_port, "IOT_MQTT_PORT")
+        ensure_database(self.settings.database_url.get_secret_value())
+        apply_migrations(self.settings.database_url.get_secret_value())
+        if self.settings.dagster_pg_url:
+            ensure_database(self.settings.dagster_pg_url.get_secret_value())
         home = write_instance_config(self.settings)
+        # Dagster resolves the password reference of dagster.yaml from this process's environment
+        os.environ.update(dagster_env(self.settings))
+        create_instance_storage(home)
+        return home
+
+    def start(self, home: Path, with_simulator: bool, with_broker: bool = False) -> None:
+        self.reaper = Reaper()
         bin_dir = Path(sys.executable).parent
         workspace = str(REPO_ROOT / "workspace.yaml")
+        env = self.env(home)
         if with_broker:
             # the project's broker first, so the listener finds it (it would retry anyway)
-            if port_accepts(self.settings.mqtt_host, self.settings.mqtt_port):
-                raise BrokerPortInUseError(
-                    f"{self.settings.mqtt_host}:{self.settings.mqtt_port} is already in use (another "
-                    "broker?); set IOT_MQTT_PORT to a free port for --with-broker"
-                )
-            argv = broker_argv(self.settings, home.parent / "broker")
-            self._spawn(Child("broker", argv), self.env(home))
+            self._spawn(Child("broker", broker_argv(self.settings, home.parent / "broker")), env)
             wait_for_port(self.settings.mqtt_host, self.settings.mqtt_port, timeout_s=10)
         self.children += [
             Child("listener", [sys.executable, "-m", "ingest_listener"]),
@@ -76,13 +103,20 @@ class Supervisor:
         ]
         if with_simulator:
             self.children.append(Child("simulator", [sys.executable, "-m", "simulator"]))
-        env = self.env(home)
         for child in self.children:
             if child.process is None:
                 self._spawn(child, env)
 
     def _spawn(self, child: Child, env: dict[str, str]) -> None:
-        child.process = subprocess.Popen(child.argv, cwd=REPO_ROOT, env=env, start_new_session=True)
+        assert self.reaper is not None
+        child.process = subprocess.Popen(
+            child.argv,
+            cwd=REPO_ROOT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=functools.partial(die_with_parent, os.getpid()),
+        )
+        self.reaper.watch(child.process.pid)
         if child not in self.children:
             self.children.append(child)
         print(f"started {child.name} (pid {child.process.pid})", flush=True)
@@ -91,17 +125,26 @@ class Supervisor:
     def ui_url(self) -> str:
         return f"http://{self.settings.webserver_host}:{self.settings.webserver_port}"
 
-    def wait_for_ui(self, timeout_s: float = 90.0) -> bool:
+    def wait_for_code_location(self, timeout_s: float = LOAD_TIMEOUT_S) -> None:
+        """Return once the webserver has loaded the code location; raise CannotStart with the loading
+        error, or when a child exits or the time is up first."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not self.stopping:
+        while not self.stopping:
+            dead = self.exited()
+            if dead:
+                child = dead[0]
+                raise CannotStart(f"{child.name} exited with {child.process.returncode} while starting")
             try:
-                with urllib.request.urlopen(f"{self.ui_url}/server_info", timeout=2):
-                    return True
-            except OSError:
-                time.sleep(0.5)
-            if self.exited():
-                return False
-        return False
+                state = location_state(self.ui_url)
+            except (OSError, ValueError, KeyError):
+                state = None
+            if state is not None and state.error:
+                raise CannotStart(f"the code location failed to load: {state.error}")
+            if state is not None and state.loaded:
+                return
+            if time.monotonic() > deadline:
+                raise CannotStart(f"the code location did not load within {timeout_s:.0f} s")
+            time.sleep(0.5)
 
     def exited(self) -> list[Child]:
         return [c for c in self.children if c.process is not None and c.process.poll() is not None]
@@ -126,13 +169,13 @@ class Supervisor:
         for child in self.children:
             if child.process:
                 _wait_group_gone(child.process.pid, timeout_s=3.0)
-
-
-class BrokerPortInUseError(RuntimeError):
-    pass
+        if self.reaper is not None:
+            self.reaper.close()
 
 
 def port_accepts(host: str, port: int) -> bool:
+    import socket
+
     try:
         with socket.create_connection((host, port), timeout=0.5):
             return True
@@ -146,7 +189,7 @@ def wait_for_port(host: str, port: int, timeout_s: float) -> None:
         if port_accepts(host, port):
             return
         time.sleep(0.1)
-    raise TimeoutError(f"nothing accepts connections on {host}:{port} after {timeout_s:.0f} s")
+    raise CannotStart(f"nothing accepts connections on {host}:{port} after {timeout_s:.0f} s")
 
 
 def _wait_group_gone(pgid: int, timeout_s: float) -> None:
@@ -166,7 +209,8 @@ def _signal_group(process: subprocess.Popen, sig: int) -> None:
 
 
 def run_up(settings: Settings, with_simulator: bool, with_broker: bool = False) -> int:
-    """Start everything, print the UI address, and stop it all on Ctrl-C/SIGTERM or when a child dies."""
+    """Check, start everything, print the UI address once the code location has loaded, and stop it all on
+    Ctrl-C/SIGTERM or when a child dies. Whatever stops a start is one line on stderr and exit status 1."""
     supervisor = Supervisor(settings)
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -174,19 +218,24 @@ def run_up(settings: Settings, with_simulator: bool, with_broker: bool = False) 
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    lock = StackLock(dagster_home(settings))
+    try:
+        lock.acquire()
+        home = supervisor.prepare(with_broker)
+    except (CannotStart, BrokerNotInstalledError) as exc:
+        return _cannot_start(exc)
+    except Exception as exc:  # a migration or Dagster's storage refusing: still one line
+        return _cannot_start(CannotStart(f"{type(exc).__name__}: {exc}"))
     status = 0
     try:
         try:
-            supervisor.start(with_simulator, with_broker)
-        except (BrokerPortInUseError, BrokerNotInstalledError, TimeoutError) as exc:
-            print(f"cannot start: {exc}", file=sys.stderr, flush=True)
-            return 2
-        if supervisor.wait_for_ui():
-            print(f"\nDagster UI: {supervisor.ui_url}  (Ctrl-C stops everything)\n", flush=True)
-        elif not supervisor.stopping:
-            print("the Dagster webserver did not come up; stopping", file=sys.stderr, flush=True)
-            status = 1
+            supervisor.start(home, with_simulator, with_broker)
+            supervisor.wait_for_code_location()
+        except (CannotStart, BrokerNotInstalledError) as exc:
+            status = _cannot_start(exc)
             supervisor.stopping = True
+        if not supervisor.stopping:
+            print(f"\n{UI_BANNER}{supervisor.ui_url}  (Ctrl-C stops everything)\n", flush=True)
         while not supervisor.stopping:
             dead = supervisor.exited()
             if dead:
@@ -202,8 +251,15 @@ def run_up(settings: Settings, with_simulator: bool, with_broker: bool = False) 
     finally:
         print("stopping...", flush=True)
         supervisor.stop()
+        lock.release()
         print("stopped", flush=True)
     return status
+
+
+def _cannot_start(exc: BaseException) -> int:
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    print(f"cannot start: {message}", file=sys.stderr, flush=True)
+    return 1
 
 
 def launch_up(env: Mapping[str, str], *args: str, timeout_s: float = 120.0) -> tuple[subprocess.Popen, str]:

@@ -75,11 +75,9 @@ def test_workspace_points_at_the_definitions() -> None:
 def test_dagster_instance_config_sqlite_by_default_postgres_when_set(tmp_path: Path) -> None:
     sqlite = instance_config(Settings(dagster_home=tmp_path))
     assert sqlite["storage"] == {"sqlite": {"base_dir": str(tmp_path.resolve() / "storage")}}
-    pg = instance_config(Settings(dagster_home=tmp_path, dagster_pg_url="postgresql://u@h/dagster"))
-    assert pg["storage"] == {"postgres": {"postgres_url": {"env": "IOT_DAGSTER_PG_URL"}}}
-    assert "postgresql://u@h" not in yaml.safe_dump(pg), (
-        "the URL (with its password) stays in the environment"
-    )
+    pg = instance_config(Settings(dagster_home=tmp_path, dagster_pg_url="postgresql://u:secret@h/dagster"))
+    assert pg["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+    assert "secret" not in yaml.safe_dump(pg), "the password stays in the environment"
     assert sqlite["run_coordinator"]["config"]["dequeue_interval_seconds"] == 1
 
 

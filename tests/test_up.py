@@ -1,5 +1,8 @@
 """`iot-etl up` as a user runs it: a message from mosquitto_pub (not our code) becomes queryable, events are
-acknowledged over MQTT, invalid ones dead-lettered, and Ctrl-C/SIGTERM stops everything within seconds."""
+acknowledged over MQTT, invalid ones dead-lettered, and Ctrl-C/SIGTERM stops everything within seconds.
+A fresh Dagster home loads its code location every time, even under CPU load; a SIGKILLed `up` takes every
+process it started with it (run workers too); one `up` per Dagster home; Dagster's PostgreSQL storage runs
+micro-batches."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -24,10 +28,16 @@ import pytest
 from iot_etl.supervisor import launch_up
 from tests.support.database import database_url, drop_database
 from tests.support.ports import free_port
+from tests.support.processes import group_members, wait_gone
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
 WINDOW_S = 10
+EXPECTED_DEFINITIONS = (
+    {"micro_window_sensor"},
+    {"micro_batch_job", "compaction_job", "__ASSET_JOB"},
+    {("raw_messages",), ("telemetry",), ("hourly_rollups",), ("compaction",)},
+)
 
 
 @pytest.fixture
@@ -129,11 +139,7 @@ def test_up_ingests_foreign_publishes_acks_and_stops_cleanly(up_env: dict[str, s
     try:
         assert f"Dagster UI: http://127.0.0.1:{up_env['IOT_WEBSERVER_PORT']}" in banner
 
-        assert loaded_definitions(int(up_env["IOT_WEBSERVER_PORT"])) == (
-            {"micro_window_sensor"},
-            {"micro_batch_job", "compaction_job", "__ASSET_JOB"},
-            {("raw_messages",), ("telemetry",), ("hourly_rollups",), ("compaction",)},
-        )
+        assert loaded_definitions(int(up_env["IOT_WEBSERVER_PORT"])) == EXPECTED_DEFINITIONS
         time.sleep(1.0)  # the listener has subscribed by the time the UI answers; a margin for slow machines
         published = time.monotonic()
         event = {
@@ -212,8 +218,9 @@ def test_up_with_its_own_broker_refuses_a_port_in_use(up_env: dict[str, str]) ->
         text=True,
         timeout=60,
     )
-    assert result.returncode == 2
-    assert "127.0.0.1:1883 is already in use" in result.stderr
+    assert result.returncode == 1
+    assert result.stderr.startswith("cannot start: 127.0.0.1:1883 is already in use")
+    assert len(result.stderr.splitlines()) == 1
 
 
 def test_broker_command_runs_the_project_configuration(up_env: dict[str, str]) -> None:
@@ -244,3 +251,177 @@ def test_broker_command_runs_the_project_configuration(up_env: dict[str, str]) -
     finally:
         broker.terminate()
         assert broker.wait(10) == 0
+
+
+def stop_up(up: subprocess.Popen) -> int:
+    """SIGTERM as Ctrl-C would; the exit status of `up`."""
+    up.send_signal(signal.SIGTERM)
+    try:
+        return up.wait(60)
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+
+
+def started_pids(banner: str) -> set[int]:
+    return {int(pid) for pid in re.findall(r"^started \S+ \(pid (\d+)\)$", banner, re.M)}
+
+
+def busy_loops(count: int = 2) -> list[subprocess.Popen]:
+    """CPU load: as many busy shells as the machine has cores (bounded by `timeout` if a test dies)."""
+    return [subprocess.Popen(["timeout", "120", "sh", "-c", "while :; do :; done"]) for _ in range(count)]
+
+
+def test_fresh_home_loads_the_code_location_every_time_under_cpu_load(
+    up_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Daemon and webserver started together on a fresh SQLite home raced on creating it and the code
+    location failed to load in 4 of 5 starts on a loaded machine; `up` now creates the storage first and
+    announces the UI only once the location has loaded."""
+    for attempt in range(5):
+        port = free_port()
+        env = {
+            **up_env,
+            "IOT_DAGSTER_HOME": str(tmp_path / f"home{attempt}"),
+            "IOT_WEBSERVER_PORT": str(port),
+        }
+        load = busy_loops()
+        try:
+            up, banner = launch_up(env, "--no-simulator", timeout_s=300)
+            try:
+                assert "Dagster UI: http://" in banner
+                assert loaded_definitions(port) == EXPECTED_DEFINITIONS, f"attempt {attempt}"
+            finally:
+                assert stop_up(up) == 0
+        finally:
+            for loop in load:
+                loop.kill()
+                loop.wait()
+
+
+def publish_until(stop: threading.Event, topic: str) -> None:
+    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", 1883)
+    client.loop_start()
+    n = 0
+    while not stop.is_set():
+        client.publish(topic, str(n), qos=1)
+        n += 1
+        stop.wait(0.5)
+    client.loop_stop()
+    client.disconnect()
+
+
+def test_sigkilled_up_takes_every_process_with_it_and_one_up_per_home(up_env: dict[str, str]) -> None:
+    up, banner = launch_up(up_env, "--no-simulator")
+    stop_publishing = threading.Event()
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "iot_etl.cli", "up", "--no-simulator"],
+            cwd=ROOT,
+            env={**up_env, "IOT_WEBSERVER_PORT": str(free_port())},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1
+        assert second.stderr.splitlines() == [
+            f"cannot start: another iot-etl up (pid {up.pid}) is running with {up_env['IOT_DAGSTER_HOME']}; "
+            "stop it first"
+        ]
+
+        # messages keep windows non-empty, so micro-batch runs start: their workers (multiprocessing
+        # children of the daemon's code server) must die too
+        topic = f"devices/kill{uuid.uuid4().hex[:6]}/temperature"
+        threading.Thread(target=publish_until, args=(stop_publishing, topic), daemon=True).start()
+        groups = started_pids(banner)
+        assert len(groups) == 3, banner
+        deadline = time.monotonic() + 120
+        while not any("spawn_main" in cmd for cmd in group_members(groups).values()):
+            assert time.monotonic() < deadline, "no run worker started"
+            time.sleep(0.1)
+        processes = group_members(groups)
+        os.kill(up.pid, signal.SIGKILL)
+        up.wait(10)
+    finally:
+        stop_publishing.set()
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+    assert len(processes) >= 6, processes  # listener, daemon, webserver, two code servers, a run worker
+    left = wait_gone(set(processes), timeout_s=60)
+    assert not left, {pid: processes[pid] for pid in left}
+
+    again, _ = launch_up(up_env, "--no-simulator")
+    assert stop_up(again) == 0
+
+
+def test_dagster_postgres_storage_runs_micro_batches(up_env: dict[str, str]) -> None:
+    name = f"iot_dagster_{uuid.uuid4().hex[:8]}"
+    env = {**up_env, "IOT_DAGSTER_PG_URL": database_url(name)}
+    up, _ = launch_up(env, "--no-simulator")
+    try:
+        device = f"pg{uuid.uuid4().hex[:6]}"
+        client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client.connect("127.0.0.1", 1883)
+        client.loop_start()
+        client.publish(f"devices/{device}/temperature", "21.5", qos=1).wait_for_publish(10)
+        client.loop_stop()
+        client.disconnect()
+        value = wait_for_row(
+            up_env["IOT_DATABASE_URL"],
+            "SELECT x.value_num FROM measurements x JOIN devices d USING (device_id) WHERE d.device_key = %s",
+            (device,),
+            WINDOW_S + 90,
+        )
+        assert value == (21.5,)
+        status = wait_for_row(
+            database_url(name), "SELECT status FROM runs WHERE status = 'SUCCESS' LIMIT 1", (), 30
+        )
+        assert status == ("SUCCESS",)
+        assert "postgresql+psycopg2" in (Path(env["IOT_DAGSTER_HOME"]) / "dagster.yaml").read_text()
+    finally:
+        try:
+            assert stop_up(up) == 0
+        finally:
+            drop_database(name)
+
+
+REFUSE_DEFINITIONS = """
+import sys
+
+
+class RefuseDefinitions:
+    def find_spec(self, name, path=None, target=None):
+        if name == "dagster_project.definitions":
+            raise ImportError("definitions refused by the test")
+        return None
+
+
+sys.meta_path.insert(0, RefuseDefinitions())
+"""
+
+
+def test_code_location_that_fails_to_load_is_one_line_and_stops_everything(
+    up_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Every Python process of the stack runs this `sitecustomize`, so the code servers cannot import the
+    definitions, as with a broken deployment."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(REFUSE_DEFINITIONS)
+    result = subprocess.run(
+        [sys.executable, "-m", "iot_etl.cli", "up", "--no-simulator"],
+        cwd=ROOT,
+        env={**up_env, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    refusals = [line for line in result.stderr.splitlines() if line.startswith("cannot start:")]
+    assert len(refusals) == 1, result.stderr
+    assert refusals[0].startswith("cannot start: the code location failed to load: ")
+    assert "definitions refused by the test" in refusals[0]
+    assert "Dagster UI" not in result.stdout
+    assert result.stdout.rstrip().endswith("stopped")
+    assert not wait_gone(started_pids(result.stdout), timeout_s=30)

@@ -1,0 +1,116 @@
+"""What `iot-etl up` checks before it starts anything, each failure one line a user can act on."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from pathlib import Path
+from typing import IO
+
+import psycopg
+import redis
+
+from iot_core.settings import Settings
+
+CONNECT_TIMEOUT_S = 5
+
+
+class CannotStart(RuntimeError):
+    """`iot-etl up` cannot start; the message is the one line the user sees."""
+
+
+def require_port_free(host: str, port: int, setting: str) -> None:
+    """Bind the port the way a server does (SO_REUSEADDR: a port in TIME_WAIT counts as free)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise CannotStart(
+                f"{host}:{port} is already in use ({exc.strerror}); stop what holds it or set {setting}"
+            ) from None
+
+
+def require_redis(url: str) -> None:
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CONNECT_TIMEOUT_S
+    )
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise CannotStart(
+            f"Redis at {_safe(url)} is unreachable ({_one_line(exc)}); check IOT_REDIS_URL"
+        ) from None
+    finally:
+        client.close()
+
+
+def require_postgres(url: str, setting: str) -> None:
+    """The server must answer; the database itself may be missing (`db migrate` creates it)."""
+    try:
+        with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S):
+            return
+    except psycopg.OperationalError as exc:
+        if "does not exist" in str(exc):
+            return
+        raise CannotStart(
+            f"PostgreSQL at {_safe(url)} is unreachable ({_one_line(exc)}); check {setting}"
+        ) from None
+
+
+def check_services(settings: Settings) -> None:
+    """Everything `up` starts listens on a free port and finds the services it needs."""
+    require_port_free(settings.webserver_host, settings.webserver_port, "IOT_WEBSERVER_PORT")
+    if settings.listener_metrics_port:
+        require_port_free("0.0.0.0", settings.listener_metrics_port, "IOT_LISTENER_METRICS_PORT")
+    require_redis(settings.redis_url.get_secret_value())
+    require_postgres(settings.database_url.get_secret_value(), "IOT_DATABASE_URL")
+    if settings.dagster_pg_url:
+        require_postgres(settings.dagster_pg_url.get_secret_value(), "IOT_DAGSTER_PG_URL")
+
+
+class StackLock:
+    """One `iot-etl up` per Dagster home: an exclusive flock on `up.lock`, which holds the owner's pid.
+
+    The kernel drops the lock when its holder dies however it dies, so a stale file never blocks a start."""
+
+    def __init__(self, home: Path) -> None:
+        self.path = home / "up.lock"
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the process's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise CannotStart(
+                f"another iot-etl up (pid {holder}) is running with {self.path.parent}; stop it first"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    userinfo, _, host = rest.rpartition("@")
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}@{host}"

@@ -1,0 +1,44 @@
+"""Processes seen through /proc: who is in a process group, and waiting until pids are gone."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+
+def group_members(pgids: set[int]) -> dict[int, str]:
+    """pid -> command line of every live process whose process group is one of `pgids`."""
+    members: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        # the command name (field 2) is in parentheses and may hold spaces: split after its closing one
+        fields = stat[stat.rindex(")") + 2 :].split()
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp in pgids and state != "Z":
+            members[int(entry.name)] = cmdline.strip()
+    return members
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie counts as gone: it only waits to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def wait_gone(pids: set[int], timeout_s: float) -> set[int]:
+    """Poll until none of `pids` is alive or the time is up; return those still alive."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = {pid for pid in pids if alive(pid)}
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
