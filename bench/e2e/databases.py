@@ -1,0 +1,36 @@
+"""Scratch databases on the local PostgreSQL server, one per system and trial."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from iot_core.settings import Settings
+
+
+def server_url(settings: Settings) -> str:
+    """The URL of the server's maintenance database (`postgres`) on the configured server."""
+    return settings.database_url.rsplit("/", 1)[0] + "/postgres"
+
+
+def database_url(settings: Settings, name: str) -> str:
+    return settings.database_url.rsplit("/", 1)[0] + "/" + name
+
+
+def create_database(settings: Settings, name: str) -> None:
+    with psycopg.connect(server_url(settings), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def drop_database(settings: Settings, name: str) -> None:
+    with psycopg.connect(server_url(settings), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def postmaster_pid(settings: Settings) -> int:
+    """The server's main process, whose children are the backends (found through one of them)."""
+    import psutil
+
+    with psycopg.connect(server_url(settings), autocommit=True) as conn:
+        backend = int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+        return psutil.Process(backend).ppid()

@@ -1,0 +1,88 @@
+"""When rows become queryable: a poller that counts a system's rows, and the latencies that follows.
+
+Why counting instead of reading each row back: a count is cheap for the database under test at any
+size, and every system here keeps arrival order (one broker, one subscriber, FIFO queues and windows in
+arrival order), so the r-th row to become queryable is the r-th message published. Latency of rank r =
+first poll that saw more than r rows - publish time of the r-th message. Resolution: the poll interval.
+"""
+
+from __future__ import annotations
+
+import bisect
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+
+POLL_INTERVAL_S = 0.25
+
+
+@dataclass(eq=False)
+class RowCounter(threading.Thread):
+    """Counts `table` every POLL_INTERVAL_S until `target` rows, `stall_s` without progress, or stop()."""
+
+    url: str
+    table: str
+    target: int
+    stall_s: float
+    timeline: list[tuple[float, int]] = field(default_factory=list)
+    backend_pid: int = 0
+
+    def __post_init__(self) -> None:
+        threading.Thread.__init__(self, daemon=True)
+        self._halt = threading.Event()
+        self._conn = psycopg.connect(self.url, autocommit=True)
+        self.backend_pid = int(self._conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+
+    def run(self) -> None:
+        last_change = time.time()
+        last = -1
+        try:
+            while not self._halt.is_set():
+                count = int(self._conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0])
+                now = time.time()
+                self.timeline.append((now, count))
+                if count != last:
+                    last, last_change = count, now
+                if count >= self.target or now - last_change > self.stall_s:
+                    return
+                self._halt.wait(POLL_INTERVAL_S)
+        finally:
+            self._conn.close()
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    @property
+    def stored(self) -> int:
+        return self.timeline[-1][1] if self.timeline else 0
+
+    @property
+    def last_row_at(self) -> float:
+        """When the final count was first seen."""
+        final = self.stored
+        return next(t for t, c in self.timeline if c == final)
+
+
+@dataclass(frozen=True, slots=True)
+class Latencies:
+    p50: float
+    p95: float
+    p99: float
+    max: float
+
+
+def latencies(publish_times: list[float], timeline: list[tuple[float, int]]) -> Latencies | None:
+    """Publish-to-queryable latency per row under the arrival-order assumption (module docstring)."""
+    counts = [c for _, c in timeline]
+    stored = min(counts[-1] if counts else 0, len(publish_times))
+    if stored == 0:
+        return None
+    values = []
+    for rank in range(stored):
+        seen = bisect.bisect_right(counts, rank)  # first poll with count > rank (counts never fall)
+        values.append(timeline[seen][0] - publish_times[rank])
+    q = statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else values * 99
+    return Latencies(p50=q[49], p95=q[94], p99=q[98], max=max(values))

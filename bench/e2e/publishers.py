@@ -1,0 +1,97 @@
+"""Several publisher processes sending the benchmark's messages at once (burst) or at a rate (sustained).
+
+Processes rather than threads so that the publisher is not the bottleneck of a Python system under
+test: each process has its own acknowledging `Publisher` (QoS 1) and the GIL of its own.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from array import array
+from dataclasses import dataclass
+
+from bench.e2e import messages
+from iot_core.mqtt import MqttEndpoint, Publisher
+
+#: How long after the processes are spawned they all start; connecting takes well under a second.
+START_DELAY_S = 2.0
+ACK_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    publish_times: list[float]  # wall-clock publish time of every message, ascending
+    acked: int
+    failed: int
+    first_publish: float
+    last_ack: float
+
+    @property
+    def published(self) -> int:
+        return len(self.publish_times)
+
+    @property
+    def rate(self) -> float:
+        """Messages acknowledged by the broker per second, all processes together."""
+        return self.acked / max(self.last_ack - self.first_publish, 1e-9)
+
+
+def _publish_share(
+    index: int,
+    processes: int,
+    total: int,
+    rate: float | None,
+    host: str,
+    port: int,
+    start_at: float,
+    out: mp.Queue,
+) -> None:
+    publisher = Publisher(MqttEndpoint(host, port), f"bench-pub{index}")
+    publisher.connect()
+    seqs = range(index, total, processes)
+    interval = processes / rate if rate else 0.0
+    times = array("d")
+    time.sleep(max(0.0, start_at - time.time()))
+    for k, seq in enumerate(seqs):
+        if interval:
+            delay = start_at + k * interval - time.time()
+            if delay > 0:
+                time.sleep(delay)
+        now = time.time()
+        publisher.publish(messages.topic(index, seq), messages.payload(seq, now), qos=1)
+        times.append(now)
+    publisher.wait_for_acks(ACK_TIMEOUT_S)
+    last_ack = time.time()
+    publisher.close()
+    out.put((times.tobytes(), publisher.acked, publisher.failed, last_ack))
+
+
+def publish(host: str, port: int, total: int, processes: int, rate: float | None = None) -> PublishResult:
+    """Publish `total` messages from `processes` processes, all at once (`rate` None) or at `rate` msg/s
+    in all; returns once every process has its acknowledgements."""
+    ctx = mp.get_context("spawn")
+    out: mp.Queue = ctx.Queue()
+    start_at = time.time() + START_DELAY_S
+    workers = [
+        ctx.Process(target=_publish_share, args=(i, processes, total, rate, host, port, start_at, out))
+        for i in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    results = [out.get(timeout=ACK_TIMEOUT_S + START_DELAY_S + total / (rate or 1000) + 60) for _ in workers]
+    for worker in workers:
+        worker.join(10)
+    times: list[float] = []
+    for raw, *_ in results:
+        chunk = array("d")
+        chunk.frombytes(raw)
+        times.extend(chunk)
+    times.sort()
+    return PublishResult(
+        publish_times=times,
+        acked=sum(r[1] for r in results),
+        failed=sum(r[2] for r in results),
+        first_publish=times[0] if times else start_at,
+        last_ack=max(r[3] for r in results),
+    )

@@ -1,0 +1,155 @@
+"""The systems under test: the product (`iot-etl up --no-simulator`) and the baseline writers.
+
+Each starts against a private broker and its own database, says which processes are its own (roots of
+process trees), how long its row count may stand still while messages are still on their way, and
+stops everything it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from bench.e2e.baselines.common import TABLE
+from iot_etl.supervisor import REPO_ROOT, launch_up
+from tests.support.mosquitto import PrivateMosquitto
+from tests.support.ports import free_port
+from tests.support.redis_server import PrivateRedis
+
+BASELINE_STALL_S = 30.0
+READY_TIMEOUT_S = 60.0
+#: Topic the listener takes but the product does not decode (two segments): it lands in `rejected`,
+#: never in `measurements`, so it tells that the listener is subscribed without adding a row.
+PROBE_TOPIC = "devices/bench-probe"
+
+
+class SystemUnderTest(Protocol):
+    name: str
+    table: str
+
+    def start(self, broker: PrivateMosquitto, database_url: str) -> None: ...
+    def roots(self) -> list[int]: ...
+    def stall_s(self) -> float: ...
+    def stop(self) -> None: ...
+
+
+@dataclass
+class Product:
+    """The pipeline as a user runs it, with a private Redis and Dagster home."""
+
+    window_s: int
+    table: str = "measurements"
+    _up: subprocess.Popen | None = None
+    _redis: PrivateRedis | None = None
+    _home: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return f"product-{self.window_s}s"
+
+    def start(self, broker: PrivateMosquitto, database_url: str) -> None:
+        self._redis = PrivateRedis().start()
+        self._home = Path(tempfile.mkdtemp(prefix="bench-e2e-dagster-"))
+        stream = "bench:raw"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IOT_")}
+        env.update(
+            {
+                **broker.env(),
+                **self._redis.env(),
+                "IOT_DATABASE_URL": database_url,
+                "IOT_STREAM_PREFIX": stream,
+                "IOT_DAGSTER_HOME": str(self._home),
+                "IOT_LISTENER_CLIENT_ID": f"bench-listener-{os.getpid()}",
+                "IOT_LISTENER_METRICS_PORT": "0",
+                "IOT_WEBSERVER_PORT": str(free_port()),
+                "IOT_WINDOW_SECONDS": str(self.window_s),
+            }
+        )
+        self._up, _ = launch_up(env, "--no-simulator", timeout_s=240)
+        redis = self._redis.client()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not redis.xlen(stream):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the listener did not subscribe within a minute")
+            broker.publish_many([(PROBE_TOPIC, b"probe")])
+            time.sleep(0.5)
+
+    def roots(self) -> list[int]:
+        assert self._up is not None and self._redis is not None
+        return [self._up.pid, int(self._redis.client().info("server")["process_id"])]
+
+    def stall_s(self) -> float:
+        return 2 * self.window_s + 60.0
+
+    def stop(self) -> None:
+        if self._up is not None:
+            os.killpg(self._up.pid, signal.SIGTERM)
+            try:
+                self._up.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._up.pid, signal.SIGKILL)
+                self._up.wait(10)
+        if self._redis is not None:
+            self._redis.close()
+
+
+@dataclass
+class Baseline:
+    """One of the writers in bench.e2e.baselines, as its own process."""
+
+    name: str
+    module: str
+    table: str = TABLE
+    _process: subprocess.Popen | None = field(default=None, repr=False)
+
+    def start(self, broker: PrivateMosquitto, database_url: str) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", self.module, broker.host, str(broker.port), database_url],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if line.strip() != "ready":
+            self.stop()
+            raise RuntimeError(f"{self.module} did not subscribe (said {line!r})")
+
+    def roots(self) -> list[int]:
+        assert self._process is not None
+        return [self._process.pid]
+
+    def stall_s(self) -> float:
+        return BASELINE_STALL_S
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(5)
+
+
+BASELINES = {
+    "copy": "bench.e2e.baselines.copy_writer",
+    "executemany": "bench.e2e.baselines.executemany_writer",
+    "insert": "bench.e2e.baselines.insert_writer",
+}
+
+
+def system(name: str, window_s: int) -> SystemUnderTest:
+    """`product` or a baseline's name -> a fresh system under test."""
+    if name == "product":
+        return Product(window_s)
+    if name in BASELINES:
+        return Baseline(name, BASELINES[name])
+    raise ValueError(f"unknown system {name!r}: choose product or one of {', '.join(BASELINES)}")

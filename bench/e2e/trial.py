@@ -1,0 +1,94 @@
+"""One trial: one system, one mode (burst or sustained), on a fresh broker and database."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from bench.e2e import databases
+from bench.e2e.observer import RowCounter, latencies
+from bench.e2e.processes import NOT_PIPELINE, ProcessSampler
+from bench.e2e.publishers import publish
+from bench.e2e.systems import SystemUnderTest
+from iot_core.settings import Settings
+from tests.support.mosquitto import PrivateMosquitto
+
+MB = 1024 * 1024
+#: Groups whose memory is not the system's own: the shared broker, and PostgreSQL backends, whose RSS
+#: is mostly the server's shared buffers.
+NOT_SYSTEM_MEMORY = NOT_PIPELINE | {"postgres"}
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """What to publish: `messages` in all, at `rate` msg/s (sustained) or all at once (burst, rate None)."""
+
+    mode: str
+    messages: int
+    rate: float | None
+    publishers: int
+
+
+def run_trial(settings: Settings, system: SystemUnderTest, load: Load, repetition: int) -> dict[str, Any]:
+    name = f"bench_e2e_{uuid.uuid4().hex[:8]}_{system.name.replace('-', '_')}"
+    url = databases.database_url(settings, name)
+    databases.create_database(settings, name)
+    try:
+        with PrivateMosquitto() as broker:
+            system.start(broker, url)
+            try:
+                counter = RowCounter(url, system.table, target=load.messages, stall_s=system.stall_s())
+                sampler = ProcessSampler(
+                    roots=[*system.roots(), broker.pid or 0],
+                    database=name,
+                    postmaster_pid=databases.postmaster_pid(settings),
+                    exclude_pids={counter.backend_pid},
+                )
+                sampler.start()
+                counter.start()
+                sent = publish(broker.host, broker.port, load.messages, load.publishers, load.rate)
+                counter.join()
+                sampler.stop()
+            finally:
+                system.stop()
+    finally:
+        databases.drop_database(settings, name)
+    return summarize(system.name, load, repetition, sent, counter, sampler)
+
+
+def summarize(
+    system: str, load: Load, repetition: int, sent: Any, counter: RowCounter, sampler: ProcessSampler
+) -> dict[str, Any]:
+    stored = counter.stored
+    elapsed = counter.last_row_at - sent.first_publish if stored else float("nan")
+    lat = latencies(sent.publish_times, counter.timeline)
+    cpu = sampler.cpu_seconds()
+    per_100k = 100_000 / max(load.messages, 1)
+    pipeline_cpu = sum(v for g, v in cpu.items() if g not in NOT_PIPELINE)
+    return {
+        "system": system,
+        "mode": load.mode,
+        "repetition": repetition,
+        "messages": load.messages,
+        "target_rate": load.rate,
+        "publishers": load.publishers,
+        "publish_rate": round(sent.rate, 1),
+        "acked": sent.acked,
+        "stored": stored,
+        "lost": sent.published - stored,
+        "rows_per_s": round(stored / elapsed, 1) if stored else 0.0,
+        "seconds_first_publish_to_last_row": round(elapsed, 3),
+        "latency_p50_s": round(lat.p50, 3) if lat else None,
+        "latency_p95_s": round(lat.p95, 3) if lat else None,
+        "latency_p99_s": round(lat.p99, 3) if lat else None,
+        "latency_max_s": round(lat.max, 3) if lat else None,
+        "cpu_s_per_100k_pipeline": round(pipeline_cpu * per_100k, 2),
+        "cpu_s_per_100k": {g: round(v * per_100k, 2) for g, v in sorted(cpu.items())},
+        "peak_rss_mb_system": round(
+            sum(v for g, v in sampler.peak_rss.items() if g not in NOT_SYSTEM_MEMORY) / MB, 1
+        ),
+        "peak_rss_mb": {g: round(v / MB, 1) for g, v in sorted(sampler.peak_rss.items())},
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
