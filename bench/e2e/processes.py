@@ -1,7 +1,7 @@
 """CPU seconds and peak RSS per process group of a system under test, sampled with psutil.
 
-Groups are told apart by command line: the product's listener, Dagster daemon, webserver, code server
-and run workers, the baseline writers, the system's own PostgreSQL backends (those connected to its
+Groups are told apart by command line: the product's listener, Dagster daemon, webserver, code servers
+and run workers (with their helper processes), the baseline writers, the system's own PostgreSQL backends (those connected to its
 database, except the benchmark's own poller), Redis and the broker. A process that exits between two
 samples keeps the CPU time of its last sample, so short-lived run workers lose at most one interval.
 """
@@ -23,8 +23,12 @@ def classify(cmdline: str) -> str:
     """The group of a process, from its command line."""
     rules = (
         ("ingest_listener", "listener"),
+        # a run worker is a multiprocessing child of the code server, with its helpers (orphan watcher,
+        # compute-log tails, multiprocessing resource tracker)
+        ("multiprocessing", "run-workers"),
+        ("watch_orphans", "run-workers"),
+        ("compute_logs", "run-workers"),
         ("execute_run", "run-workers"),
-        ("execute_step", "run-workers"),
         ("dagster-daemon", "dagster-daemon"),
         ("dagster-webserver", "dagster-webserver"),
         ("api grpc", "code-server"),

@@ -7,6 +7,7 @@ test: each process has its own acknowledging `Publisher` (QoS 1) and the GIL of 
 from __future__ import annotations
 
 import multiprocessing as mp
+import queue
 import time
 from array import array
 from dataclasses import dataclass
@@ -79,7 +80,14 @@ def publish(host: str, port: int, total: int, processes: int, rate: float | None
     ]
     for worker in workers:
         worker.start()
-    results = [out.get(timeout=ACK_TIMEOUT_S + START_DELAY_S + total / (rate or 1000) + 60) for _ in workers]
+    results = []
+    while len(results) < len(workers):
+        try:
+            results.append(out.get(timeout=1.0))
+        except queue.Empty:
+            dead = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+            if dead:
+                raise RuntimeError(f"a publisher process failed (exit codes {dead})") from None
     for worker in workers:
         worker.join(10)
     times: list[float] = []
