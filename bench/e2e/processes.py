@@ -1,9 +1,10 @@
 """CPU seconds and peak RSS per process group of a system under test, sampled with psutil.
 
 Groups are told apart by command line: the product's listener, Dagster daemon, webserver, code servers
-and run workers (with their helper processes), the baseline writers, the system's own PostgreSQL backends (those connected to its
-database, except the benchmark's own poller), Redis and the broker. A process that exits between two
-samples keeps the CPU time of its last sample, so short-lived run workers lose at most one interval.
+and run workers (with their helper processes), the baseline writers, the system's own PostgreSQL
+backends (those connected to its database, except the benchmark's own poller), Redis and the broker.
+A process that exits between two samples keeps the CPU time of its last sample, so short-lived run
+workers lose at most one interval.
 """
 
 from __future__ import annotations

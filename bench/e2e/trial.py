@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -90,5 +91,8 @@ def summarize(
             sum(v for g, v in sampler.peak_rss.items() if g not in NOT_SYSTEM_MEMORY) / MB, 1
         ),
         "peak_rss_mb": {g: round(v / MB, 1) for g, v in sorted(sampler.peak_rss.items())},
+        # the machine's load while the trial ran: other work on a shared machine shows up here
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "cpu_count": os.cpu_count(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

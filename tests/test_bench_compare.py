@@ -1,0 +1,56 @@
+"""The end-to-end comparison harness, at tiny scale: one baseline, both modes, every JSON column."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.compare import main
+from bench.e2e.processes import classify
+from bench.e2e.report import COLUMNS, GROUP_COLUMNS
+
+pytestmark = pytest.mark.services
+
+
+def test_compare_writes_every_column(tmp_path: Path) -> None:
+    out = tmp_path / "compare.json"
+    main(
+        [
+            "--systems", "copy",
+            "--messages", "300",
+            "--rate", "100",
+            "--duration", "2",
+            "--publishers", "2",
+            "--json", str(out),
+        ]
+    )  # fmt: skip
+    document = json.loads(out.read_text())
+    runs = document["runs"]
+    assert [(r["system"], r["mode"]) for r in runs] == [("copy", "burst"), ("copy", "sustained")]
+    for run in runs:
+        for key, _, _ in COLUMNS:
+            assert run[key] is not None, key
+        for key in GROUP_COLUMNS:
+            assert {"writer", "postgres", "broker"} <= set(run[key]), key
+        assert run["lost"] == 0
+        assert run["stored"] == run["messages"]
+        assert run["latency_p50_s"] <= run["latency_p95_s"] <= run["latency_p99_s"]
+    assert runs[1]["messages"] == 200
+    assert {(m["system"], m["mode"]) for m in document["medians"]} == {
+        ("copy", "burst"),
+        ("copy", "sustained"),
+    }
+
+
+def test_classify_knows_the_product_processes() -> None:
+    assert classify("/x/.venv/bin/python -m ingest_listener") == "listener"
+    assert classify("/x/python /x/dagster-daemon run -w /x/workspace.yaml") == "dagster-daemon"
+    assert classify("/x/python -m dagster api grpc --lazy-load-user-code --socket /tmp/s") == "code-server"
+    assert (
+        classify("/x/python -B -c from multiprocessing.spawn import spawn_main; spawn_main()")
+        == "run-workers"
+    )
+    assert classify("postgres: postgres bench_e2e_x 127.0.0.1(5000) idle") == "postgres"
+    assert classify("redis-server 127.0.0.1:6390") == "redis"
