@@ -52,5 +52,7 @@ def test_classify_knows_the_product_processes() -> None:
         classify("/x/python -B -c from multiprocessing.spawn import spawn_main; spawn_main()")
         == "run-workers"
     )
+    instance_ref = '--instance-ref {"compute_logs_data": {}}'
+    assert classify(f"/x/python -m dagster api grpc --socket /tmp/s {instance_ref}") == "code-server"
     assert classify("postgres: postgres bench_e2e_x 127.0.0.1(5000) idle") == "postgres"
     assert classify("redis-server 127.0.0.1:6390") == "redis"

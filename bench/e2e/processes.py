@@ -23,6 +23,10 @@ NOT_PIPELINE = frozenset({"broker"})
 def classify(cmdline: str) -> str:
     """The group of a process, from its command line."""
     rules = (
+        # first: a code server's command line carries the instance's configuration, which names
+        # compute logs
+        ("api grpc", "code-server"),
+        ("code-server", "code-server"),
         ("ingest_listener", "listener"),
         # a run worker is a multiprocessing child of the code server, with its helpers (orphan watcher,
         # compute-log tails, multiprocessing resource tracker)
@@ -32,8 +36,6 @@ def classify(cmdline: str) -> str:
         ("execute_run", "run-workers"),
         ("dagster-daemon", "dagster-daemon"),
         ("dagster-webserver", "dagster-webserver"),
-        ("api grpc", "code-server"),
-        ("code-server", "code-server"),
         ("iot_etl.cli", "supervisor"),
         ("bench.e2e.baselines", "writer"),
         ("redis-server", "redis"),
