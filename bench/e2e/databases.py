@@ -8,13 +8,14 @@ from psycopg import sql
 from iot_core.settings import Settings
 
 
-def server_url(settings: Settings) -> str:
-    """The URL of the server's maintenance database (`postgres`) on the configured server."""
-    return settings.database_url.rsplit("/", 1)[0] + "/postgres"
-
-
 def database_url(settings: Settings, name: str) -> str:
-    return settings.database_url.rsplit("/", 1)[0] + "/" + name
+    """The URL of database `name` on the server of the configured telemetry database."""
+    return settings.database_url.get_secret_value().rsplit("/", 1)[0] + "/" + name
+
+
+def server_url(settings: Settings) -> str:
+    """The URL of the server's maintenance database (`postgres`)."""
+    return database_url(settings, "postgres")
 
 
 def create_database(settings: Settings, name: str) -> None:
