@@ -56,7 +56,7 @@ def _publish_share(
     time.sleep(max(0.0, start_at - time.time()))
     for k, seq in enumerate(seqs):
         if interval:
-            delay = start_at + k * interval - time.time()
+            delay = start_at + (k + index / processes) * interval - time.time()  # staggered
             if delay > 0:
                 time.sleep(delay)
         now = time.time()
