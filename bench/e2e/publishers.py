@@ -11,12 +11,13 @@ import queue
 import time
 from array import array
 from dataclasses import dataclass
+from typing import Any
 
 from bench.e2e import messages
 from iot_core.mqtt import MqttEndpoint, Publisher
 
-#: How long after the processes are spawned they all start; connecting takes well under a second.
-START_DELAY_S = 2.0
+#: How long after the last process connected they all start.
+START_DELAY_S = 0.5
 ACK_TIMEOUT_S = 300.0
 
 
@@ -45,11 +46,13 @@ def _publish_share(
     rate: float | None,
     host: str,
     port: int,
-    start_at: float,
+    start: Any,
     out: mp.Queue,
 ) -> None:
     publisher = Publisher(MqttEndpoint(host, port), f"bench-pub{index}")
     publisher.connect()
+    out.put(("connected", index))
+    start_at = start.get()
     seqs = range(index, total, processes)
     interval = processes / rate if rate else 0.0
     times = array("d")
@@ -65,7 +68,7 @@ def _publish_share(
     publisher.wait_for_acks(ACK_TIMEOUT_S)
     last_ack = time.time()
     publisher.close()
-    out.put((times.tobytes(), publisher.acked, publisher.failed, last_ack))
+    out.put(("done", (times.tobytes(), publisher.acked, publisher.failed, last_ack)))
 
 
 def publish(host: str, port: int, total: int, processes: int, rate: float | None = None) -> PublishResult:
@@ -73,17 +76,26 @@ def publish(host: str, port: int, total: int, processes: int, rate: float | None
     in all; returns once every process has its acknowledgements."""
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()
-    start_at = time.time() + START_DELAY_S
+    start: mp.Queue = ctx.Queue()
     workers = [
-        ctx.Process(target=_publish_share, args=(i, processes, total, rate, host, port, start_at, out))
+        ctx.Process(target=_publish_share, args=(i, processes, total, rate, host, port, start, out))
         for i in range(processes)
     ]
     for worker in workers:
         worker.start()
+    connected = 0
     results = []
     while len(results) < len(workers):
         try:
-            results.append(out.get(timeout=1.0))
+            kind, value = out.get(timeout=1.0)
+            if kind == "connected":
+                connected += 1
+                if connected == len(workers):  # spawning is slow on a busy machine: start together
+                    start_at = time.time() + START_DELAY_S
+                    for _ in workers:
+                        start.put(start_at)
+            else:
+                results.append(value)
         except queue.Empty:
             dead = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
             if dead:
@@ -100,6 +112,6 @@ def publish(host: str, port: int, total: int, processes: int, rate: float | None
         publish_times=times,
         acked=sum(r[1] for r in results),
         failed=sum(r[2] for r in results),
-        first_publish=times[0] if times else start_at,
+        first_publish=times[0] if times else time.time(),
         last_ack=max(r[3] for r in results),
     )
