@@ -37,6 +37,7 @@ class SystemUnderTest(Protocol):
     def start(self, broker: PrivateMosquitto, database_url: str) -> None: ...
     def roots(self) -> list[int]: ...
     def stall_s(self) -> float: ...
+    def running(self) -> bool: ...
     def stop(self) -> None: ...
 
 
@@ -88,6 +89,10 @@ class Product:
     def stall_s(self) -> float:
         return 2 * self.window_s + 60.0
 
+    def running(self) -> bool:
+        """`iot-etl up` stops everything when one of its children exits."""
+        return self._up is not None and self._up.poll() is None
+
     def stop(self) -> None:
         if self._up is not None:
             os.killpg(self._up.pid, signal.SIGTERM)
@@ -128,6 +133,9 @@ class Baseline:
 
     def stall_s(self) -> float:
         return BASELINE_STALL_S
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:

@@ -22,6 +22,10 @@ MB = 1024 * 1024
 NOT_SYSTEM_MEMORY = NOT_PIPELINE | {"postgres"}
 
 
+class SystemStoppedError(RuntimeError):
+    pass
+
+
 @dataclass(frozen=True, slots=True)
 class Load:
     """What to publish: `messages` in all, at `rate` msg/s (sustained) or all at once (burst, rate None)."""
@@ -52,6 +56,10 @@ def run_trial(settings: Settings, system: SystemUnderTest, load: Load, repetitio
                 sent = publish(broker.host, broker.port, load.messages, load.publishers, load.rate)
                 counter.join()
                 sampler.stop()
+                if not system.running():
+                    raise SystemStoppedError(
+                        f"{system.name} stopped during the trial: its numbers would be wrong"
+                    )
             finally:
                 system.stop()
     finally:
