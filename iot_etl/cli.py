@@ -1,4 +1,8 @@
-"""The `iot-etl` command: up, listen, simulate, db migrate, status, broker-config."""
+"""The `iot-etl` command: up, listen, simulate, db migrate, status, backfill, lineage, broker-config.
+
+A failing command prints one line on stderr (what happened, what to do) and exits non-zero; `--debug`
+shows the traceback instead (see `iot_etl.errors`).
+"""
 
 from __future__ import annotations
 
@@ -7,21 +11,17 @@ import sys
 
 import click
 
+from iot_core.logs import configure_logging
 from iot_core.settings import get_settings
+from iot_etl.errors import CommandFailed, ExplainingGroup
 
 
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
-@click.group()
+@click.group(cls=ExplainingGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def main(verbose: bool) -> None:
+@click.option("--debug", is_flag=True, help="Debug logging, and a traceback when a command fails.")
+def main(verbose: bool, debug: bool) -> None:
     """MQTT -> Redis streams -> Dagster micro-batches -> TimescaleDB/PostgreSQL."""
-    _logging(verbose)
+    configure_logging(logging.DEBUG if verbose or debug else logging.INFO)
 
 
 @main.group()
@@ -32,11 +32,16 @@ def db() -> None:
 @db.command("migrate")
 def db_migrate() -> None:
     """Create the database if needed and apply pending migrations from sql/."""
+    from iot_core.progress import progress_bar
     from iot_etl.migrate import apply_migrations, ensure_database
 
     settings = get_settings()
     created = ensure_database(settings.database_url.get_secret_value())
-    applied = apply_migrations(settings.database_url.get_secret_value())
+    with progress_bar("migrating", total=None) as advance:
+        applied = apply_migrations(
+            settings.database_url.get_secret_value(),
+            progress=lambda done, pending: advance(completed=done, total=pending),
+        )
     click.echo(
         f"database {settings.database_name()}: {'created, ' if created else ''}"
         f"{len(applied)} migration(s) applied{': ' + ', '.join(applied) if applied else ''}"
@@ -84,7 +89,15 @@ def status() -> None:
     """Counts in the database and streams, and the broker's dropped-message counter."""
     from iot_etl.status import collect, render
 
-    click.echo(render(collect(get_settings())))
+    lines = collect(get_settings())
+    click.echo(render(lines))
+    down = {line.part: line.value for line in lines if line.item == "error"}
+    if down:
+        hints = {"database": "IOT_DATABASE_URL", "redis": "IOT_REDIS_URL", "broker": "IOT_MQTT_HOST/PORT"}
+        raise CommandFailed(
+            f"{', '.join(down)} unreachable ({'; '.join(f'{p}: {v}' for p, v in down.items())})",
+            f"start {'them' if len(down) > 1 else 'it'} or check {', '.join(hints.get(p, p) for p in down)}",
+        )
 
 
 @main.command()
