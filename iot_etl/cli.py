@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from iot_core.logs import configure_logging
 from iot_core.settings import get_settings
 from iot_etl.errors import CommandFailed, ExplainingGroup
+
+if TYPE_CHECKING:
+    from iot_etl.backfill import BackfillState
 
 
 @click.group(cls=ExplainingGroup)
@@ -98,6 +102,48 @@ def status() -> None:
             f"{', '.join(down)} unreachable ({'; '.join(f'{p}: {v}' for p, v in down.items())})",
             f"start {'them' if len(down) > 1 else 'it'} or check {', '.join(hints.get(p, p) for p in down)}",
         )
+
+
+@main.command()
+@click.option(
+    "--from", "first", required=True, help="First hour (UTC), e.g. 2026-03-01T14 or 2026-03-01-14:00."
+)
+@click.option("--to", "last", required=True, help="Last hour (UTC), included.")
+@click.option("--no-wait", is_flag=True, help="Launch and print the backfill's id without following it.")
+def backfill(first: str, last: str, no_wait: bool) -> None:
+    """Re-process whole hours from the raw archive: a Dagster backfill of raw_messages + telemetry over
+    the hour partitions, launched through the running webserver and followed to its end."""
+    from iot_core.progress import progress_bar, shown
+    from iot_etl.backfill import DagsterUi, follow, hour_keys, launch, parse_hour, ui_url
+
+    settings = get_settings()
+    keys = hour_keys(parse_hour(first), parse_hour(last))
+    base = ui_url(settings)
+    ui = DagsterUi(base)
+    backfill_id = launch(ui, keys, f"iot-etl backfill {keys[0]}..{keys[-1]}")
+    link = f"{base}/runs/b/{backfill_id}?tab=partitions"
+    click.echo(
+        f"backfill {backfill_id}: {len(keys)} hour(s) {keys[0]}..{keys[-1]} of raw_messages, telemetry; "
+        f"{link}"
+    )
+    if no_wait:
+        return
+    with progress_bar("backfill", total=len(keys) * 2) as advance:
+        to_terminal = shown()
+
+        def on_change(now: BackfillState) -> None:
+            advance(completed=now.done + now.failed, total=now.targeted or None, description=now.status)
+            if not to_terminal:
+                click.echo(now.line(), err=True)
+
+        end = follow(ui, backfill_id, on_change)
+    if end.status not in ("COMPLETED", "COMPLETED_SUCCESS"):
+        raise CommandFailed(
+            f"backfill {backfill_id} ended {end.status}: {end.failed} of {end.targeted} hour-assets failed"
+            + (f" ({end.error.splitlines()[0]})" if end.error else ""),
+            f"see its runs at {link}",
+        )
+    click.echo(f"backfill {backfill_id} completed: {end.done} of {end.targeted} hour-assets materialized")
 
 
 @main.command()
