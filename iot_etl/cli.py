@@ -132,7 +132,11 @@ def backfill(first: str, last: str, no_wait: bool) -> None:
         to_terminal = shown()
 
         def on_change(now: BackfillState) -> None:
-            advance(completed=now.done + now.failed, total=now.targeted or None, description=now.status)
+            advance(
+                completed=now.done + now.failed,
+                total=now.targeted or None,
+                description=f"backfill {now.status.lower()}",
+            )
             if not to_terminal:
                 click.echo(now.line(), err=True)
 
