@@ -133,6 +133,10 @@ class BackfillState:
     error: str = ""
 
     @property
+    def succeeded(self) -> bool:
+        return self.status in FINISHED_OK
+
+    @property
     def finished(self) -> bool:
         return self.status in FINISHED_OK | FINISHED_BAD
 

@@ -134,14 +134,21 @@ def backfill(first: str, last: str, no_wait: bool) -> None:
         def on_change(now: BackfillState) -> None:
             advance(
                 completed=now.done + now.failed,
-                total=now.targeted or None,
+                total=now.targeted or len(keys) * 2,
                 description=f"backfill {now.status.lower()}",
             )
             if not to_terminal:
                 click.echo(now.line(), err=True)
 
-        end = follow(ui, backfill_id, on_change)
-    if end.status not in ("COMPLETED", "COMPLETED_SUCCESS"):
+        try:
+            end = follow(ui, backfill_id, on_change)
+        except KeyboardInterrupt:
+            raise CommandFailed(
+                f"stopped following backfill {backfill_id}; it goes on in Dagster",
+                f"follow or cancel it at {link}",
+                exit_code=130,
+            ) from None
+    if not end.succeeded:
         raise CommandFailed(
             f"backfill {backfill_id} ended {end.status}: {end.failed} of {end.targeted} hour-assets failed"
             + (f" ({end.error.splitlines()[0]})" if end.error else ""),
