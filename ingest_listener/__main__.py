@@ -15,6 +15,7 @@ import sys
 from types import FrameType
 
 from ingest_listener.listener import Listener
+from iot_core.logs import configure_logging
 from iot_core.settings import Settings, get_settings
 
 log = logging.getLogger("ingest_listener")
@@ -43,11 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level)
     return run(get_settings())
 
 

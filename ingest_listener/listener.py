@@ -103,7 +103,9 @@ class Listener:
         )
         self._metrics_server: MetricsServer | None = None
         if settings.listener_metrics_port:
-            self._metrics_server = MetricsServer(self.metrics, settings.listener_metrics_port)
+            self._metrics_server = MetricsServer(
+                self.metrics, settings.listener_metrics_port, settings.listener_metrics_host
+            )
 
         # Connection state. `_generation`/`_session` are written in paho's thread (on_connect) and read
         # there (on_message); the ack path reads them under `_ack_lock` together with `_connected`.
@@ -129,6 +131,8 @@ class Listener:
         if self._started:
             return
         s = self.settings
+        if self._metrics_server is not None:
+            self._metrics_server.start()  # first: a taken port fails start() before anything runs
         log.info(
             "listener %r: broker %s:%d, topics %s at QoS %d -> streams %s (flush %d entries / %d ms)",
             s.listener_client_id,
@@ -140,8 +144,6 @@ class Listener:
             s.listener_flush_count,
             s.listener_flush_ms,
         )
-        if self._metrics_server is not None:
-            self._metrics_server.start()  # first: a taken port fails start() before anything runs
         self._started = True
         self.writer.start()
         properties = Properties(PacketTypes.CONNECT)

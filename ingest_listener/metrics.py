@@ -6,12 +6,15 @@ several listeners in one process and read each one's counters without collisions
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import start_http_server
+
+from iot_core.errors import PortInUseError
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +77,12 @@ class ListenerMetrics:
 
 
 class MetricsServer:
-    """`start_http_server` for one registry, with a way to shut it down again."""
+    """`start_http_server` for one registry, with a way to shut it down again.
 
-    def __init__(self, metrics: ListenerMetrics, port: int, addr: str = "0.0.0.0") -> None:
+    It binds 127.0.0.1 unless told otherwise (`IOT_LISTENER_METRICS_HOST`, e.g. 0.0.0.0 in a container
+    that Prometheus scrapes)."""
+
+    def __init__(self, metrics: ListenerMetrics, port: int, addr: str = "127.0.0.1") -> None:
         self._metrics = metrics
         self._port = port
         self._addr = addr
@@ -89,9 +95,14 @@ class MetricsServer:
         return int(self._server.server_port) if self._server is not None else self._port
 
     def start(self) -> None:
-        self._server, self._thread = start_http_server(
-            self._port, self._addr, registry=self._metrics.registry
-        )
+        try:
+            self._server, self._thread = start_http_server(
+                self._port, self._addr, registry=self._metrics.registry
+            )
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(self._addr, self._port, "IOT_LISTENER_METRICS_PORT") from exc
+            raise
         log.info("metrics on http://%s:%d/metrics", self._addr, self.port)
 
     def stop(self) -> None:

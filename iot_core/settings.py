@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     listener_flush_count: int = Field(500, ge=1, description="Flush the XADD pipeline at this many entries.")
     listener_flush_ms: int = Field(50, ge=1, description="...or when the oldest buffered entry is this old.")
     listener_metrics_port: int = Field(9108, ge=0, description="Prometheus /metrics port (0: off).")
+    listener_metrics_host: str = Field(
+        "127.0.0.1", description="Address the /metrics endpoint binds (0.0.0.0 for a remote Prometheus)."
+    )
 
     # --- micro-batches -------------------------------------------------------------------------------
     window_seconds: int = Field(60, ge=5, le=3600, description="Micro-window length; must divide 3600.")

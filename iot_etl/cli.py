@@ -1,27 +1,31 @@
-"""The `iot-etl` command: up, listen, simulate, db migrate, status, broker-config."""
+"""The `iot-etl` command: up, listen, simulate, db migrate, status, backfill, lineage, broker-config.
+
+A failing command prints one line on stderr (what happened, what to do) and exits non-zero; `--debug`
+shows the traceback instead (see `iot_etl.errors`).
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
+from iot_core.logs import configure_logging
 from iot_core.settings import get_settings
+from iot_etl.errors import CommandFailed, ExplainingGroup
+
+if TYPE_CHECKING:
+    from iot_etl.backfill import BackfillState
 
 
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
-@click.group()
+@click.group(cls=ExplainingGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def main(verbose: bool) -> None:
+@click.option("--debug", is_flag=True, help="Debug logging, and a traceback when a command fails.")
+def main(verbose: bool, debug: bool) -> None:
     """MQTT -> Redis streams -> Dagster micro-batches -> TimescaleDB/PostgreSQL."""
-    _logging(verbose)
+    configure_logging(logging.DEBUG if verbose or debug else logging.INFO)
 
 
 @main.group()
@@ -32,11 +36,16 @@ def db() -> None:
 @db.command("migrate")
 def db_migrate() -> None:
     """Create the database if needed and apply pending migrations from sql/."""
+    from iot_core.progress import progress_bar
     from iot_etl.migrate import apply_migrations, ensure_database
 
     settings = get_settings()
     created = ensure_database(settings.database_url.get_secret_value())
-    applied = apply_migrations(settings.database_url.get_secret_value())
+    with progress_bar("migrating", total=None) as advance:
+        applied = apply_migrations(
+            settings.database_url.get_secret_value(),
+            progress=lambda done, pending: advance(completed=done, total=pending),
+        )
     click.echo(
         f"database {settings.database_name()}: {'created, ' if created else ''}"
         f"{len(applied)} migration(s) applied{': ' + ', '.join(applied) if applied else ''}"
@@ -84,7 +93,68 @@ def status() -> None:
     """Counts in the database and streams, and the broker's dropped-message counter."""
     from iot_etl.status import collect, render
 
-    click.echo(render(collect(get_settings())))
+    lines = collect(get_settings())
+    click.echo(render(lines))
+    down = {line.part: line.value for line in lines if line.item == "error"}
+    if down:
+        hints = {"database": "IOT_DATABASE_URL", "redis": "IOT_REDIS_URL", "broker": "IOT_MQTT_HOST/PORT"}
+        raise CommandFailed(
+            f"{', '.join(down)} unreachable ({'; '.join(f'{p}: {v}' for p, v in down.items())})",
+            f"start {'them' if len(down) > 1 else 'it'} or check {', '.join(hints.get(p, p) for p in down)}",
+        )
+
+
+@main.command()
+@click.option(
+    "--from", "first", required=True, help="First hour (UTC), e.g. 2026-03-01T14 or 2026-03-01-14:00."
+)
+@click.option("--to", "last", required=True, help="Last hour (UTC), included.")
+@click.option("--no-wait", is_flag=True, help="Launch and print the backfill's id without following it.")
+def backfill(first: str, last: str, no_wait: bool) -> None:
+    """Re-process whole hours from the raw archive: a Dagster backfill of raw_messages + telemetry over
+    the hour partitions, launched through the running webserver and followed to its end."""
+    from iot_core.progress import progress_bar, shown
+    from iot_etl.backfill import DagsterUi, follow, hour_keys, launch, parse_hour, ui_url
+
+    settings = get_settings()
+    keys = hour_keys(parse_hour(first), parse_hour(last))
+    base = ui_url(settings)
+    ui = DagsterUi(base)
+    backfill_id = launch(ui, keys, f"iot-etl backfill {keys[0]}..{keys[-1]}")
+    link = f"{base}/runs/b/{backfill_id}?tab=partitions"
+    click.echo(
+        f"backfill {backfill_id}: {len(keys)} hour(s) {keys[0]}..{keys[-1]} of raw_messages, telemetry; "
+        f"{link}"
+    )
+    if no_wait:
+        return
+    with progress_bar("backfill", total=len(keys) * 2) as advance:
+        to_terminal = shown()
+
+        def on_change(now: BackfillState) -> None:
+            advance(
+                completed=now.done + now.failed,
+                total=now.targeted or len(keys) * 2,
+                description=f"backfill {now.status.lower()}",
+            )
+            if not to_terminal:
+                click.echo(now.line(), err=True)
+
+        try:
+            end = follow(ui, backfill_id, on_change)
+        except KeyboardInterrupt:
+            raise CommandFailed(
+                f"stopped following backfill {backfill_id}; it goes on in Dagster",
+                f"follow or cancel it at {link}",
+                exit_code=130,
+            ) from None
+    if not end.succeeded:
+        raise CommandFailed(
+            f"backfill {backfill_id} ended {end.status}: {end.failed} of {end.targeted} hour-assets failed"
+            + (f" ({end.error.splitlines()[0]})" if end.error else ""),
+            f"see its runs at {link}",
+        )
+    click.echo(f"backfill {backfill_id} completed: {end.done} of {end.targeted} hour-assets materialized")
 
 
 @main.command()

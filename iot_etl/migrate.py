@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,8 +88,12 @@ def ensure_database(database_url: str) -> bool:
     return True
 
 
-def apply_migrations(database_url: str, sql_dir: Path = SQL_DIR) -> list[str]:
-    """Apply the pending migrations in order, each in its own transaction; returns their versions."""
+def apply_migrations(
+    database_url: str, sql_dir: Path = SQL_DIR, progress: Callable[[int, int], None] | None = None
+) -> list[str]:
+    """Apply the pending migrations in order, each in its own transaction; returns their versions.
+
+    `progress(done, pending)` is called once the pending ones are known and after each one applied."""
     migrations = discover(sql_dir)
     applied_now: list[str] = []
     with psycopg.connect(database_url, autocommit=True, connect_timeout=5) as conn:
@@ -100,6 +105,9 @@ def apply_migrations(database_url: str, sql_dir: Path = SQL_DIR) -> list[str]:
                        applied_at timestamptz NOT NULL DEFAULT now())"""
             )
             done = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
+            pending = sum(1 for m in migrations if m.version not in done)
+            if progress is not None:
+                progress(0, pending)
             for migration in migrations:
                 if migration.version in done:
                     if not migration.accepts(done[migration.version]):
@@ -115,6 +123,8 @@ def apply_migrations(database_url: str, sql_dir: Path = SQL_DIR) -> list[str]:
                     )
                 log.info("applied migration %s", migration.path.name)
                 applied_now.append(migration.version)
+                if progress is not None:
+                    progress(len(applied_now), pending)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied_now

@@ -10,12 +10,14 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from types import FrameType
 
 import click
 
+from iot_core.logs import configure_logging
 from iot_core.mqtt import PublishError
+from iot_core.progress import Advance, progress_bar
 from iot_core.settings import get_settings
 from simulator.expected import KINDS
 from simulator.run import run_simulation
@@ -95,12 +97,18 @@ def simulate_command(
     until = f"{count} messages" if count is not None else ""
     if duration is not None:
         until = f"{until} or {duration:g} s" if until else f"{duration:g} s"
-    click.echo(
+    banner = (
         f"simulating {','.join(kinds)} at {rate or settings.sim_rate:g} msg/s to "
-        f"{settings.mqtt_host}:{settings.mqtt_port} for {until or 'ever (Ctrl-C stops)'}",
-        err=True,
+        f"{settings.mqtt_host}:{settings.mqtt_port} for {until or 'ever (Ctrl-C stops)'}"
     )
-    with _stop_on_signals(stop):
+    with ExitStack() as stack, _stop_on_signals(stop):
+        advance: list[Advance] = []
+
+        def connected() -> None:  # said once the broker is there; a bar when a count is known
+            click.echo(banner, err=True)
+            if count is not None:
+                advance.append(stack.enter_context(progress_bar("publishing", total=count)))
+
         try:
             report = run_simulation(
                 settings,
@@ -113,6 +121,8 @@ def simulate_command(
                 devices=devices if devices is not None else settings.sim_devices,
                 qos=qos,
                 stop=stop,
+                on_connected=connected,
+                on_sent=lambda _message: advance[0]() if advance else None,
             )
         except PublishError as exc:
             raise click.ClickException(str(exc)) from exc
@@ -121,6 +131,7 @@ def simulate_command(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command with `argv` (default: the process arguments); returns the exit status."""
+    configure_logging()
     try:
         simulate_command.main(args=list(argv) if argv is not None else None, prog_name="python -m simulator")
     except SystemExit as exit_:

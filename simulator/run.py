@@ -91,6 +91,7 @@ def run_simulation(
     devices: int,
     qos: int = 1,
     on_sent: Callable[[SentMessage], None] | None = None,
+    on_connected: Callable[[], None] | None = None,
     stop: threading.Event | None = None,
     keep_messages: bool = False,
     ack_timeout_s: float = 30.0,
@@ -98,7 +99,9 @@ def run_simulation(
     """Publish until `count` messages are sent, `duration_s` has passed or `stop` is set (neither count
     nor duration: until stopped), then wait for the broker's acknowledgements and report.
 
-    `on_sent` is called in this thread right after each message is handed to the MQTT client.
+    `on_connected` is called once the broker accepted the session (a broker that is down raises
+    `PublishError` before it); `on_sent` is called in this thread right after each message is handed to
+    the MQTT client.
     """
     if rate <= 0:
         raise ValueError(f"rate must be positive, got {rate}")
@@ -116,6 +119,8 @@ def run_simulation(
     report = SimulationReport(messages=[] if keep_messages else None)
     interval = 1.0 / rate
     with Publisher(MqttEndpoint.from_settings(settings), "iot-etl-simulator") as publisher:
+        if on_connected is not None:
+            on_connected()
         start = time.monotonic()
         sent = 0
         while not stop.is_set() and (count is None or sent < count):

@@ -1,0 +1,201 @@
+"""`iot-etl backfill`: launch a Dagster backfill of `raw_messages` + `telemetry` over a range of hour
+partitions through the running webserver's GraphQL API, and follow it to its end."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from iot_core.errors import UserFacingError
+from iot_core.settings import Settings
+
+ASSETS = ("raw_messages", "telemetry")
+KEY_FORMAT = "%Y-%m-%d-%H:%M"  # the hourly partitions' key format
+FINISHED_OK = {"COMPLETED", "COMPLETED_SUCCESS"}
+FINISHED_BAD = {"FAILED", "COMPLETED_FAILED", "CANCELED"}
+
+LAUNCH = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on Error { message }
+  }
+}
+"""
+
+FOLLOW = """
+query Follow($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill {
+      id status numPartitions partitionNames
+      error { message }
+      assetBackfillData { assetBackfillStatuses {
+        ... on AssetPartitionsStatusCounts {
+          assetKey { path }
+          numPartitionsTargeted numPartitionsInProgress numPartitionsMaterialized numPartitionsFailed
+        }
+      } }
+    }
+    ... on Error { message }
+  }
+}
+"""
+
+
+def ui_url(settings: Settings) -> str:
+    host = "127.0.0.1" if settings.webserver_host in ("0.0.0.0", "::") else settings.webserver_host
+    return f"http://{host}:{settings.webserver_port}"
+
+
+def parse_hour(text: str) -> datetime:
+    """An hour (UTC) from a partition key (`2026-03-01-14:00`) or ISO-8601 (`2026-03-01T14`,
+    `2026-03-01 14:00Z`; naive = UTC); minutes and seconds are dropped (the hour containing it)."""
+    raw = text.strip()
+    try:
+        when = datetime.strptime(raw, KEY_FORMAT)
+    except ValueError:
+        try:
+            when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            raise UserFacingError(
+                f"{text!r} is not an hour",
+                "give one like 2026-03-01T14 or the partition key 2026-03-01-14:00",
+            ) from None
+    when = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+    return when.replace(minute=0, second=0, microsecond=0)
+
+
+def hour_keys(first: datetime, last: datetime) -> list[str]:
+    """The partition keys of every hour from `first` to `last`, both included, checked against the
+    partitions that exist (from the partitions' start to the open hour)."""
+    from dagster_project.partitions import PARTITIONS_START, hourly_arrival_partitions
+
+    if last < first:
+        raise UserFacingError(f"--to {last:{KEY_FORMAT}} is before --from {first:{KEY_FORMAT}}", "swap them")
+    start = datetime.strptime(PARTITIONS_START, KEY_FORMAT).replace(tzinfo=UTC)
+    newest = hourly_arrival_partitions.get_last_partition_key()
+    end = datetime.strptime(newest, KEY_FORMAT).replace(tzinfo=UTC) if newest else start
+    if first < start or last > end:
+        raise UserFacingError(
+            f"hours {first:{KEY_FORMAT}}..{last:{KEY_FORMAT}} are outside the partitions "
+            f"({PARTITIONS_START}..{end:{KEY_FORMAT}})",
+            "choose hours within them",
+        )
+    hours = int((last - first) / timedelta(hours=1)) + 1
+    return [(first + timedelta(hours=i)).strftime(KEY_FORMAT) for i in range(hours)]
+
+
+class DagsterUi:
+    """The running Dagster webserver's GraphQL endpoint."""
+
+    def __init__(self, base_url: str, timeout_s: float = 60.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def query(self, document: str, variables: dict) -> dict:
+        request = urllib.request.Request(
+            f"{self.base_url}/graphql",
+            data=json.dumps({"query": document, "variables": variables}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                body = json.loads(response.read())
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise UserFacingError(
+                f"Dagster webserver unreachable at {self.base_url} ({reason})",
+                "start it with `iot-etl up` or point IOT_WEBSERVER_HOST/IOT_WEBSERVER_PORT at it",
+            ) from exc
+        if body.get("errors"):
+            raise UserFacingError(
+                f"the Dagster webserver refused the request: {body['errors'][0].get('message', '')}",
+                "check that it serves this project's code location (workspace.yaml)",
+            )
+        return body["data"]
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillState:
+    backfill_id: str
+    status: str
+    targeted: int  # asset partitions: hours x assets
+    done: int  # materialized
+    failed: int
+    in_progress: int
+    error: str = ""
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status in FINISHED_OK
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED_OK | FINISHED_BAD
+
+    def line(self) -> str:
+        return (
+            f"backfill {self.backfill_id} {self.status}: {self.done}/{self.targeted} hour-assets "
+            f"materialized, {self.in_progress} in progress, {self.failed} failed"
+        )
+
+
+def launch(ui: DagsterUi, keys: list[str], title: str) -> str:
+    """Launch the backfill; returns its id."""
+    params = {
+        "partitionNames": keys,
+        "assetSelection": [{"path": [asset]} for asset in ASSETS],
+        "fromFailure": False,
+        "title": title,
+    }
+    result = ui.query(LAUNCH, {"params": params})["launchPartitionBackfill"]
+    if result["__typename"] != "LaunchBackfillSuccess":
+        raise UserFacingError(
+            f"Dagster did not launch the backfill ({result['__typename']}: {result.get('message', '')})",
+            "check the hours and that the webserver serves this project",
+        )
+    return str(result["backfillId"])
+
+
+def state(ui: DagsterUi, backfill_id: str) -> BackfillState:
+    node = ui.query(FOLLOW, {"id": backfill_id})["partitionBackfillOrError"]
+    if node["__typename"] != "PartitionBackfill":
+        raise UserFacingError(
+            f"backfill {backfill_id} not found ({node.get('message', node['__typename'])})",
+            "list backfills in the Dagster UI under Runs > Backfills",
+        )
+    counts = [s for s in (node.get("assetBackfillData") or {}).get("assetBackfillStatuses", []) if s]
+    return BackfillState(
+        backfill_id=backfill_id,
+        status=node["status"],
+        targeted=sum(s["numPartitionsTargeted"] for s in counts),
+        done=sum(s["numPartitionsMaterialized"] for s in counts),
+        failed=sum(s["numPartitionsFailed"] for s in counts),
+        in_progress=sum(s["numPartitionsInProgress"] for s in counts),
+        error=((node.get("error") or {}).get("message") or "").strip(),
+    )
+
+
+def follow(
+    ui: DagsterUi,
+    backfill_id: str,
+    on_change: Callable[[BackfillState], None],
+    poll_s: float = 2.0,
+) -> BackfillState:
+    """Poll the backfill until it has finished; `on_change` sees every new state."""
+    last: BackfillState | None = None
+    while True:
+        now = state(ui, backfill_id)
+        if now != last:
+            on_change(now)
+            last = now
+        if now.finished:
+            return now
+        time.sleep(poll_s)
