@@ -131,7 +131,7 @@ def test_listen_with_its_metrics_port_in_use_fails_in_one_line() -> None:
 
 def test_backfill_without_a_webserver_fails_in_one_line() -> None:
     result = run(
-        "backfill", "--from", "2026-03-01T10", "--to", "2026-03-01T11", IOT_WEBSERVER_PORT=str(free_port())
+        "backfill", "--from", "2026-11-02T10", "--to", "2026-11-02T11", IOT_WEBSERVER_PORT=str(free_port())
     )
     line = one_error_line(result)
     assert result.returncode == 1
@@ -139,9 +139,9 @@ def test_backfill_without_a_webserver_fails_in_one_line() -> None:
 
 
 def test_backfill_with_hours_backwards_or_garbage_fails_in_one_line() -> None:
-    backwards = run("backfill", "--from", "2026-03-01T11", "--to", "2026-03-01T10")
+    backwards = run("backfill", "--from", "2026-11-02T11", "--to", "2026-11-02T10")
     assert backwards.returncode == 1 and "is before --from" in one_error_line(backwards)
-    garbage = run("backfill", "--from", "yesterday", "--to", "2026-03-01T10")
+    garbage = run("backfill", "--from", "yesterday", "--to", "2026-11-02T10")
     assert garbage.returncode == 1 and "'yesterday' is not an hour" in one_error_line(garbage)
 
 
