@@ -23,3 +23,4 @@ CREATE TABLE feedback_sent (
     sent_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (raw_id, item, kind)
 );
+CREATE INDEX feedback_sent_sent_at_idx ON feedback_sent (sent_at);  -- retention deletes by age
