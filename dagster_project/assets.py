@@ -22,7 +22,7 @@ from dagster import (
     asset,
 )
 
-from dagster_project.batch import decode_window, land_window
+from dagster_project.batch import decode_window, land_window, mark_feedback_sent, owed_feedback
 from dagster_project.compaction import apply_retention, hour_summary_metadata, prune_runs, trim_stream
 from dagster_project.feedback import FeedbackTopics
 from dagster_project.partitions import hourly_arrival_partitions
@@ -41,6 +41,8 @@ from iot_core.formats.batch import DECODER_VERSION
 from iot_core.streams import id_range, utc_from_ms
 
 BACKFILL_HOURS_PER_RUN = 6
+#: A run tagged with this set to "true" sends all of its window's feedback again, even what was sent.
+RESEND_FEEDBACK_TAG = "iot/resend_feedback"
 #: Passing faults (database or Redis restarting, a network blip) are retried inside the run, spread over
 #: about five minutes; a window still failing after that is run again by the sensor later.
 TRANSIENT_RETRIES = RetryPolicy(
@@ -153,16 +155,21 @@ def telemetry(
     window = run_window(context, config, policy, redis)
     # devices are answered for the runs the sensor requests; re-processing whole hours answers nobody
     topics = FeedbackTopics(mqtt.ack_topic_template, mqtt.deadletter_topic) if config.end_ms else None
+    resend = context.run.tags.get(RESEND_FEEDBACK_TAG, "").lower() == "true"
     with database.connect() as conn:
         decoded = decode_window(
             conn, batch_info(context, window, []), window, policy.decode_options(), topics
         )
+        owed = owed_feedback(conn, decoded.feedback, resend=resend)
     acks = 0
-    if decoded.feedback:
+    if owed:
         try:
-            acks = mqtt.publish_all(decoded.feedback)
+            acks = mqtt.publish_all([(f.topic, f.body) for f in owed])
         except OSError as exc:  # ConnectionError included
-            context.log.warning(f"could not publish {len(decoded.feedback)} ACKs/dead letters: {exc}")
+            context.log.warning(f"could not publish {len(owed)} ACKs/dead letters: {exc}")
+        if acks == len(owed):  # otherwise all are owed still: a re-run sends them (at least once)
+            with database.connect() as conn:
+                mark_feedback_sent(conn, owed, context.run.run_id)
     reasons = decoded.reasons()
     counts = {
         "raw_messages": decoded.raw,
@@ -196,7 +203,8 @@ def telemetry(
         metadata={
             "range": window.label,  # a closed hour's own range replaces it below
             **counts,
-            "feedback_published": f"{acks}/{len(decoded.feedback)}",
+            "feedback_published": f"{acks}/{len(owed)}",
+            "feedback_already_sent": len(decoded.feedback) - len(owed),
             **{f"seconds_{stage}": round(s, 4) for stage, s in decoded.seconds.items()},
             "batch_id": MetadataValue.text(str(decoded.batch_id)),
             "decoder_version": DECODER_VERSION,

@@ -14,16 +14,19 @@ from dataclasses import dataclass, field
 import polars as pl
 import psycopg
 
-from dagster_project.feedback import FeedbackTopics, event_feedback
+from dagster_project.feedback import Feedback, FeedbackTopics, event_feedback
 from dagster_project.isolation import store_isolating
 from dagster_project.storage import (
     BatchInfo,
+    feedback_sent,
     finish_batch,
     land_raw,
     load_f2_catalog,
     load_raw,
     mark_landed,
     open_batch,
+    record_feedback_sent,
+    store_elements,
     store_events,
     store_measurements,
     store_rejected,
@@ -50,7 +53,7 @@ class Decoded:
     events: int
     rejected: pl.DataFrame  # every rejection, duplicates included (`REJECTION` + arrived_at)
     duplicates: int
-    feedback: list[tuple[str, dict]] = field(default_factory=list)
+    feedback: list[Feedback] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -108,6 +111,7 @@ def decode_window(
         .unique(subset=["raw_id", "item"], keep="first", maintain_order=True)
     )
     store_rejected(conn, rejected, raw["raw_id"], batch_id)
+    store_elements(conn, decoded.elements, raw, batch_id)
     duplicates = (
         dup_m.filter(pl.col("stage") == "duplicate").height
         + dup_e.filter(pl.col("stage") == "duplicate").height
@@ -125,3 +129,15 @@ def decode_window(
     stored_events = events.join(dup_e.select("raw_id", "item"), on=["raw_id", "item"], how="anti")
     feedback = event_feedback(topics, stored_events, rejected, raw) if topics else []
     return Decoded(batch_id, raw.height, stored_m, stored_e, rejected, duplicates, feedback, seconds)
+
+
+def owed_feedback(conn: psycopg.Connection, feedback: list[Feedback], *, resend: bool) -> list[Feedback]:
+    """The feedback not sent yet (all of it with `resend`): a re-run window answers each element once."""
+    if resend:
+        return feedback
+    sent = feedback_sent(conn, [f.key for f in feedback])
+    return [f for f in feedback if f.key not in sent]
+
+
+def mark_feedback_sent(conn: psycopg.Connection, feedback: list[Feedback], run_id: str) -> None:
+    record_feedback_sent(conn, [(*f.key, f.status) for f in feedback], run_id)

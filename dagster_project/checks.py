@@ -91,8 +91,9 @@ def archive_complete(
     asset="telemetry",
     partitions_def=hourly_arrival_partitions,
     blocking=True,
-    description="Every archived raw message of the hour so far is a fact row (measurement or event) or a "
-    "rejection with its reason; failing names the raw ids that are neither.",
+    description="Every element of every archived raw message of the hour so far (an event array's "
+    "elements, a message's readings) is exactly one fact row (measurement or event) or one rejection with "
+    "its reason; failing names the raw ids where the count does not add up.",
 )
 def reconciliation(
     context: AssetCheckExecutionContext,
@@ -108,13 +109,17 @@ def reconciliation(
         severity=AssetCheckSeverity.ERROR,
         description=None
         if rec.unaccounted == 0
-        else f"{rec.unaccounted} raw message(s) are neither stored nor rejected: backfill the hour",
+        else f"{rec.unaccounted} raw message(s) have elements not stored or rejected exactly once: "
+        "backfill the hour",
         metadata={
             "checked": window.label,
             "raw": rec.raw,
             "with_facts": rec.with_facts,
             "rejected": rec.rejected,
             "unaccounted": rec.unaccounted,
+            "elements": rec.elements,
+            "fact_rows": rec.facts,
+            "rejection_rows": rec.rejections,
             "unaccounted_raw_ids": MetadataValue.text(
                 ", ".join(str(raw_id) for raw_id in rec.unaccounted_sample) or "none"
             ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
+from iot_core.formats.topics import escape_topic
 from iot_core.streams import EntryId, utc_from_ms
 
 MALFORMED_TOPIC = ""  # the decoder rejects it with reason `malformed_entry`
@@ -33,7 +34,9 @@ def raw_row(stream: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> t
         topic_text = MALFORMED_TOPIC
         payload = json.dumps({_text(k): _text(v) for k, v in fields.items()}, sort_keys=True).encode()
     else:
-        topic_text = topic.decode("utf-8", "replace")
+        # a topic `raw_messages.topic` (text) cannot hold is escaped, its bytes recoverable; the decoder
+        # rejects it with what made it unstorable
+        topic_text = escape_topic(topic)
     return (
         utc_from_ms(eid.ms),
         stream,

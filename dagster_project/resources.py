@@ -225,6 +225,9 @@ class CompactionPolicyResource(ConfigurableResource):
             RetentionRule("events", "ts_server", self.retention_events_days),
             RetentionRule("rejected", "arrived_at", self.retention_rejected_days),
             RetentionRule("batches", "range_end", self.retention_batches_days),
+            # element counts and feedback records serve re-runs of archived windows: kept as long as those
+            RetentionRule("raw_elements", "arrived_at", self.retention_raw_days),
+            RetentionRule("feedback_sent", "sent_at", self.retention_raw_days),
         ]
 
 

@@ -301,7 +301,7 @@ def store_events(conn: psycopg.Connection, frame: pl.DataFrame, batch_id: int) -
         "stage_events",
         STAGED_EVENT,
         first,
-        f"""INSERT INTO events AS e ({EVENTS.column_list()})
+        f"""INSERT INTO events AS e ({EVENTS.without("batch_id").column_list()}, batch_id)
            SELECT {EVENTS.without("batch_id").column_list()}, %(b)s FROM stage_events
            ON CONFLICT (device_id, event_id) DO UPDATE
            SET event_type = excluded.event_type, value_num = excluded.value_num,
@@ -338,38 +338,111 @@ def store_rejected(
         return rejected.height
 
 
+def store_elements(
+    conn: psycopg.Connection, elements: pl.DataFrame, raw: pl.DataFrame, batch_id: int
+) -> None:
+    """Record how many elements the decoder found in each raw message (`raw_id`, `elements`); `raw` gives
+    the arrival times."""
+    if elements.is_empty():
+        return
+    rows = elements.join(raw.select("raw_id", "arrived_at"), on="raw_id", how="left")
+    conn.execute(
+        """INSERT INTO raw_elements AS r (raw_id, elements, arrived_at, batch_id)
+           SELECT raw_id, elements, arrived_at, %s
+           FROM unnest(%s::bigint[], %s::integer[], %s::timestamptz[]) AS s (raw_id, elements, arrived_at)
+           ON CONFLICT (raw_id) DO UPDATE SET elements = excluded.elements, batch_id = excluded.batch_id""",
+        (batch_id, rows["raw_id"].to_list(), rows["elements"].to_list(), rows["arrived_at"].to_list()),
+    )
+
+
+def feedback_sent(
+    conn: psycopg.Connection, keys: Sequence[tuple[int, int, str]]
+) -> set[tuple[int, int, str]]:
+    """Which of these (raw_id, item, kind) have been sent to devices already."""
+    if not keys:
+        return set()
+    raw_ids, items, kinds = (list(column) for column in zip(*keys, strict=True))
+    rows = conn.execute(
+        """SELECT f.raw_id, f.item, f.kind FROM feedback_sent f
+           JOIN unnest(%s::bigint[], %s::integer[], %s::text[]) AS k (raw_id, item, kind)
+             USING (raw_id, item, kind)""",
+        (raw_ids, items, kinds),
+    ).fetchall()
+    return {(int(r), int(i), str(k)) for r, i, k in rows}
+
+
+def record_feedback_sent(
+    conn: psycopg.Connection, sent: Sequence[tuple[int, int, str, str]], run_id: str
+) -> None:
+    """Remember (raw_id, item, kind, status) as sent by `run_id`."""
+    if not sent:
+        return
+    raw_ids, items, kinds, statuses = (list(column) for column in zip(*sent, strict=True))
+    conn.execute(
+        """INSERT INTO feedback_sent (raw_id, item, kind, status, run_id)
+           SELECT raw_id, item, kind, status, %s
+           FROM unnest(%s::bigint[], %s::integer[], %s::text[], %s::text[]) AS s (raw_id, item, kind, status)
+           ON CONFLICT (raw_id, item, kind) DO UPDATE
+           SET status = excluded.status, run_id = excluded.run_id, sent_at = now()""",
+        (run_id, raw_ids, items, kinds, statuses),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Reconciliation:
     raw: int
     with_facts: int
     rejected: int
-    unaccounted: int
+    unaccounted: int  # raw messages whose elements do not each end in exactly one fact row or rejection
     unaccounted_sample: list[int]  # raw ids, the first few
+    elements: int = 0  # elements the decoder counted (messages decoded before counting: 1 each)
+    facts: int = 0  # fact rows
+    rejections: int = 0  # rejection rows
 
 
 def reconcile(conn: psycopg.Connection, start: datetime, end: datetime, sample: int = 20) -> Reconciliation:
-    """Every raw message of [start, end) must have a fact row or a rejection.
+    """Every element of every raw message of [start, end) must end in exactly one fact row or rejection:
+    per message, facts + rejections equal the elements the decoder counted, and no event element is both
+    stored and rejected. (A message decoded before elements were counted needs at least one of either.)
 
-    Joins against de-duplicated id sets rather than correlated EXISTS subqueries, whose subplans fail
+    Joins against per-message aggregates rather than correlated EXISTS subqueries, whose subplans fail
     under TimescaleDB's parallel, chunk-wise plans.
     """
     row = conn.execute(
         """WITH r AS (SELECT raw_id FROM raw_messages WHERE arrived_at >= %(s)s AND arrived_at < %(e)s),
-                f AS (SELECT raw_id FROM measurements WHERE raw_id IN (SELECT raw_id FROM r)
-                      UNION
-                      SELECT raw_id FROM events WHERE raw_id IN (SELECT raw_id FROM r)),
-                x AS (SELECT DISTINCT raw_id FROM rejected WHERE raw_id IN (SELECT raw_id FROM r))
+                f AS (SELECT raw_id, count(*) AS n
+                      FROM (SELECT raw_id FROM measurements WHERE raw_id IN (SELECT raw_id FROM r)
+                            UNION ALL
+                            SELECT raw_id FROM events WHERE raw_id IN (SELECT raw_id FROM r)) AS u
+                      GROUP BY raw_id),
+                x AS (SELECT raw_id, count(*) AS n, max(item) AS top
+                      FROM rejected WHERE raw_id IN (SELECT raw_id FROM r) GROUP BY raw_id),
+                b AS (SELECT DISTINCT e.raw_id FROM events e JOIN rejected j USING (raw_id, item)
+                      WHERE e.raw_id IN (SELECT raw_id FROM r)),
+                el AS (SELECT raw_id, elements FROM raw_elements WHERE raw_id IN (SELECT raw_id FROM r)),
+                m AS (SELECT r.raw_id, f.n AS facts, x.n AS rejections,
+                             CASE WHEN el.elements IS NULL THEN f.raw_id IS NULL AND x.raw_id IS NULL
+                                  ELSE coalesce(f.n, 0) + coalesce(x.n, 0) <> el.elements
+                                       OR x.top >= el.elements OR b.raw_id IS NOT NULL
+                             END AS bad,
+                             coalesce(el.elements, 1) AS elements
+                      FROM r LEFT JOIN f USING (raw_id) LEFT JOIN x USING (raw_id)
+                             LEFT JOIN b USING (raw_id) LEFT JOIN el USING (raw_id))
            SELECT count(*),
-                  count(f.raw_id),
-                  count(x.raw_id),
-                  count(*) FILTER (WHERE f.raw_id IS NULL AND x.raw_id IS NULL),
-                  (array_agg(r.raw_id ORDER BY r.raw_id)
-                       FILTER (WHERE f.raw_id IS NULL AND x.raw_id IS NULL))[1:%(n)s]
-           FROM r LEFT JOIN f USING (raw_id) LEFT JOIN x USING (raw_id)""",
+                  count(facts),
+                  count(rejections),
+                  count(*) FILTER (WHERE bad),
+                  (array_agg(raw_id ORDER BY raw_id) FILTER (WHERE bad))[1:%(n)s],
+                  coalesce(sum(elements), 0),
+                  coalesce(sum(facts), 0),
+                  coalesce(sum(rejections), 0)
+           FROM m""",
         {"s": start, "e": end, "n": sample},
     ).fetchone()
     assert row is not None
-    return Reconciliation(int(row[0]), int(row[1]), int(row[2]), int(row[3]), list(row[4] or []))
+    return Reconciliation(
+        int(row[0]), int(row[1]), int(row[2]), int(row[3]), list(row[4] or []), *map(int, row[5:8])
+    )
 
 
 def touch_devices(conn: psycopg.Connection, seen: pl.DataFrame) -> None:

@@ -144,6 +144,7 @@ EVENTS = Shape(
         "meta",
         "raw_id",
         "batch_id",
+        "item",  # the element of its raw message (an event array)
     ),
 )
 REJECTED = Shape(
@@ -176,12 +177,12 @@ DECODED_MEASUREMENT = Shape(
 #: A decoded event, with its device still as a key.
 DECODED_EVENT = Shape(
     "decoded_event",
-    ("raw_id", "item", "device_key", *EVENTS.without("device_id", "raw_id", "batch_id").columns),
+    ("raw_id", "item", "device_key", *EVENTS.without("device_id", "raw_id", "item", "batch_id").columns),
 )
 #: A rejection as the stages produce it: the topic is filled from the raw message when missing, and
 #: `event_id` (when the decoder found one) addresses the device's ACK; it is not stored.
 REJECTION = Shape("rejection", ("raw_id", "item", "stage", "reason", "detail", "topic", "event_id"))
 #: Staged rows of the fact tables: the batch is set on insert, `item` orders duplicates.
 STAGED_MEASUREMENT = MEASUREMENTS.without("batch_id").plus("item")
-STAGED_EVENT = EVENTS.without("batch_id").plus("item")
+STAGED_EVENT = EVENTS.without("batch_id")
 STAGED_REJECTION = REJECTED.without("batch_id")

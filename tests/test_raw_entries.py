@@ -65,3 +65,28 @@ def test_a_decoder_bug_rejects_that_message_and_the_batch_goes_on() -> None:
     assert batch.rejected.select("raw_id", "reason").rows() == [(1, "decoder_error")]
     assert "RuntimeError: metadata bug" in batch.rejected["detail"][0]
     assert batch.measurements["raw_id"].to_list() == [2]
+
+
+def test_unstorable_topics_are_escaped_recoverably_and_rejected_with_their_reason() -> None:
+    from iot_core.formats.topics import unescape_topic
+
+    cases = {
+        b"devices/a\x00b/temperature": "nul_character",
+        b"devices/\xff/temperature": "not_utf8",
+        b"#base64:ZGV2aWNlcy9hL3Q=": "unknown_topic",  # a foreign entry spelling the mark itself
+    }
+    rows = [
+        raw_row("iot:raw", f"1795392000123-{i}", {b"topic": t, b"payload": b"1"}) for i, t in enumerate(cases)
+    ]
+    for row, topic in zip(rows, cases, strict=True):
+        assert "\x00" not in row[4] and unescape_topic(row[4]) == topic
+    raw = pl.DataFrame(
+        {"raw_id": [1, 2, 3], "topic": [r[4] for r in rows], "payload": [b"1"] * 3, "rx_us": [1, 2, 3]},
+        schema={"raw_id": pl.Int64, "topic": pl.String, "payload": pl.Binary, "rx_us": pl.Int64},
+    )
+    batch = decode_batch(raw, F2Catalog())
+    assert batch.measurements.is_empty()
+    assert batch.rejected.select("raw_id", "stage", "reason").rows() == [
+        (i + 1, "topic", reason) for i, reason in enumerate(cases.values())
+    ]
+    assert raw_row("iot:raw", "1-0", {b"topic": b"devices/a/t", b"payload": b"1"})[4] == "devices/a/t"

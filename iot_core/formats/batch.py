@@ -6,7 +6,7 @@ element, or one rejection per message (or per bad element of an event array). No
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 
 import polars as pl
@@ -45,6 +45,16 @@ class DecodedBatch:
     measurements: pl.DataFrame
     events: pl.DataFrame
     rejected: pl.DataFrame
+    #: raw_id -> how many elements the message had (events of an array, readings; 1 if rejected whole):
+    #: each must end as one fact row or one rejection
+    elements: pl.DataFrame = field(default_factory=lambda: _elements_frame({}))
+
+
+def _elements_frame(elements: dict[int, int]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"raw_id": list(elements), "elements": list(elements.values())},
+        schema={"raw_id": pl.Int64, "elements": pl.Int32},
+    )
 
 
 class _Rows:
@@ -77,6 +87,7 @@ class _Decoder:
         self.measurements = _Rows(DECODED_MEASUREMENT)
         self.events = _Rows(DECODED_EVENT)
         self.rejected = _Rows(REJECTION)
+        self.elements: dict[int, int] = {}
 
     def reject(
         self, raw_id: int, item: int, topic: str, error: DecodeError, event_id: str | None = None
@@ -114,10 +125,13 @@ class _Decoder:
             readings = self.readings(topic, text)
         except DecodeError as error:
             self.reject(raw_id, 0, topic_text, error)
+            self.elements[raw_id] = 1
             return
         except Exception as exc:  # a decoder bug must not stop the batch: the message is kept as rejected
             self.reject(raw_id, 0, topic_text, DecodeError("decoder_error", f"{type(exc).__name__}: {exc}"))
+            self.elements[raw_id] = 1
             return
+        self.elements[raw_id] = len(readings) or 1  # none at all is unaccounted: reconciliation says so
         kind = _KINDS[topic.kind]
         for item, reading in enumerate(readings):
             self.measurements.add(
@@ -143,7 +157,9 @@ class _Decoder:
 
     def event_message(self, raw_id: int, topic: Topic, topic_text: str, text: str, arrival: datetime) -> None:
         """Each element ends as exactly one event row or one rejection, whatever its siblings hold."""
-        for item, element in enumerate(split_events(text)):
+        elements = split_events(text)
+        self.elements[raw_id] = len(elements)
+        for item, element in enumerate(elements):
             try:
                 event = decode_event(element, topic.device_key, self.options.default_tz, self.limits)
             except DecodeError as error:
@@ -192,7 +208,12 @@ def decode_batch(
     if not vectorised:
         for raw_id, topic, payload, rx_us in columns.iter_rows():
             decoder.message(raw_id, topic, payload, rx_us)
-        return DecodedBatch(decoder.measurements.frame(), decoder.events.frame(), decoder.rejected.frame())
+        return DecodedBatch(
+            decoder.measurements.frame(),
+            decoder.events.frame(),
+            decoder.rejected.frame(),
+            _elements_frame(decoder.elements),
+        )
 
     fast = decode_plain_frame(
         columns, options.limits, min_year=options.min_year, max_future_s=options.max_future_s
@@ -206,7 +227,11 @@ def decode_batch(
         decoder.message(raw_id, topic, payload, rx_us)
         positions.extend([position] * (len(decoder.measurements) - before))
     measurements = _in_order(fast, decoder.measurements.frame(), positions)
-    return DecodedBatch(measurements, decoder.events.frame(), decoder.rejected.frame())
+    # a message of the vectorised path is one reading, one element
+    elements = pl.concat(
+        [fast.select("raw_id", elements=pl.lit(1, pl.Int32)), _elements_frame(decoder.elements)]
+    )
+    return DecodedBatch(measurements, decoder.events.frame(), decoder.rejected.frame(), elements)
 
 
 def _in_order(fast: pl.DataFrame, slow: pl.DataFrame, slow_positions: list[int]) -> pl.DataFrame:

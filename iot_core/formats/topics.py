@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from dataclasses import dataclass
 
@@ -26,6 +28,45 @@ class Topic:
 DEVICE_SEGMENT = {"devices": 1, "stat": 1, "tele": 1, "qs": 2}
 
 
+#: Marks a topic that a `text` column cannot hold (a NUL, bytes that are not UTF-8), archived as base64 of
+#: its bytes. `#` cannot occur in an MQTT topic name, so no published topic starts with the mark.
+ESCAPED_TOPIC_MARK = "#base64:"
+
+
+def escape_topic(topic: bytes) -> str:
+    """The topic as storable text: itself when it is, else the mark and the base64 of its bytes."""
+    try:
+        text = topic.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and "\x00" not in text and not text.startswith(ESCAPED_TOPIC_MARK):
+        return text
+    return ESCAPED_TOPIC_MARK + base64.b64encode(topic).decode()
+
+
+def unescape_topic(text: str) -> bytes:
+    """The original bytes of a topic as `escape_topic` stored it."""
+    if not text.startswith(ESCAPED_TOPIC_MARK):
+        return text.encode("utf-8", "surrogatepass")
+    try:
+        return base64.b64decode(text[len(ESCAPED_TOPIC_MARK) :], validate=True)
+    except binascii.Error:
+        return text.encode()
+
+
+def _check_escaped(topic: str) -> None:
+    """An escaped topic is always rejected, with what made it unstorable."""
+    original = unescape_topic(topic)
+    try:
+        text = original.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError("not_utf8", f"topic is not UTF-8 text (byte {exc.start})", stage="topic") from exc
+    check_chars(text, "topic", stage="topic")
+    raise DecodeError(
+        "unknown_topic", f"topic {topic[:200]!r} matches none of the known formats", stage="topic"
+    )
+
+
 def topic_device(topic: str) -> str:
     """The device segment of a topic of a known format ('' when there is none). Used for sharding and
     for addressing feedback even when the rest of the topic is malformed."""
@@ -44,6 +85,8 @@ def parse_topic(topic: str, limits: Limits = DEFAULT_LIMITS) -> Topic:
             "the stream entry had no topic or payload; its fields are in the payload",
             stage="topic",
         )
+    if topic.startswith(ESCAPED_TOPIC_MARK):
+        _check_escaped(topic)
     check_chars(topic, "topic", stage="topic")
     parts = topic.split("/")
     head = parts[0] if parts else ""
