@@ -118,7 +118,8 @@ class FaultStack:
             self.postgres.close()
 
     # --- Dagster, asked the way the UI asks --------------------------------------------------------
-    def runs(self, statuses: list[str]) -> list[dict[str, object]]:
+    def runs(self, statuses: list[str] | None = None) -> list[dict[str, object]]:
+        """Runs (newest first) with one of `statuses`, or all of them."""
         query = (
             "query($s: [RunStatus!]) { runsOrError(filter: {statuses: $s}) { ... on Runs "
             "{ results { runId status tags { key value } } } } }"
@@ -239,14 +240,26 @@ def account(stack: FaultStack, tag: str, messages: list[tuple[str, str]]) -> Acc
 
 
 def wait_accounted(
-    stack: FaultStack, tag: str, messages: list[tuple[str, str]], timeout_s: float
+    stack: FaultStack, tag: str, messages: list[tuple[str, str]], since: float, timeout_s: float
 ) -> tuple[Accounting, float]:
     """Poll until every message is stored or rejected and the whole stream is archived (or time is up);
-    the last accounting and how long it took."""
-    started = time.monotonic()
+    the last accounting and how long it took from `since` (a `time.monotonic()`: the fault's end)."""
+    started = since
     while True:
         result = account(stack, tag, messages)
         elapsed = time.monotonic() - started
         if result.complete or elapsed > timeout_s:
             return result, elapsed
         time.sleep(5)
+
+
+def run_summary(runs: list[dict[str, object]]) -> str:
+    """`N runs: F failed, R retries, H heals` of a phase's runs (as `FaultStack.runs` returns them)."""
+
+    def tags(run: dict[str, object]) -> dict[str, str]:
+        return {str(t["key"]): str(t["value"]) for t in run["tags"]}  # type: ignore[attr-defined]
+
+    failed = sum(1 for run in runs if run["status"] == "FAILURE")
+    retries = sum(1 for run in runs if "dagster/retry_number" in tags(run))
+    heals = sum(1 for run in runs if tags(run).get("iot/kind") == "heal")
+    return f"{len(runs)} runs: {failed} failed, {retries} retries, {heals} heals"
