@@ -142,12 +142,14 @@ def test_daemon_sigkilled_while_a_run_starts(stack: FaultStack) -> None:
     assert publisher.wait() == COUNT
     result, healed_s = wait_accounted(stack, tag, messages, back, HEAL_BUDGET_S)
     assert_nothing_lost(result)
-    # the run that was starting does not stay so: run monitoring fails it (or the daemon dequeues it)
+    # the run seen STARTING does not stay so: run monitoring fails it after its STARTING timeout. One that
+    # got to STARTED before its worker died stays STARTED until the one-hour runtime limit; its window is
+    # processed all the same (the heal run above), which is what this test requires.
     deadline = time.monotonic() + 300 + HEAL_AFTER_S
-    while any(run["runId"] == stuck for run in stack.runs(["QUEUED", "STARTING", "STARTED"])):
-        assert time.monotonic() < deadline, f"run {stuck} stayed unfinished"
+    while any(run["runId"] == stuck for run in stack.runs(["QUEUED", "STARTING"])):
+        assert time.monotonic() < deadline, f"run {stuck} stayed starting"
         time.sleep(5)
     [final] = [run["status"] for run in stack.runs() if run["runId"] == stuck]
     # the starting run may be an earlier phase's last window, queued before this phase began
     report(f"dagster-daemon SIGKILLed, run STARTING, then {final}", result, healed_s, stack, before - {stuck})
-    print(f"the starting run left STARTING {time.monotonic() - back:.0f} s after up was back")
+    print(f"run {stuck} was {final} {time.monotonic() - back:.0f} s after up was back")
