@@ -13,6 +13,8 @@ Usage::
 
 The server runs `redis-server --port N --save "" --appendonly no` (no background persistence); only
 an explicit `stop()` writes a snapshot, so a restart looks like an outage of a durable Redis.
+`PrivateRedis(aof=True)` runs with `--appendonly yes --appendfsync always` instead: every acknowledged
+write is on disk, so `kill()` (SIGKILL) then `start()` on the same directory loses nothing.
 """
 
 from __future__ import annotations
@@ -38,8 +40,16 @@ _NO_RETRY = Retry(NoBackoff(), 0)  # redis-py's default retries would re-send SH
 class PrivateRedis:
     """A `redis-server` process on a free port in a temporary directory."""
 
-    def __init__(self, *, port: int | None = None, host: str = "127.0.0.1", binary: str = "redis-server"):
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        binary: str = "redis-server",
+        aof: bool = False,
+    ):
         self.host = host
+        self.aof = aof
         self.port = port or free_port(host)
         self.binary = binary
         self.workdir = Path(tempfile.mkdtemp(prefix="private-redis-"))
@@ -71,7 +81,7 @@ class PrivateRedis:
             "--port", str(self.port),
             "--bind", self.host,
             "--save", "",
-            "--appendonly", "no",
+            *(["--appendonly", "yes", "--appendfsync", "always"] if self.aof else ["--appendonly", "no"]),
             "--dir", str(self.workdir),
             "--dbfilename", "dump.rdb",
             "--daemonize", "no",
