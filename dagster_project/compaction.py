@@ -69,6 +69,20 @@ class Trimmed:
     bytes_freed: int
 
 
+def unarchived_from_ms(
+    client: redis_lib.Redis, conn: psycopg.Connection, stream: str, first_ms: int, until_ms: int
+) -> int:
+    """Where the stream's not safely archived entries begin, looking at [first_ms, until_ms); `until_ms`
+    (or `first_ms`, if later) when every entry before it is archived."""
+    ranges = landed_ranges(conn, utc_from_ms(first_ms), utc_from_ms(until_ms))
+
+    def has_entries(gap: Window) -> bool:
+        low, high = id_range(gap.start_ms, gap.end_ms)
+        return bool(client.xrange(stream, low, high, count=1))
+
+    return keep_from_ms(ranges, first_ms, until_ms, has_entries)
+
+
 def trim_stream(
     client: redis_lib.Redis, conn: psycopg.Connection, stream: str, horizon_ms: int
 ) -> Trimmed | None:
@@ -79,13 +93,7 @@ def trim_stream(
     first_ms = EntryId.parse(first[0][0]).ms
     if first_ms >= horizon_ms:
         return Trimmed(stream, first_ms, 0, 0)
-    ranges = landed_ranges(conn, utc_from_ms(first_ms), utc_from_ms(horizon_ms))
-
-    def has_entries(gap: Window) -> bool:
-        low, high = id_range(gap.start_ms, gap.end_ms)
-        return bool(client.xrange(stream, low, high, count=1))
-
-    keep_ms = keep_from_ms(ranges, first_ms, horizon_ms, has_entries)
+    keep_ms = unarchived_from_ms(client, conn, stream, first_ms, horizon_ms)
     before = int(client.memory_usage(stream) or 0)
     entries = int(client.xtrim(stream, minid=f"{keep_ms}-0", approximate=False))
     after = int(client.memory_usage(stream) or 0)

@@ -6,11 +6,10 @@ from __future__ import annotations
 import psycopg
 import redis
 
+from dagster_project.compaction import unarchived_from_ms
 from dagster_project.retention import last_compaction, table_sizes, timescale_failed_jobs
-from dagster_project.storage import landed_ranges
-from dagster_project.windows import uncovered
 from iot_core.settings import Settings
-from iot_core.streams import EntryId, id_range, utc_from_ms
+from iot_core.streams import EntryId, utc_from_ms
 from iot_etl.dagster_instance import dagster_home
 
 Line = tuple[str, str, str]
@@ -24,20 +23,12 @@ def megabytes(n: int) -> str:
 def oldest_unarchived_ms(
     client: redis.Redis, conn: psycopg.Connection, stream: str, until_ms: int
 ) -> int | None:
-    """The arrival time of the stream's oldest entry that no archived batch covers (closed ranges only)."""
+    """Where the stream's entries that no archived batch covers begin (closed ranges only), if any."""
     first = client.xrange(stream, "-", "+", count=1)
     if not first:
         return None
-    first_ms = EntryId.parse(first[0][0]).ms
-    if first_ms >= until_ms:
-        return None
-    ranges = landed_ranges(conn, utc_from_ms(first_ms), utc_from_ms(until_ms))
-    for gap in uncovered(ranges, first_ms, until_ms):
-        low, high = id_range(gap.start_ms, gap.end_ms)
-        entries = client.xrange(stream, low, high, count=1)
-        if entries:
-            return EntryId.parse(entries[0][0]).ms
-    return None
+    start_ms = unarchived_from_ms(client, conn, stream, EntryId.parse(first[0][0]).ms, until_ms)
+    return start_ms if start_ms < until_ms else None
 
 
 def stream_lines(client: redis.Redis, streams: list[str], settings: Settings) -> list[Line]:
