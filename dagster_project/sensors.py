@@ -136,11 +136,17 @@ def build_micro_window_sensor(interval_s: int) -> SensorDefinition:
             policy.window_grace_ms,
             policy.max_runs_per_tick,
         )
+        closed = len(windows)
         if windows:
             windows = defer_while_busy(windows, runs_in_flight(context), MAX_RUNS_IN_FLIGHT)
         if not windows and not heals:
+            reason = (
+                f"{closed} closed window(s) wait for the run in flight; the next tick requests them as one run"
+                if closed
+                else "no window has closed yet"
+            )
             return SensorResult(
-                skip_reason=SkipReason("no window has closed yet"),
+                skip_reason=SkipReason(reason),
                 cursor=json.dumps({"next_ms": cursor, "heal": tried}),
             )
         if not windows:
