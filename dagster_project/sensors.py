@@ -141,7 +141,7 @@ def build_micro_window_sensor(interval_s: int) -> SensorDefinition:
             windows = defer_while_busy(windows, runs_in_flight(context), MAX_RUNS_IN_FLIGHT)
         if not windows and not heals:
             reason = (
-                f"{closed} closed window(s) wait for the run in flight; the next tick requests them as one run"
+                f"{closed} closed window(s) wait for the run in flight; one run takes them later"
                 if closed
                 else "no window has closed yet"
             )
