@@ -2,6 +2,8 @@
 
 import json
 
+import psycopg
+import redis as redis_lib
 from dagster import (
     DagsterRunStatus,
     DefaultSensorStatus,
@@ -40,6 +42,14 @@ _UNFINISHED = [
 
 def runs_in_flight(context: SensorEvaluationContext) -> int:
     return context.instance.get_runs_count(RunsFilter(job_name=micro_batch_job.name, statuses=_UNFINISHED))
+
+
+#: Errors that mean a service is away for now (not a bug): the tick is skipped with one line.
+UNREACHABLE: tuple[type[Exception], ...] = (
+    redis_lib.ConnectionError,
+    redis_lib.TimeoutError,
+    psycopg.OperationalError,
+)
 
 
 def run_request(window: Window, kind: str | None = None, attempt_ms: int = 0) -> RunRequest:
@@ -106,6 +116,57 @@ def heal_requests(
     return [run_request(window, "heal", now_ms) for window in windows], tried
 
 
+def evaluate(
+    context: SensorEvaluationContext,
+    redis: RedisStreamsResource,
+    database: DatabaseResource,
+    policy: BatchPolicyResource,
+) -> SensorResult:
+    """One tick: heal runs for ranges never processed, then runs for the windows closed since the cursor."""
+    client = redis.client()
+    now_ms = redis.now_ms(client)
+    state = json.loads(context.cursor) if context.cursor else {}
+    cursor = state.get("next_ms")
+    if cursor is None:
+        cursor = initial_cursor(redis, database, now_ms, policy.window_ms)
+    heals, tried = heal_requests(redis, database, policy, cursor, now_ms, state.get("heal", {}))
+    # windows that will have closed by the time their run has started: the run waits for the close
+    windows = closed_windows(
+        cursor,
+        now_ms + policy.sensor_lead_ms,
+        policy.window_ms,
+        policy.window_grace_ms,
+        policy.max_runs_per_tick,
+    )
+    closed = len(windows)
+    if windows:
+        windows = defer_while_busy(windows, runs_in_flight(context), MAX_RUNS_IN_FLIGHT)
+    if not windows and not heals:
+        reason = (
+            f"{closed} closed window(s) wait for the run in flight; one run takes them later"
+            if closed
+            else "no window has closed yet"
+        )
+        return SensorResult(
+            skip_reason=SkipReason(reason),
+            cursor=json.dumps({"next_ms": cursor, "heal": tried}),
+        )
+    if not windows:
+        return SensorResult(run_requests=heals, cursor=json.dumps({"next_ms": cursor, "heal": tried}))
+    chosen, next_ms = choose_windows(
+        windows,
+        cursor,
+        now_ms,
+        policy.window_grace_ms,
+        policy.skip_empty_windows,
+        lambda w: redis.has_entries(client, w.start_ms, w.end_ms),
+    )
+    return SensorResult(
+        run_requests=[*heals, *(run_request(window) for window in chosen)],
+        cursor=json.dumps({"next_ms": next_ms, "heal": tried}),
+    )
+
+
 def build_micro_window_sensor(interval_s: int) -> SensorDefinition:
     @sensor(
         name="micro_window_sensor",
@@ -121,47 +182,14 @@ def build_micro_window_sensor(interval_s: int) -> SensorDefinition:
         database: DatabaseResource,
         policy: BatchPolicyResource,
     ) -> SensorResult:
-        client = redis.client()
-        now_ms = redis.now_ms(client)
-        state = json.loads(context.cursor) if context.cursor else {}
-        cursor = state.get("next_ms")
-        if cursor is None:
-            cursor = initial_cursor(redis, database, now_ms, policy.window_ms)
-        heals, tried = heal_requests(redis, database, policy, cursor, now_ms, state.get("heal", {}))
-        # windows that will have closed by the time their run has started: the run waits for the close
-        windows = closed_windows(
-            cursor,
-            now_ms + policy.sensor_lead_ms,
-            policy.window_ms,
-            policy.window_grace_ms,
-            policy.max_runs_per_tick,
-        )
-        closed = len(windows)
-        if windows:
-            windows = defer_while_busy(windows, runs_in_flight(context), MAX_RUNS_IN_FLIGHT)
-        if not windows and not heals:
-            reason = (
-                f"{closed} closed window(s) wait for the run in flight; one run takes them later"
-                if closed
-                else "no window has closed yet"
-            )
+        try:
+            return evaluate(context, redis, database, policy)
+        except UNREACHABLE as exc:  # one line per tick, not a traceback; the cursor stays
+            service = "Redis" if isinstance(exc, redis_lib.RedisError) else "the database"
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             return SensorResult(
-                skip_reason=SkipReason(reason),
-                cursor=json.dumps({"next_ms": cursor, "heal": tried}),
+                skip_reason=SkipReason(f"{service} is unreachable ({detail}); trying again next tick"),
+                cursor=context.cursor,
             )
-        if not windows:
-            return SensorResult(run_requests=heals, cursor=json.dumps({"next_ms": cursor, "heal": tried}))
-        chosen, next_ms = choose_windows(
-            windows,
-            cursor,
-            now_ms,
-            policy.window_grace_ms,
-            policy.skip_empty_windows,
-            lambda w: redis.has_entries(client, w.start_ms, w.end_ms),
-        )
-        return SensorResult(
-            run_requests=[*heals, *(run_request(window) for window in chosen)],
-            cursor=json.dumps({"next_ms": next_ms, "heal": tried}),
-        )
 
     return micro_window_sensor

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 import redis
-from dagster import DagsterInstance
+from dagster import DagsterInstance, build_sensor_context
 
 from dagster_project.definitions import defs
 from dagster_project.sensors import run_request
@@ -229,3 +229,29 @@ def test_closed_hours_plot_their_own_totals_and_a_backfill_reports_each_hour(
             if "raw_messages" in r.asset_materialization.metadata
         }
     assert per_hour == {keys[0]: 2, keys[1]: 3}, per_hour
+
+
+@pytest.mark.parametrize("service", ["redis", "database"])
+def test_an_unreachable_service_is_one_skip_line_per_tick_and_keeps_the_cursor(
+    clean_db: str, settings: Settings, service: str
+) -> None:
+    from pydantic import SecretStr
+
+    from tests.support.ports import free_port
+
+    dead = {
+        "redis": {"redis_url": SecretStr(f"redis://127.0.0.1:{free_port()}/0")},
+        "database": {"database_url": SecretStr(f"postgresql://postgres@127.0.0.1:{free_port()}/none")},
+    }[service]
+    with DagsterInstance.ephemeral() as instance:
+        driver = SensorDriver(settings.model_copy(update=dead), instance)
+        context = build_sensor_context(
+            instance=instance,
+            cursor=driver.cursor,
+            resources={k: driver.resources[k] for k in ("redis", "database", "policy")},
+        )
+        result = driver.sensor(context)
+    assert not result.run_requests
+    reason = result.skip_reason.skip_message
+    assert "\n" not in reason and "unreachable" in reason and "127.0.0.1" in reason, reason
+    assert result.cursor is None  # a fresh sensor's start point is decided once both answer
