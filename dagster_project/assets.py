@@ -23,7 +23,13 @@ from dagster import (
 )
 
 from dagster_project.batch import decode_window, land_window, mark_feedback_sent, owed_feedback
-from dagster_project.compaction import apply_retention, hour_summary_metadata, prune_runs, trim_stream
+from dagster_project.compaction import (
+    apply_retention,
+    hour_summary_metadata,
+    prune_runs,
+    reasons_metadata,
+    trim_stream,
+)
 from dagster_project.feedback import FeedbackTopics
 from dagster_project.partitions import hourly_arrival_partitions
 from dagster_project.raw_entries import raw_row
@@ -177,9 +183,7 @@ def telemetry(
         "events": decoded.events,
         "rejected": decoded.rejected_count,
         "duplicates": decoded.duplicates,
-        "reject_reasons": MetadataValue.md(
-            "\n".join(f"- {reason}: {n}" for reason, n in reasons.items()) or "none"
-        ),
+        **reasons_metadata(reasons),
     }
     keys = context.partition_keys
     if len(keys) > 1 or window.closes_hour:

@@ -146,10 +146,16 @@ def summary_metadata(summary: dict[str, object]) -> dict[str, object]:
     assert isinstance(reasons, dict)
     return {
         **{k: v for k, v in summary.items() if k != "reject_reasons" and v is not None},
-        "reject_reasons": MetadataValue.md(
-            "\n".join(f"- {reason}: {n}" for reason, n in reasons.items()) or "none"
-        ),
+        **reasons_metadata(reasons),
         "summary_of_hour": True,
+    }
+
+
+def reasons_metadata(reasons: dict[str, int]) -> dict[str, object]:
+    """Rejections by reason: a list to read, and one number per reason that the UI plots."""
+    return {
+        "reject_reasons": MetadataValue.md("\n".join(f"- {r}: {n}" for r, n in reasons.items()) or "none"),
+        **{f"rejected_{reason}": n for reason, n in reasons.items()},
     }
 
 
