@@ -235,7 +235,7 @@ def hourly_rollups(
 ) -> MaterializeResult:
     window = run_window(context, config, policy, redis)
     with database.connect() as conn:
-        written = refresh_rollups(conn, utc_from_ms(window.start_ms), utc_from_ms(window.end_ms))
+        written = refresh_rollups(conn, *window.utc_bounds)
     return MaterializeResult(metadata={"range": window.label, "rollup_rows_written": written})
 
 

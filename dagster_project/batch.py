@@ -35,7 +35,6 @@ from dagster_project.validation import EVENT_SCHEMA, MEASUREMENT_SCHEMA, split_v
 from dagster_project.windows import Window
 from iot_core.formats.batch import DecodeOptions, decode_batch
 from iot_core.rows import REJECTION
-from iot_core.streams import utc_from_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +94,7 @@ def decode_window(
         clock = now
 
     batch_id = open_batch(conn, info)
-    raw = load_raw(conn, utc_from_ms(window.start_ms), utc_from_ms(window.end_ms))
+    raw = load_raw(conn, *window.utc_bounds)
     lap("load")
     decoded = decode_batch(raw, load_f2_catalog(conn), options)
     lap("decode")

@@ -62,7 +62,7 @@ def archive_complete(
 ) -> AssetCheckResult:
     window = checked_window(context, policy, redis)
     with database.connect() as conn:
-        ranges = landed_ranges(conn, utc_from_ms(window.start_ms), utc_from_ms(window.end_ms))
+        ranges = landed_ranges(conn, *window.utc_bounds)
     client = redis.client()
     missing = [
         gap
@@ -103,7 +103,7 @@ def reconciliation(
 ) -> AssetCheckResult:
     window = checked_window(context, policy, redis)
     with database.connect() as conn:
-        rec = reconcile(conn, utc_from_ms(window.start_ms), utc_from_ms(window.end_ms), SAMPLE)
+        rec = reconcile(conn, *window.utc_bounds, SAMPLE)
     return AssetCheckResult(
         passed=rec.unaccounted == 0,
         severity=AssetCheckSeverity.ERROR,
@@ -153,7 +153,7 @@ def schema_pass_rate_check(
 ) -> AssetCheckResult:
     window = checked_window(context, policy, redis)
     with database.connect() as conn:
-        rate = schema_pass_rate(conn, utc_from_ms(window.start_ms), utc_from_ms(window.end_ms))
+        rate = schema_pass_rate(conn, *window.utc_bounds)
     severity = _severity(rate.reject_share, quality.reject_warn_share, quality.reject_error_share)
     by_format: dict[str, int] = {}
     for group in rate.groups:
@@ -203,7 +203,7 @@ def plausibility(
 ) -> AssetCheckResult:
     window = checked_window(context, policy, redis)
     with database.connect() as conn:
-        metrics = implausible_readings(conn, utc_from_ms(window.start_ms), utc_from_ms(window.end_ms))
+        metrics = implausible_readings(conn, *window.utc_bounds)
     readings = sum(m.readings for m in metrics)
     implausible = sum(m.implausible for m in metrics)
     share = implausible / readings if readings else 0.0
@@ -252,7 +252,7 @@ def duplicates(
 ) -> AssetCheckResult:
     window = checked_window(context, policy, redis)
     with database.connect() as conn:
-        dup = duplicate_count(conn, utc_from_ms(window.start_ms), utc_from_ms(window.end_ms))
+        dup = duplicate_count(conn, *window.utc_bounds)
     severity = _severity(dup.share, quality.duplicate_warn_share, quality.duplicate_error_share)
     return AssetCheckResult(
         passed=severity is None,

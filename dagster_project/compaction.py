@@ -162,7 +162,7 @@ def reasons_metadata(reasons: dict[str, int]) -> dict[str, object]:
 def hour_summary_metadata(conn: psycopg.Connection, key: str) -> dict[str, object]:
     """The totals of hour partition `key` so far, as plottable metadata."""
     window = partition_window(key)
-    summary = hour_summary(conn, utc_from_ms(window.start_ms), utc_from_ms(window.end_ms))
+    summary = hour_summary(conn, *window.utc_bounds)
     return {"range": window.label, **summary_metadata(summary)}
 
 

@@ -48,11 +48,16 @@ class Window:
     @property
     def short_label(self) -> str:
         """`2026-11-29 15:41:00-15:42:00` (UTC), for run tags a person reads in a list."""
-        start, end = utc_from_ms(self.start_ms), utc_from_ms(self.end_ms)
+        start, end = self.utc_bounds
         end_text = (
             end.strftime("%H:%M:%S") if end.date() == start.date() else end.strftime("%Y-%m-%d %H:%M:%S")
         )
         return f"{start:%Y-%m-%d %H:%M:%S}-{end_text}"
+
+    @property
+    def utc_bounds(self) -> tuple[datetime, datetime]:
+        """[start, end) as UTC instants, for SQL over arrival times."""
+        return utc_from_ms(self.start_ms), utc_from_ms(self.end_ms)
 
     def until(self, end_ms: int) -> Window:
         """This window cut off at `end_ms` (never empty: at least 1 ms)."""
