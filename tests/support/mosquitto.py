@@ -20,28 +20,23 @@ snapshot rule); `extra_config` lines are appended. The broker's log is at `broke
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import signal
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterable
-from pathlib import Path
-from types import TracebackType
 
 import paho.mqtt.client as mqtt
 
 from iot_etl.broker_config import AUTOSAVE, Autosave, render_broker_config
-from tests.support.ports import free_port, wait_for_port
+from tests.support.private_server import ProcessServer
 
 DEFAULT_MAX_QUEUED_BYTES = 256 * 1024 * 1024
 
 
-class PrivateMosquitto:
+class PrivateMosquitto(ProcessServer):
     """A `mosquitto -c <generated config>` process on a free port in a temporary directory."""
+
+    name = "mosquitto"
 
     def __init__(
         self,
@@ -54,19 +49,15 @@ class PrivateMosquitto:
         binary: str = "mosquitto",
         autosave: Autosave = AUTOSAVE,
     ) -> None:
-        self.host = host
-        self.port = port or free_port(host)
+        super().__init__(host=host, port=port, log_name="mosquitto.log")
         self.persistence = persistence
         self.max_queued_bytes = max_queued_bytes
         self.extra_config = extra_config
         self.binary = binary
         self.autosave = autosave
-        self.workdir = Path(tempfile.mkdtemp(prefix="private-mosquitto-"))
         self.data_dir = self.workdir / "data"
         self.data_dir.mkdir()
         self.config_path = self.workdir / "mosquitto.conf"
-        self.log_path = self.workdir / "mosquitto.log"
-        self._process: subprocess.Popen[bytes] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> PrivateMosquitto:
@@ -74,39 +65,14 @@ class PrivateMosquitto:
         if self.running:
             return self
         self.config_path.write_text(self._config())
-        with open(self.log_path, "ab") as log:
-            self._process = subprocess.Popen(
-                [self.binary, "-c", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.workdir,
-            )
-        try:
-            wait_for_port(self.host, self.port, timeout=timeout, process=self._process)
-        except (RuntimeError, TimeoutError) as exc:
-            self.kill()
-            raise RuntimeError(f"mosquitto did not start: {exc}\n{self.log_text()[-4000:]}") from exc
+        self._spawn([self.binary, "-c", str(self.config_path)], timeout)
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
         """Clean stop (SIGTERM): Mosquitto saves sessions and queues to disk when persistence is on."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-    def kill(self) -> None:
-        """Crash (SIGKILL): whatever was not yet saved to disk is gone."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait(timeout=5)
+        process = self._take_process()
+        if process is not None:
+            self._terminate(process, timeout)
 
     def restart(self, *, keep_sessions: bool = True) -> None:
         """Stop cleanly and start again on the same port.
@@ -126,44 +92,10 @@ class PrivateMosquitto:
         for path in self.data_dir.iterdir():
             path.unlink()
 
-    def close(self) -> None:
-        """Stop the broker and delete its directory."""
-        self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> PrivateMosquitto:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     # --- inspection --------------------------------------------------------------------------------
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
     def env(self) -> dict[str, str]:
         """`IOT_*` variables pointing a subprocess's `Settings` at this broker."""
         return {"IOT_MQTT_HOST": self.host, "IOT_MQTT_PORT": str(self.port)}
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
 
     def sys_value(self, topic: str, *, fresh: bool = False, timeout: float = 15.0) -> str:
         """The value of a `$SYS` topic, e.g. `$SYS/broker/publish/messages/dropped`.
@@ -246,7 +178,3 @@ class PrivateMosquitto:
         if self.extra_config:
             text += "\n" + self.extra_config.strip() + "\n"
         return text
-
-    def __del__(self) -> None:  # last resort: never leave a broker behind
-        with contextlib.suppress(Exception):
-            self.kill()

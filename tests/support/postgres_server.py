@@ -19,11 +19,10 @@ import contextlib
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
-from types import TracebackType
 
-from tests.support.ports import free_port, wait_for_port
+from tests.support.ports import wait_for_port
+from tests.support.private_server import PrivateServer
 
 PG_BIN = Path(os.environ.get("IOT_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_USER = "postgres"
@@ -34,15 +33,14 @@ def _as_postgres(argv: list[str], timeout: float) -> subprocess.CompletedProcess
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-class PrivatePostgres:
+class PrivatePostgres(PrivateServer):
     """An initdb'd cluster in a temporary directory, started with `pg_ctl` on a free port."""
 
+    name = "postgres"
+
     def __init__(self, *, host: str = "127.0.0.1", port: int | None = None) -> None:
-        self.host = host
-        self.port = port or free_port(host)
-        self.workdir = Path(tempfile.mkdtemp(prefix="private-postgres-"))
+        super().__init__(host=host, port=port, log_name="postgres.log")
         self.data_dir = self.workdir / "data"
-        self.log_path = self.workdir / "postgres.log"
         if os.geteuid() == 0:
             shutil.chown(self.workdir, PG_USER, PG_USER)
         self._initialised = False
@@ -114,36 +112,6 @@ class PrivatePostgres:
             ],
             timeout=timeout + 10,
         )
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def close(self) -> None:
-        """Stop the server and delete its directory."""
-        self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def __enter__(self) -> PrivatePostgres:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __del__(self) -> None:  # last resort: never leave a server behind
         with contextlib.suppress(Exception):

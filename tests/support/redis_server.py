@@ -21,24 +21,22 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import signal
-import subprocess
-import tempfile
-from pathlib import Path
-from types import TracebackType
+import time
 from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.support.ports import free_port, wait_for_port
+from tests.support.private_server import ProcessServer
 
 _NO_RETRY = Retry(NoBackoff(), 0)  # redis-py's default retries would re-send SHUTDOWN with backoff
 
 
-class PrivateRedis:
+class PrivateRedis(ProcessServer):
     """A `redis-server` process on a free port in a temporary directory."""
+
+    name = "redis-server"
 
     def __init__(
         self,
@@ -48,21 +46,13 @@ class PrivateRedis:
         binary: str = "redis-server",
         aof: bool = False,
     ):
-        self.host = host
+        super().__init__(host=host, port=port, log_name="redis.log")
         self.aof = aof
-        self.port = port or free_port(host)
         self.binary = binary
-        self.workdir = Path(tempfile.mkdtemp(prefix="private-redis-"))
-        self.log_path = self.workdir / "redis.log"
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     def env(self) -> dict[str, str]:
         """`IOT_*` variables pointing a subprocess's `Settings` at this server."""
@@ -87,80 +77,38 @@ class PrivateRedis:
             "--daemonize", "no",
             "--protected-mode", "no",
         ]  # fmt: skip
-        with open(self.log_path, "ab") as log:
-            self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.workdir
-            )
+        self._spawn(command, timeout)
         try:
-            wait_for_port(self.host, self.port, timeout=timeout, process=self._process)
             self._wait_loaded(timeout)
-        except (RuntimeError, TimeoutError, redis.RedisError) as exc:
+        except (TimeoutError, redis.RedisError) as exc:
             self.kill()
-            raise RuntimeError(f"redis-server did not start: {exc}\n{self.log_text()[-4000:]}") from exc
+            raise RuntimeError(f"redis-server did not load: {exc}\n{self.log_text()[-4000:]}") from exc
         return self
 
     def stop(self, *, keep_data: bool = True, timeout: float = 10.0) -> None:
         """Shut the server down; with `keep_data` its data set is saved and comes back on `start()`."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
+        process = self._take_process()
+        if process is not None:
             with (
                 contextlib.suppress(redis.RedisError),
                 self.client(socket_timeout=timeout, retry=_NO_RETRY) as client,
             ):
                 client.shutdown(save=keep_data, nosave=not keep_data)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.send_signal(signal.SIGKILL)
-                process.wait(timeout=5)
+            self._reap(process, timeout)
         if not keep_data:
             (self.workdir / "dump.rdb").unlink(missing_ok=True)
-
-    def kill(self) -> None:
-        """Crash (SIGKILL): the data set is lost unless an earlier `stop()` saved it."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait(timeout=5)
 
     def restart(self, *, keep_data: bool = True) -> None:
         self.stop(keep_data=keep_data)
         self.start()
 
     def close(self) -> None:
-        """Stop the server and delete its directory."""
+        """Stop the server (dropping its data) and delete its directory."""
         self.stop(keep_data=False)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def __enter__(self) -> PrivateRedis:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:  # last resort: never leave a server behind
-        with contextlib.suppress(Exception):
-            self.kill()
-
     def _wait_loaded(self, timeout: float) -> None:
         """PING answers LOADING while a snapshot is read; wait for a real PONG."""
-        import time
-
         deadline = time.monotonic() + timeout
         with self.client(socket_timeout=2, retry=_NO_RETRY) as client:
             while True:
