@@ -9,7 +9,6 @@ import json
 import threading
 import uuid
 from collections import Counter
-from dataclasses import astuple
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from simulator.messages import MessageFactory
 from tests.support import PrivateMosquitto, wait_until
 from tests.support.bad_inputs import BAD_INPUTS
 from tests.support.pipeline import SensorDriver
+from tests.support.stored import expected_events, expected_readings, read_stored
 
 pytestmark = pytest.mark.services
 GOOD = 120
@@ -181,31 +181,9 @@ def test_every_bad_input_kind_is_rejected_with_its_reason_and_every_good_one_sto
 
 
 def _assert_database(url: str, good: list, bad: list, first_ms: int, last_ms: int) -> None:
+    stored = read_stored(url)
+    raw, facts = stored.raw, stored.facts
     with psycopg.connect(url) as conn:
-        raw: dict[tuple[str, bytes], list[int]] = {}
-        for raw_id, topic, payload in conn.execute("SELECT raw_id, topic, payload FROM raw_messages"):
-            raw.setdefault((topic, bytes(payload)), []).append(raw_id)
-        rejections: dict[int, list[str]] = {}
-        for raw_id, reason in conn.execute("SELECT raw_id, reason FROM rejected ORDER BY raw_id, item"):
-            rejections.setdefault(raw_id, []).append(reason)
-        facts = Counter(
-            r for (r,) in conn.execute("SELECT raw_id FROM measurements UNION ALL SELECT raw_id FROM events")
-        )
-        readings = Counter(
-            conn.execute(
-                """SELECT d.device_key, m.name, m.unit, x.value_num, x.value_text,
-                          CASE WHEN x.ts = x.arrived_at THEN NULL ELSE x.ts END
-                   FROM measurements x JOIN devices d USING (device_id) JOIN metrics m USING (metric_id)"""
-            ).fetchall()
-        )
-        events = Counter(
-            (*row[:-1], json.dumps(row[-1], sort_keys=True))
-            for row in conn.execute(
-                """SELECT d.device_key, e.event_id, e.event_type, e.schema, e.value_num, e.value_text,
-                          e.unit, e.ts_device, e.meta FROM events e JOIN devices d USING (device_id)
-                   WHERE d.device_key <> 'arr-ev-01'"""
-            )
-        )
         array = conn.execute(
             """SELECT e.item, e.event_id FROM events e JOIN devices d USING (device_id)
                WHERE d.device_key = 'arr-ev-01' ORDER BY e.item"""
@@ -218,22 +196,18 @@ def _assert_database(url: str, good: list, bad: list, first_ms: int, last_ms: in
 
     # every bad one: exactly one rejection, with its reason, and no fact row
     wrong = {
-        b.name: (rejections.get(raw_id), facts[raw_id])
+        b.name: (stored.reasons(raw_id), facts[raw_id])
         for b in bad
         for raw_id in raw[(b.topic, b.payload)]
-        if rejections.get(raw_id) != [b.reason] or facts[raw_id]
+        if stored.reasons(raw_id) != [b.reason] or facts[raw_id]
     }
     assert not wrong, f"bad inputs not rejected exactly once with their reason: {wrong}"
     # every good one: its fact rows, no rejection
     for m in good:
         for raw_id in raw[(m.topic, m.payload)]:
-            assert raw_id not in rejections and facts[raw_id] == len(m.readings) + len(m.events), m
-    assert readings == Counter(
-        (r.device_key, r.metric, r.unit, r.value_num, r.value_text, r.ts) for m in good for r in m.readings
-    )
-    assert events == Counter(
-        (*astuple(e)[:-1], json.dumps(e.meta, sort_keys=True)) for m in good for e in m.events
-    )
+            assert raw_id not in stored.rejections and facts[raw_id] == len(m.readings) + len(m.events), m
+    assert stored.readings == expected_readings(good)
+    assert Counter({e: n for e, n in stored.events.items() if e[0] != "arr-ev-01"}) == expected_events(good)
     # the array: first and last element stored, the middle one rejected at validation, nothing twice
     assert array == [(0, "arr-a"), (2, "arr-c")]
     assert array_rejected == [(1, "validate")]

@@ -4,10 +4,8 @@ what was sent (stored + rejected == published, values equal), and re-running cha
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections import Counter
-from dataclasses import astuple
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from simulator.expected import REJECT_REASONS
 from simulator.run import run_simulation
 from tests.support import PrivateMosquitto, wait_until
 from tests.support.pipeline import SensorDriver
+from tests.support.stored import expected_events, expected_readings, read_stored
 
 pytestmark = pytest.mark.services
 PUBLISHED = 600
@@ -85,29 +84,11 @@ def test_simulated_mix_is_stored_or_rejected_exactly_and_reruns_change_nothing(
         requests = driver.drain(last_ms)
         first = snapshot(clean_db)
 
-        with psycopg.connect(clean_db) as conn:
-            raw: dict[tuple[str, bytes], list[int]] = {}
-            for raw_id, topic, payload in conn.execute("SELECT raw_id, topic, payload FROM raw_messages"):
-                raw.setdefault((topic, bytes(payload)), []).append(raw_id)
-            rejected = dict(conn.execute("SELECT raw_id, reason FROM rejected WHERE stage <> 'duplicate'"))
-            facts = {
-                r for (r,) in conn.execute("SELECT raw_id FROM measurements UNION SELECT raw_id FROM events")
-            }
-            readings = Counter(
-                conn.execute(
-                    """SELECT d.device_key, m.name, m.unit, x.value_num, x.value_text,
-                          CASE WHEN x.ts = x.arrived_at THEN NULL ELSE x.ts END
-                   FROM measurements x JOIN devices d USING (device_id) JOIN metrics m USING (metric_id)"""
-                ).fetchall()
-            )
-            events = Counter(
-                (*row[:-1], json.dumps(row[-1], sort_keys=True))
-                for row in conn.execute(
-                    """SELECT d.device_key, e.event_id, e.event_type, e.schema, e.value_num, e.value_text,
-                          e.unit, e.ts_device, e.meta FROM events e JOIN devices d USING (device_id)"""
-                )
-            )
-            (duplicates,) = conn.execute("SELECT count(*) FROM rejected WHERE stage = 'duplicate'").fetchone()
+        stored = read_stored(clean_db)
+        raw = stored.raw
+        rejected = {i: r[0].reason for i, r in stored.rejections.items() if r[0].stage != "duplicate"}
+        facts = set(stored.facts)
+        duplicates = sum(r.stage == "duplicate" for rs in stored.rejections.values() for r in rs)
 
         bad = [m for m in sent if m.bad]
         good = [m for m in sent if not m.bad]
@@ -123,16 +104,8 @@ def test_simulated_mix_is_stored_or_rejected_exactly_and_reruns_change_nothing(
         for m in bad:
             for raw_id in raw[(m.topic, m.payload)]:
                 assert rejected[raw_id] == REJECT_REASONS[m.kind][m.reason], m
-        expected_readings = Counter(
-            (r.device_key, r.metric, r.unit, r.value_num, r.value_text, r.ts)
-            for m in good
-            for r in m.readings
-        )
-        assert readings == expected_readings
-        expected_events = Counter(
-            (*astuple(e)[:-1], json.dumps(e.meta, sort_keys=True)) for m in good for e in m.events
-        )
-        assert events == expected_events
+        assert stored.readings == expected_readings(good)
+        assert stored.events == expected_events(good)
 
         # Re-running every range, then every whole hour (as a UI backfill does), changes nothing.
         for request in requests:
