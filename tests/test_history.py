@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from dagster import DagsterInstance
 
+from dagster_project.retention import continuous_aggregates, has_timescaledb
 from iot_core.settings import Settings
 from iot_core.streams import utc_from_ms
 from tests.support.hours import ClosedHour
@@ -38,6 +39,11 @@ def reading(value: float, ts_ms: int) -> str:
 def test_rollups_equal_an_aggregate_of_measurements_after_late_readings(
     clean_db: str, settings: Settings
 ) -> None:
+    """On both paths: a plain table on PostgreSQL, a continuous aggregate on TimescaleDB
+    (`IOT_TEST_PG_SERVER` picks the server)."""
+    with psycopg.connect(clean_db) as conn:
+        aggregate = "hourly_rollups" in continuous_aggregates(conn)
+        assert aggregate == has_timescaledb(conn)
     earlier, later = ClosedHour(settings, hours_back=2), ClosedHour(settings, hours_back=1)
     for n in range(6):  # readings of the earlier hour, arriving in it
         earlier.add(60 + n, f"devices/roll{n % 2}/temperature", reading(20 + n, earlier.start_ms + n * 1000))

@@ -8,6 +8,8 @@ Usage::
         url = pg.url("iot_test")         # postgresql://postgres@127.0.0.1:PORT/iot_test
         pg.stop()                        # outage (fast shutdown); the data directory is kept ...
         pg.start()                       # ... and the same cluster comes back
+        pg.settings["shared_preload_libraries"] = "timescaledb"
+        pg.restart()                     # the same cluster with other server settings
 
 The server runs as the `postgres` user (PostgreSQL refuses to run as root), from the binaries in
 `IOT_TEST_PG_BIN` (default `/usr/lib/postgresql/15/bin`).
@@ -37,9 +39,13 @@ def _as_postgres(argv: list[str], timeout: float) -> subprocess.CompletedProcess
 class PrivatePostgres:
     """An initdb'd cluster in a temporary directory, started with `pg_ctl` on a free port."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self, *, host: str = "127.0.0.1", port: int | None = None, settings: dict[str, str] | None = None
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
+        #: Server settings (`-c name=value`) of every start; change them and `restart()` to apply them.
+        self.settings = dict(settings or {})
         self.workdir = Path(tempfile.mkdtemp(prefix="private-postgres-"))
         self.data_dir = self.workdir / "data"
         self.log_path = self.workdir / "postgres.log"
@@ -75,6 +81,7 @@ class PrivatePostgres:
                 raise RuntimeError(f"initdb failed: {init.stderr[-2000:]}")
             self._initialised = True
         options = f"-p {self.port} -c listen_addresses={self.host} -k {self.workdir} -c fsync=off"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         started = _as_postgres(
             [
                 str(PG_BIN / "pg_ctl"),
