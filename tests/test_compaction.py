@@ -109,16 +109,24 @@ RULES = [
 ]
 
 
+def device_and_metric(conn: psycopg.Connection, device_key: str, metric: str) -> tuple[int, int]:
+    """The ids of a plain device and a unit-less metric, registered if new."""
+    (device_id,) = conn.execute(
+        "INSERT INTO devices (device_key, kind) VALUES (%s, 'plain') "
+        "ON CONFLICT (device_key) DO UPDATE SET kind = 'plain' RETURNING device_id",
+        (device_key,),
+    ).fetchone()
+    (metric_id,) = conn.execute(
+        "INSERT INTO metrics (name, unit) VALUES (%s, '') "
+        "ON CONFLICT (name, unit) DO UPDATE SET unit = '' RETURNING metric_id",
+        (metric,),
+    ).fetchone()
+    return device_id, metric_id
+
+
 def seed_ages(conn: psycopg.Connection, now: datetime) -> None:
     """For every table: rows far past its retention, just past it, just inside it, and recent."""
-    (device,) = conn.execute(
-        "INSERT INTO devices (device_key, kind) VALUES ('retention-1', 'plain') "
-        "ON CONFLICT (device_key) DO UPDATE SET kind = 'plain' RETURNING device_id"
-    ).fetchone()
-    (metric,) = conn.execute(
-        "INSERT INTO metrics (name, unit) VALUES ('retention', '') "
-        "ON CONFLICT (name, unit) DO UPDATE SET unit = '' RETURNING metric_id"
-    ).fetchone()
+    device, metric = device_and_metric(conn, "retention-1", "retention")
     for rule in RULES:
         cutoff = now - timedelta(days=rule.days)
         ages = [cutoff - timedelta(days=200, minutes=n) for n in range(250)]  # several delete batches
@@ -382,14 +390,7 @@ def test_compaction_removes_rollups_past_their_retention(clean_db: str, settings
     kept = [now - timedelta(days=settings.retention_rollups_days - 30), now - timedelta(days=1)]
     arrived = now - timedelta(minutes=30)
     with psycopg.connect(clean_db, autocommit=True) as conn:
-        (device,) = conn.execute(
-            "INSERT INTO devices (device_key, kind) VALUES ('rollup-age', 'plain') "
-            "ON CONFLICT (device_key) DO UPDATE SET kind = 'plain' RETURNING device_id"
-        ).fetchone()
-        (metric,) = conn.execute(
-            "INSERT INTO metrics (name, unit) VALUES ('rollup-age', '') "
-            "ON CONFLICT (name, unit) DO UPDATE SET unit = '' RETURNING metric_id"
-        ).fetchone()
+        device, metric = device_and_metric(conn, "rollup-age", "rollup-age")
         for n, ts in enumerate(ages + kept):  # read long ago, arriving now (as a device's backlog would)
             (raw_id,) = conn.execute(
                 "INSERT INTO raw_messages (arrived_at, stream, entry_ms, entry_seq, topic, payload, qos, "
