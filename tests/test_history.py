@@ -138,3 +138,11 @@ def test_a_decoder_change_re_decodes_the_whole_hour_with_new_batches_and_no_acks
     [telemetry] = [m for m in rerun.get_asset_materialization_events() if m.asset_key.path == ["telemetry"]]
     assert telemetry.materialization.metadata["feedback_published"].value == "0/0"
     assert acks.received == []
+
+
+def test_hour_ranges_join_consecutive_hours_only() -> None:
+    from dagster_project.rollups import hour_ranges
+
+    h = [utc_from_ms(n * 3_600_000) for n in range(6)]
+    assert hour_ranges([]) == []
+    assert hour_ranges([h[3], h[0], h[1], h[1], h[4]]) == [(h[0], h[2]), (h[3], h[5])]
