@@ -41,7 +41,8 @@ from dagster_project.resources import (
     RedisStreamsResource,
 )
 from dagster_project.retention import CompactionRecord, record_compaction
-from dagster_project.storage import BatchInfo, refresh_rollups
+from dagster_project.rollups import refresh_rollups
+from dagster_project.storage import BatchInfo
 from dagster_project.windows import Window, hours_window
 from iot_core.formats.batch import DECODER_VERSION
 from iot_core.streams import id_range, utc_from_ms
@@ -223,8 +224,9 @@ def telemetry(
     group_name="ingest",
     kinds={"postgres"},
     description="`hourly_rollups`: count, min, max, avg and last numeric value per device, metric and hour "
-    "of reading time. Each run recomputes the hours that the readings arriving in its range fall in, so "
-    "late readings reopen and correct their hour.",
+    "of reading time (a table on PostgreSQL, a continuous aggregate on TimescaleDB). Each run recomputes "
+    "the hours that the readings arriving in its range fall in, so late readings reopen and correct their "
+    "hour.",
 )
 def hourly_rollups(
     context: AssetExecutionContext,
@@ -234,7 +236,7 @@ def hourly_rollups(
     policy: BatchPolicyResource,
 ) -> MaterializeResult:
     window = run_window(context, config, policy, redis)
-    with database.connect() as conn:
+    with database.connect(autocommit=True) as conn:
         written = refresh_rollups(conn, *window.utc_bounds)
     return MaterializeResult(metadata={"range": window.label, "rollup_rows_written": written})
 

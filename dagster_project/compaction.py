@@ -32,7 +32,9 @@ from dagster import (
 from dagster_project.retention import (
     Removed,
     RetentionRule,
+    apply_retention_policy,
     apply_timescale_policies,
+    continuous_aggregates,
     delete_older,
     drop_old_chunks,
     hour_summary,
@@ -115,19 +117,23 @@ def apply_retention(
     chunk_interval: str,
     compress_after: str,
 ) -> RetentionOutcome:
-    """Hypertables: policies from the settings, then their old chunks dropped now; plain tables: old rows
-    deleted in bounded batches. `conn` is in autocommit mode."""
+    """Hypertables: policies from the settings, then their old chunks dropped now; continuous aggregates:
+    the same for the retention policy; plain tables: old rows deleted in bounded batches. `conn` is in
+    autocommit mode."""
     outcome = RetentionOutcome()
     hyper = hypertables(conn)
+    aggregates = continuous_aggregates(conn)
     for rule in rules:
         if rule.table in hyper:
             outcome.policies_changed += apply_timescale_policies(
                 conn, rule.table, chunk_interval, compress_after, rule.days
             )
+        elif rule.table in aggregates:
+            outcome.policies_changed += apply_retention_policy(conn, rule.table, rule.days)
         if not rule.days:
             continue
         cutoff = now - timedelta(days=rule.days)
-        if rule.table in hyper:
+        if rule.table in hyper or rule.table in aggregates:
             outcome.removed.append(drop_old_chunks(conn, rule.table, cutoff))
         else:
             outcome.removed.append(delete_older(conn, rule, cutoff, batch_rows, deadline))

@@ -142,9 +142,10 @@ class DatabaseResource(ConfigurableResource):
     url: str
 
     @contextmanager
-    def connect(self) -> Iterator[psycopg.Connection]:
-        """A connection whose block is one transaction: committed on success, rolled back on error."""
-        with psycopg.connect(self.url, connect_timeout=10) as conn:
+    def connect(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+        """A connection whose block is one transaction: committed on success, rolled back on error; with
+        `autocommit`, every statement commits on its own (for what cannot run in a transaction block)."""
+        with psycopg.connect(self.url, connect_timeout=10, autocommit=autocommit) as conn:
             yield conn
 
 
@@ -212,6 +213,7 @@ class CompactionPolicyResource(ConfigurableResource):
     retention_events_days: int = Field(description="Days events are kept (0: for ever).")
     retention_rejected_days: int = Field(description="Days rejected rows are kept (0: for ever).")
     retention_batches_days: int = Field(description="Days batches rows are kept (0: for ever).")
+    retention_rollups_days: int = Field(description="Days hourly_rollups are kept (0: for ever).")
     delete_batch_rows: int = Field(description="Rows per DELETE statement on plain tables.")
     budget_s: int = Field(description="Time a run may spend deleting rows and pruning runs.")
     chunk_interval: str = Field(description="TimescaleDB chunk interval.")
@@ -225,6 +227,7 @@ class CompactionPolicyResource(ConfigurableResource):
             RetentionRule("events", "ts_server", self.retention_events_days),
             RetentionRule("rejected", "arrived_at", self.retention_rejected_days),
             RetentionRule("batches", "range_end", self.retention_batches_days),
+            RetentionRule("hourly_rollups", "hour", self.retention_rollups_days),
             # element counts and feedback records serve re-runs of archived windows: kept as long as those
             RetentionRule("raw_elements", "arrived_at", self.retention_raw_days),
             RetentionRule("feedback_sent", "sent_at", self.retention_raw_days),
@@ -284,6 +287,7 @@ def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResourc
             retention_events_days=settings.retention_events_days,
             retention_rejected_days=settings.retention_rejected_days,
             retention_batches_days=settings.retention_batches_days,
+            retention_rollups_days=settings.retention_rollups_days,
             delete_batch_rows=settings.retention_delete_batch_rows,
             budget_s=settings.compaction_budget_s,
             chunk_interval=settings.timescale_chunk_interval,

@@ -3,8 +3,9 @@
 On plain PostgreSQL old rows go in batches of a bounded size, each found through an index on the age
 column (oldest first, `ctid` lookups), each its own transaction, under a time budget: a run never holds
 a long lock nor builds a huge transaction, and a table of a billion rows costs the same per batch as a
-small one; what a run could not finish the next one continues. Hypertables on TimescaleDB lose whole
-chunks (`drop_chunks`, and the same rule as a retention policy for when Dagster is down).
+small one; what a run could not finish the next one continues. Hypertables and continuous aggregates on
+TimescaleDB lose whole chunks (`drop_chunks`, and the same rule as a retention policy for when Dagster is
+down).
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ def hypertables(conn: psycopg.Connection) -> set[str]:
     return {name for (name,) in rows}
 
 
+def continuous_aggregates(conn: psycopg.Connection) -> set[str]:
+    """The names of the continuous aggregates (views over hypertables that TimescaleDB materializes)."""
+    if not has_timescaledb(conn):
+        return set()
+    rows = conn.execute("SELECT view_name FROM timescaledb_information.continuous_aggregates").fetchall()
+    return {name for (name,) in rows}
+
+
 def delete_older(
     conn: psycopg.Connection, rule: RetentionRule, cutoff: datetime, batch_rows: int, deadline: float
 ) -> Removed:
@@ -66,19 +75,30 @@ def delete_older(
 
 
 def drop_old_chunks(conn: psycopg.Connection, table: str, cutoff: datetime) -> Removed:
-    """Drop the chunks of hypertable `table` whose data all lies before `cutoff` (counted in chunks:
-    counting their rows would cost a scan)."""
+    """Drop the chunks of hypertable or continuous aggregate `table` whose data all lies before `cutoff`
+    (counted in chunks: counting their rows would cost a scan)."""
     row = conn.execute(
         "SELECT count(*) FROM drop_chunks(%s::regclass, older_than => %s)", (table, cutoff)
     ).fetchone()
     return Removed(table, chunks=int(row[0]) if row else 0)
 
 
+def _job_table(conn: psycopg.Connection, relation: str) -> str:
+    """The name TimescaleDB's jobs give `relation`: a continuous aggregate's policies run on its
+    materialization hypertable."""
+    row = conn.execute(
+        """SELECT materialization_hypertable_name FROM timescaledb_information.continuous_aggregates
+           WHERE view_name = %s""",
+        (relation,),
+    ).fetchone()
+    return row[0] if row else relation
+
+
 def _policy(conn: psycopg.Connection, table: str, proc: str, key: str) -> str | None:
     row = conn.execute(
         f"""SELECT (config->>'{key}')::interval::text FROM timescaledb_information.jobs
             WHERE proc_name = %s AND hypertable_name = %s""",
-        (proc, table),
+        (proc, _job_table(conn, table)),
     ).fetchone()
     return row[0] if row else None
 
@@ -110,16 +130,22 @@ def apply_timescale_policies(
                 (table, compress_after),
             )
             changed.append(f"{table}: compress after {compress_after} (was {current or 'never'})")
+    return changed + apply_retention_policy(conn, table, drop_after_days)
+
+
+def apply_retention_policy(conn: psycopg.Connection, relation: str, drop_after_days: int) -> list[str]:
+    """Make the retention policy of hypertable or continuous aggregate `relation` drop after
+    `drop_after_days` (0: no policy), replaced only when it differs; returns what changed."""
     wanted = f"{drop_after_days} days" if drop_after_days else None
-    current = _policy(conn, table, "policy_retention", "drop_after")
-    if not _same_interval(conn, current, wanted):
-        conn.execute("SELECT remove_retention_policy(%s::regclass, if_exists => true)", (table,))
-        if wanted:
-            conn.execute(
-                "SELECT add_retention_policy(%s::regclass, drop_after => %s::interval)", (table, wanted)
-            )
-        changed.append(f"{table}: drop after {wanted or 'never'} (was {current or 'never'})")
-    return changed
+    current = _policy(conn, relation, "policy_retention", "drop_after")
+    if _same_interval(conn, current, wanted):
+        return []
+    conn.execute("SELECT remove_retention_policy(%s::regclass, if_exists => true)", (relation,))
+    if wanted:
+        conn.execute(
+            "SELECT add_retention_policy(%s::regclass, drop_after => %s::interval)", (relation, wanted)
+        )
+    return [f"{relation}: drop after {wanted or 'never'} (was {current or 'never'})"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +162,12 @@ def timescale_failed_jobs(conn: psycopg.Connection) -> list[JobError]:
     if not has_timescaledb(conn):
         return []
     rows = conn.execute(
-        """SELECT s.job_id, j.proc_name, coalesce(j.hypertable_name, ''), e.finish_time,
+        """SELECT s.job_id, j.proc_name, coalesce(c.view_name, j.hypertable_name, ''), e.finish_time,
                   coalesce(e.err_message, 'last run failed')
            FROM timescaledb_information.job_stats s
            JOIN timescaledb_information.jobs j USING (job_id)
+           LEFT JOIN timescaledb_information.continuous_aggregates c
+                  ON c.materialization_hypertable_name = j.hypertable_name
            LEFT JOIN LATERAL (SELECT finish_time, err_message FROM timescaledb_information.job_errors x
                               WHERE x.job_id = s.job_id ORDER BY finish_time DESC LIMIT 1) e ON true
            WHERE s.last_run_status = 'Failed' ORDER BY s.job_id"""

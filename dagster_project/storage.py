@@ -596,39 +596,3 @@ def device_freshness(conn: psycopg.Connection, at: datetime, silent_after_s: int
         {"at": at, "q": silent_after_s, "n": sample},
     ).fetchall()
     return Freshness(row[0], [(str(k), t) for k, t in silent], int(row[2]), int(row[1]))
-
-
-# --- rollups -----------------------------------------------------------------------------------------------
-def refresh_rollups(conn: psycopg.Connection, start: datetime, end: datetime) -> int:
-    """Recompute the hourly rollups of every (device, metric, reading hour) that a measurement arriving
-    in [start, end) falls in (late readings reopen old hours); returns how many rollup rows were written."""
-    with conn.cursor() as cur:
-        cur.execute(
-            """CREATE TEMP TABLE IF NOT EXISTS rollup_keys
-                   (device_id integer, metric_id integer, hour timestamptz) ON COMMIT DROP"""
-        )
-        cur.execute("TRUNCATE rollup_keys")
-        cur.execute(
-            """INSERT INTO rollup_keys
-               SELECT DISTINCT m.device_id, m.metric_id, date_trunc('hour', m.ts, 'UTC')
-               FROM raw_messages x JOIN measurements m ON m.raw_id = x.raw_id
-               WHERE x.arrived_at >= %s AND x.arrived_at < %s""",
-            (start, end),
-        )
-        cur.execute(
-            """INSERT INTO hourly_rollups AS h (hour, device_id, metric_id, count, min_value, max_value,
-                                                avg_value, last_value, last_ts, updated_at)
-               SELECT k.hour, k.device_id, k.metric_id, count(*), min(m.value_num), max(m.value_num),
-                      avg(m.value_num), (array_agg(m.value_num ORDER BY m.ts DESC))[1], max(m.ts),
-                      clock_timestamp()
-               FROM rollup_keys k
-               JOIN measurements m ON m.device_id = k.device_id AND m.metric_id = k.metric_id
-                    AND m.ts >= k.hour AND m.ts < k.hour + interval '1 hour'
-               WHERE m.value_num IS NOT NULL
-               GROUP BY k.hour, k.device_id, k.metric_id
-               ON CONFLICT (device_id, metric_id, hour) DO UPDATE
-               SET count = excluded.count, min_value = excluded.min_value, max_value = excluded.max_value,
-                   avg_value = excluded.avg_value, last_value = excluded.last_value,
-                   last_ts = excluded.last_ts, updated_at = excluded.updated_at"""
-        )
-        return cur.rowcount

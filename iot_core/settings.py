@@ -185,6 +185,12 @@ class Settings(BaseSettings):
     retention_batches_days: int = Field(
         90, ge=0, description="Days `batches` rows are kept, by range end (0: for ever)."
     )
+    retention_rollups_days: int = Field(
+        730,
+        ge=0,
+        description="Days `hourly_rollups` are kept, by their hour (0: for ever); longer than `measurements` "
+        "by default, so the hours stay summed up after their readings are gone.",
+    )
     retention_delete_batch_rows: int = Field(
         10_000, ge=100, description="Rows per DELETE statement when retention deletes rows (plain tables)."
     )

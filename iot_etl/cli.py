@@ -41,15 +41,19 @@ def db_migrate() -> None:
 
     settings = get_settings()
     created = ensure_database(settings.database_url.get_secret_value())
+    adopted: list[str] = []
     with progress_bar("migrating", total=None) as advance:
         applied = apply_migrations(
             settings.database_url.get_secret_value(),
             progress=lambda done, pending: advance(completed=done, total=pending),
+            report=adopted.append,
         )
     click.echo(
         f"database {settings.database_name()}: {'created, ' if created else ''}"
         f"{len(applied)} migration(s) applied{': ' + ', '.join(applied) if applied else ''}"
     )
+    for line in adopted:
+        click.echo(f"timescaledb: {line}")
     if settings.dagster_pg_url and ensure_database(settings.dagster_pg_url.get_secret_value()):
         click.echo("created Dagster's storage database")
 

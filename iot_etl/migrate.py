@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
+
+from dagster_project.retention import continuous_aggregates
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +92,21 @@ def ensure_database(database_url: str) -> bool:
 
 
 def apply_migrations(
-    database_url: str, sql_dir: Path = SQL_DIR, progress: Callable[[int, int], None] | None = None
+    database_url: str,
+    sql_dir: Path = SQL_DIR,
+    progress: Callable[[int, int], None] | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> list[str]:
-    """Apply the pending migrations in order, each in its own transaction; returns their versions.
+    """Apply the pending migrations in order, each in its own transaction; returns their versions. Then
+    adopt TimescaleDB where the server has gained it since (see `adopt_timescaledb`).
 
-    `progress(done, pending)` is called once the pending ones are known and after each one applied."""
+    `progress(done, pending)` is called once the pending ones are known and after each one applied;
+    `report(line)` with each change the adoption made, or why it made none."""
     migrations = discover(sql_dir)
     applied_now: list[str] = []
     with psycopg.connect(database_url, autocommit=True, connect_timeout=5) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
-        try:
+        with _unlocked_after(conn):
             conn.execute(
                 """CREATE TABLE IF NOT EXISTS schema_migrations (
                        version text PRIMARY KEY, filename text NOT NULL, checksum text NOT NULL,
@@ -125,9 +133,52 @@ def apply_migrations(
                 applied_now.append(migration.version)
                 if progress is not None:
                     progress(len(applied_now), pending)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+            for line in adopt_timescaledb(conn):
+                log.info("timescaledb: %s", line)
+                if report is not None:
+                    report(line)
     return applied_now
+
+
+@contextmanager
+def _unlocked_after(conn: psycopg.Connection) -> Iterator[None]:
+    """Release the migration lock when the block ends. When the block failed, its error is the one
+    raised: an unlock that fails too (the connection is gone) is only logged."""
+    try:
+        yield
+    except BaseException:
+        try:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+        except psycopg.Error as exc:
+            log.warning("could not release the migration lock after the failure: %s", exc)
+        raise
+    conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+
+
+def adopt_timescaledb(conn: psycopg.Connection) -> list[str]:
+    """Make the database what the migrations would have made had TimescaleDB been there when 004 ran:
+    `iot_adopt_timescaledb()` (sql/010) converts what is not converted yet, in one transaction. Then a
+    continuous aggregate `hourly_rollups` that is empty while `measurements` has numeric readings (just
+    created, or its first fill failed) is filled, outside a transaction block as TimescaleDB requires.
+    `conn` is in autocommit mode. Returns what was done (or why nothing was), one line each; no line
+    when nothing was to do or the function is not there yet."""
+    if conn.execute("SELECT to_regprocedure('iot_adopt_timescaledb()')").fetchone() == (None,):
+        return []
+    with conn.transaction():
+        lines = [line for (line,) in conn.execute("SELECT * FROM iot_adopt_timescaledb()").fetchall()]
+    if "hourly_rollups" in continuous_aggregates(conn) and _rollups_unfilled(conn):
+        conn.execute("CALL refresh_continuous_aggregate('hourly_rollups', NULL, NULL)")
+        (rows,) = conn.execute("SELECT count(*) FROM hourly_rollups").fetchone() or (0,)
+        lines.append(f"hourly_rollups: filled from measurements ({rows} rows)")
+    return lines
+
+
+def _rollups_unfilled(conn: psycopg.Connection) -> bool:
+    row = conn.execute(
+        """SELECT NOT EXISTS (SELECT 1 FROM hourly_rollups)
+                  AND EXISTS (SELECT 1 FROM measurements WHERE value_num IS NOT NULL)"""
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def has_timescaledb(conn: psycopg.Connection) -> bool:

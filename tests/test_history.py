@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from dagster import DagsterInstance
 
+from dagster_project.retention import continuous_aggregates, has_timescaledb
 from iot_core.settings import Settings
 from iot_core.streams import utc_from_ms
 from tests.support.hours import ClosedHour
@@ -38,6 +39,11 @@ def reading(value: float, ts_ms: int) -> str:
 def test_rollups_equal_an_aggregate_of_measurements_after_late_readings(
     clean_db: str, settings: Settings
 ) -> None:
+    """On both paths: a plain table on PostgreSQL, a continuous aggregate on TimescaleDB
+    (`IOT_TEST_PG_SERVER` picks the server)."""
+    with psycopg.connect(clean_db) as conn:
+        aggregate = "hourly_rollups" in continuous_aggregates(conn)
+        assert aggregate == has_timescaledb(conn)
     earlier, later = ClosedHour(settings, hours_back=2), ClosedHour(settings, hours_back=1)
     for n in range(6):  # readings of the earlier hour, arriving in it
         earlier.add(60 + n, f"devices/roll{n % 2}/temperature", reading(20 + n, earlier.start_ms + n * 1000))
@@ -132,3 +138,11 @@ def test_a_decoder_change_re_decodes_the_whole_hour_with_new_batches_and_no_acks
     [telemetry] = [m for m in rerun.get_asset_materialization_events() if m.asset_key.path == ["telemetry"]]
     assert telemetry.materialization.metadata["feedback_published"].value == "0/0"
     assert acks.received == []
+
+
+def test_hour_ranges_join_consecutive_hours_only() -> None:
+    from dagster_project.rollups import hour_ranges
+
+    h = [utc_from_ms(n * 3_600_000) for n in range(6)]
+    assert hour_ranges([]) == []
+    assert hour_ranges([h[3], h[0], h[1], h[1], h[4]]) == [(h[0], h[2]), (h[3], h[5])]

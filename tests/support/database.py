@@ -22,3 +22,10 @@ def database_url(name: str) -> str:
 def drop_database(name: str) -> None:
     with psycopg.connect(database_url("postgres"), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def server_preloads_timescaledb() -> bool:
+    """Whether the test server loads TimescaleDB (the suite then runs the TimescaleDB path)."""
+    with psycopg.connect(database_url("postgres")) as conn:
+        row = conn.execute("SHOW shared_preload_libraries").fetchone()
+    return bool(row and "timescaledb" in row[0])

@@ -8,6 +8,8 @@ Usage::
         url = pg.url("iot_test")         # postgresql://postgres@127.0.0.1:PORT/iot_test
         pg.stop()                        # outage (fast shutdown); the data directory is kept ...
         pg.start()                       # ... and the same cluster comes back
+        pg.settings["shared_preload_libraries"] = "timescaledb"
+        pg.restart()                     # the same cluster with other server settings
 
 The server runs as the `postgres` user (PostgreSQL refuses to run as root), from the binaries in
 `IOT_TEST_PG_BIN` (default `/usr/lib/postgresql/15/bin`).
@@ -38,8 +40,12 @@ class PrivatePostgres(PrivateServer):
 
     name = "postgres"
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self, *, host: str = "127.0.0.1", port: int | None = None, settings: dict[str, str] | None = None
+    ) -> None:
         super().__init__(host=host, port=port, log_name="postgres.log")
+        #: Server settings (`-c name=value`) of every start; change them and `restart()` to apply them.
+        self.settings = dict(settings or {})
         self.data_dir = self.workdir / "data"
         if os.geteuid() == 0:
             shutil.chown(self.workdir, PG_USER, PG_USER)
@@ -73,6 +79,7 @@ class PrivatePostgres(PrivateServer):
                 raise RuntimeError(f"initdb failed: {init.stderr[-2000:]}")
             self._initialised = True
         options = f"-p {self.port} -c listen_addresses={self.host} -k {self.workdir} -c fsync=off"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         started = _as_postgres(
             [
                 str(PG_BIN / "pg_ctl"),
