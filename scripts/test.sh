@@ -8,5 +8,11 @@ if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id 
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
     || echo "could not install chromium: the UI page test will be skipped" >&2
 fi
+# the dashboards' listener panels are checked against a real Prometheus (Debian's package); without it
+# those tests are skipped
+if ! command -v prometheus >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; } >/dev/null 2>&1 \
+    || echo "could not install prometheus: the Prometheus dashboard tests will be skipped" >&2
+fi
 cd "$ROOT"
 exec .venv/bin/python -m pytest "$@"

@@ -3,33 +3,38 @@ every Prometheus metric a panel names in a real listener's /metrics, and the pro
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
+import numpy
 import psycopg
 import pytest
-import redis
 import yaml
-from dagster import DagsterInstance
+from matplotlib.image import imread
 
-from ingest_listener import Listener
+from dashboard_preview.dashboards import PROVISIONING, ROOT, dashboards, expand_sql, panels, targets
+from dashboard_preview.preview import render_all
+from dashboard_preview.queries import (
+    PG_TYPE,
+    PROM_TYPE,
+    PrometheusSource,
+    TimeRange,
+    sql_series,
+    unfold_repeats,
+    variable_values,
+)
 from iot_core.settings import Settings
-from simulator.messages import MessageFactory
-from tests.support import free_port, wait_for_port, wait_until
-from tests.support.grafana import PROVISIONING, ROOT, dashboards, expand_sql, panels, targets
-from tests.support.pipeline import SensorDriver
-
-PG_TYPE = "grafana-postgresql-datasource"
-PROM_TYPE = "prometheus"
+from tests.support import free_port, wait_until
+from tests.support.fill import fill_through_the_pipeline
+from tests.support.prometheus import PROMETHEUS, private_listener, scraped_listener
 
 
 def provisioned_datasources() -> dict[str, dict]:
@@ -83,36 +88,10 @@ def test_datasource_credentials_come_from_the_environment() -> None:
 
 
 # --- SQL on a filled database ----------------------------------------------------------------------
-def fill_through_the_pipeline(settings: Settings, messages: int) -> None:
-    """Simulated messages of all three formats (some bad), as the listener writes them, then the real
-    sensor and micro-batch job until every entry is processed."""
-    factory = MessageFactory(11, devices=3, bad_share=0.2)
-    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
-    last = 0
-    for _ in range(messages):
-        message = factory.next(datetime.now(UTC))
-        entry = client.xadd(
-            settings.stream_prefix,
-            {
-                "topic": message.topic,
-                "payload": message.payload,
-                "qos": "1",
-                "retain": "0",
-                "rx_us": str(time.time_ns() // 1000),
-            },
-        )
-        last = int(entry.split(b"-")[0])
-    with DagsterInstance.ephemeral() as instance:
-        assert SensorDriver(settings, instance).drain(last, timeout_s=120)
-
-
 def template_values(conn: psycopg.Connection, board: dict) -> dict[str, list[str]]:
-    """Each query variable's values as Grafana's "All" sends them."""
-    out: dict[str, list[str]] = {}
-    for var in board["templating"]["list"]:
-        assert var["type"] == "query"
-        out[var["name"]] = [str(v) for (v,) in conn.execute(var["query"]).fetchall()]
-        assert out[var["name"]], f"variable {var['name']} has no values"
+    """Each query variable's values as Grafana's "All" sends them; none may be empty."""
+    out = variable_values(conn, board)
+    assert all(out.values()), f"a variable has no values: {out}"
     return out
 
 
@@ -159,6 +138,80 @@ def test_every_panel_query_returns_rows_from_a_filled_database(clean_db: str, se
     assert [row[2] is None for row in last_seen] == sorted(row[2] is None for row in last_seen)
 
 
+# --- the rendered preview (dashboard_preview) --------------------------------------------------------
+def assert_drawn(png: Path) -> None:
+    """A real PNG with a picture in it, not a blank canvas."""
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pixels = imread(png)
+    assert pixels.shape[0] > 500 and pixels.shape[1] > 1000
+    assert len(numpy.unique(pixels.reshape(-1, pixels.shape[2]), axis=0)) > 50
+
+
+@pytest.mark.services
+def test_the_preview_draws_every_panel_of_both_dashboards(
+    clean_db: str, settings: Settings, tmp_path: Path
+) -> None:
+    fill_through_the_pipeline(settings, 200)
+    rendered = {r.title: r for r in render_all(clean_db, tmp_path, TimeRange.last(2))}
+    assert set(rendered) == {"Pipeline health", "Telemetry"}
+    with psycopg.connect(clean_db) as conn:
+        metric_names = [n for (n,) in conn.execute("SELECT DISTINCT name FROM metrics")]
+    for board in dashboards().values():
+        done = rendered[board["title"]]
+        assert_drawn(done.png)
+        assert done.png == tmp_path / f"{board['title'].lower().replace(' ', '-')}.png"
+        by_id: dict[int, list] = {}
+        for data in done.panels:
+            by_id.setdefault(data.panel["id"], []).append(data)
+        assert set(by_id) == {p["id"] for p in board["panels"]}
+        for panel in panels(board):
+            sql = sum(
+                1 for t in panel["targets"] if (t.get("datasource") or panel["datasource"])["type"] == PG_TYPE
+            )
+            for data in by_id[panel["id"]]:
+                assert data.queries_run == sql, panel["title"]
+                if sql == 0:
+                    assert data.note == "Prometheus: not scraped in preview"
+                elif panel["type"] == "timeseries" and "repeat" not in panel:
+                    assert any(any(v is not None for v in s.values) for s in data.series), panel["title"]
+                elif panel["type"] in ("stat", "table"):
+                    assert data.tables and data.tables[0].rows, panel["title"]
+            if "repeat" in panel:
+                assert sorted(d.panel["title"] for d in by_id[panel["id"]]) == sorted(metric_names)
+
+
+def test_the_preview_reads_time_series_as_grafana_does() -> None:
+    t0, t1 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
+    long = sql_series(["time", "metric", "value"], [(t0.timestamp(), "a", 1), (t0, "b", 2), (t1, "a", 3)])
+    assert [(s.name, s.times, s.values) for s in long] == [("a", [t0, t1], [1.0, 3.0]), ("b", [t0], [2.0])]
+    wide = sql_series(["p50", "time", "max"], [(Decimal("0.5"), t0, None)])
+    assert [(s.name, s.values) for s in wide] == [("p50", [0.5]), ("max", [None])]
+    assert TimeRange(t0, t0 + timedelta(hours=2)).auto_interval() == "1m"
+    assert TimeRange(t0, t0 + timedelta(minutes=3)).auto_interval() == "5s"
+
+
+def test_a_repeated_panel_unfolds_side_by_side_and_pushes_the_rest_down() -> None:
+    board = {
+        "panels": [
+            {
+                "id": 1,
+                "title": "$m",
+                "repeat": "m",
+                "maxPerRow": 2,
+                "gridPos": {"x": 0, "y": 0, "w": 12, "h": 8},
+            },
+            {"id": 2, "title": "below", "gridPos": {"x": 0, "y": 8, "w": 24, "h": 4}},
+        ]
+    }
+    unfolded = unfold_repeats(board, {"m": ["a", "b", "c"]})
+    assert [(p["title"], p["gridPos"], v["m"]) for p, v in unfolded] == [
+        ("a", {"x": 0, "y": 0, "w": 12, "h": 8}, ["a"]),
+        ("b", {"x": 12, "y": 0, "w": 12, "h": 8}, ["b"]),
+        ("c", {"x": 0, "y": 8, "w": 12, "h": 8}, ["c"]),
+        ("below", {"x": 0, "y": 16, "w": 24, "h": 4}, ["a", "b", "c"]),
+    ]
+
+
 def test_time_groups_expand_as_grafana_does() -> None:
     t0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     t1 = t0 + timedelta(hours=1)
@@ -198,17 +251,7 @@ def panel_metric_names() -> dict[str, set[str]]:
 @pytest.mark.services
 def test_every_prometheus_metric_of_a_panel_is_in_a_real_listeners_metrics(settings: Settings) -> None:
     port = free_port()
-    prefix = f"test:{uuid.uuid4().hex}:raw"
-    listener = Listener(
-        settings.model_copy(
-            update={
-                "listener_metrics_port": port,
-                "listener_client_id": f"test-dash-{uuid.uuid4().hex[:10]}",
-                "listener_topics": [f"test/{uuid.uuid4().hex}/#"],
-                "stream_prefix": prefix,
-            }
-        )
-    )
+    listener = private_listener(settings, port, f"test/{uuid.uuid4().hex}")
     listener.start()
     try:
         assert listener.wait_ready(15)
@@ -222,7 +265,6 @@ def test_every_prometheus_metric_of_a_panel_is_in_a_real_listeners_metrics(setti
 
 
 # --- a real Prometheus scraping a real listener (where Prometheus is installed) -------------------
-PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 
 
@@ -237,82 +279,33 @@ def test_the_compose_prometheus_config_is_valid() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def prometheus_query(port: int, expr: str) -> list[dict]:
-    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    with urllib.request.urlopen(url, timeout=10) as response:
-        body = json.loads(response.read())
-    assert body["status"] == "success", body
-    return list(body["data"]["result"])
-
-
-def samples_scraped(port: int) -> float:
-    """How many samples of the listener Prometheus has (0 while it is still starting)."""
-    try:
-        result = prometheus_query(port, "count_over_time(iot_listener_ready[5m])")
-    except (OSError, urllib.error.URLError):
-        return 0.0
-    return float(result[0]["value"][1]) if result else 0.0
-
-
 @pytest.mark.services
 @pytest.mark.skipif(PROMETHEUS is None, reason="prometheus not installed (Debian package `prometheus`)")
 def test_every_panel_expression_answers_from_a_prometheus_scraping_a_listener(
-    settings: Settings, tmp_path: Path
+    migrated_db: str, settings: Settings, tmp_path: Path
 ) -> None:
-    metrics_port, prom_port = free_port(), free_port()
-    (tmp_path / "prometheus.yml").write_text(
-        yaml.safe_dump(
-            {
-                "global": {"scrape_interval": "1s"},
-                "scrape_configs": [
-                    {
-                        "job_name": "iot-listener",
-                        "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}],
-                    }
-                ],
-            }
-        )
-    )
-    listener = Listener(
-        settings.model_copy(
-            update={
-                "listener_metrics_port": metrics_port,
-                "listener_client_id": f"test-prom-{uuid.uuid4().hex[:10]}",
-                "listener_topics": [f"test/{uuid.uuid4().hex}/#"],
-                "stream_prefix": f"test:{uuid.uuid4().hex}:raw",
-            }
-        )
-    )
-    listener.start()
-    prometheus = subprocess.Popen(
-        [
-            str(PROMETHEUS),
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{prom_port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        assert listener.wait_ready(15)
-        wait_for_port("127.0.0.1", prom_port, timeout=60, process=prometheus)
-        # rate() and increase() need two samples of every series
-        assert wait_until(lambda: samples_scraped(prom_port) >= 3, 90, interval=0.5), (
-            "Prometheus did not scrape the listener"
-        )
+    with scraped_listener(settings, tmp_path) as scraped:
         empty = []
         for board in dashboards().values():
             for title, target in targets(board, PROM_TYPE):
                 expr = target["expr"].replace("$__rate_interval", "1m").replace("$__range", "1m")
-                if not prometheus_query(prom_port, expr):
+                if not scraped.query(expr):
                     empty.append(f"{title}: {expr}")
         assert not empty, f"expressions without a result: {empty}"
-    finally:
-        prometheus.terminate()
-        try:
-            prometheus.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            prometheus.kill()
-            prometheus.wait()
-        listener.stop()
+
+        # the preview draws the listener panels from the same Prometheus, once messages went through
+        assert scraped.publish_for(settings, 5) > 0
+        assert wait_until(lambda: scraped.query("sum(iot_listener_entries_written_total) > 0"), 30, 0.5)
+        source = PrometheusSource(scraped.prometheus_url, TimeRange.last(2 / 60))
+        (health,) = [
+            r
+            for r in render_all(migrated_db, tmp_path, TimeRange.last(1), prometheus=source)
+            if r.title == "Pipeline health"
+        ]
+    assert_drawn(health.png)
+    listener_panels = [d for d in health.panels if d.panel["id"] in (2, 3, 4, 5, 6)]
+    assert len(listener_panels) == 5
+    for data in listener_panels:
+        assert data.note is None and data.span == source.span
+        assert data.queries_run == len(data.panel["targets"])
+        assert any(any(v is not None for v in s.values) for s in data.series), data.panel["title"]
