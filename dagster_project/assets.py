@@ -5,7 +5,7 @@ the sensor requests) or is the partitions' hours so far as they have closed (bac
 """
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import psycopg
 from dagster import (
@@ -26,6 +26,7 @@ from dagster_project.batch import decode_window, land_window, mark_feedback_sent
 from dagster_project.compaction import (
     apply_retention,
     hour_summary_metadata,
+    prune_before,
     prune_runs,
     reasons_metadata,
     trim_stream,
@@ -275,7 +276,7 @@ def compaction(
         pruned = prune_runs(
             context.instance,
             conn,
-            utc_from_ms(now_ms) - timedelta(days=compaction_policy.run_retention_days),
+            prune_before(utc_from_ms(now_ms), compaction_policy.run_retention_days),
             deadline,
         )
         record = CompactionRecord(

@@ -8,7 +8,11 @@ goes either, archived or not, so a re-run of a recent window can still read the 
 Micro-batch runs older than the run retention are deleted with `instance.delete_run` (Dagster has no
 run retention of its own), which also deletes their materializations: before the first run of an hour
 goes, the hour gets ONE summary materialization of each asset with the hour's totals from the tables,
-so the partition stays materialized and the metadata plots show whole hours.
+so the partition stays materialized and the metadata plots show whole hours. Runs created in the hour
+that is still open are never deleted, whatever the retention: its totals are not final, and its runs'
+materializations are its only record until it closes. An hour gets a second summary only when one of
+its runs being deleted finished after its summary was written (a re-run, a late last window), so the
+newest materialization of every hour always carries its totals.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import redis as redis_lib
@@ -26,6 +30,7 @@ from dagster import (
     DagsterInstance,
     DagsterRunStatus,
     MetadataValue,
+    RunRecord,
     RunsFilter,
 )
 
@@ -187,11 +192,30 @@ def summarise_hour(instance: DagsterInstance, conn: psycopg.Connection, key: str
     mark_summarised(conn, key)
 
 
+def prune_before(now: datetime, retention_days: float) -> datetime:
+    """Runs created before this instant may be deleted: those older than the retention, but none created
+    in the open hour. The sensor creates a window's run at most its lead before the window closes, and the
+    lead is shorter than a window, so a run created before the open hour began is of a closed hour."""
+    open_hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return min(now - timedelta(days=retention_days), open_hour)
+
+
+def _ended(records: list[RunRecord], key: str) -> datetime:
+    """When the last of the runs of hour `key` among `records` finished."""
+    ends = [
+        r.end_time or r.update_timestamp.timestamp()
+        for r in records
+        if r.dagster_run.tags.get(PARTITION_TAG) == key
+    ]
+    return datetime.fromtimestamp(max(ends), UTC)
+
+
 def prune_runs(
     instance: DagsterInstance, conn: psycopg.Connection, before: datetime, deadline: float, page: int = 200
 ) -> Pruned:
-    """Delete finished micro-batch runs created before `before`, oldest first, each hour summarised
-    before its first run goes. `conn` is in autocommit mode (a summary is recorded once written)."""
+    """Delete finished micro-batch runs created before `before` (see `prune_before`), oldest first, each
+    hour summarised before its first run goes, and again when a run of it finished after its summary.
+    `conn` is in autocommit mode (a summary is recorded once written)."""
     pruned = Pruned()
     runs_filter = RunsFilter(tags=dict([MICRO_TAG]), statuses=FINISHED, created_before=before)
     while True:
@@ -203,7 +227,7 @@ def prune_runs(
         keys = sorted({key for r in records if (key := r.dagster_run.tags.get(PARTITION_TAG))})
         done = summarised(conn, keys)
         for key in keys:
-            if key not in done:
+            if key not in done or _ended(records, key) > done[key]:
                 summarise_hour(instance, conn, key)
                 pruned.hours_summarised.append(key)
         for record in records:

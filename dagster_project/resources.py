@@ -218,7 +218,9 @@ class CompactionPolicyResource(ConfigurableResource):
     budget_s: int = Field(description="Time a run may spend deleting rows and pruning runs.")
     chunk_interval: str = Field(description="TimescaleDB chunk interval.")
     compress_after: str = Field(description="TimescaleDB compresses chunks older than this.")
-    run_retention_days: int = Field(description="Micro-batch runs older than this are deleted.")
+    run_retention_days: float = Field(
+        description="Micro-batch runs older than this many days (fractions allowed) are deleted."
+    )
 
     def rules(self) -> list[RetentionRule]:
         return [

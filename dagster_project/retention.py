@@ -214,15 +214,20 @@ def hour_summary(conn: psycopg.Connection, start: datetime, end: datetime) -> di
     }
 
 
-def summarised(conn: psycopg.Connection, keys: list[str]) -> set[str]:
+def summarised(conn: psycopg.Connection, keys: list[str]) -> dict[str, datetime]:
+    """Hour partition key -> when its latest summary was written, for those of `keys` that have one."""
     rows = conn.execute(
-        "SELECT partition_key FROM summarised_hours WHERE partition_key = ANY(%s)", (keys,)
+        "SELECT partition_key, summarised_at FROM summarised_hours WHERE partition_key = ANY(%s)", (keys,)
     ).fetchall()
-    return {key for (key,) in rows}
+    return dict(rows)
 
 
 def mark_summarised(conn: psycopg.Connection, key: str) -> None:
-    conn.execute("INSERT INTO summarised_hours (partition_key) VALUES (%s) ON CONFLICT DO NOTHING", (key,))
+    conn.execute(
+        """INSERT INTO summarised_hours (partition_key) VALUES (%s)
+           ON CONFLICT (partition_key) DO UPDATE SET summarised_at = now()""",
+        (key,),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -203,11 +203,11 @@ class Settings(BaseSettings):
     timescale_compress_after: str = Field(
         "7 days", description="TimescaleDB compresses hypertable chunks older than this."
     )
-    dagster_run_retention_days: int = Field(
-        7,
-        ge=1,
-        description="Micro-batch runs older than this are deleted; each hour keeps one summary "
-        "materialization.",
+    dagster_run_retention_days: float = Field(
+        7.0,
+        gt=0,
+        description="Micro-batch runs older than this many days (fractions allowed: 0.25 is 6 hours) "
+        "are deleted, never those of the open hour; each closed hour keeps one summary materialization.",
     )
 
     # --- simulator -----------------------------------------------------------------------------------

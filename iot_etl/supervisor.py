@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, TextIO
 
 from iot_core.settings import Settings
 from iot_etl import embedded
@@ -329,10 +330,20 @@ def _cannot_start(exc: BaseException) -> int:
     return 1
 
 
-def launch_up(env: Mapping[str, str], *args: str, timeout_s: float = 120.0) -> tuple[subprocess.Popen, str]:
+def _drain(stream: IO[str], sink: TextIO | None) -> None:
+    for line in stream:
+        if sink is not None:
+            sink.write(line)
+            sink.flush()
+
+
+def launch_up(
+    env: Mapping[str, str], *args: str, timeout_s: float = 120.0, sink: TextIO | None = None
+) -> tuple[subprocess.Popen, str]:
     """Start `iot-etl up ARGS` in its own process group, as a user would, and return it once it printed the
     UI address, with everything it printed until then (benchmarks and tests drive whole stacks with it).
-    Its later output is drained in the background so that it never blocks on a full pipe."""
+    Its later output (the children's logs) is drained in the background so that it never blocks on a full
+    pipe, into `sink` when given."""
     process = subprocess.Popen(
         [sys.executable, "-m", "iot_etl.cli", "up", *args],
         cwd=REPO_ROOT,
@@ -352,5 +363,7 @@ def launch_up(env: Mapping[str, str], *args: str, timeout_s: float = 120.0) -> t
                 os.killpg(process.pid, signal.SIGKILL)
             raise RuntimeError(f"iot-etl up did not bring the UI up:\n{banner}")
         banner += line
-    threading.Thread(target=process.stdout.read, daemon=True).start()
+    if sink is not None:
+        sink.write(banner)
+    threading.Thread(target=_drain, args=(process.stdout, sink), daemon=True).start()
     return process, banner

@@ -12,7 +12,7 @@ import redis
 from dagster import AssetKey, DagsterInstance, materialize
 
 from dagster_project.assets import compaction
-from dagster_project.compaction import keep_from_ms, prune_runs
+from dagster_project.compaction import keep_from_ms, prune_before, prune_runs
 from dagster_project.definitions import defs
 from dagster_project.resources import resources_from_settings
 from dagster_project.retention import (
@@ -204,12 +204,18 @@ def test_retention_removes_exactly_the_rows_past_their_age(clean_db: str) -> Non
                 assert removed.rows == 251 and removed.done
 
 
-def test_pruning_old_micro_runs_keeps_each_hour_materialized(clean_db: str, settings: Settings) -> None:
+def hour_ago_windows(settings: Settings, count: int, entries: int) -> list[Window]:
+    """The first `count` windows of the hour two hours ago, `entries` stream entries each."""
     client = redis.Redis.from_url(settings.redis_url.get_secret_value())
     hour = old_hour_ms(client, 2)
-    windows = [Window(hour + n * WINDOW_MS, hour + (n + 1) * WINDOW_MS) for n in range(3)]
+    windows = [Window(hour + n * WINDOW_MS, hour + (n + 1) * WINDOW_MS) for n in range(count)]
     for window in windows:
-        add_entries(client, settings.stream_prefix, window.start_ms, 4)
+        add_entries(client, settings.stream_prefix, window.start_ms, entries)
+    return windows
+
+
+def test_pruning_old_micro_runs_keeps_each_hour_materialized(clean_db: str, settings: Settings) -> None:
+    windows = hour_ago_windows(settings, 3, 4)
     key = windows[0].partition_key
 
     with DagsterInstance.ephemeral() as instance:
@@ -239,6 +245,48 @@ def test_pruning_old_micro_runs_keeps_each_hour_materialized(clean_db: str, sett
         assert materialization.metadata["raw_messages"].value == 12
         assert materialization.metadata["measurements"].value == 12
         assert materialization.metadata["batches"].value == 3
+
+
+def test_run_retention_takes_fractions_of_a_day_and_never_reaches_into_the_open_hour() -> None:
+    assert Settings(dagster_run_retention_days=0.25).dagster_run_retention_days == 0.25
+    with pytest.raises(ValueError):
+        Settings(dagster_run_retention_days=0)
+    now = datetime(2026, 11, 29, 12, 40, tzinfo=UTC)
+    assert prune_before(now, 7) == now - timedelta(days=7)
+    assert prune_before(now, 1 / 24) == datetime(2026, 11, 29, 11, 40, tzinfo=UTC)
+    assert prune_before(now, 10 / 1440) == datetime(2026, 11, 29, 12, 0, tzinfo=UTC)  # not 12:30
+    assert prune_before(now.replace(minute=5), 0.5 / 1440) == datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+def test_sub_day_retention_prunes_once_the_hour_closed_and_resummarises_a_late_run(
+    clean_db: str, settings: Settings
+) -> None:
+    windows = hour_ago_windows(settings, 3, 4)
+    key = windows[0].partition_key
+    retention_days = 10 / 1440
+    now = datetime.now(UTC)
+    # as compaction would see it 20 minutes after the hour that is open now has closed
+    later = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1, minutes=20)
+
+    with DagsterInstance.ephemeral() as instance:
+        driver = SensorDriver(settings, instance)
+        for window in windows[:2]:
+            driver.execute(run_request(window))
+        with psycopg.connect(clean_db, autocommit=True) as conn:
+            # created in the open hour: kept, whatever the retention (the test cannot age a run)
+            kept = prune_runs(instance, conn, prune_before(now, retention_days), time.monotonic() + 300)
+            assert (kept.runs_deleted, kept.hours_summarised) == (0, [])
+            first = prune_runs(instance, conn, prune_before(later, retention_days), time.monotonic() + 300)
+            assert (first.runs_deleted, first.hours_summarised) == (2, [key])
+
+            driver.execute(run_request(windows[2]))  # the hour re-run after its summary
+            again = prune_runs(instance, conn, prune_before(later, retention_days), time.monotonic() + 300)
+            assert (again.runs_deleted, again.hours_summarised) == (1, [key])
+
+        assert instance.get_runs() == []
+        latest = instance.get_latest_materialization_event(AssetKey("telemetry"))
+        assert latest is not None and latest.asset_materialization.partition == key
+        assert latest.asset_materialization.metadata["raw_messages"].value == 12
 
 
 def test_timescale_policies_follow_the_settings(clean_db: str) -> None:
@@ -349,11 +397,7 @@ def test_ui_still_shows_pruned_hours_materialized_and_checked(clean_db: str, set
     from dagster import instance_for_test
     from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
 
-    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
-    hour = old_hour_ms(client, 2)
-    windows = [Window(hour + n * WINDOW_MS, hour + (n + 1) * WINDOW_MS) for n in range(2)]
-    for window in windows:
-        add_entries(client, settings.stream_prefix, window.start_ms, 3)
+    windows = hour_ago_windows(settings, 2, 3)
     key = windows[0].partition_key
 
     with instance_for_test() as instance:

@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TextIO
 
 from bench.e2e.baselines.common import TABLE
 from iot_etl.supervisor import REPO_ROOT, launch_up
@@ -43,13 +43,21 @@ class SystemUnderTest(Protocol):
 
 @dataclass
 class Product:
-    """The pipeline as a user runs it, with a private Redis and Dagster home."""
+    """The pipeline as a user runs it, with a private Redis and Dagster home.
+
+    `settings` are further IOT_* variables of the stack (they win over the defaults here); `home` is the
+    Dagster home (a temporary folder when None); `log` receives the stack's output (its children's logs).
+    """
 
     window_s: int
     table: str = "measurements"
+    settings: dict[str, str] = field(default_factory=dict)
+    home: Path | None = None
+    log: TextIO | None = None
+    stream: str = "bench:raw"
+    env: dict[str, str] = field(default_factory=dict)
     _up: subprocess.Popen | None = None
     _redis: PrivateRedis | None = None
-    _home: Path | None = None
 
     @property
     def name(self) -> str:
@@ -57,26 +65,27 @@ class Product:
 
     def start(self, broker: PrivateMosquitto, database_url: str) -> None:
         self._redis = PrivateRedis().start()
-        self._home = Path(tempfile.mkdtemp(prefix="bench-e2e-dagster-"))
-        stream = "bench:raw"
+        self.home = self.home or Path(tempfile.mkdtemp(prefix="bench-e2e-dagster-"))
         env = {k: v for k, v in os.environ.items() if not k.startswith("IOT_")}
         env.update(
             {
                 **broker.env(),
                 **self._redis.env(),
                 "IOT_DATABASE_URL": database_url,
-                "IOT_STREAM_PREFIX": stream,
-                "IOT_DAGSTER_HOME": str(self._home),
+                "IOT_STREAM_PREFIX": self.stream,
+                "IOT_DAGSTER_HOME": str(self.home),
                 "IOT_LISTENER_CLIENT_ID": f"bench-listener-{os.getpid()}",
                 "IOT_LISTENER_METRICS_PORT": "0",
                 "IOT_WEBSERVER_PORT": str(free_port()),
                 "IOT_WINDOW_SECONDS": str(self.window_s),
+                **self.settings,
             }
         )
-        self._up, _ = launch_up(env, "--no-simulator", timeout_s=240)
+        self.env = env
+        self._up, _ = launch_up(env, "--no-simulator", timeout_s=240, sink=self.log)
         redis = self._redis.client()
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while not redis.xlen(stream):
+        while not redis.xlen(self.stream):
             if time.monotonic() > deadline:
                 raise TimeoutError("the listener did not subscribe within a minute")
             broker.publish_many([(PROBE_TOPIC, b"probe")])
@@ -85,6 +94,10 @@ class Product:
     def roots(self) -> list[int]:
         assert self._up is not None and self._redis is not None
         return [self._up.pid, int(self._redis.client().info("server")["process_id"])]
+
+    def redis(self) -> PrivateRedis:
+        assert self._redis is not None
+        return self._redis
 
     def stall_s(self) -> float:
         return 2 * self.window_s + 60.0
