@@ -383,11 +383,14 @@ def test_ui_still_shows_pruned_hours_materialized_and_checked(clean_db: str, set
         driver = SensorDriver(settings, instance)
         for window in windows:
             driver.execute(run_request(window))
+        shards = [Path(instance.event_log_storage.path_for_shard(run.run_id)) for run in instance.get_runs()]
+        assert len(shards) == 2 and all(shard.exists() for shard in shards)  # SQLite: a database per run
         with psycopg.connect(clean_db, autocommit=True) as conn:
             pruned = prune_runs(
                 instance, conn, datetime.now(UTC) + timedelta(seconds=1), time.monotonic() + 300
             )
         assert pruned.runs_deleted == 2 and instance.get_runs() == []
+        assert not any(shard.exists() for shard in shards)
 
         definitions = str(Path(__file__).resolve().parent.parent / "dagster_project" / "definitions.py")
         with define_out_of_process_context(definitions, "defs", instance) as context:
