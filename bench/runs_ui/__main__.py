@@ -126,7 +126,7 @@ def table(result: dict[str, Any]) -> str:
     before, after = result["before"]["queries"], result["after"]["queries"]
     lines = [
         f"{result['storage']}: {result['runs_before']:,} runs before, {result['runs_after']:,} after pruning",
-        f"{'query':<36}" + f" {'first s':>8} {'median s':>9} {'max s':>7} |" * 2,
+        f"{'query':<36} " + " | ".join([f"{'first s':>8} {'median s':>9} {'max s':>7}"] * 2),
         f"{'':<36} {'before':^26} | {'after':^26}",
     ]
     for b, a in zip(before, after, strict=True):
