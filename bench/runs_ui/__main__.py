@@ -29,7 +29,7 @@ from dagster import DagsterInstance, RunsFilter
 from bench.runs_ui import bulk
 from bench.runs_ui.instance import Scratch, scratch_instance
 from bench.runs_ui.synth import plan_run, windows, write_runs
-from bench.runs_ui.webserver import QUERIES, time_query, webserver
+from bench.runs_ui.webserver import QUERIES, ROOT, time_query, webserver
 from dagster_project.compaction import MICRO_TAG, prune_runs
 from dagster_project.windows import HOUR_MS, PARTITION_FORMAT
 from iot_core.streams import utc_from_ms
@@ -162,7 +162,9 @@ def main() -> None:
     parser.add_argument("--no-checks", action="store_true", help="no check evaluations")
     parser.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432")
     parser.add_argument("--port", type=int, default=3391)
-    parser.add_argument("--json", type=Path, default=None, help="default: runs_ui_<storage>_<runs>.json")
+    parser.add_argument(
+        "--json", type=Path, default=None, help="default: .iot-etl/bench/runs_ui_<storage>_<runs>.json"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch instance and databases")
     args = parser.parse_args()
 
@@ -188,7 +190,8 @@ def main() -> None:
             result["after"] = measure(scratch, args.port, args.repeat)
     print()
     print(table(result))
-    path = args.json or Path(f"runs_ui_{args.storage}_{args.runs}.json")
+    path = args.json or ROOT / ".iot-etl" / "bench" / f"runs_ui_{args.storage}_{args.runs}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"\nwritten to {path}")
 
