@@ -5,14 +5,14 @@ time, from the stream's first entry on, that holds entries of this shard and is 
 whose range was landed in `raw_messages` (`batches.landed_at`). Nothing younger than the safety margin
 goes either, archived or not, so a re-run of a recent window can still read the stream.
 
-Micro-batch runs older than the run retention are deleted with `instance.delete_run` (Dagster has no
-run retention of its own), which also deletes their materializations: before the first run of an hour
-goes, the hour gets ONE summary materialization of each asset with the hour's totals from the tables,
-so the partition stays materialized and the metadata plots show whole hours. Runs created in the hour
-that is still open are never deleted, whatever the retention: its totals are not final, and its runs'
-materializations are its only record until it closes. An hour gets a second summary only when one of
-its runs being deleted finished after its summary was written (a re-run, a late last window), so the
-newest materialization of every hour always carries its totals.
+Micro-batch runs older than the run retention are deleted in batches with what `instance.delete_run`
+deletes (Dagster has no run retention of its own; see `run_deletion`), their materializations included:
+before the first run of an hour goes, the hour gets ONE summary materialization of each asset with the
+hour's totals from the tables, so the partition stays materialized and the metadata plots show whole hours.
+Runs created in the hour that is still open are never deleted, whatever the retention: its totals are not
+final, and its runs' materializations are its only record until it closes. An hour gets a second summary
+only when one of its runs being deleted finished after its summary was written (a re-run, a late last
+window), so the newest materialization of every hour always carries its totals.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from dagster_project.retention import (
     mark_summarised,
     summarised,
 )
+from dagster_project.run_deletion import delete_runs
 from dagster_project.storage import landed_ranges
 from dagster_project.windows import Window, partition_window, uncovered
 from iot_core.streams import EntryId, id_range, utc_from_ms
@@ -211,11 +212,17 @@ def _ended(records: list[RunRecord], key: str) -> datetime:
 
 
 def prune_runs(
-    instance: DagsterInstance, conn: psycopg.Connection, before: datetime, deadline: float, page: int = 200
+    instance: DagsterInstance,
+    conn: psycopg.Connection,
+    before: datetime,
+    deadline: float,
+    page: int = 200,
+    batch: int = 50,
 ) -> Pruned:
     """Delete finished micro-batch runs created before `before` (see `prune_before`), oldest first, each
-    hour summarised before its first run goes, and again when a run of it finished after its summary.
-    `conn` is in autocommit mode (a summary is recorded once written)."""
+    hour summarised before its first run goes and again when a run of it finished after its summary,
+    `batch` runs per deletion (`run_deletion.delete_runs`), the deadline checked between batches. `conn`
+    is in autocommit mode (a summary is recorded once written)."""
     pruned = Pruned()
     runs_filter = RunsFilter(tags=dict([MICRO_TAG]), statuses=FINISHED, created_before=before)
     while True:
@@ -230,9 +237,11 @@ def prune_runs(
             if key not in done or _ended(records, key) > done[key]:
                 summarise_hour(instance, conn, key)
                 pruned.hours_summarised.append(key)
-        for record in records:
+        run_ids = [record.dagster_run.run_id for record in records]
+        for start in range(0, len(run_ids), batch):
             if time.monotonic() > deadline:
                 pruned.done = False
                 return pruned
-            instance.delete_run(record.dagster_run.run_id)
-            pruned.runs_deleted += 1
+            chunk = run_ids[start : start + batch]
+            delete_runs(instance, chunk)
+            pruned.runs_deleted += len(chunk)

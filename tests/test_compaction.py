@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import psycopg
 import pytest
 import redis
 from dagster import AssetKey, DagsterInstance, materialize
+from pydantic import SecretStr
 
 from dagster_project.assets import compaction
 from dagster_project.compaction import keep_from_ms, prune_before, prune_runs
@@ -22,9 +24,13 @@ from dagster_project.retention import (
     hypertables,
     timescale_failed_jobs,
 )
+from dagster_project.run_deletion import batch_deletable
 from dagster_project.sensors import run_request
 from dagster_project.windows import HOUR_MS, Window, floor_to
 from iot_core.settings import Settings
+from iot_etl.dagster_instance import write_instance_config
+from iot_etl.migrate import ensure_database
+from tests.support.database import database_url, drop_database
 from tests.support.pipeline import SensorDriver
 
 pytestmark = pytest.mark.services
@@ -204,6 +210,30 @@ def test_retention_removes_exactly_the_rows_past_their_age(clean_db: str) -> Non
                 assert removed.rows == 251 and removed.done
 
 
+@pytest.fixture(params=["in-memory", "postgres"])
+def run_instance(
+    request: pytest.FixtureRequest, settings: Settings, tmp_path: Path
+) -> Iterator[DagsterInstance]:
+    """A Dagster instance on in-memory SQL storage, or on PostgreSQL storage as `iot-etl up` configures
+    it with IOT_DAGSTER_PG_URL: both delete runs in batches."""
+    if request.param == "in-memory":
+        with DagsterInstance.ephemeral() as instance:
+            yield instance
+        return
+    name = f"{settings.database_name()}_dagster"
+    ensure_database(database_url(name))
+    home = write_instance_config(
+        settings.model_copy(
+            update={"dagster_home": tmp_path / "home", "dagster_pg_url": SecretStr(database_url(name))}
+        )
+    )
+    try:
+        with DagsterInstance.from_config(str(home)) as instance:
+            yield instance
+    finally:
+        drop_database(name)
+
+
 def hour_ago_windows(settings: Settings, count: int, entries: int) -> list[Window]:
     """The first `count` windows of the hour two hours ago, `entries` stream entries each."""
     client = redis.Redis.from_url(settings.redis_url.get_secret_value())
@@ -214,37 +244,39 @@ def hour_ago_windows(settings: Settings, count: int, entries: int) -> list[Windo
     return windows
 
 
-def test_pruning_old_micro_runs_keeps_each_hour_materialized(clean_db: str, settings: Settings) -> None:
+def test_pruning_old_micro_runs_keeps_each_hour_materialized(
+    clean_db: str, settings: Settings, run_instance: DagsterInstance
+) -> None:
     windows = hour_ago_windows(settings, 3, 4)
     key = windows[0].partition_key
 
-    with DagsterInstance.ephemeral() as instance:
-        driver = SensorDriver(settings, instance)
-        for window in windows:
-            driver.execute(run_request(window))
-        runs = instance.get_runs()
-        assert len(runs) == 3 and all(r.tags["iot/kind"] == "micro" for r in runs)
+    instance = run_instance
+    driver = SensorDriver(settings, instance)
+    for window in windows:
+        driver.execute(run_request(window))
+    runs = instance.get_runs()
+    assert len(runs) == 3 and all(r.tags["iot/kind"] == "micro" for r in runs)
+    assert batch_deletable(instance)  # SQLite's database per run: test_ui_still_shows_pruned_hours...
 
-        with psycopg.connect(clean_db, autocommit=True) as conn:
-            pruned = prune_runs(
-                instance, conn, datetime.now(UTC) + timedelta(seconds=1), time.monotonic() + 300
-            )
-            assert (pruned.runs_deleted, pruned.hours_summarised, pruned.done) == (3, [key], True)
-            again = prune_runs(
-                instance, conn, datetime.now(UTC) + timedelta(seconds=1), time.monotonic() + 300
-            )
-            assert (again.runs_deleted, again.hours_summarised) == (0, [])
+    with psycopg.connect(clean_db, autocommit=True) as conn:
+        pruned = prune_runs(
+            instance, conn, datetime.now(UTC) + timedelta(seconds=1), time.monotonic() + 300, batch=2
+        )
+        assert (pruned.runs_deleted, pruned.hours_summarised, pruned.done) == (3, [key], True)
+        assert all(instance.all_logs(run.run_id) == [] for run in runs)
+        again = prune_runs(instance, conn, datetime.now(UTC) + timedelta(seconds=1), time.monotonic() + 300)
+        assert (again.runs_deleted, again.hours_summarised) == (0, [])
 
-        assert instance.get_runs() == []
-        for asset in ("raw_messages", "telemetry"):
-            assert key in instance.get_materialized_partitions(AssetKey(asset))
-        latest = instance.get_latest_materialization_event(AssetKey("telemetry"))
-        assert latest is not None
-        materialization = latest.asset_materialization
-        assert materialization.partition == key
-        assert materialization.metadata["raw_messages"].value == 12
-        assert materialization.metadata["measurements"].value == 12
-        assert materialization.metadata["batches"].value == 3
+    assert instance.get_runs() == []
+    for asset in ("raw_messages", "telemetry"):
+        assert key in instance.get_materialized_partitions(AssetKey(asset))
+    latest = instance.get_latest_materialization_event(AssetKey("telemetry"))
+    assert latest is not None
+    materialization = latest.asset_materialization
+    assert materialization.partition == key
+    assert materialization.metadata["raw_messages"].value == 12
+    assert materialization.metadata["measurements"].value == 12
+    assert materialization.metadata["batches"].value == 3
 
 
 def test_run_retention_takes_fractions_of_a_day_and_never_reaches_into_the_open_hour() -> None:
@@ -404,11 +436,14 @@ def test_ui_still_shows_pruned_hours_materialized_and_checked(clean_db: str, set
         driver = SensorDriver(settings, instance)
         for window in windows:
             driver.execute(run_request(window))
+        shards = [Path(instance.event_log_storage.path_for_shard(run.run_id)) for run in instance.get_runs()]
+        assert len(shards) == 2 and all(shard.exists() for shard in shards)  # SQLite: a database per run
         with psycopg.connect(clean_db, autocommit=True) as conn:
             pruned = prune_runs(
                 instance, conn, datetime.now(UTC) + timedelta(seconds=1), time.monotonic() + 300
             )
         assert pruned.runs_deleted == 2 and instance.get_runs() == []
+        assert not any(shard.exists() for shard in shards)
 
         definitions = str(Path(__file__).resolve().parent.parent / "dagster_project" / "definitions.py")
         with define_out_of_process_context(definitions, "defs", instance) as context:
