@@ -147,10 +147,14 @@ def load_raw_pages(
 
 
 _RAW_KEY = "arrived_at, stream, entry_ms, entry_seq"
-_RAW_PAGE_CSV = {
+#: One line per raw message: integers, and hex for every text or bytes field (no quoting to get wrong).
+_RAW_PAGE_LINE = """concat_ws(',', raw_id, encode(convert_to(topic, 'UTF8'), 'hex'),
+                   encode(payload, 'hex'), rx_us, (extract(epoch FROM arrived_at) * 1000000)::bigint,
+                   encode(convert_to(stream, 'UTF8'), 'hex'), entry_ms, entry_seq)"""
+_RAW_PAGE_SCHEMA = {
     "raw_id": pl.Int64,
     "topic": pl.String,
-    "payload": pl.String,  # hex
+    "payload": pl.String,
     "rx_us": pl.Int64,
     "arrived_us": pl.Int64,
     "stream": pl.String,
@@ -162,33 +166,34 @@ _RAW_PAGE_CSV = {
 def _raw_page(
     conn: psycopg.Connection, start: datetime, end: datetime, after: tuple | None, page: int | None
 ) -> tuple[pl.DataFrame, tuple | None]:
-    """One page of `load_raw_pages` and the key of its last row (to continue after)."""
+    """One page of `load_raw_pages` and the key of its last row (to continue after).
+
+    The server joins the page into one text value that polars parses: one value to transfer and no
+    Python object per row (a COPY or a row fetch hands over each row on its own).
+    """
     params: dict[str, object] = {"s": start, "e": end, "n": page}
     resume = ""
     if after is not None:
         resume = f"AND ({_RAW_KEY}) > (%(a)s, %(b)s, %(c)s, %(d)s)"
         params.update(zip("abcd", after, strict=True))
-    query = f"""SELECT raw_id, topic, encode(payload, 'hex'), rx_us,
-                       (extract(epoch FROM arrived_at) * 1000000)::bigint, stream, entry_ms, entry_seq
-                FROM raw_messages WHERE arrived_at >= %(s)s AND arrived_at < %(e)s {resume}
-                ORDER BY {_RAW_KEY} {"LIMIT %(n)s" if page is not None else ""}"""
-    data = bytearray()
-    with conn.cursor() as cur, cur.copy(f"COPY ({query}) TO STDOUT (FORMAT csv)", params) as copy:
-        for block in copy:
-            data += block
-    if not data:
+    row = conn.execute(
+        f"""SELECT string_agg({_RAW_PAGE_LINE}, E'\\n' ORDER BY {_RAW_KEY}) FROM (
+                SELECT * FROM raw_messages WHERE arrived_at >= %(s)s AND arrived_at < %(e)s {resume}
+                ORDER BY {_RAW_KEY} {"LIMIT %(n)s" if page is not None else ""}) AS page""",
+        params,
+    ).fetchone()
+    if row is None or row[0] is None:
         return DECODE_INPUT.empty(), None
-    # an empty text field is quoted (""), a NULL is not; every column here is NOT NULL
-    csv = pl.read_csv(bytes(data), has_header=False, schema=_RAW_PAGE_CSV)
-    frame = csv.select(
-        "raw_id",
-        "topic",
-        pl.col("payload").str.decode("hex"),
-        "rx_us",
+    lines = pl.read_csv(row[0].encode(), has_header=False, schema=_RAW_PAGE_SCHEMA, quote_char=None)
+    # an empty field is read as null; every column is NOT NULL, so it is the empty text or bytes
+    text = [pl.col(c).fill_null("").str.decode("hex").cast(pl.String) for c in ("topic", "stream")]
+    lines = lines.with_columns(
+        *text,
+        pl.col("payload").fill_null("").str.decode("hex"),
         pl.col("arrived_us").cast(pl.Datetime("us", "UTC")).alias("arrived_at"),
     )
-    key = (frame["arrived_at"][-1], csv["stream"][-1], csv["entry_ms"][-1], csv["entry_seq"][-1])
-    return DECODE_INPUT.conform(frame), key
+    key = tuple(lines.select("arrived_at", "stream", "entry_ms", "entry_seq").row(-1))
+    return DECODE_INPUT.conform(lines), key
 
 
 def load_f2_catalog(conn: psycopg.Connection) -> F2Catalog:
