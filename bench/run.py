@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -57,6 +58,12 @@ def main() -> None:
     parser.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432")
     parser.add_argument(
         "--kinds", default=",".join(KINDS), help="message formats to simulate, e.g. plain (default: all)"
+    )
+    parser.add_argument(
+        "--page-rows",
+        type=int,
+        default=None,
+        help="decode the window this many messages at a time (default: whole)",
     )
     args = parser.parse_args()
     n = args.messages
@@ -112,7 +119,9 @@ def main() -> None:
             t_land, _ = timed(lambda: land_window(conn, info, [raw_rows]))
             row("land_window (raw_messages)", t_land, t_floor, "COPY floor")
             options = DecodeOptions()
-            t_batch, decoded = timed(lambda: decode_window(conn, info, window, options, TOPICS))
+            t_batch, decoded = timed(
+                lambda: decode_window(conn, info, window, options, TOPICS, args.page_rows)
+            )
             assert isinstance(decoded, Decoded) and decoded.raw == n
             raw = load_raw(conn, start - timedelta(hours=1), start + timedelta(hours=2))
             t_json, _ = timed(lambda: json_floor(raw["payload"].to_list()))
@@ -134,7 +143,7 @@ def main() -> None:
             admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
     described = "all three formats" if set(kinds) == set(KINDS) else ", ".join(kinds)
-    print(f"{n} simulated messages ({described}, 5 % bad)\n")
+    print(f"{n} simulated messages ({described}, 5 % bad), load average {os.getloadavg()}\n")
     print(f"{'stage':<34} {'msg/s':>12} {'µs/msg':>9}  compared with")
     for stage, rate, us, ratio in rows:
         print(f"{stage:<34} {rate:>12,.0f} {us:>9.1f}  {ratio}")

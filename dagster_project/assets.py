@@ -22,7 +22,13 @@ from dagster import (
     asset,
 )
 
-from dagster_project.batch import decode_window, land_window, mark_feedback_sent, owed_feedback
+from dagster_project.batch import (
+    decode_window,
+    land_window,
+    mark_feedback_sent,
+    owed_feedback,
+    window_batch,
+)
 from dagster_project.compaction import (
     apply_retention,
     hour_summary_metadata,
@@ -88,17 +94,8 @@ def run_window(
 
 def batch_info(context: AssetExecutionContext, window: Window, streams: list[str]) -> BatchInfo:
     keys = context.partition_key_range
-    start_id, end_id = id_range(window.start_ms, window.end_ms)
-    return BatchInfo(
-        run_id=context.run.run_id,
-        partition_key=keys.start if keys.start == keys.end else f"{keys.start}..{keys.end}",
-        range_start=utc_from_ms(window.start_ms),
-        range_end=utc_from_ms(window.end_ms),
-        start_id=start_id,
-        end_id=end_id,
-        streams=streams,
-        decoder_version=DECODER_VERSION,
-    )
+    partition_key = keys.start if keys.start == keys.end else f"{keys.start}..{keys.end}"
+    return window_batch(context.run.run_id, partition_key, window, streams)
 
 
 @asset(
@@ -166,7 +163,12 @@ def telemetry(
     resend = context.run.tags.get(RESEND_FEEDBACK_TAG, "").lower() == "true"
     with database.connect() as conn:
         decoded = decode_window(
-            conn, batch_info(context, window, []), window, policy.decode_options(), topics
+            conn,
+            batch_info(context, window, []),
+            window,
+            policy.decode_options(),
+            topics,
+            policy.decode_page_rows,
         )
         owed = owed_feedback(conn, decoded.feedback, resend=resend)
     acks = 0

@@ -22,7 +22,7 @@ from dagster_project.storage import (
     finish_batch,
     land_raw,
     load_f2_catalog,
-    load_raw,
+    load_raw_pages,
     mark_landed,
     open_batch,
     record_feedback_sent,
@@ -33,8 +33,13 @@ from dagster_project.storage import (
 )
 from dagster_project.validation import EVENT_SCHEMA, MEASUREMENT_SCHEMA, split_valid
 from dagster_project.windows import Window
-from iot_core.formats.batch import DecodeOptions, decode_batch
+from iot_core.formats.batch import DECODER_VERSION, DecodeOptions, decode_batch
+from iot_core.formats.f2_messages import F2Catalog
 from iot_core.rows import REJECTION
+from iot_core.streams import id_range, utc_from_ms
+
+#: A rejection as `decode_window` reports it: with the topic and arrival time of its raw message.
+_STORED_REJECTION = REJECTION.without("topic").plus("topic", "arrived_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +70,21 @@ class Decoded:
         return dict(counts.iter_rows())
 
 
+def window_batch(run_id: str, partition_key: str, window: Window, streams: list[str]) -> BatchInfo:
+    """The batch of run `run_id` over `window` of `streams` (its id range as XRANGE takes it)."""
+    start_id, end_id = id_range(window.start_ms, window.end_ms)
+    return BatchInfo(
+        run_id=run_id,
+        partition_key=partition_key,
+        range_start=utc_from_ms(window.start_ms),
+        range_end=utc_from_ms(window.end_ms),
+        start_id=start_id,
+        end_id=end_id,
+        streams=streams,
+        decoder_version=DECODER_VERSION,
+    )
+
+
 def land_window(conn: psycopg.Connection, info: BatchInfo, pages: Iterable[list[tuple]]) -> Landed:
     """Archive the stream entries of a closed range (pages of `STREAM_ENTRY` tuples), once each."""
     batch_id = open_batch(conn, info)
@@ -82,25 +102,85 @@ def decode_window(
     window: Window,
     options: DecodeOptions,
     topics: FeedbackTopics | None,
+    page_rows: int | None = None,
 ) -> Decoded:
-    """Decode, validate and store the archived messages of `window`; `topics=None` builds no feedback."""
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
+    """Decode, validate and store the archived messages of `window`; `topics=None` builds no feedback.
 
-    def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[stage] = now - clock
-        clock = now
-
+    The window is read and stored `page_rows` messages at a time (all at once with None), in arrival
+    order, inside the caller's one transaction, so memory is bounded by the page, not the window. A
+    redelivery whose first copy is on an earlier page is found by the store step's look-up of the stored
+    key, so it is rejected as a duplicate as within one page.
+    """
+    totals = _Totals()
     batch_id = open_batch(conn, info)
-    raw = load_raw(conn, *window.utc_bounds)
-    lap("load")
-    decoded = decode_batch(raw, load_f2_catalog(conn), options)
-    lap("decode")
+    catalog = load_f2_catalog(conn)
+    pages = load_raw_pages(conn, *window.utc_bounds, page=page_rows)
+    while True:
+        clock = time.perf_counter()
+        raw = next(pages, None)
+        totals.lap("load", clock)
+        if raw is None:
+            break
+        _decode_page(conn, raw, catalog, options, topics, batch_id, totals)
+    clock = time.perf_counter()
+    rejected = pl.concat(totals.rejected) if totals.rejected else _STORED_REJECTION.empty()
+    finish_batch(
+        conn,
+        batch_id,
+        raw_count=totals.raw,
+        measurement_count=totals.measurements,
+        event_count=totals.events,
+        rejected_count=rejected.height - totals.duplicates,
+        duplicate_count=totals.duplicates,
+    )
+    totals.lap("store", clock)
+    return Decoded(
+        batch_id,
+        totals.raw,
+        totals.measurements,
+        totals.events,
+        rejected,
+        totals.duplicates,
+        totals.feedback,
+        totals.seconds,
+    )
+
+
+@dataclass(slots=True)
+class _Totals:
+    """What the pages of one window add up to."""
+
+    raw: int = 0
+    measurements: int = 0
+    events: int = 0
+    duplicates: int = 0
+    rejected: list[pl.DataFrame] = field(default_factory=list)
+    feedback: list[Feedback] = field(default_factory=list)
+    seconds: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(("load", "decode", "validate", "store"), 0.0)
+    )
+
+    def lap(self, stage: str, since: float) -> float:
+        now = time.perf_counter()
+        self.seconds[stage] += now - since
+        return now
+
+
+def _decode_page(
+    conn: psycopg.Connection,
+    raw: pl.DataFrame,
+    catalog: F2Catalog,
+    options: DecodeOptions,
+    topics: FeedbackTopics | None,
+    batch_id: int,
+    totals: _Totals,
+) -> None:
+    clock = time.perf_counter()
+    decoded = decode_batch(raw, catalog, options)
+    clock = totals.lap("decode", clock)
     measurements, bad_measurements = split_valid(decoded.measurements, MEASUREMENT_SCHEMA)
     events, bad_events = split_valid(decoded.events, EVENT_SCHEMA)
-    lap("validate")
+    clock = totals.lap("validate", clock)
     stored_m, dup_m = store_isolating(conn, measurements, batch_id, store_measurements)
     stored_e, dup_e = store_isolating(conn, events, batch_id, store_events)
     rejected = (
@@ -109,25 +189,20 @@ def decode_window(
         .join(raw.select("raw_id", "topic", "arrived_at"), on="raw_id", how="left")
         .unique(subset=["raw_id", "item"], keep="first", maintain_order=True)
     )
-    store_rejected(conn, rejected, raw["raw_id"], batch_id)
+    store_rejected(conn, rejected, raw, batch_id)
     store_elements(conn, decoded.elements, raw, batch_id)
-    duplicates = (
+    totals.lap("store", clock)
+    totals.raw += raw.height
+    totals.measurements += stored_m
+    totals.events += stored_e
+    totals.duplicates += (
         dup_m.filter(pl.col("stage") == "duplicate").height
         + dup_e.filter(pl.col("stage") == "duplicate").height
     )
-    finish_batch(
-        conn,
-        batch_id,
-        raw_count=raw.height,
-        measurement_count=stored_m,
-        event_count=stored_e,
-        rejected_count=rejected.height - duplicates,
-        duplicate_count=duplicates,
-    )
-    lap("store")
-    stored_events = events.join(dup_e.select("raw_id", "item"), on=["raw_id", "item"], how="anti")
-    feedback = event_feedback(topics, stored_events, rejected, raw) if topics else []
-    return Decoded(batch_id, raw.height, stored_m, stored_e, rejected, duplicates, feedback, seconds)
+    totals.rejected.append(rejected)
+    if topics:
+        stored_events = events.join(dup_e.select("raw_id", "item"), on=["raw_id", "item"], how="anti")
+        totals.feedback.extend(event_feedback(topics, stored_events, rejected, raw))
 
 
 def owed_feedback(conn: psycopg.Connection, feedback: list[Feedback], *, resend: bool) -> list[Feedback]:

@@ -58,6 +58,9 @@ class BatchPolicyResource(ConfigurableResource):
     max_payload_bytes: int = Field(description="A larger payload is rejected unread.")
     max_field_chars: int = Field(description="A longer text field or value is rejected.")
     max_meta_bytes: int = Field(description="A larger event `meta` (as JSON) is rejected.")
+    decode_page_rows: int = Field(
+        default=50_000, description="Raw messages decoded and stored at a time within a window's run."
+    )
 
     @property
     def window_ms(self) -> int:
@@ -255,6 +258,7 @@ def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResourc
             max_payload_bytes=settings.max_payload_bytes,
             max_field_chars=settings.max_field_chars,
             max_meta_bytes=settings.max_meta_bytes,
+            decode_page_rows=settings.decode_page_rows,
         ),
         "redis": RedisStreamsResource(
             url=EnvVar(secrets["redis_url"]),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,6 +16,7 @@ from iot_core.rows import (
     EVENTS,
     MEASUREMENTS,
     REJECTION,
+    STAGED_ELEMENTS,
     STAGED_EVENT,
     STAGED_MEASUREMENT,
     STAGED_REJECTION,
@@ -100,7 +101,7 @@ def land_raw(conn: psycopg.Connection, rows: Iterable[tuple], batch_id: int) -> 
     """Insert stream entries (tuples in `STREAM_ENTRY` order) once; returns how many were new."""
     columns = _STAGED_RAW.column_list()
     with conn.cursor() as cur:
-        cur.execute(_STAGED_RAW.staging_ddl("stage_raw"))
+        _fresh_stage(cur, _STAGED_RAW, "stage_raw")  # a window lands page by page in one transaction
         # Rows arrive as Python tuples: per-row text COPY is cheaper here than building a frame first
         # (measured with bench/run.py).
         with cur.copy(f"COPY stage_raw ({columns}) FROM STDIN") as copy:
@@ -124,15 +125,75 @@ def last_processed_end(conn: psycopg.Connection) -> int | None:
 
 def load_raw(conn: psycopg.Connection, start: datetime, end: datetime) -> pl.DataFrame:
     """The archived messages that arrived in [start, end), in arrival order."""
-    with conn.cursor(binary=True) as cur:
-        cur.execute(
-            f"""SELECT {DECODE_INPUT.column_list()} FROM raw_messages
-                WHERE arrived_at >= %s AND arrived_at < %s
-                ORDER BY arrived_at, stream, entry_ms, entry_seq""",
-            (start, end),
-        )
-        rows = cur.fetchall()
-    return DECODE_INPUT.frame(rows, orient="row")
+    return pl.concat([DECODE_INPUT.empty(), *load_raw_pages(conn, start, end, page=None)])
+
+
+def load_raw_pages(
+    conn: psycopg.Connection, start: datetime, end: datetime, page: int | None
+) -> Iterator[pl.DataFrame]:
+    """The archived messages that arrived in [start, end), in arrival order, `page` rows at a time (all at
+    once with None), each page a `DECODE_INPUT` frame.
+
+    Read as CSV that polars parses (no Python object per row); pages follow the primary key, so each
+    page is one index range scan however large the window is.
+    """
+    after: tuple | None = None
+    while True:
+        frame, after = _raw_page(conn, start, end, after, page)
+        if frame.height:
+            yield frame
+        if after is None or page is None or frame.height < page:
+            return
+
+
+_RAW_KEY = "arrived_at, stream, entry_ms, entry_seq"
+#: One line per raw message: integers, and hex for every text or bytes field (no quoting to get wrong).
+_RAW_PAGE_LINE = """concat_ws(',', raw_id, encode(convert_to(topic, 'UTF8'), 'hex'),
+                   encode(payload, 'hex'), rx_us, (extract(epoch FROM arrived_at) * 1000000)::bigint,
+                   encode(convert_to(stream, 'UTF8'), 'hex'), entry_ms, entry_seq)"""
+_RAW_PAGE_SCHEMA = {
+    "raw_id": pl.Int64,
+    "topic": pl.String,
+    "payload": pl.String,
+    "rx_us": pl.Int64,
+    "arrived_us": pl.Int64,
+    "stream": pl.String,
+    "entry_ms": pl.Int64,
+    "entry_seq": pl.Int64,
+}
+
+
+def _raw_page(
+    conn: psycopg.Connection, start: datetime, end: datetime, after: tuple | None, page: int | None
+) -> tuple[pl.DataFrame, tuple | None]:
+    """One page of `load_raw_pages` and the key of its last row (to continue after).
+
+    The server joins the page into one text value that polars parses: one value to transfer and no
+    Python object per row (a COPY or a row fetch hands over each row on its own).
+    """
+    params: dict[str, object] = {"s": start, "e": end, "n": page}
+    resume = ""
+    if after is not None:
+        resume = f"AND ({_RAW_KEY}) > (%(a)s, %(b)s, %(c)s, %(d)s)"
+        params.update(zip("abcd", after, strict=True))
+    row = conn.execute(
+        f"""SELECT string_agg({_RAW_PAGE_LINE}, E'\\n' ORDER BY {_RAW_KEY}) FROM (
+                SELECT * FROM raw_messages WHERE arrived_at >= %(s)s AND arrived_at < %(e)s {resume}
+                ORDER BY {_RAW_KEY} {"LIMIT %(n)s" if page is not None else ""}) AS page""",
+        params,
+    ).fetchone()
+    if row is None or row[0] is None:
+        return DECODE_INPUT.empty(), None
+    lines = pl.read_csv(row[0].encode(), has_header=False, schema=_RAW_PAGE_SCHEMA, quote_char=None)
+    # an empty field is read as null; every column is NOT NULL, so it is the empty text or bytes
+    text = [pl.col(c).fill_null("").str.decode("hex").cast(pl.String) for c in ("topic", "stream")]
+    lines = lines.with_columns(
+        *text,
+        pl.col("payload").fill_null("").str.decode("hex"),
+        pl.col("arrived_us").cast(pl.Datetime("us", "UTC")).alias("arrived_at"),
+    )
+    key = tuple(lines.select("arrived_at", "stream", "entry_ms", "entry_seq").row(-1))
+    return DECODE_INPUT.conform(lines), key
 
 
 def load_f2_catalog(conn: psycopg.Connection) -> F2Catalog:
@@ -197,6 +258,18 @@ def metric_ids(conn: psycopg.Connection, metrics: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _bigint_array(ids: pl.Series) -> str:
+    """`ids` as a PostgreSQL array literal for a `bigint[]` parameter, written by polars (adapting a list
+    of Python ints costs more than the statement using it)."""
+    return "{" + ids.cast(pl.String).str.join(",").item() + "}"
+
+
+def _fresh_stage(cur: psycopg.Cursor, shape: Shape, table: str) -> None:
+    """An empty temp table `table` of `shape`: one transaction may stage several pages through it."""
+    cur.execute(shape.staging_ddl(table))
+    cur.execute(f"TRUNCATE {table}")
+
+
 def _copy(cur: psycopg.Cursor, table: str, frame: pl.DataFrame) -> None:
     """COPY `frame` into `table` as CSV that polars writes column-wise (no Python per row).
 
@@ -248,11 +321,18 @@ def _upsert_staged(
     batch_id: int,
 ) -> tuple[int, list[tuple]]:
     """COPY `staged` into a temp table, upsert from it, and find the staged rows whose identity is held
-    by another raw message; returns (rows written or confirmed, (raw_id, item, first_raw_id) pairs)."""
+    by another raw message; returns (rows written or confirmed, (raw_id, item, first_raw_id) pairs).
+
+    The upsert writes a row unless its key is held already (by another raw message: a duplicate; or by
+    the same one with the same values: a re-run), so when it wrote every staged row none is a duplicate
+    and the look-up is skipped: the usual case of new messages costs one pass over the staged rows.
+    """
     with conn.cursor() as cur:
-        cur.execute(shape.staging_ddl(stage))
+        _fresh_stage(cur, shape, stage)
         _copy(cur, stage, shape.conform(staged))
         cur.execute(upsert, {"b": batch_id})
+        if cur.rowcount == staged.height:
+            return staged.height, []
         cur.execute(stored_duplicates)
         pairs = cur.fetchall()
     return staged.height - len(pairs), pairs
@@ -318,15 +398,22 @@ def store_events(conn: psycopg.Connection, frame: pl.DataFrame, batch_id: int) -
     return stored, pl.concat([dup_in_batch, _duplicate_rejections(pairs, "device and event_id")])
 
 
-def store_rejected(
-    conn: psycopg.Connection, rejected: pl.DataFrame, raw_ids: pl.Series, batch_id: int
-) -> int:
-    """Replace the rejections of these raw messages (a re-run with a newer decoder may have fewer)."""
+def store_rejected(conn: psycopg.Connection, rejected: pl.DataFrame, raw: pl.DataFrame, batch_id: int) -> int:
+    """Replace the rejections of the raw messages `raw` (`raw_id`, `arrived_at`): a re-run with a newer
+    decoder may have fewer."""
+    if raw.is_empty():
+        return 0
     with conn.cursor() as cur:
-        cur.execute("DELETE FROM rejected WHERE raw_id = ANY(%s)", (raw_ids.to_list(),))
+        # a rejection carries the arrival time of its raw message: the index on it narrows the look-up to
+        # the messages' time span (nothing there on a first run) before their ids are matched in a hash
+        cur.execute(
+            """DELETE FROM rejected
+               WHERE arrived_at >= %s AND arrived_at <= %s AND raw_id = ANY(%s::bigint[])""",
+            (raw["arrived_at"].min(), raw["arrived_at"].max(), _bigint_array(raw["raw_id"])),
+        )
         if rejected.is_empty():
             return 0
-        cur.execute(STAGED_REJECTION.staging_ddl("stage_rejected"))
+        _fresh_stage(cur, STAGED_REJECTION, "stage_rejected")
         _copy(cur, "stage_rejected", STAGED_REJECTION.conform(rejected))
         cur.execute(
             f"""INSERT INTO rejected ({STAGED_REJECTION.plus("batch_id").column_list()})
@@ -346,13 +433,16 @@ def store_elements(
     if elements.is_empty():
         return
     rows = elements.join(raw.select("raw_id", "arrived_at"), on="raw_id", how="left")
-    conn.execute(
-        """INSERT INTO raw_elements AS r (raw_id, elements, arrived_at, batch_id)
-           SELECT raw_id, elements, arrived_at, %s
-           FROM unnest(%s::bigint[], %s::integer[], %s::timestamptz[]) AS s (raw_id, elements, arrived_at)
-           ON CONFLICT (raw_id) DO UPDATE SET elements = excluded.elements, batch_id = excluded.batch_id""",
-        (batch_id, rows["raw_id"].to_list(), rows["elements"].to_list(), rows["arrived_at"].to_list()),
-    )
+    with conn.cursor() as cur:
+        _fresh_stage(cur, STAGED_ELEMENTS, "stage_elements")
+        _copy(cur, "stage_elements", STAGED_ELEMENTS.conform(rows))
+        cur.execute(
+            f"""INSERT INTO raw_elements AS r ({STAGED_ELEMENTS.column_list()}, batch_id)
+               SELECT {STAGED_ELEMENTS.column_list()}, %s FROM stage_elements
+               ON CONFLICT (raw_id) DO UPDATE
+               SET elements = excluded.elements, batch_id = excluded.batch_id""",
+            (batch_id,),
+        )
 
 
 def feedback_sent(

@@ -59,6 +59,8 @@ COLUMNS: dict[str, Column] = {
     "stage": Column(pl.String(), "text"),
     "reason": Column(pl.String(), "text"),
     "detail": Column(pl.String(), "text"),
+    # reconciliation
+    "elements": Column(pl.Int32(), "integer"),
 }
 
 
@@ -186,3 +188,5 @@ REJECTION = Shape("rejection", ("raw_id", "item", "stage", "reason", "detail", "
 STAGED_MEASUREMENT = MEASUREMENTS.without("batch_id").plus("item")
 STAGED_EVENT = EVENTS.without("batch_id")
 STAGED_REJECTION = REJECTED.without("batch_id")
+#: Staged rows of `raw_elements`: how many elements the decoder found in a raw message.
+STAGED_ELEMENTS = Shape("staged_elements", ("raw_id", "elements", "arrived_at"))

@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     window_grace_ms: int = Field(
         2000, ge=0, description="How long past a window's end (Redis clock) before it counts as closed."
     )
+    decode_page_rows: int = Field(
+        50_000,
+        ge=1000,
+        description="A window is decoded and stored this many raw messages at a time (one transaction), "
+        "so a run's memory is bounded by the page, not the window.",
+    )
     sensor_interval_s: int = Field(5, ge=1, description="How often the sensor looks for closed windows.")
     sensor_lead_ms: int = Field(
         2000,

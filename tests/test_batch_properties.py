@@ -13,12 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dagster_project.batch import decode_window, land_window
+from dagster_project.batch import decode_window, land_window, window_batch
 from dagster_project.feedback import FeedbackTopics
 from dagster_project.raw_entries import raw_row
 from dagster_project.storage import BatchInfo, reconcile
 from dagster_project.windows import Window
-from iot_core.formats.batch import DECODER_VERSION, DecodeOptions
+from iot_core.formats.batch import DecodeOptions
 from iot_core.streams import utc_from_ms
 
 pytestmark = pytest.mark.services
@@ -70,16 +70,7 @@ messages = st.lists(st.tuples(topics, payloads), min_size=1, max_size=8)
 
 
 def _info(window: Window) -> BatchInfo:
-    return BatchInfo(
-        run_id=f"prop-{uuid.uuid4().hex}",
-        partition_key="prop",
-        range_start=utc_from_ms(window.start_ms),
-        range_end=utc_from_ms(window.end_ms),
-        start_id=f"{window.start_ms}-0",
-        end_id=f"{window.end_ms - 1}-18446744073709551615",
-        streams=[STREAM],
-        decoder_version=DECODER_VERSION,
-    )
+    return window_batch(f"prop-{uuid.uuid4().hex}", "prop", window, [STREAM])
 
 
 def test_arbitrary_messages_end_as_facts_or_rejections_in_the_database(clean_db: str) -> None:

@@ -1,0 +1,137 @@
+"""A window decoded page by page ends exactly as decoded whole: same facts, same rejections (redeliveries
+whose first copy is on an earlier page included), reconciled, and idempotent when run again."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import polars as pl
+import psycopg
+import pytest
+
+from dagster_project.batch import Decoded, decode_window, land_window, window_batch
+from dagster_project.feedback import FeedbackTopics
+from dagster_project.raw_entries import raw_row
+from dagster_project.storage import BatchInfo, load_raw, load_raw_pages, reconcile
+from dagster_project.windows import Window
+from iot_core.formats.batch import DecodeOptions
+
+pytestmark = pytest.mark.services
+
+TOPICS = FeedbackTopics("qs/v1/{device_id}/acks", "qs/v1/deadletter")
+BASE_MS = 1_690_000_000_000  # 2023-07-22: far from what other tests land
+
+
+def _info(window: Window, streams: list[str]) -> BatchInfo:
+    return window_batch(f"paged-{uuid.uuid4().hex}", "paged", window, streams)
+
+
+def _messages(device: str) -> list[tuple[bytes, bytes]]:
+    """Readings, a repeated reading (a redelivery) several messages later, events with a repeated
+    event_id, bad input, and a topic and payload that CSV must quote."""
+    reading = json.dumps({"value": 21.5, "ts": "2023-07-22T00:00:01Z"}).encode()
+    event = {
+        "schema": 1,
+        "event_id": "e-1",
+        "device_id": f"{device}-ev",
+        "event_type": "door",
+        "value": "open",
+    }
+    return [
+        (f"devices/{device}/temperature".encode(), reading),
+        (f"devices/{device}/humidity".encode(), b"40"),
+        (f"qs/v1/{device}-ev/events".encode(), json.dumps([event, {**event, "event_id": "e-2"}]).encode()),
+        (f"devices/{device}/a,b".encode(), b'"quoted", and\nnew line'),
+        (b"", b""),
+        (f"devices/{device}/temperature".encode(), reading),  # redelivery of the first message
+        (f"qs/v1/{device}-ev/events".encode(), json.dumps(event).encode()),  # redelivered event
+        (f"devices/{device}/pressure".encode(), b"not a number"),
+        (b"\xff\xfe", b"\x00\x01binary"),
+    ]
+
+
+def _land(conn: psycopg.Connection, start_ms: int, device: str) -> tuple[Window, BatchInfo]:
+    """The messages in two streams whose entry ids coincide, so arrival order ties across streams."""
+    window = Window(start_ms, start_ms + 10_000)
+    streams = ["paged:a", "paged:b"]
+    rows = [
+        raw_row(
+            stream,
+            f"{start_ms + i // 2}-0",
+            {b"topic": t, b"payload": p, b"rx_us": b"%d" % (start_ms * 1000)},
+        )
+        for i, (t, p) in enumerate(_messages(device) * 2)
+        for stream in streams[i % 2 : i % 2 + 1]
+    ]
+    info = _info(window, streams)
+    land_window(conn, info, [rows[:5], rows[5:]])
+    return window, info
+
+
+def _outcome(conn: psycopg.Connection, window: Window, decoded: Decoded) -> dict[str, object]:
+    bounds = window.utc_bounds
+    reasons = conn.execute(
+        """SELECT reason, count(*) FROM rejected WHERE arrived_at >= %s AND arrived_at < %s
+           GROUP BY 1 ORDER BY 1""",
+        bounds,
+    ).fetchall()
+    rec = reconcile(conn, *bounds)
+    return {
+        "raw": decoded.raw,
+        "measurements": decoded.measurements,
+        "events": decoded.events,
+        "duplicates": decoded.duplicates,
+        "rejected": decoded.rejected_count,
+        "reasons": reasons,
+        "unaccounted": rec.unaccounted,
+        "balanced": rec.elements == rec.facts + rec.rejections,
+    }
+
+
+def _facts(conn: psycopg.Connection, window: Window) -> tuple:
+    """Fact rows of the window and the newest batch that wrote one (a no-op re-run changes neither)."""
+    row = conn.execute(
+        """SELECT (SELECT count(*) FROM measurements WHERE arrived_at >= %(s)s AND arrived_at < %(e)s),
+                  (SELECT count(*) FROM events WHERE ts_server >= %(s)s AND ts_server < %(e)s),
+                  (SELECT max(batch_id) FROM measurements
+                   WHERE arrived_at >= %(s)s AND arrived_at < %(e)s)""",
+        dict(zip("se", window.utc_bounds, strict=True)),
+    ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def test_pages_of_raw_messages_are_the_window_in_order(clean_db: str) -> None:
+    with psycopg.connect(clean_db) as conn:
+        window, _ = _land(conn, BASE_MS, "pages")
+        whole = load_raw(conn, *window.utc_bounds)
+        for page in (1, 2, 5, 17, 18, 1000):
+            pages = list(load_raw_pages(conn, *window.utc_bounds, page=page))
+            assert all(p.height <= page for p in pages)
+            assert pl.concat(pages).equals(whole), page
+    assert whole.height == 18
+    assert whole["topic"].to_list().count("") == 2
+    assert b'"quoted", and\nnew line' in whole["payload"].to_list()
+
+
+def test_a_window_decoded_in_pages_ends_as_decoded_whole_and_reruns_idempotently(clean_db: str) -> None:
+    outcomes = {}
+    with psycopg.connect(clean_db) as conn:
+        for n, page_rows in enumerate((None, 4, 1)):
+            window, info = _land(conn, BASE_MS + (n + 1) * 60_000, f"paged-{n}")
+            decoded = decode_window(conn, info, window, DecodeOptions(), TOPICS, page_rows)
+            conn.commit()
+            outcomes[page_rows] = _outcome(conn, window, decoded)
+            facts = _facts(conn, window)
+            again = decode_window(conn, _info(window, []), window, DecodeOptions(), TOPICS, page_rows)
+            conn.commit()
+            rerun = _outcome(conn, window, again)
+            assert rerun["unaccounted"] == 0 and rerun["reasons"] == outcomes[page_rows]["reasons"]
+            assert again.measurements == decoded.measurements and again.duplicates == decoded.duplicates
+            assert _facts(conn, window) == facts, "a re-run wrote measurements again"
+    whole = outcomes[None]
+    assert whole["unaccounted"] == 0 and whole["balanced"]
+    assert whole["duplicates"] > 0 and whole["events"] > 0 and whole["measurements"] > 0
+    assert outcomes[4] == whole
+    assert outcomes[1] == whole
