@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from dagster_project.windows import Window
 from iot_core.settings import Settings
 
 if TYPE_CHECKING:
@@ -83,6 +82,10 @@ class RunFailed:
 
 
 def _label(start: datetime, end: datetime) -> str:
+    # imported here: the code location's package imports Dagster, which `up` must not wait for when it
+    # only refuses to start
+    from dagster_project.windows import Window
+
     return Window(int(start.timestamp() * 1000), int(end.timestamp() * 1000)).short_label
 
 
@@ -200,10 +203,10 @@ class WindowReporter:
         self._thread.start()
 
     def stop(self) -> None:
+        """Without waiting for a poll in flight (a daemon thread): stopping `up` must stay quick."""
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(POLL_S * 5)
-        self._instance.dispose()
+        if not self._thread.is_alive():
+            self._instance.dispose()
 
     def poll(self) -> list[str]:
         """Everything new since the last call, windows first."""
@@ -218,6 +221,8 @@ class WindowReporter:
             try:
                 lines = self.poll()
             except Exception as exc:  # reporting must never stop the pipeline
+                if self._stop.is_set():
+                    return  # `up` is stopping the services it polls
                 reason = f"window lines paused: {type(exc).__name__}: {first_line(str(exc))}"
                 if reason != paused:
                     self.show(reason)
