@@ -174,7 +174,7 @@ def test_up_ingests_foreign_publishes_acks_and_stops_cleanly(up_env: dict[str, s
 
 def test_up_with_its_own_broker_refuses_a_port_in_use(up_env: dict[str, str]) -> None:
     env = {**up_env, "IOT_MQTT_PORT": "1883"}  # the system broker is there
-    result = run_up(env, "--with-broker", "--no-simulator", timeout_s=60)
+    result = run_up(env, "--with-broker", "--no-simulator")
     assert result.returncode == 1
     assert result.stderr.startswith("cannot start: 127.0.0.1:1883 is already in use")
     assert len(result.stderr.splitlines()) == 1
@@ -259,7 +259,7 @@ def test_sigkilled_up_takes_every_process_with_it_and_one_up_per_home(up_env: di
     up, banner = launch_up(up_env, "--no-simulator")
     stop_publishing = threading.Event()
     try:
-        second = run_up({**up_env, "IOT_WEBSERVER_PORT": str(free_port())}, timeout_s=60)
+        second = run_up({**up_env, "IOT_WEBSERVER_PORT": str(free_port())})
         assert second.returncode == 1
         assert second.stderr.splitlines() == [
             f"cannot start: another iot-etl up (pid {up.pid}) is running with {up_env['IOT_DAGSTER_HOME']}; "

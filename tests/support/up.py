@@ -71,8 +71,9 @@ def private_up_env(workdir: Path, prefix: str = "iot_up") -> Iterator[dict[str, 
             client.close()
 
 
-def run_up(env: dict[str, str], *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-    """`iot-etl up ARGS` (`--no-simulator` unless ARGS are given) to its end, output captured."""
+def run_up(env: dict[str, str], *args: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
+    """`iot-etl up ARGS` (`--no-simulator` unless ARGS are given) to its end, output captured; a refusal
+    takes Python start-up and imports only, which alone took 40 s at a load average of 50."""
     return subprocess.run(
         [sys.executable, "-m", "iot_etl.cli", "up", *(args or ("--no-simulator",))],
         cwd=ROOT,
