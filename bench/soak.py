@@ -120,7 +120,7 @@ def soak(args: argparse.Namespace, out: Path, url: str, dagster_pg_url: str | No
                 database_url=url,
                 dagster_home=out / "dagster_home",
                 roots=product.roots(),
-                log=LogScanner(out / "stack.log"),
+                log=LogScanner((out / "stack.log", out / "logs")),  # logs: up's per-process logs
             )
             with (out / "simulator.log").open("w", encoding="utf-8") as sim_log:
                 simulator = subprocess.Popen(

@@ -33,9 +33,9 @@ def write_broker_config(settings: Settings, workdir: Path) -> Path:
 
 
 def broker_argv(settings: Settings, workdir: Path) -> list[str]:
-    binary = shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
-    )
+    binary = shutil.which("mosquitto")
     if binary is None:
-        raise BrokerNotInstalledError("mosquitto is not installed (Debian: apt-get install mosquitto)")
+        raise BrokerNotInstalledError(
+            "mosquitto is not on PATH (Debian: apt-get install mosquitto, which puts it in /usr/sbin)"
+        )
     return [binary, "-c", str(write_broker_config(settings, workdir))]

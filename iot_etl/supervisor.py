@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import signal
 import subprocess
@@ -16,11 +17,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TextIO
 
 from iot_core.settings import Settings
 from iot_etl import embedded
 from iot_etl.broker import BrokerNotInstalledError
+from iot_etl.child_output import Condenser, Quiet, logs_dir, open_log, pump
 from iot_etl.code_location import location_state
 from iot_etl.dagster_instance import (
     create_instance_storage,
@@ -30,6 +31,7 @@ from iot_etl.dagster_instance import (
 )
 from iot_etl.reaper import Reaper, die_with_parent
 from iot_etl.startup import CannotStart, StackLock, check_ports, check_services, require_port_free
+from iot_etl.window_report import WindowReporter
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT_S = 8.0
@@ -48,6 +50,8 @@ class Child:
     stop_signal: int = signal.SIGTERM
     user: str | None = None
     log: Path | None = None
+    # output through `up`: all of it into `log`, warnings and errors onto `up`'s output (child_output)
+    pumped: bool = False
 
 
 @dataclass
@@ -58,6 +62,16 @@ class Supervisor:
     children: list[Child] = field(default_factory=list)
     stopping: bool = False
     reaper: Reaper | None = None
+    _say_lock: threading.Lock = field(default_factory=threading.Lock)
+    _quiet: Quiet = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._quiet = Quiet(self.say)
+
+    def say(self, line: str) -> None:
+        """One line on `up`'s output; threads (output pumps, the window report) never interleave."""
+        with self._say_lock:
+            print(line, flush=True)
 
     def env(self, home: Path) -> dict[str, str]:
         env = dict(os.environ)
@@ -75,11 +89,17 @@ class Supervisor:
             self.reaper = Reaper()
         self.start_services(with_broker)
         check_services(self.settings)
-        ensure_database(self.settings.database_url.get_secret_value())
-        apply_migrations(self.settings.database_url.get_secret_value())
+        # one line for the database instead of the migrations' log line each
+        logging.getLogger("iot_etl.migrate").setLevel(logging.WARNING)
+        created = ensure_database(self.settings.database_url.get_secret_value())
+        applied = apply_migrations(self.settings.database_url.get_secret_value())
+        done = f"{'created, ' if created else ''}{len(applied)} migration(s) applied"
+        self.say(embedded.status_line("database", "ready", self.settings.database_name(), done))
         if self.settings.dagster_pg_url:
             ensure_database(self.settings.dagster_pg_url.get_secret_value())
         home = write_instance_config(self.settings)
+        # Dagster's storage set-up logs each of its alembic steps at INFO: nothing a user acts on
+        logging.getLogger("alembic").setLevel(logging.WARNING)
         # Dagster resolves the password reference of dagster.yaml from this process's environment
         os.environ.update(dagster_env(self.settings))
         create_instance_storage(home)
@@ -164,15 +184,21 @@ class Supervisor:
         ]
         if with_simulator:
             self.children.append(Child("simulator", [sys.executable, "-m", "simulator"]))
+        logs = logs_dir(self.settings)
         for child in self.children:
             if child.process is None:
+                child.log, child.pumped = logs / f"{child.name}.log", True
                 self._spawn(child, env)
+        names = ", ".join(c.name for c in self.children if c.pumped)
+        self.say(f"logs of {names} (with Dagster's code servers and runs): {logs}/")
 
     def _spawn(self, child: Child, env: dict[str, str], announce: bool = True) -> None:
         assert self.reaper is not None
         with contextlib.ExitStack() as stack:
             log = None
-            if child.log is not None:
+            if child.pumped:
+                log = subprocess.PIPE
+            elif child.log is not None:
                 log = stack.enter_context(open(child.log, "ab"))
             # the parent-death signal is requested after the user switch (`user=`), which would clear it
             child.process = subprocess.Popen(
@@ -185,11 +211,19 @@ class Supervisor:
                 start_new_session=True,
                 preexec_fn=functools.partial(die_with_parent, os.getpid()),
             )
+        if child.pumped:
+            assert child.log is not None and child.process.stdout is not None
+            threading.Thread(
+                target=pump,
+                args=(child.process.stdout, open_log(child.log), Condenser(child.name), self._quiet),
+                name=f"output-{child.name}",
+                daemon=True,
+            ).start()
         self.reaper.watch(child.process.pid)
         if child not in self.children:
             self.children.append(child)
         if announce:
-            print(f"started {child.name} (pid {child.process.pid})", flush=True)
+            self.say(f"started {child.name} (pid {child.process.pid})")
 
     @property
     def ui_url(self) -> str:
@@ -238,7 +272,7 @@ class Supervisor:
             try:
                 child.process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                print(f"{child.name} did not stop in {STOP_TIMEOUT_S:.0f} s: killing it", flush=True)
+                self.say(f"{child.name} did not stop in {STOP_TIMEOUT_S:.0f} s: killing it")
                 _signal_group(child.process, signal.SIGKILL)
                 child.process.wait(5)
             # whatever the child left in its group (run workers, code servers) goes too
@@ -295,15 +329,19 @@ def run_up(settings: Settings, with_simulator: bool, with_broker: bool = False) 
         supervisor.stop()
         return _cannot_start(CannotStart(f"{type(exc).__name__}: {exc}"))
     status = 0
+    reporter: WindowReporter | None = None
     try:
         try:
+            reporter = _window_reporter(supervisor, home)
             supervisor.start(home, with_simulator)
             supervisor.wait_for_code_location()
         except (CannotStart, BrokerNotInstalledError) as exc:
             status = _cannot_start(exc)
             supervisor.stopping = True
         if not supervisor.stopping:
-            print(f"\n{UI_BANNER}{supervisor.ui_url}  (Ctrl-C stops everything)\n", flush=True)
+            supervisor.say(f"\n{UI_BANNER}{supervisor.ui_url}  (Ctrl-C stops everything)\n")
+            if reporter is not None:
+                reporter.start()
         while not supervisor.stopping:
             dead = supervisor.exited()
             if dead:
@@ -317,11 +355,22 @@ def run_up(settings: Settings, with_simulator: bool, with_broker: bool = False) 
                 break
             time.sleep(0.5)
     finally:
-        print("stopping...", flush=True)
+        supervisor.say("stopping...")
+        if reporter is not None:
+            reporter.stop()
         supervisor.stop()
         lock.release()
-        print("stopped", flush=True)
+        supervisor.say("stopped")
     return status
+
+
+def _window_reporter(supervisor: Supervisor, home: Path) -> WindowReporter | None:
+    """The window lines' source; if it cannot be set up the pipeline runs without them (one line says so)."""
+    try:
+        return WindowReporter(supervisor.settings, home, supervisor.ui_url, supervisor.say)
+    except Exception as exc:
+        supervisor.say(f"no window lines: {type(exc).__name__}: {' '.join(str(exc).split())}")
+        return None
 
 
 def _cannot_start(exc: BaseException) -> int:
@@ -330,20 +379,16 @@ def _cannot_start(exc: BaseException) -> int:
     return 1
 
 
-def _drain(stream: IO[str], sink: TextIO | None) -> None:
-    for line in stream:
-        if sink is not None:
-            sink.write(line)
-            sink.flush()
-
-
 def launch_up(
-    env: Mapping[str, str], *args: str, timeout_s: float = 120.0, sink: TextIO | None = None
+    env: Mapping[str, str],
+    *args: str,
+    timeout_s: float = 120.0,
+    on_line: Callable[[str], object] | None = None,
 ) -> tuple[subprocess.Popen, str]:
     """Start `iot-etl up ARGS` in its own process group, as a user would, and return it once it printed the
     UI address, with everything it printed until then (benchmarks and tests drive whole stacks with it).
-    Its later output (the children's logs) is drained in the background so that it never blocks on a full
-    pipe, into `sink` when given."""
+    Its later output is drained in the background so that it never blocks on a full pipe, each line
+    handed to `on_line` if given."""
     process = subprocess.Popen(
         [sys.executable, "-m", "iot_etl.cli", "up", *args],
         cwd=REPO_ROOT,
@@ -363,7 +408,6 @@ def launch_up(
                 os.killpg(process.pid, signal.SIGKILL)
             raise RuntimeError(f"iot-etl up did not bring the UI up:\n{banner}")
         banner += line
-    if sink is not None:
-        sink.write(banner)
-    threading.Thread(target=_drain, args=(process.stdout, sink), daemon=True).start()
+    drain = process.stdout.read if on_line is None else lambda: [on_line(x) for x in process.stdout]
+    threading.Thread(target=drain, daemon=True).start()
     return process, banner

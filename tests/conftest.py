@@ -10,6 +10,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,13 @@ def clean_db(migrated_db: str, settings: Settings) -> Iterator[str]:
     keys = list(client.scan_iter(f"{settings.stream_prefix}*"))
     if keys:
         client.delete(*keys)
+
+
+@pytest.fixture
+def up_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The environment of a private `iot-etl up` (own database, stream prefix, Dagster home, UI port; see
+    `tests.support.up`); its database and stream keys are removed after the test."""
+    from tests.support.up import private_up_env
+
+    with private_up_env(tmp_path) as env:
+        yield env

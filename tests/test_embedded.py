@@ -5,6 +5,7 @@ PostgreSQL, and the embedded servers go when `up` goes, however it goes (SIGTERM
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -26,8 +27,7 @@ from iot_etl.startup import CannotStart
 from iot_etl.supervisor import launch_up
 from tests.support.ports import free_port
 from tests.support.processes import wait_gone
-
-WINDOW_S = 10
+from tests.support.up import WINDOW_S, base_env, publish, stop_up, stored_event
 
 
 def defaults(**values: object) -> Settings:
@@ -77,20 +77,12 @@ def bare_machine() -> Iterator[tuple[dict[str, str], Path]]:
     # not under pytest's tmp_path: its root is private to root, and the embedded PostgreSQL runs as nobody
     base = Path(tempfile.mkdtemp(prefix="iot-embedded-"))
     base.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IOT_")}
-    env.update(
-        {
-            "IOT_EMBEDDED_SERVICES": "always",
-            "IOT_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/iot",
-            "IOT_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-            "IOT_MQTT_PORT": str(free_port()),
-            "IOT_LISTENER_CLIENT_ID": f"listener-{uuid.uuid4().hex[:8]}",
-            "IOT_LISTENER_METRICS_PORT": "0",
-            "IOT_DAGSTER_HOME": str(base / "dagster_home"),
-            "IOT_WEBSERVER_PORT": str(free_port()),
-            "IOT_WINDOW_SECONDS": str(WINDOW_S),
-            "IOT_WINDOW_GRACE_MS": "500",
-        }
+    env = base_env(
+        base / "dagster_home",
+        IOT_EMBEDDED_SERVICES="always",
+        IOT_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/iot",
+        IOT_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        IOT_MQTT_PORT=str(free_port()),
     )
     yield env, base
     shutil.rmtree(base, ignore_errors=True)
@@ -125,21 +117,6 @@ def wait_for_value(url: str, device: str, timeout_s: float) -> float:
     raise AssertionError(f"no measurement of {device} within {timeout_s} s")
 
 
-def publish(port: int, topic: str, payload: str) -> None:
-    client = mqtt.Client(
-        callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-        client_id=f"test-pub-{uuid.uuid4().hex[:6]}",
-        protocol=mqtt.MQTTv5,
-    )
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    try:
-        client.publish(topic, payload, qos=1).wait_for_publish(timeout=10)
-    finally:
-        client.disconnect()
-        client.loop_stop()
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("mosquitto") is None, reason="the project's broker needs mosquitto")
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
@@ -163,7 +140,7 @@ def test_up_on_a_bare_machine_starts_and_stops_its_own_services(
 
         device = f"dev{uuid.uuid4().hex[:6]}"
         time.sleep(1.0)  # the listener has subscribed by the time the UI answers; a margin for slow machines
-        publish(int(env["IOT_MQTT_PORT"]), f"devices/{device}/temperature", "27.93 °C")
+        publish(int(env["IOT_MQTT_PORT"]), [(f"devices/{device}/temperature", "27.93 °C")])
         assert wait_for_value(env["IOT_DATABASE_URL"], device, WINDOW_S + 60) == 27.93
     finally:
         up.send_signal(stop)
@@ -174,3 +151,65 @@ def test_up_on_a_bare_machine_starts_and_stops_its_own_services(
     # SIGKILL: the reaper and the parent-death signal take the servers with `up`
     left = wait_gone(set(services) | set(processes_using(*markers)), timeout_s=30)
     assert not left, {pid: services.get(pid) for pid in left}
+
+
+def path_without_mosquitto() -> str:
+    """PATH less every folder that holds a `mosquitto`: a machine without Mosquitto, as `up` sees it."""
+    folders = os.environ.get("PATH", "").split(os.pathsep)
+    return os.pathsep.join(f for f in folders if f and not (Path(f) / "mosquitto").exists())
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_up_without_mosquitto_runs_the_demo_broker_end_to_end(up_env: dict[str, str]) -> None:
+    """No broker answers and no `mosquitto` is on PATH: `up` starts the demo broker, says what it is in one
+    line, and a published message is stored and its event acknowledged through it."""
+    port = free_port()
+    env = {
+        **up_env,
+        "PATH": path_without_mosquitto(),
+        "IOT_EMBEDDED_SERVICES": "always",
+        "IOT_MQTT_PORT": str(port),
+    }
+    config = str(Path(env["IOT_DAGSTER_HOME"]).parent / "services" / "demo-broker" / "rumqttd.toml")
+    started = time.monotonic()
+    up, banner = launch_up(env, "--no-simulator", timeout_s=300)
+    to_ui = time.monotonic() - started
+    brokers: dict[int, str] = {}
+    try:
+        [mqtt_line] = [line for line in banner.splitlines() if line.startswith("mqtt ")]
+        assert f" started    127.0.0.1:{port} " in mqtt_line, mqtt_line
+        for words in ("DEMO broker", "lost on restart", "no ACLs"):
+            assert words in mqtt_line, mqtt_line
+        brokers = processes_using(config)
+        assert brokers and all("iot_etl.demo_broker" in cmd for cmd in brokers.values()), brokers
+        print(f"up -> UI address with the demo broker: {to_ui:.1f} s")
+
+        device = f"demo{uuid.uuid4().hex[:6]}"
+        acks: list[bytes] = []
+        subscriber = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        subscriber.on_message = lambda c, u, m: acks.append(m.payload)
+        subscriber.connect("127.0.0.1", port)
+        subscriber.subscribe(f"qs/v1/{device}/acks", qos=1)
+        subscriber.loop_start()
+        try:
+            time.sleep(1.0)  # the subscription is in place (the listener's is, once the UI answers)
+            publish(
+                port,
+                [
+                    (f"devices/{device}/temperature", "27.93 °C"),
+                    (f"qs/v1/{device}/events", json.dumps(stored_event(device))),
+                ],
+            )
+            assert wait_for_value(up_env["IOT_DATABASE_URL"], device, WINDOW_S + 90) == 27.93
+            deadline = time.monotonic() + 60
+            while not acks and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert [json.loads(a)["status"] for a in acks] == ["stored"], acks
+        finally:
+            subscriber.loop_stop()
+            subscriber.disconnect()
+    finally:
+        code = stop_up(up)
+    assert code == 0
+    assert not wait_gone(set(brokers), timeout_s=30)

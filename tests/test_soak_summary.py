@@ -57,7 +57,7 @@ def test_table_has_a_line_per_five_minutes_and_the_last_sample() -> None:
 def test_log_scanner_counts_each_line_once_and_waits_for_a_line_to_end(tmp_path: Path) -> None:
     log = tmp_path / "stack.log"
     log.write_text("ok\nsqlite3.OperationalError: database is locked\nhalf a line: database is")
-    scanner = LogScanner(log)
+    scanner = LogScanner((log,))
     assert dict(scanner.scan()) == {"OperationalError": 1, "database is locked": 1}
     assert scanner.lines == 1
     with log.open("a") as more:
@@ -65,3 +65,15 @@ def test_log_scanner_counts_each_line_once_and_waits_for_a_line_to_end(tmp_path:
     assert scanner.scan()["database is locked"] == 2
     assert scanner.scan()["database is locked"] == 2  # nothing read twice
     assert scanner.lines == 2
+
+
+def test_log_scanner_reads_every_log_of_a_folder_and_starts_over_on_a_rotated_one(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "dagster-daemon.log").write_text("database is locked\n")
+    scanner = LogScanner((tmp_path / "stack.log", logs))  # the stack's own output may not exist yet
+    assert scanner.scan()["database is locked"] == 1
+    (logs / "dagster-webserver.log").write_text("x\ndeadlock detected\n")
+    (logs / "dagster-daemon.log").write_text("OperationalError\n")  # shorter: a new log after a restart
+    assert dict(scanner.scan()) == {"database is locked": 1, "deadlock detected": 1, "OperationalError": 1}
+    assert scanner.lines == 3

@@ -8,8 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,39 +16,10 @@ import yaml
 from iot_core.settings import Settings
 from iot_etl.dagster_instance import PG_PASSWORD_ENV, dagster_env, write_instance_config
 from iot_etl.startup import CannotStart, StackLock
-from tests.support.database import database_url, drop_database
 from tests.support.ports import free_port
+from tests.support.up import run_up
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def up_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    name = f"iot_sup_{uuid.uuid4().hex[:8]}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IOT_")}
-    env.update(
-        {
-            "IOT_DATABASE_URL": database_url(name),
-            "IOT_STREAM_PREFIX": f"test:{name}:raw",
-            "IOT_LISTENER_CLIENT_ID": f"listener-{name}",
-            "IOT_LISTENER_METRICS_PORT": "0",
-            "IOT_DAGSTER_HOME": str(tmp_path / "dagster_home"),
-            "IOT_WEBSERVER_PORT": str(free_port()),
-        }
-    )
-    yield env
-    drop_database(name)
-
-
-def run_up(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "iot_etl.cli", "up", "--no-simulator"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def assert_refused(result: subprocess.CompletedProcess[str], *fragments: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import re
 import shutil
 import signal
 import subprocess
@@ -18,7 +17,6 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -29,40 +27,15 @@ from iot_etl.supervisor import launch_up
 from tests.support.database import database_url, drop_database
 from tests.support.ports import free_port
 from tests.support.processes import group_members, wait_gone
+from tests.support.up import WINDOW_S, run_up, started_pids, stop_up, stored_event
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
-WINDOW_S = 10
 EXPECTED_DEFINITIONS = (
     {"micro_window_sensor"},
     {"micro_batch_job", "compaction_job", "__ASSET_JOB"},
     {("raw_messages",), ("telemetry",), ("hourly_rollups",), ("compaction",)},
 )
-
-
-@pytest.fixture
-def up_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    name = f"iot_up_{uuid.uuid4().hex[:8]}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IOT_")}
-    env.update(
-        {
-            "IOT_DATABASE_URL": database_url(name),
-            "IOT_STREAM_PREFIX": f"test:{name}:raw",
-            "IOT_LISTENER_CLIENT_ID": f"listener-{name}",
-            "IOT_LISTENER_METRICS_PORT": "0",
-            "IOT_DAGSTER_HOME": str(tmp_path / "dagster_home"),
-            "IOT_WEBSERVER_PORT": str(free_port()),
-            "IOT_WINDOW_SECONDS": str(WINDOW_S),
-            "IOT_WINDOW_GRACE_MS": "500",
-        }
-    )
-    yield env
-    drop_database(name)
-    import redis
-
-    client = redis.Redis()
-    for key in client.scan_iter(f"test:{name}:*"):
-        client.delete(key)
 
 
 class Subscriber:
@@ -142,16 +115,7 @@ def test_up_ingests_foreign_publishes_acks_and_stops_cleanly(up_env: dict[str, s
         assert loaded_definitions(int(up_env["IOT_WEBSERVER_PORT"])) == EXPECTED_DEFINITIONS
         time.sleep(1.0)  # the listener has subscribed by the time the UI answers; a margin for slow machines
         published = time.monotonic()
-        event = {
-            "schema": 1,
-            "event_id": f"{device}-1",
-            "device_id": device,
-            "event_type": "temperature",
-            "value": 23.5,
-            "unit": "C",
-            "ts_device": "2024-02-10T00:00:00Z",
-            "meta": {"sensor": "dht22"},
-        }
+        event = stored_event(device, meta={"sensor": "dht22"})
         invalid = {"schema": 1, "event_id": f"{device}-2", "device_id": "someone-else", "event_type": "x"}
         for topic, payload in [
             (f"devices/{device}/temperature", "27.93 °C"),
@@ -201,7 +165,7 @@ def test_up_ingests_foreign_publishes_acks_and_stops_cleanly(up_env: dict[str, s
                 os.killpg(up.pid, signal.SIGKILL)
     assert code == 0
     assert time.monotonic() - stopped < 15
-    groups = [int(pid) for pid in re.findall(r"^started \S+ \(pid (\d+)\)$", banner, re.M)]
+    groups = started_pids(banner)
     assert len(groups) == 3, banner
     for group in groups:  # each child led its own process group: nothing of it may be left
         with pytest.raises(ProcessLookupError):
@@ -210,14 +174,7 @@ def test_up_ingests_foreign_publishes_acks_and_stops_cleanly(up_env: dict[str, s
 
 def test_up_with_its_own_broker_refuses_a_port_in_use(up_env: dict[str, str]) -> None:
     env = {**up_env, "IOT_MQTT_PORT": "1883"}  # the system broker is there
-    result = subprocess.run(
-        [sys.executable, "-m", "iot_etl.cli", "up", "--with-broker", "--no-simulator"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_up(env, "--with-broker", "--no-simulator")
     assert result.returncode == 1
     assert result.stderr.startswith("cannot start: 127.0.0.1:1883 is already in use")
     assert len(result.stderr.splitlines()) == 1
@@ -251,20 +208,6 @@ def test_broker_command_runs_the_project_configuration(up_env: dict[str, str]) -
     finally:
         broker.terminate()
         assert broker.wait(10) == 0
-
-
-def stop_up(up: subprocess.Popen) -> int:
-    """SIGTERM as Ctrl-C would; the exit status of `up`."""
-    up.send_signal(signal.SIGTERM)
-    try:
-        return up.wait(60)
-    finally:
-        if up.poll() is None:
-            os.killpg(up.pid, signal.SIGKILL)
-
-
-def started_pids(banner: str) -> set[int]:
-    return {int(pid) for pid in re.findall(r"^started \S+ \(pid (\d+)\)$", banner, re.M)}
 
 
 def busy_loops(count: int = 2) -> list[subprocess.Popen]:
@@ -316,14 +259,7 @@ def test_sigkilled_up_takes_every_process_with_it_and_one_up_per_home(up_env: di
     up, banner = launch_up(up_env, "--no-simulator")
     stop_publishing = threading.Event()
     try:
-        second = subprocess.run(
-            [sys.executable, "-m", "iot_etl.cli", "up", "--no-simulator"],
-            cwd=ROOT,
-            env={**up_env, "IOT_WEBSERVER_PORT": str(free_port())},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        second = run_up({**up_env, "IOT_WEBSERVER_PORT": str(free_port())})
         assert second.returncode == 1
         assert second.stderr.splitlines() == [
             f"cannot start: another iot-etl up (pid {up.pid}) is running with {up_env['IOT_DAGSTER_HOME']}; "
@@ -409,14 +345,7 @@ def test_code_location_that_fails_to_load_is_one_line_and_stops_everything(
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(REFUSE_DEFINITIONS)
-    result = subprocess.run(
-        [sys.executable, "-m", "iot_etl.cli", "up", "--no-simulator"],
-        cwd=ROOT,
-        env={**up_env, "PYTHONPATH": str(site)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_up({**up_env, "PYTHONPATH": str(site)}, timeout_s=300)
     assert result.returncode == 1
     refusals = [line for line in result.stderr.splitlines() if line.startswith("cannot start:")]
     assert len(refusals) == 1, result.stderr

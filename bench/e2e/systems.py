@@ -35,6 +35,11 @@ class SystemUnderTest(Protocol):
     table: str
 
     def start(self, broker: PrivateMosquitto, database_url: str) -> None: ...
+    def _log_line(self, text: str) -> None:
+        if self.log is not None:
+            self.log.write(text)
+            self.log.flush()
+
     def roots(self) -> list[int]: ...
     def stall_s(self) -> float: ...
     def running(self) -> bool: ...
@@ -82,7 +87,8 @@ class Product:
             }
         )
         self.env = env
-        self._up, _ = launch_up(env, "--no-simulator", timeout_s=240, sink=self.log)
+        self._up, banner = launch_up(env, "--no-simulator", timeout_s=240, on_line=self._log_line)
+        self._log_line(banner)
         redis = self._redis.client()
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not redis.xlen(self.stream):

@@ -16,22 +16,34 @@ STORAGE_ERROR = re.compile(
 
 @dataclass
 class LogScanner:
-    """Reads `path` from where it stopped last time; `counts` holds every kind of error seen so far."""
+    """Reads each log from where it stopped last time; `counts` holds every kind of error seen so far.
 
-    path: Path
+    `paths` are files, or folders whose `*.log` files are read (`iot-etl up` writes one log per process
+    into its logs folder, and only a condensed line of each warning onto its own output)."""
+
+    paths: tuple[Path, ...]
     counts: Counter[str] = field(default_factory=Counter)
     lines: int = 0  # lines with a storage error (a line naming two kinds counts once)
     examples: list[str] = field(default_factory=list)
-    _offset: int = 0
+    _offsets: dict[Path, int] = field(default_factory=dict)
 
     def scan(self) -> Counter[str]:
-        if not self.path.exists():
-            return self.counts
-        with self.path.open("rb") as log:
-            log.seek(self._offset)
+        for path in self.paths:
+            for log in sorted(path.glob("*.log")) if path.is_dir() else [path]:
+                self._scan_file(log)
+        return self.counts
+
+    def _scan_file(self, path: Path) -> None:
+        if not path.exists():
+            return
+        offset = self._offsets.get(path, 0)
+        if path.stat().st_size < offset:  # rotated: a new log of the same name
+            offset = 0
+        with path.open("rb") as log:
+            log.seek(offset)
             data = log.read()
         end = data.rfind(b"\n") + 1  # a line still being written is read next time
-        self._offset += end
+        self._offsets[path] = offset + end
         for line in data[:end].decode("utf-8", "replace").splitlines():
             kinds = set(STORAGE_ERROR.findall(line))
             if kinds:
@@ -39,4 +51,3 @@ class LogScanner:
                 self.counts.update(kinds)
                 if len(self.examples) < 20:
                     self.examples.append(line[:500])
-        return self.counts

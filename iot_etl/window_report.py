@@ -1,0 +1,235 @@
+"""The lines `up` prints while it runs: one per processed window (from the `batches` table) and one per
+failed Dagster run (from the Dagster instance), each saying what happened in words a user reads.
+
+Windows are shown in UTC (the partitions' and the run tags' clock), without the date when it is today's.
+The lag is the batch's `finished_at` minus the window's end: how long after a window closed its data was
+queryable.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import psycopg
+
+from iot_core.settings import Settings
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
+
+# a batch row committed late (its transaction began before one already shown) is still found
+_LATE_COMMIT = timedelta(minutes=2)
+_WINDOW_TAG = "iot/window"
+POLL_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class WindowDone:
+    batch_id: int
+    start: datetime
+    end: datetime
+    messages: int
+    stored: int
+    rejected: int
+    duplicates: int
+    finished_at: datetime
+
+    def line(self, today: datetime) -> str:
+        lag = (self.finished_at - self.end).total_seconds()
+        text = (
+            f"window {human_window(_label(self.start, self.end), today)}  messages {self.messages}  "
+            f"stored {self.stored}  rejected {self.rejected}"
+        )
+        if self.duplicates:
+            text += f"  duplicates {self.duplicates}"
+        return f"{text}  lag {lag:.1f} s"
+
+
+@dataclass(frozen=True, slots=True)
+class RunFailed:
+    run_id: str
+    job: str
+    window: str | None
+    partition: str | None
+    step: str | None
+    error: str
+    retry: int
+    max_retries: int
+
+    def line(self, today: datetime, ui_url: str, heal_after_s: int) -> str:
+        what = f"window {human_window(self.window, today)}" if self.window else f"run of {self.job}"
+        if not self.window and self.partition:
+            what += f" (hour {self.partition})"
+        where = f"step {self.step}: " if self.step else ""
+        if self.retry < self.max_retries:
+            todo = f"Dagster retries it ({self.retry + 1} of {self.max_retries})"
+        elif self.window:
+            todo = (
+                f"no retry left: the sensor runs the window again {heal_after_s} s after it closed "
+                "(IOT_SENSOR_HEAL_AFTER_S); fix the cause named in the run's log"
+            )
+        else:
+            todo = "no retry left: fix the cause named in the run's log and launch it again in the UI"
+        return (
+            f"{what}  FAILED in run {self.run_id[:8]}: {where}{self.error}; {todo}: "
+            f"{ui_url}/runs/{self.run_id}"
+        )
+
+
+def _label(start: datetime, end: datetime) -> str:
+    # imported here: the code location's package imports Dagster, which `up` must not wait for when it
+    # only refuses to start
+    from dagster_project.windows import Window
+
+    return Window(int(start.timestamp() * 1000), int(end.timestamp() * 1000)).short_label
+
+
+def human_window(label: str, today: datetime) -> str:
+    """`2026-11-29 15:41:00-15:42:00` -> `15:41:00-15:42:00` when that is today (UTC)."""
+    prefix = f"{today.astimezone(UTC):%Y-%m-%d} "
+    return label.removeprefix(prefix) if label.startswith(prefix) else label
+
+
+def first_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else "no error message"
+
+
+class WindowFeed:
+    """Batches finished since the feed began, each once."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self._since: datetime | None = None
+        self._seen: dict[int, datetime] = {}
+
+    def poll(self) -> list[WindowDone]:
+        with psycopg.connect(self.database_url, connect_timeout=5, autocommit=True) as conn:
+            if self._since is None:
+                row = conn.execute("SELECT clock_timestamp()").fetchone()
+                assert row is not None
+                self._since = row[0]
+                return []
+            rows = conn.execute(
+                """SELECT batch_id, range_start, range_end, raw_count, measurement_count + event_count,
+                          rejected_count, duplicate_count, finished_at
+                   FROM batches WHERE finished_at >= %s ORDER BY finished_at, batch_id""",
+                (self._since,),
+            ).fetchall()
+        done = [WindowDone(*row) for row in rows if row[0] not in self._seen]
+        self._seen.update((d.batch_id, d.finished_at) for d in done)
+        if done:
+            horizon = max(d.finished_at for d in done) - _LATE_COMMIT
+            self._since = max(self._since, horizon)
+            self._seen = {b: f for b, f in self._seen.items() if f >= self._since}
+        return done
+
+
+class FailureFeed:
+    """Dagster runs that failed since the feed began, each once."""
+
+    def __init__(self, instance: DagsterInstance) -> None:
+        self.instance = instance
+        self._since = datetime.now(UTC)
+        self._seen: set[str] = set()
+
+    def poll(self) -> list[RunFailed]:
+        from dagster import DagsterRunStatus, RunsFilter
+
+        records = self.instance.get_run_records(
+            RunsFilter(statuses=[DagsterRunStatus.FAILURE], updated_after=self._since - _LATE_COMMIT),
+            limit=100,
+            ascending=True,
+        )
+        failed = [self._failure(r.dagster_run) for r in records if r.dagster_run.run_id not in self._seen]
+        self._seen.update(f.run_id for f in failed)
+        return failed
+
+    def _failure(self, run: object) -> RunFailed:
+        from dagster import DagsterEventType
+
+        tags = run.tags  # type: ignore[attr-defined]
+        run_id: str = run.run_id  # type: ignore[attr-defined]
+        step, error = None, "the run failed"
+        events = self.instance.all_logs(
+            run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE}
+        )
+        for entry in sorted(events, key=lambda e: e.dagster_event_type != DagsterEventType.STEP_FAILURE):
+            event = entry.dagster_event
+            if event is None:
+                continue
+            info = getattr(event.event_specific_data, "error", None)
+            while info is not None and info.cause is not None:  # Dagster wraps the op's own exception
+                info = info.cause
+            step = event.step_key
+            # an error's message starts with its exception's qualified name
+            error = first_line(info.message if info is not None else (event.message or entry.message))
+            break
+        return RunFailed(
+            run_id=run_id,
+            job=run.job_name,  # type: ignore[attr-defined]
+            window=tags.get(_WINDOW_TAG),
+            partition=tags.get("dagster/partition"),
+            step=step,
+            error=error,
+            retry=int(tags.get("dagster/retry_number", 0)),
+            max_retries=self.instance.run_retries_max_retries,
+        )
+
+
+class WindowReporter:
+    """Polls both feeds every `POLL_S` in a thread of its own and shows each new line; a poll that fails
+    (the database away) is one line, and one more when the lines resume."""
+
+    def __init__(self, settings: Settings, home: Path, ui_url: str, show: Callable[[str], None]) -> None:
+        from dagster import DagsterInstance
+
+        self.settings = settings
+        self.ui_url = ui_url
+        self.show = show
+        self.windows = WindowFeed(settings.database_url.get_secret_value())
+        self._instance = DagsterInstance.from_config(str(home))
+        self.failures = FailureFeed(self._instance)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="window-report", daemon=True)
+        self.windows.poll()  # from here on
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Without waiting for a poll in flight (a daemon thread): stopping `up` must stay quick."""
+        self._stop.set()
+        if not self._thread.is_alive():
+            self._instance.dispose()
+
+    def poll(self) -> list[str]:
+        """Everything new since the last call, windows first."""
+        today = datetime.now(UTC)
+        lines = [w.line(today) for w in self.windows.poll()]
+        lines += [f.line(today, self.ui_url, self.settings.sensor_heal_after_s) for f in self.failures.poll()]
+        return lines
+
+    def _run(self) -> None:
+        paused: str | None = None
+        while not self._stop.wait(POLL_S):
+            try:
+                lines = self.poll()
+            except Exception as exc:  # reporting must never stop the pipeline
+                if self._stop.is_set():
+                    return  # `up` is stopping the services it polls
+                reason = f"window lines paused: {type(exc).__name__}: {first_line(str(exc))}"
+                if reason != paused:
+                    self.show(reason)
+                    paused = reason
+                continue
+            if paused is not None:
+                self.show("window lines resumed")
+                paused = None
+            for line in lines:
+                self.show(line)
