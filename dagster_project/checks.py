@@ -273,12 +273,14 @@ def duplicates(
 
 @asset_check(
     asset="telemetry",
+    name="device_freshness",
     partitions_def=hourly_arrival_partitions,
     description="Devices that have sent before but nothing for longer than IOT_QUALITY_SILENT_AFTER_S "
     "before the end of the checked hour (WARN, listed by device key), and the age of the newest reading "
-    "(ERROR when even that is older: nothing arrives at all). Uses `devices.last_seen`.",
+    "(ERROR when even that is older: nothing arrives at all). Uses `devices.last_seen`. Dagster's own "
+    "`freshness_check` says whether the hour was materialized by its deadline.",
 )
-def freshness(
+def device_freshness_check(
     context: AssetCheckExecutionContext,
     redis: RedisStreamsResource,
     database: DatabaseResource,
