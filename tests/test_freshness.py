@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from dagster import (
-    AssetCheckEvaluation,
     AssetCheckSeverity,
     DagsterInstance,
     Definitions,
@@ -20,6 +19,7 @@ from dagster import (
 from dagster_project.definitions import build_definitions
 from dagster_project.freshness import SENSOR_NAME, TELEMETRY_FRESHNESS_CHECK
 from iot_core.settings import Settings
+from tests.support.freshness import evaluate_freshness_check
 
 pytestmark = pytest.mark.services
 
@@ -30,15 +30,6 @@ def sensor_tick(defs: Definitions, instance: DagsterInstance) -> RunRequest | Sk
     """One evaluation of the freshness sensor, as the daemon makes it."""
     context = build_sensor_context(instance=instance, definitions=defs, sensor_name=SENSOR_NAME)
     return defs.resolve_sensor_def(SENSOR_NAME)(context)
-
-
-def evaluate_check(defs: Definitions, instance: DagsterInstance) -> AssetCheckEvaluation:
-    """The freshness check alone, in the run the sensor's request makes (the implicit asset job)."""
-    job = defs.resolve_implicit_global_asset_job_def().get_subset(
-        asset_selection=set(), asset_check_selection={TELEMETRY_FRESHNESS_CHECK}
-    )
-    [evaluation] = job.execute_in_process(instance=instance).get_asset_check_evaluations()
-    return evaluation
 
 
 def materialize_hour(defs: Definitions, instance: DagsterInstance, key: str) -> None:
@@ -63,11 +54,11 @@ def test_the_hour_due_at_the_deadline_passes_once_materialized_and_fails_while_o
         assert isinstance(request, RunRequest), request  # never evaluated: the sensor asks for it
         assert list(request.asset_check_keys or []) == [TELEMETRY_FRESHNESS_CHECK]
 
-        never = evaluate_check(defs, instance)
+        never = evaluate_freshness_check(defs, instance)
         assert not never.passed and due in never.description and "never" in never.description
 
         materialize_hour(defs, instance, earlier)
-        overdue = evaluate_check(defs, instance)
+        overdue = evaluate_freshness_check(defs, instance)
         assert not overdue.passed and overdue.severity == AssetCheckSeverity.WARN
         assert "overdue" in overdue.description and due in overdue.description
         assert isinstance(sensor_tick(defs, instance), SkipReason)  # failed, nothing new materialized
@@ -75,7 +66,7 @@ def test_the_hour_due_at_the_deadline_passes_once_materialized_and_fails_while_o
         materialize_hour(defs, instance, due)
         request = sensor_tick(defs, instance)  # telemetry changed since the failure: evaluate again
         assert isinstance(request, RunRequest), request
-        fresh = evaluate_check(defs, instance)
+        fresh = evaluate_freshness_check(defs, instance)
         assert fresh.passed and due in fresh.description
         fresh_until = fresh.metadata["dagster/fresh_until_timestamp"].value
         assert fresh_until == (tick + timedelta(hours=1)).timestamp()  # the next deadline
