@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dagster_project.definitions import build_definitions
+from dagster_project.partitions import hourly_arrival_partitions
 from iot_core.settings import Settings
 
 
@@ -41,3 +42,22 @@ def test_every_check_job_sensor_and_schedule_has_a_description(settings: Setting
     for kind, items in (("job", jobs), ("sensor", sensors), ("schedule", schedules)):
         undescribed = [item.name for item in items if not (item.description or "").strip()]
         assert not undescribed, f"{kind}s without a description: {undescribed}"
+
+
+def test_hour_checks_are_partitioned_by_hour_and_only_reconciliation_blocks(settings: Settings) -> None:
+    graph = build_definitions(settings).resolve_asset_graph()
+    hourly = {
+        key.name: graph.get_check_spec(key)
+        for key in graph.asset_check_keys
+        if graph.get_check_spec(key).partitions_def is not None
+    }
+    assert set(hourly) == {
+        "archive_complete",
+        "reconciliation",
+        "schema_pass_rate",
+        "plausibility",
+        "duplicates",
+        "device_freshness",
+    }
+    assert all(spec.partitions_def == hourly_arrival_partitions for spec in hourly.values())
+    assert {name for name, spec in hourly.items() if spec.blocking} == {"reconciliation"}

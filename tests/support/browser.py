@@ -146,8 +146,16 @@ class Browser:
         self._call("POST", "/url", {"url": url})
         return self.wait_for_texts(expect, timeout_s)
 
-    def _find(self, xpath: str) -> dict[str, str]:
-        return self._call("POST", "/element", {"using": "xpath", "value": xpath})
+    def _find(self, xpath: str, timeout_s: float = 30) -> dict[str, str]:
+        """The first element at `xpath`, waiting for it while the page (re)renders."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return self._call("POST", "/element", {"using": "xpath", "value": xpath})
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def click_button(self, label: str) -> None:
         """Click the first button whose visible text is `label`."""
