@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
 WINDOW_S = 10
 EXPECTED_DEFINITIONS = (
-    {"micro_window_sensor"},
+    {"micro_window_sensor", "freshness_checks_sensor"},
     {"micro_batch_job", "compaction_job", "__ASSET_JOB"},
     {("raw_messages",), ("telemetry",), ("hourly_rollups",), ("compaction",)},
 )
