@@ -55,6 +55,9 @@ from iot_core.formats.batch import DECODER_VERSION
 from iot_core.streams import id_range, utc_from_ms
 
 BACKFILL_HOURS_PER_RUN = 6
+#: Who answers for the assets (shown on every asset's page and filterable in the catalog); Dagster takes
+#: an e-mail address or `team:<name>`.
+OWNERS = ["team:telemetry"]
 #: A run tagged with this set to "true" sends all of its window's feedback again, even what was sent.
 RESEND_FEEDBACK_TAG = "iot/resend_feedback"
 #: Passing faults (database or Redis restarting, a network blip) are retried inside the run, spread over
@@ -103,7 +106,8 @@ def batch_info(context: AssetExecutionContext, window: Window, streams: list[str
     backfill_policy=BackfillPolicy.multi_run(BACKFILL_HOURS_PER_RUN),
     group_name="ingest",
     retry_policy=TRANSIENT_RETRIES,
-    kinds={"redis", "postgres"},
+    owners=OWNERS,
+    kinds={"python", "redis", "postgres"},
     description="Every stream entry of the arrival range, untouched, in `raw_messages` (the archive).",
 )
 def raw_messages(
@@ -144,7 +148,8 @@ def raw_messages(
     deps=[raw_messages],
     group_name="ingest",
     retry_policy=TRANSIENT_RETRIES,
-    kinds={"polars", "pandera", "postgres"},
+    owners=OWNERS,
+    kinds={"python", "polars", "pandera", "postgres"},
     code_version=DECODER_VERSION,
     description="Decoded, validated measurements and events (facts carry raw_id and batch_id lineage); "
     "everything else in `rejected` with its reason.",
@@ -225,7 +230,8 @@ def telemetry(
     backfill_policy=BackfillPolicy.multi_run(BACKFILL_HOURS_PER_RUN),
     deps=[telemetry],
     group_name="ingest",
-    kinds={"postgres"},
+    owners=OWNERS,
+    kinds={"python", "postgres"},
     description="`hourly_rollups`: count, min, max, avg and last numeric value per device, metric and hour "
     "of reading time (a table on PostgreSQL, a continuous aggregate on TimescaleDB). Each run recomputes "
     "the hours that the readings arriving in its range fall in, so late readings reopen and correct their "
@@ -246,7 +252,8 @@ def hourly_rollups(
 
 @asset(
     group_name="maintenance",
-    kinds={"redis", "postgres"},
+    owners=OWNERS,
+    kinds={"python", "redis", "postgres"},
     description="Compaction: stream entries below the oldest one not safely archived are trimmed, rows "
     "past their retention are removed, micro-batch runs past the run retention are deleted (each hour "
     "keeps one summary materialization). Its metadata says what it did and freed.",

@@ -1,24 +1,11 @@
-"""Asset checks, per hour partition: they run with every micro-batch and from the UI on any partition.
-
-In a micro-batch run a check looks at its hour up to the end of the run's range; run on its own it looks
-at the partition's hours as far as they have closed.
+"""Asset checks. Those per hour partition run with every micro-batch and from the UI on any partition; each
+is its body only (`hour_check` gives it the hour to judge). `timescale_jobs_healthy` is not partitioned.
 """
 
-from dagster import (
-    AssetCheckExecutionContext,
-    AssetCheckResult,
-    AssetCheckSeverity,
-    MetadataValue,
-    asset_check,
-)
+from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
-from dagster_project.partitions import hourly_arrival_partitions
-from dagster_project.resources import (
-    BatchPolicyResource,
-    DatabaseResource,
-    QualityPolicyResource,
-    RedisStreamsResource,
-)
+from dagster_project.hour_check import CheckedHour, hour_check
+from dagster_project.resources import DatabaseResource
 from dagster_project.retention import timescale_failed_jobs
 from dagster_project.storage import (
     device_freshness,
@@ -28,46 +15,26 @@ from dagster_project.storage import (
     reconcile,
     schema_pass_rate,
 )
-from dagster_project.windows import Window, hours_window, uncovered
-from iot_core.streams import EntryId, utc_from_ms
+from dagster_project.windows import uncovered
+from iot_core.streams import utc_from_ms
 
-RUN_END_TAG = "iot/end_id"
 SAMPLE = 10
 
 
-def checked_window(
-    context: AssetCheckExecutionContext, policy: BatchPolicyResource, redis: RedisStreamsResource
-) -> Window:
-    """The partitions' hours, up to the end of the run's range (micro-batch runs) or up to what has
-    closed (anything else)."""
-    keys = context.partition_key_range
-    hours = hours_window(keys.start, keys.end)
-    end_id = context.run.tags.get(RUN_END_TAG)
-    if end_id:
-        return hours.until(EntryId.parse(end_id).ms + 1)
-    return hours.until(policy.closed_until_ms(redis, redis.client()))
-
-
-@asset_check(
-    asset="raw_messages",
-    partitions_def=hourly_arrival_partitions,
-    description="Every closed window of the hour that holds stream entries has been archived. "
+@hour_check(
+    "raw_messages",
+    "archive_complete",
+    "Every closed window of the hour that holds stream entries has been archived. "
     "A window missing here is run again by the sensor; the check names it until it is archived.",
 )
-def archive_complete(
-    context: AssetCheckExecutionContext,
-    redis: RedisStreamsResource,
-    database: DatabaseResource,
-    policy: BatchPolicyResource,
-) -> AssetCheckResult:
-    window = checked_window(context, policy, redis)
-    with database.connect() as conn:
-        ranges = landed_ranges(conn, *window.utc_bounds)
-    client = redis.client()
+def archive_complete(hour: CheckedHour) -> AssetCheckResult:
+    window = hour.window
+    ranges = landed_ranges(hour.conn, *window.utc_bounds)
+    client = hour.redis.client()
     missing = [
         gap
         for gap in uncovered(ranges, window.start_ms, window.end_ms)
-        if redis.has_entries(client, gap.start_ms, gap.end_ms)
+        if hour.redis.has_entries(client, gap.start_ms, gap.end_ms)
     ]
     return AssetCheckResult(
         passed=not missing,
@@ -87,23 +54,16 @@ def archive_complete(
     )
 
 
-@asset_check(
-    asset="telemetry",
-    partitions_def=hourly_arrival_partitions,
-    blocking=True,
-    description="Every element of every archived raw message of the hour so far (an event array's "
+@hour_check(
+    "telemetry",
+    "reconciliation",
+    "Every element of every archived raw message of the hour so far (an event array's "
     "elements, a message's readings) is exactly one fact row (measurement or event) or one rejection with "
     "its reason; failing names the raw ids where the count does not add up.",
+    blocking=True,
 )
-def reconciliation(
-    context: AssetCheckExecutionContext,
-    redis: RedisStreamsResource,
-    database: DatabaseResource,
-    policy: BatchPolicyResource,
-) -> AssetCheckResult:
-    window = checked_window(context, policy, redis)
-    with database.connect() as conn:
-        rec = reconcile(conn, *window.utc_bounds, SAMPLE)
+def reconciliation(hour: CheckedHour) -> AssetCheckResult:
+    rec = reconcile(hour.conn, *hour.window.utc_bounds, SAMPLE)
     return AssetCheckResult(
         passed=rec.unaccounted == 0,
         severity=AssetCheckSeverity.ERROR,
@@ -112,7 +72,7 @@ def reconciliation(
         else f"{rec.unaccounted} raw message(s) have elements not stored or rejected exactly once: "
         "backfill the hour",
         metadata={
-            "checked": window.label,
+            "checked": hour.window.label,
             "raw": rec.raw,
             "with_facts": rec.with_facts,
             "rejected": rec.rejected,
@@ -136,24 +96,16 @@ def _severity(share: float, warn: float, error: float) -> AssetCheckSeverity | N
     return None
 
 
-@asset_check(
-    asset="telemetry",
-    name="schema_pass_rate",
-    partitions_def=hourly_arrival_partitions,
-    description="Share of the hour's raw messages rejected at topic, decode or validate (duplicates not "
+@hour_check(
+    "telemetry",
+    "schema_pass_rate",
+    "Share of the hour's raw messages rejected at topic, decode or validate (duplicates not "
     "counted), per format, stage and reason with an example of each. WARN above "
     "IOT_QUALITY_REJECT_WARN_SHARE, ERROR above IOT_QUALITY_REJECT_ERROR_SHARE.",
 )
-def schema_pass_rate_check(
-    context: AssetCheckExecutionContext,
-    redis: RedisStreamsResource,
-    database: DatabaseResource,
-    policy: BatchPolicyResource,
-    quality: QualityPolicyResource,
-) -> AssetCheckResult:
-    window = checked_window(context, policy, redis)
-    with database.connect() as conn:
-        rate = schema_pass_rate(conn, *window.utc_bounds)
+def schema_pass_rate_check(hour: CheckedHour) -> AssetCheckResult:
+    rate = schema_pass_rate(hour.conn, *hour.window.utc_bounds)
+    quality = hour.quality
     severity = _severity(rate.reject_share, quality.reject_warn_share, quality.reject_error_share)
     by_format: dict[str, int] = {}
     for group in rate.groups:
@@ -166,7 +118,7 @@ def schema_pass_rate_check(
         else f"{rate.rejected} of {rate.raw} messages ({rate.reject_share:.1%}) rejected; most: "
         f"{rate.groups[0].format} {rate.groups[0].reason} ({rate.groups[0].messages})",
         metadata={
-            "checked": window.label,
+            "checked": hour.window.label,
             "raw": rate.raw,
             "rejected": rate.rejected,
             "reject_share": round(rate.reject_share, 4),
@@ -186,28 +138,20 @@ def schema_pass_rate_check(
     )
 
 
-@asset_check(
-    asset="telemetry",
-    partitions_def=hourly_arrival_partitions,
-    description="Numeric readings of the hour outside their metric's plausible range (table "
+@hour_check(
+    "telemetry",
+    "plausibility",
+    "Numeric readings of the hour outside their metric's plausible range (table "
     "`metric_ranges`, editable), per metric. The readings are kept and flagged in the view "
     "`implausible_measurements`. WARN on any, ERROR above IOT_QUALITY_IMPLAUSIBLE_ERROR_SHARE of the "
     "readings that have a range.",
 )
-def plausibility(
-    context: AssetCheckExecutionContext,
-    redis: RedisStreamsResource,
-    database: DatabaseResource,
-    policy: BatchPolicyResource,
-    quality: QualityPolicyResource,
-) -> AssetCheckResult:
-    window = checked_window(context, policy, redis)
-    with database.connect() as conn:
-        metrics = implausible_readings(conn, *window.utc_bounds)
+def plausibility(hour: CheckedHour) -> AssetCheckResult:
+    metrics = implausible_readings(hour.conn, *hour.window.utc_bounds)
     readings = sum(m.readings for m in metrics)
     implausible = sum(m.implausible for m in metrics)
     share = implausible / readings if readings else 0.0
-    severity = _severity(share, 0.0, quality.implausible_error_share) if implausible else None
+    severity = _severity(share, 0.0, hour.quality.implausible_error_share) if implausible else None
     flagged = [m for m in metrics if m.implausible]
     return AssetCheckResult(
         passed=severity is None,
@@ -217,7 +161,7 @@ def plausibility(
         else f"{implausible} of {readings} readings ({share:.1%}) out of range in {len(flagged)} "
         f"metric(s), most in {flagged[0].metric}; kept, see view implausible_measurements",
         metadata={
-            "checked": window.label,
+            "checked": hour.window.label,
             "readings_with_range": readings,
             "implausible": implausible,
             "implausible_share": round(share, 4),
@@ -236,23 +180,16 @@ def plausibility(
     )
 
 
-@asset_check(
-    asset="telemetry",
-    partitions_def=hourly_arrival_partitions,
-    description="Redeliveries recognised in the hour (stage 'duplicate' in `rejected`: the same event_id, "
+@hour_check(
+    "telemetry",
+    "duplicates",
+    "Redeliveries recognised in the hour (stage 'duplicate' in `rejected`: the same event_id, "
     "or device + metric + device timestamp, again). At-least-once delivery makes a few normal; WARN above "
     "IOT_QUALITY_DUPLICATE_WARN_SHARE of the hour's messages, ERROR above IOT_QUALITY_DUPLICATE_ERROR_SHARE.",
 )
-def duplicates(
-    context: AssetCheckExecutionContext,
-    redis: RedisStreamsResource,
-    database: DatabaseResource,
-    policy: BatchPolicyResource,
-    quality: QualityPolicyResource,
-) -> AssetCheckResult:
-    window = checked_window(context, policy, redis)
-    with database.connect() as conn:
-        dup = duplicate_count(conn, *window.utc_bounds)
+def duplicates(hour: CheckedHour) -> AssetCheckResult:
+    dup = duplicate_count(hour.conn, *hour.window.utc_bounds)
+    quality = hour.quality
     severity = _severity(dup.share, quality.duplicate_warn_share, quality.duplicate_error_share)
     return AssetCheckResult(
         passed=severity is None,
@@ -262,7 +199,7 @@ def duplicates(
         else f"{dup.duplicates} of {dup.raw} messages ({dup.share:.1%}) were redeliveries: "
         "look for reconnecting clients or a listener that restarts",
         metadata={
-            "checked": window.label,
+            "checked": hour.window.label,
             "raw": dup.raw,
             "duplicates": dup.duplicates,
             "duplicate_share": round(dup.share, 4),
@@ -271,24 +208,18 @@ def duplicates(
     )
 
 
-@asset_check(
-    asset="telemetry",
-    partitions_def=hourly_arrival_partitions,
-    description="Devices that have sent before but nothing for longer than IOT_QUALITY_SILENT_AFTER_S "
+@hour_check(
+    "telemetry",
+    "device_freshness",
+    "Devices that have sent before but nothing for longer than IOT_QUALITY_SILENT_AFTER_S "
     "before the end of the checked hour (WARN, listed by device key), and the age of the newest reading "
-    "(ERROR when even that is older: nothing arrives at all). Uses `devices.last_seen`.",
+    "(ERROR when even that is older: nothing arrives at all). Uses `devices.last_seen`. Dagster's own "
+    "`freshness_check` says whether the hour was materialized by its deadline.",
 )
-def freshness(
-    context: AssetCheckExecutionContext,
-    redis: RedisStreamsResource,
-    database: DatabaseResource,
-    policy: BatchPolicyResource,
-    quality: QualityPolicyResource,
-) -> AssetCheckResult:
-    window = checked_window(context, policy, redis)
-    at = utc_from_ms(window.end_ms)
-    with database.connect() as conn:
-        fresh = device_freshness(conn, at, quality.silent_after_s, SAMPLE * 5)
+def device_freshness_check(hour: CheckedHour) -> AssetCheckResult:
+    at = utc_from_ms(hour.window.end_ms)
+    quality = hour.quality
+    fresh = device_freshness(hour.conn, at, quality.silent_after_s, SAMPLE * 5)
     age_s = (at - fresh.newest).total_seconds() if fresh.newest else None
     stale = age_s is not None and age_s > quality.silent_after_s
     severity = AssetCheckSeverity.ERROR if stale else AssetCheckSeverity.WARN

@@ -7,13 +7,14 @@ from dagster import Definitions, in_process_executor
 from dagster_project.assets import compaction, hourly_rollups, raw_messages, telemetry
 from dagster_project.checks import (
     archive_complete,
+    device_freshness_check,
     duplicates,
-    freshness,
     plausibility,
     reconciliation,
     schema_pass_rate_check,
     timescale_jobs_healthy,
 )
+from dagster_project.freshness import build_telemetry_freshness
 from dagster_project.jobs import compaction_job, micro_batch_job
 from dagster_project.resources import resources_from_settings
 from dagster_project.schedules import build_compaction_schedule
@@ -22,6 +23,7 @@ from iot_core.settings import Settings, get_settings
 
 
 def build_definitions(settings: Settings) -> Definitions:
+    freshness = build_telemetry_freshness(settings.freshness_deadline_cron)
     # In-process: a step per process costs ~14 s per run here. It must be set on Definitions so that UI
     # materializations and backfills (the implicit asset job) use it too.
     return Definitions(
@@ -32,12 +34,13 @@ def build_definitions(settings: Settings) -> Definitions:
             schema_pass_rate_check,
             plausibility,
             duplicates,
-            freshness,
+            device_freshness_check,
             timescale_jobs_healthy,
+            *freshness.checks,
         ],
         jobs=[micro_batch_job, compaction_job],
         schedules=[build_compaction_schedule(settings.compaction_cron)],
-        sensors=[build_micro_window_sensor(settings.sensor_interval_s)],
+        sensors=[build_micro_window_sensor(settings.sensor_interval_s), freshness.sensor],
         resources=resources_from_settings(settings),
         executor=in_process_executor,
     )

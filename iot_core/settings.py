@@ -151,6 +151,11 @@ class Settings(BaseSettings):
     quality_silent_after_s: int = Field(
         900, ge=1, description="A device that has sent before and nothing for this long is silent."
     )
+    freshness_deadline_cron: str = Field(
+        "15 * * * *",
+        description="Dagster's `freshness_check` on telemetry fails when the hour a tick of this cron (UTC) "
+        "falls in has not been materialized by then (no micro-batch of that hour has run): hourly at :15.",
+    )
 
     # --- Dagster -------------------------------------------------------------------------------------
     dagster_home: Path = Field(Path(".iot-etl/dagster_home"), description="Dagster instance directory.")

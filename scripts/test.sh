@@ -3,10 +3,11 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup.sh" --require-services
-# the UI test renders pages in headless Chromium (Debian's package); without it that test is skipped
-if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
-    || echo "could not install chromium: the UI page test will be skipped" >&2
+# the UI test drives headless Chromium through chromedriver (Debian's packages); without them it is skipped
+if ! { command -v chromium && command -v chromedriver; } >/dev/null && command -v apt-get >/dev/null \
+  && [ "$(id -u)" = 0 ]; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } \
+    >/dev/null 2>&1 || echo "could not install chromium: the UI page test will be skipped" >&2
 fi
 # the dashboards' listener panels are checked against a real Prometheus (Debian's package); without it
 # those tests are skipped

@@ -35,11 +35,11 @@ def test_a_clean_hour_passes_every_check(clean_db: str, settings: Settings) -> N
         "schema_pass_rate": True,
         "plausibility": True,
         "duplicates": True,
-        "freshness": True,
+        "device_freshness": True,
     }
     assert checks["schema_pass_rate"].metadata["pass_rate"].value == 1.0
     assert checks["plausibility"].metadata["readings_with_range"].value == 6
-    assert checks["freshness"].metadata["silent_devices"].value == 0
+    assert checks["device_freshness"].metadata["silent_devices"].value == 0
 
 
 def test_rejects_duplicates_and_implausible_values_fail_their_checks(
@@ -95,7 +95,7 @@ def test_a_device_that_went_quiet_is_listed_as_silent(clean_db: str, settings: S
     )
     with DagsterInstance.ephemeral() as instance:
         checks = check_results(hour.run(instance))
-    fresh = checks["freshness"]
+    fresh = checks["device_freshness"]
     assert not fresh.passed and fresh.severity == AssetCheckSeverity.WARN
     assert "quiet1" in fresh.description and "chatty1" not in fresh.description
     assert fresh.metadata["silent_devices"].value == 1

@@ -1,0 +1,83 @@
+"""One way to declare a check per hour partition: a name, a description and a body that judges an hour.
+
+In a micro-batch run a check looks at its hour up to the end of the run's range; run on its own (from the
+UI, on any partition) it looks at the partition's hours as far as they have closed. The body gets that
+window with an open connection to the telemetry database, the quality thresholds and the raw streams.
+
+No `from __future__ import annotations` here: Dagster reads the check function's annotations at
+definition time to tell the context and the resources apart.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetChecksDefinition, asset_check
+
+from dagster_project.partitions import hourly_arrival_partitions
+from dagster_project.resources import (
+    BatchPolicyResource,
+    DatabaseResource,
+    QualityPolicyResource,
+    RedisStreamsResource,
+)
+from dagster_project.windows import Window, hours_window
+from iot_core.streams import EntryId
+
+#: The tag of a micro-batch run that holds the end of its range (the sensor sets it).
+RUN_END_TAG = "iot/end_id"
+
+
+@dataclass(frozen=True)
+class CheckedHour:
+    """What a check body judges: the window checked, and what it reads to judge it."""
+
+    window: Window
+    conn: psycopg.Connection
+    quality: QualityPolicyResource
+    redis: RedisStreamsResource
+
+
+CheckBody = Callable[[CheckedHour], AssetCheckResult]
+
+
+def checked_window(
+    context: AssetCheckExecutionContext, policy: BatchPolicyResource, redis: RedisStreamsResource
+) -> Window:
+    """The partitions' hours, up to the end of the run's range (micro-batch runs) or up to what has
+    closed (anything else)."""
+    keys = context.partition_key_range
+    hours = hours_window(keys.start, keys.end)
+    end_id = context.run.tags.get(RUN_END_TAG)
+    if end_id:
+        return hours.until(EntryId.parse(end_id).ms + 1)
+    return hours.until(policy.closed_until_ms(redis, redis.client()))
+
+
+def hour_check(
+    asset: str, name: str, description: str, *, blocking: bool = False
+) -> Callable[[CheckBody], AssetChecksDefinition]:
+    """Decorator: the body becomes check `name` on `asset`, partitioned by arrival hour."""
+
+    def build(body: CheckBody) -> AssetChecksDefinition:
+        @asset_check(
+            asset=asset,
+            name=name,
+            partitions_def=hourly_arrival_partitions,
+            blocking=blocking,
+            description=description,
+        )
+        def hourly(
+            context: AssetCheckExecutionContext,
+            redis: RedisStreamsResource,
+            database: DatabaseResource,
+            policy: BatchPolicyResource,
+            quality: QualityPolicyResource,
+        ) -> AssetCheckResult:
+            window = checked_window(context, policy, redis)
+            with database.connect() as conn:
+                return body(CheckedHour(window, conn, quality, redis))
+
+        return hourly
+
+    return build
