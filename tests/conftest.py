@@ -6,7 +6,9 @@ with IOT_* environment variables, set here before any product module reads them.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -18,6 +20,8 @@ from tests.support.database import database_url, drop_database
 
 _SESSION = uuid.uuid4().hex[:8]
 TEST_DB = f"iot_test_{_SESSION}"
+_DAGSTER_HOME = tempfile.mkdtemp(prefix="iot-dagster-home-")
+atexit.register(shutil.rmtree, _DAGSTER_HOME, ignore_errors=True)
 os.environ.update(
     {
         "IOT_DATABASE_URL": database_url(TEST_DB),
@@ -27,7 +31,7 @@ os.environ.update(
         "IOT_WINDOW_GRACE_MS": "500",
         "IOT_SENSOR_SKIP_EMPTY_WINDOWS": "true",
         "IOT_LISTENER_METRICS_PORT": "0",
-        "IOT_DAGSTER_HOME": tempfile.mkdtemp(prefix="iot-dagster-home-"),
+        "IOT_DAGSTER_HOME": _DAGSTER_HOME,
     }
 )
 
