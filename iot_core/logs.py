@@ -11,6 +11,9 @@ from typing import TextIO
 import structlog
 
 _HANDLER_NAME = "iot-etl"
+# libraries whose INFO lines describe their own set-up, not the pipeline (alembic: Dagster's storage
+# schema tooling, loaded on every command that opens Dagster's instance); shown from WARNING up
+_CHATTY = ("alembic",)
 
 _SHARED: list[structlog.typing.Processor] = [
     structlog.contextvars.merge_contextvars,
@@ -55,6 +58,8 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(max(root.level, logging.WARNING))
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,

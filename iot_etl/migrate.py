@@ -179,8 +179,3 @@ def _rollups_unfilled(conn: psycopg.Connection) -> bool:
                   AND EXISTS (SELECT 1 FROM measurements WHERE value_num IS NOT NULL)"""
     ).fetchone()
     return bool(row and row[0])
-
-
-def has_timescaledb(conn: psycopg.Connection) -> bool:
-    row = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
-    return row is not None

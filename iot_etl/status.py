@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import psycopg
 import redis
 
+from dagster_project.retention import has_timescaledb
 from iot_core.mqtt import MqttEndpoint, new_client
 from iot_core.settings import Settings
 from iot_core.streams import stream_names
-from iot_etl.migrate import has_timescaledb
 from iot_etl.status_retention import compaction_lines, dagster_runs_line, stream_lines
 
 DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
@@ -45,9 +45,19 @@ def database_status(settings: Settings) -> list[StatusLine]:
                         f"run {row[0][:8]} hour {row[1]} to {row[2]:%H:%M:%S} ({row[3]} raw)",
                     )
                 )
+            lines.append(StatusLine("database", "hourly_rollups", rollups_summary(conn)))
             return lines + [StatusLine(*line) for line in compaction_lines(conn)]
     except psycopg.Error as exc:
         return [StatusLine("database", "error", str(exc).splitlines()[0])]
+
+
+def rollups_summary(conn: psycopg.Connection) -> str:
+    """How many device-metric hours `hourly_rollups` holds, its newest hour and that hour's readings."""
+    count, newest = conn.execute("SELECT count(*), max(hour) FROM hourly_rollups").fetchone()
+    if newest is None:
+        return "empty"
+    (readings,) = conn.execute("SELECT sum(count) FROM hourly_rollups WHERE hour = %s", (newest,)).fetchone()
+    return f"{count} device-metric hours, newest {newest:%Y-%m-%d %H:00} ({readings} readings)"
 
 
 def redis_status(settings: Settings) -> list[StatusLine]:

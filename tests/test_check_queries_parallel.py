@@ -13,6 +13,7 @@ import pytest
 
 from dagster_project.batch import decode_window, land_window
 from dagster_project.raw_entries import raw_row
+from dagster_project.retention import has_timescaledb
 from dagster_project.rollups import refresh_rollups
 from dagster_project.storage import (
     BatchInfo,
@@ -25,7 +26,6 @@ from dagster_project.storage import (
 )
 from dagster_project.windows import Window
 from iot_core.formats.batch import DECODER_VERSION, DecodeOptions
-from iot_etl.migrate import has_timescaledb
 
 pytestmark = pytest.mark.services
 

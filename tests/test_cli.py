@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 from pydantic import SecretStr
 
+from dagster_project.retention import has_timescaledb
 from iot_core.settings import Settings, get_settings
 from iot_etl.cli import main
-from iot_etl.migrate import has_timescaledb
 from tests.support import PrivateMosquitto, PrivateRedis, wait_until
 
 pytestmark = pytest.mark.services
@@ -145,7 +145,7 @@ def test_timescaledb_path_where_the_extension_exists(migrated_db: str) -> None:
         if not has_timescaledb(conn):
             preloaded = conn.execute("SHOW shared_preload_libraries").fetchone()
             assert "timescaledb" not in preloaded[0], "TimescaleDB is preloaded but 004 did not create it"
-            pytest.skip("TimescaleDB is not installed on this server: the plain PostgreSQL path is in use")
+            pytest.skip("TimescaleDB is not preloaded on this server: the plain PostgreSQL path is in use")
         hypertables = {
             name
             for (name,) in conn.execute("SELECT hypertable_name FROM timescaledb_information.hypertables")

@@ -407,6 +407,10 @@ def test_status_names_the_oldest_unarchived_entry_and_the_last_compaction(
     before = {(line.part, line.item): line.value for line in database_status(settings)}
     assert before[("compaction", "last")] == "never"
     assert before[("database", "raw_messages size")].endswith(" MB")
+    hour_start = datetime.fromtimestamp(hour / 1000, UTC).replace(minute=0)
+    assert before[("database", "hourly_rollups")] == (
+        f"1 device-metric hours, newest {hour_start:%Y-%m-%d %H:00} (2 readings)"
+    )
     with DagsterInstance.ephemeral() as instance:
         materialize([compaction], instance=instance, resources=resources_from_settings(settings))
     after = {(line.part, line.item): line.value for line in database_status(settings)}

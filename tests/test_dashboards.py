@@ -77,6 +77,13 @@ def test_pipeline_health_covers_what_an_operator_asks() -> None:
     assert "hourly_rollups" not in sql
 
 
+def test_telemetry_reads_readings_per_device_and_hour_from_the_rollups() -> None:
+    board = next(b for b in dashboards().values() if b["title"] == "Telemetry")
+    by_title = {title: t["rawSql"] for title, t in targets(board, PG_TYPE)}
+    assert "FROM hourly_rollups" in by_title["Readings per device and hour"]
+    assert "Last seen per device" in by_title
+
+
 def test_datasource_credentials_come_from_the_environment() -> None:
     for ds in provisioned_datasources().values():
         for secret in (ds.get("secureJsonData") or {}).values():
