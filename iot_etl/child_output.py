@@ -25,8 +25,12 @@ _DAGSTER_LINE = re.compile(r"^\S+ \S+ [+-]\d{4} - (?P<logger>\S+) - (?P<level>[A
 _PYTHON_WARNING = re.compile(r"^\S+\.py:\d+: (?P<message>\w*Warning: .*)$")
 _SHOWN_LEVELS = {"WARNING", "ERROR", "CRITICAL", "FATAL"}
 _COLOUR = re.compile(r"\x1b\[[0-9;]*m")
-# warnings that say nothing is wrong: the daemon's event-log consumer on an instance without its cursor yet
-_NOT_NEWS = (re.compile(r"^No cursor for event type \S+, ignoring older events$"),)
+# warnings that say nothing is wrong: the daemon's event-log consumer on an instance without its cursor
+# yet; a code server the daemon or webserver has replaced (it stops getting heartbeats and exits)
+_NOT_NEWS = (
+    re.compile(r"^No cursor for event type \S+, ignoring older events$"),
+    re.compile(r"^No heartbeat received in \d+ seconds, shutting down$"),
+)
 #: the same condensed line again within this time is counted, not shown
 REPEAT_QUIET_S = 300.0
 

@@ -143,6 +143,8 @@ def test_only_warnings_and_errors_of_a_process_are_shown_in_one_line_each() -> N
         + SENSOR_TICK,
         "2026-11-29 19:16:36 +0000 - dagster.daemon.EventLogConsumerDaemon - WARNING - No cursor for "
         "event type DagsterEventType.RUN_FAILURE, ignoring older events",
+        "\x1b[32m2026-11-29 21:02:54 +0000\x1b[0m - dagster.code_server - \x1b[34mWARNING\x1b[0m - "
+        "No heartbeat received in 20 seconds, shutting down",
         "2026-11-29 19:16:40 +0000 - dagster.daemon.SensorDaemon - ERROR - Sensor micro_window_sensor failed",
         "Traceback (most recent call last):",
         '  File "x.py", line 1, in <module>',
