@@ -100,26 +100,42 @@ class DagsterUi:
         self.timeout_s = timeout_s
 
     def query(self, document: str, variables: dict) -> dict:
-        request = urllib.request.Request(
-            f"{self.base_url}/graphql",
-            data=json.dumps({"query": document, "variables": variables}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                body = json.loads(response.read())
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise UserFacingError(
-                f"Dagster webserver unreachable at {self.base_url} ({reason})",
-                "start it with `iot-etl up` or point IOT_WEBSERVER_HOST/IOT_WEBSERVER_PORT at it",
-            ) from exc
+        body = self._post({"query": document, "variables": variables})
         if body.get("errors"):
             raise UserFacingError(
                 f"the Dagster webserver refused the request: {body['errors'][0].get('message', '')}",
                 "check that it serves this project's code location (workspace.yaml)",
             )
         return body["data"]
+
+    def _post(self, payload: dict) -> dict:
+        """POST to /graphql. A server error (5xx: e.g. the webserver answers while its code location is
+        still loading) is asked again with backoff until `timeout_s` has passed. A launch that is asked
+        twice because its first answer was lost re-processes the same hours, which is idempotent."""
+        request = urllib.request.Request(
+            f"{self.base_url}/graphql",
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        deadline = time.monotonic() + self.timeout_s
+        pause = 0.5
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    return json.loads(response.read())
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500 or time.monotonic() + pause > deadline:
+                    raise self._unreachable(exc.reason) from exc
+            except (urllib.error.URLError, OSError) as exc:
+                raise self._unreachable(getattr(exc, "reason", exc)) from exc
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+    def _unreachable(self, reason: object) -> UserFacingError:
+        return UserFacingError(
+            f"Dagster webserver unreachable at {self.base_url} ({reason})",
+            "start it with `iot-etl up` or point IOT_WEBSERVER_HOST/IOT_WEBSERVER_PORT at it",
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,20 +4,25 @@ land in the database."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psycopg
 import pytest
 import redis
 
+from iot_core.errors import UserFacingError
+from iot_etl.backfill import DagsterUi
 from tests.support.database import database_url, drop_database
 from tests.support.ports import free_port
 
@@ -122,3 +127,38 @@ def test_backfill_reprocesses_an_hour_and_follows_it_to_the_end(project: dict[st
             os.killpg(process.pid, 15)
         for process in processes:
             process.wait(60)
+
+
+class _LoadingThenReady(BaseHTTPRequestHandler):
+    """Answers 500 to the first `failures` POSTs, as a webserver still loading its code location does."""
+
+    failures = 2
+    posts = 0
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).posts += 1
+        ready = type(self).posts > type(self).failures
+        body = json.dumps({"data": {"ok": True}} if ready else {"error": "loading"}).encode()
+        self.send_response(200 if ready else 500)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_webserver_error_is_asked_again_until_the_timeout() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _LoadingThenReady)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert DagsterUi(url, timeout_s=30).query("{ ok }", {}) == {"ok": True}
+        assert _LoadingThenReady.posts == 3
+        _LoadingThenReady.failures = 10**6
+        with pytest.raises(UserFacingError, match="Internal Server Error"):
+            DagsterUi(url, timeout_s=2).query("{ ok }", {})
+    finally:
+        server.shutdown()
