@@ -6,6 +6,7 @@ micro-batches."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -211,8 +212,19 @@ def test_broker_command_runs_the_project_configuration(up_env: dict[str, str]) -
 
 
 def busy_loops(count: int = 2) -> list[subprocess.Popen]:
-    """CPU load: as many busy shells as the machine has cores (bounded by `timeout` if a test dies)."""
-    return [subprocess.Popen(["timeout", "120", "sh", "-c", "while :; do :; done"]) for _ in range(count)]
+    """CPU load: as many busy shells as the machine has cores (bounded by `timeout` if a test dies), each
+    in its own process group, so that `stop_loops` ends the shell too, not only `timeout`."""
+    return [
+        subprocess.Popen(["timeout", "120", "sh", "-c", "while :; do :; done"], start_new_session=True)
+        for _ in range(count)
+    ]
+
+
+def stop_loops(loops: list[subprocess.Popen]) -> None:
+    for loop in loops:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(loop.pid, signal.SIGKILL)
+        loop.wait()
 
 
 def test_fresh_home_loads_the_code_location_every_time_under_cpu_load(
@@ -237,9 +249,7 @@ def test_fresh_home_loads_the_code_location_every_time_under_cpu_load(
             finally:
                 assert stop_up(up) == 0
         finally:
-            for loop in load:
-                loop.kill()
-                loop.wait()
+            stop_loops(load)
 
 
 def publish_until(stop: threading.Event, topic: str) -> None:
