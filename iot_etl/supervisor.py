@@ -108,24 +108,10 @@ class Supervisor:
     def start_services(self, with_broker: bool) -> None:
         """Start PostgreSQL, Redis and the broker where `up` is to run them; one line per service."""
         settings = self.settings
-        db_url = settings.database_url.get_secret_value()
-        address = embedded.url_address(db_url, 5432)
-        if embedded.postgres_answers(db_url):
-            print(embedded.status_line("postgresql", "reachable", address), flush=True)
-        elif embedded.should_embed(settings, "database_url", address.host):
-            postgres = embedded.postgres_process(settings)
-            self._start_service(postgres, lambda: embedded.postgres_answers(db_url))
-        else:
-            print(embedded.status_line("postgresql", "down", address), flush=True)
-        redis_url = settings.redis_url.get_secret_value()
-        address = embedded.url_address(redis_url, 6379)
-        if embedded.redis_answers(redis_url):
-            print(embedded.status_line("redis", "reachable", address), flush=True)
-        elif embedded.should_embed(settings, "redis_url", address.host):
-            valkey = embedded.redis_process(settings)
-            self._start_service(valkey, lambda: embedded.redis_answers(redis_url))
-        else:
-            print(embedded.status_line("redis", "down", address), flush=True)
+        self._start_url_service(
+            "postgresql", "database_url", 5432, embedded.postgres_answers, embedded.postgres_process
+        )
+        self._start_url_service("redis", "redis_url", 6379, embedded.redis_answers, embedded.redis_process)
         mqtt = embedded.Address(settings.mqtt_host, settings.mqtt_port)
         if with_broker:
             require_port_free(mqtt.host, mqtt.port, "IOT_MQTT_PORT")
@@ -144,6 +130,25 @@ class Supervisor:
             print(embedded.status_line("mqtt", "down", mqtt, detail), flush=True)
             return
         self._start_service(broker, lambda: port_accepts(mqtt.host, mqtt.port))
+
+    def _start_url_service(
+        self,
+        name: str,
+        field_name: str,
+        default_port: int,
+        answers: Callable[[str], bool],
+        make_process: Callable[[Settings], embedded.ServiceProcess],
+    ) -> None:
+        """The service at the URL setting `field_name`: reported reachable, else started here where `up`
+        may run it, else reported down; one line either way."""
+        url = getattr(self.settings, field_name).get_secret_value()
+        address = embedded.url_address(url, default_port)
+        if answers(url):
+            print(embedded.status_line(name, "reachable", address), flush=True)
+        elif embedded.should_embed(self.settings, field_name, address.host):
+            self._start_service(make_process(self.settings), lambda: answers(url))
+        else:
+            print(embedded.status_line(name, "down", address), flush=True)
 
     def _start_service(self, service: embedded.ServiceProcess, ready: Callable[[], bool]) -> None:
         child = Child(
