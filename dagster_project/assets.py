@@ -50,6 +50,7 @@ from dagster_project.resources import (
 from dagster_project.retention import CompactionRecord, record_compaction
 from dagster_project.rollups import refresh_rollups
 from dagster_project.storage import BatchInfo
+from dagster_project.transient import only_transient_faults_retried
 from dagster_project.windows import Window, hours_window
 from iot_core.formats.batch import DECODER_VERSION
 from iot_core.streams import id_range, utc_from_ms
@@ -61,7 +62,8 @@ OWNERS = ["team:telemetry"]
 #: A run tagged with this set to "true" sends all of its window's feedback again, even what was sent.
 RESEND_FEEDBACK_TAG = "iot/resend_feedback"
 #: Passing faults (database or Redis restarting, a network blip) are retried inside the run, spread over
-#: about five minutes; a window still failing after that is run again by the sensor later.
+#: about five minutes; a window still failing after that is run again by the sensor later. Other errors
+#: are not retried within the run (see `dagster_project.transient`).
 TRANSIENT_RETRIES = RetryPolicy(
     max_retries=4, delay=20, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
 )
@@ -117,29 +119,30 @@ def raw_messages(
     database: DatabaseResource,
     policy: BatchPolicyResource,
 ) -> MaterializeResult:
-    window = run_window(context, config, policy, redis)
-    client = redis.client()
-    waited_ms = policy.wait_closed(redis, client, window.end_ms)
-    streams = redis.streams()
-    pages = (
-        [raw_row(stream, entry_id, fields) for entry_id, fields in page]
-        for stream in streams
-        for page in redis.read_range(client, stream, window.start_ms, window.end_ms)
-    )
-    with database.connect() as conn:
-        landed = land_window(conn, batch_info(context, window, streams), pages)
-    start_id, end_id = id_range(window.start_ms, window.end_ms)
-    return MaterializeResult(
-        metadata={
-            "range": window.label,
-            "start_id": start_id,
-            "end_id": end_id,
-            "entries_read": landed.read,
-            "rows_new": landed.new,
-            "waited_for_close_ms": waited_ms,
-            "batch_id": MetadataValue.text(str(landed.batch_id)),
-        },
-    )
+    with only_transient_faults_retried():
+        window = run_window(context, config, policy, redis)
+        client = redis.client()
+        waited_ms = policy.wait_closed(redis, client, window.end_ms)
+        streams = redis.streams()
+        pages = (
+            [raw_row(stream, entry_id, fields) for entry_id, fields in page]
+            for stream in streams
+            for page in redis.read_range(client, stream, window.start_ms, window.end_ms)
+        )
+        with database.connect() as conn:
+            landed = land_window(conn, batch_info(context, window, streams), pages)
+        start_id, end_id = id_range(window.start_ms, window.end_ms)
+        return MaterializeResult(
+            metadata={
+                "range": window.label,
+                "start_id": start_id,
+                "end_id": end_id,
+                "entries_read": landed.read,
+                "rows_new": landed.new,
+                "waited_for_close_ms": waited_ms,
+                "batch_id": MetadataValue.text(str(landed.batch_id)),
+            },
+        )
 
 
 @asset(
@@ -162,67 +165,70 @@ def telemetry(
     policy: BatchPolicyResource,
     mqtt: MqttPublisherResource,
 ) -> MaterializeResult:
-    window = run_window(context, config, policy, redis)
-    # devices are answered for the runs the sensor requests; re-processing whole hours answers nobody
-    topics = FeedbackTopics(mqtt.ack_topic_template, mqtt.deadletter_topic) if config.end_ms else None
-    resend = context.run.tags.get(RESEND_FEEDBACK_TAG, "").lower() == "true"
-    with database.connect() as conn:
-        decoded = decode_window(
-            conn,
-            batch_info(context, window, []),
-            window,
-            policy.decode_options(),
-            topics,
-            policy.decode_page_rows,
-        )
-        owed = owed_feedback(conn, decoded.feedback, resend=resend)
-    acks = 0
-    if owed:
-        try:
-            acks = mqtt.publish_all([(f.topic, f.body) for f in owed])
-        except OSError as exc:  # ConnectionError included
-            context.log.warning(f"could not publish {len(owed)} ACKs/dead letters: {exc}")
-        if acks == len(owed):  # otherwise all are owed still: a re-run sends them (at least once)
-            with database.connect() as conn:
-                mark_feedback_sent(conn, owed, context.run.run_id)
-    reasons = decoded.reasons()
-    counts = {
-        "raw_messages": decoded.raw,
-        "measurements": decoded.measurements,
-        "events": decoded.events,
-        "rejected": decoded.rejected_count,
-        "duplicates": decoded.duplicates,
-        **reasons_metadata(reasons),
-    }
-    keys = context.partition_keys
-    if len(keys) > 1 or window.closes_hour:
-        # a partition's plotted values are its hour's totals once the hour has closed; a run over several
-        # hours reports each hour on its own rather than the range's totals on every hour
+    with only_transient_faults_retried():
+        window = run_window(context, config, policy, redis)
+        # devices are answered for the runs the sensor requests; re-processing whole hours answers nobody
+        topics = FeedbackTopics(mqtt.ack_topic_template, mqtt.deadletter_topic) if config.end_ms else None
+        resend = context.run.tags.get(RESEND_FEEDBACK_TAG, "").lower() == "true"
         with database.connect() as conn:
-            summaries = {key: hour_summary_metadata(conn, key) for key in keys}
-        if len(keys) > 1:
-            for key in keys:
-                context.log_event(
-                    AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=summaries[key])
-                )
-            counts = {f"run_{name}": value for name, value in counts.items()}
-        else:
-            counts = {
-                "run_range": window.label,
-                **{f"run_{name}": value for name, value in counts.items()},
-                **summaries[keys[0]],
-            }
-    return MaterializeResult(
-        metadata={
-            "range": window.label,  # a closed hour's own range replaces it below
-            **counts,
-            "feedback_published": f"{acks}/{len(owed)}",
-            "feedback_already_sent": len(decoded.feedback) - len(owed),
-            **{f"seconds_{stage}": round(s, 4) for stage, s in decoded.seconds.items()},
-            "batch_id": MetadataValue.text(str(decoded.batch_id)),
-            "decoder_version": DECODER_VERSION,
-        },
-    )
+            decoded = decode_window(
+                conn,
+                batch_info(context, window, []),
+                window,
+                policy.decode_options(),
+                topics,
+                policy.decode_page_rows,
+            )
+            owed = owed_feedback(conn, decoded.feedback, resend=resend)
+        acks = 0
+        if owed:
+            try:
+                acks = mqtt.publish_all([(f.topic, f.body) for f in owed])
+            except OSError as exc:  # ConnectionError included
+                context.log.warning(f"could not publish {len(owed)} ACKs/dead letters: {exc}")
+            if acks == len(owed):  # otherwise all are owed still: a re-run sends them (at least once)
+                with database.connect() as conn:
+                    mark_feedback_sent(conn, owed, context.run.run_id)
+        reasons = decoded.reasons()
+        counts = {
+            "raw_messages": decoded.raw,
+            "measurements": decoded.measurements,
+            "events": decoded.events,
+            "rejected": decoded.rejected_count,
+            "duplicates": decoded.duplicates,
+            **reasons_metadata(reasons),
+        }
+        keys = context.partition_keys
+        if len(keys) > 1 or window.closes_hour:
+            # a partition's plotted values are its hour's totals once the hour has closed; a run over several
+            # hours reports each hour on its own rather than the range's totals on every hour
+            with database.connect() as conn:
+                summaries = {key: hour_summary_metadata(conn, key) for key in keys}
+            if len(keys) > 1:
+                for key in keys:
+                    context.log_event(
+                        AssetMaterialization(
+                            asset_key=context.asset_key, partition=key, metadata=summaries[key]
+                        )
+                    )
+                counts = {f"run_{name}": value for name, value in counts.items()}
+            else:
+                counts = {
+                    "run_range": window.label,
+                    **{f"run_{name}": value for name, value in counts.items()},
+                    **summaries[keys[0]],
+                }
+        return MaterializeResult(
+            metadata={
+                "range": window.label,  # a closed hour's own range replaces it below
+                **counts,
+                "feedback_published": f"{acks}/{len(owed)}",
+                "feedback_already_sent": len(decoded.feedback) - len(owed),
+                **{f"seconds_{stage}": round(s, 4) for stage, s in decoded.seconds.items()},
+                "batch_id": MetadataValue.text(str(decoded.batch_id)),
+                "decoder_version": DECODER_VERSION,
+            },
+        )
 
 
 @asset(
