@@ -16,11 +16,13 @@ import sys
 from pathlib import Path
 
 from bench.e2e.report import medians, table, write_json
-from bench.e2e.systems import BASELINES, system
+from bench.e2e.systems import BASELINES, PRODUCT_VARIANTS, system
 from bench.e2e.trial import Load, run_trial
 from iot_core.settings import Settings
 
 ALL_SYSTEMS = ("product", *BASELINES)
+#: Every name `--systems` takes.
+KNOWN_SYSTEMS = ("product", *PRODUCT_VARIANTS, *BASELINES)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,7 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=2_000, help="sustained: messages per second")
     parser.add_argument("--duration", type=float, default=60, help="sustained: seconds")
     parser.add_argument("--modes", default="burst,sustained", help="comma-separated: burst, sustained")
-    parser.add_argument("--systems", default=",".join(ALL_SYSTEMS), help="comma-separated subset")
+    parser.add_argument(
+        "--systems", default=",".join(ALL_SYSTEMS), help=f"comma-separated, of: {', '.join(KNOWN_SYSTEMS)}"
+    )
     parser.add_argument("--window", type=int, default=10, choices=(10, 60), help="product's window seconds")
     parser.add_argument("--publishers", type=int, default=4, help="publisher processes")
     parser.add_argument("--repeat", type=int, default=1, help="interleaved repetitions (medians reported)")

@@ -21,12 +21,15 @@ PG_SCHEME = "postgresql+psycopg2"
 # Run monitoring (the daemon's run-monitoring loop). A run worker starts in ~2 s on a quiet machine and in
 # tens of seconds on a loaded 2-core one; a run that is still STARTING after START_TIMEOUT_S has lost its
 # worker (daemon or code server died while launching) and is failed, so run_retries launches it again.
-# The default run launcher cannot check a worker's health, so a run left STARTED by a dead worker is only
-# caught by the runtime bound: micro-batches take seconds and six-hour backfill runs minutes.
+# The forking launcher checks each poll whether a STARTED run's worker still lives; with Dagster's default
+# launcher a run left STARTED by a dead worker is only caught by the runtime bound (micro-batches take
+# seconds, six-hour backfill runs minutes).
 RUN_START_TIMEOUT_S = 120
 RUN_CANCEL_TIMEOUT_S = 120
 RUN_MAX_RUNTIME_S = 3600
 RUN_MONITORING_POLL_S = 30
+# The run launcher `forking` selects (IOT_DAGSTER_RUN_LAUNCHER); `default` leaves Dagster's own in place.
+FORKING_RUN_LAUNCHER = {"module": "dagster_project.run_launcher", "class": "ForkingRunLauncher"}
 # Only launchers that can re-attach to a run (Kubernetes, Docker) resume runs; the default one cannot.
 RUN_MAX_RESUME_ATTEMPTS = 0
 # Concurrency-pool slots of a run that ended without releasing them (crash) are freed after this long.
@@ -64,6 +67,8 @@ def instance_config(settings: Settings) -> dict:
             "sensor": {"purge_after_days": {"skipped": 1, "failure": 30, "success": 30}},
         },
     }
+    if settings.dagster_run_launcher == "forking":
+        config["run_launcher"] = FORKING_RUN_LAUNCHER
     if settings.dagster_pg_url:
         url = settings.dagster_pg_url.get_secret_value()
         config["storage"] = {"postgres": {"postgres_db": postgres_db_config(url)}}

@@ -23,6 +23,7 @@ from iot_etl import embedded
 from iot_etl.broker import BrokerNotInstalledError
 from iot_etl.child_output import Condenser, Quiet, logs_dir, open_log, pump
 from iot_etl.code_location import location_state
+from iot_etl.code_server import code_server_argv, free_local_port, wait_serving, write_workspace
 from iot_etl.dagster_instance import (
     create_instance_storage,
     dagster_env,
@@ -169,8 +170,19 @@ class Supervisor:
 
     def start(self, home: Path, with_simulator: bool) -> None:
         bin_dir = Path(sys.executable).parent
-        workspace = str(REPO_ROOT / "workspace.yaml")
         env = self.env(home)
+        logs = logs_dir(self.settings)
+        port = free_local_port()
+        code_server = Child("code-server", code_server_argv(port, REPO_ROOT), log=logs / "code-server.log")
+        code_server.pumped = True
+        self._spawn(code_server, env)
+        process = code_server.process
+        assert process is not None
+        try:
+            wait_serving(port, LOAD_TIMEOUT_S, lambda: process.poll() is None)
+        except (TimeoutError, RuntimeError) as exc:
+            raise CannotStart(f"{exc} (its log: {code_server.log})") from None
+        workspace = str(write_workspace(home.parent / "workspace.yaml", port))
         self.children += [
             Child("listener", [sys.executable, "-m", "ingest_listener"]),
             Child("dagster-daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", workspace]),
@@ -189,13 +201,12 @@ class Supervisor:
         ]
         if with_simulator:
             self.children.append(Child("simulator", [sys.executable, "-m", "simulator"]))
-        logs = logs_dir(self.settings)
         for child in self.children:
             if child.process is None:
                 child.log, child.pumped = logs / f"{child.name}.log", True
                 self._spawn(child, env)
         names = ", ".join(c.name for c in self.children if c.pumped)
-        self.say(f"logs of {names} (with Dagster's code servers and runs): {logs}/")
+        self.say(f"logs of {names} (with Dagster's runs): {logs}/")
 
     def _spawn(self, child: Child, env: dict[str, str], announce: bool = True) -> None:
         assert self.reaper is not None

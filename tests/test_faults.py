@@ -14,8 +14,11 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 
+from dagster_project.run_launcher import PID_TAG
+from iot_etl.dagster_instance import RUN_MONITORING_POLL_S
 from tests.support.fault_stack import (
     HEAL_AFTER_S,
     Accounting,
@@ -23,6 +26,7 @@ from tests.support.fault_stack import (
     Publisher,
     messages_for,
     run_summary,
+    tags,
     wait_accounted,
 )
 from tests.support.postgres_server import PG_BIN
@@ -109,6 +113,44 @@ def test_redis_sigkilled_mid_stream_and_restarted(stack: FaultStack) -> None:
     report("Redis SIGKILLed, restarted after 5 s", result, healed_s, stack, before)
     assert_nothing_lost(result)
     assert stack.up is not None and stack.up.poll() is None, "up must ride the outage out"
+
+
+def test_run_worker_sigkilled_mid_run(stack: FaultStack) -> None:
+    """The run-monitoring daemon sees the worker gone (the forking launcher keeps its pid) and fails the
+    run within a poll or two, not after the one-hour runtime bound; run retries and the sensor do the rest."""
+    tag = f"rw{uuid.uuid4().hex[:6]}"
+    before = run_ids(stack)
+    # the window's landing waits for this lock, so the run is caught mid-way
+    blocker = psycopg.connect(stack.database_url)
+    blocker.execute("LOCK TABLE raw_messages IN SHARE ROW EXCLUSIVE MODE")
+    try:
+        publisher, messages = publish_and_wait(stack, tag, after_sent=1)
+        deadline = time.monotonic() + 240
+        while not (working := [r for r in stack.runs(["STARTED"]) if r["runId"] not in before]):
+            assert time.monotonic() < deadline, "no run of this phase started"
+            time.sleep(0.2)
+        run_id = str(working[0]["runId"])
+        pid = int(tags(working[0])[PID_TAG])
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+    finally:
+        blocker.close()
+    deadline = killed + 2 * RUN_MONITORING_POLL_S + 60
+    while not any(r["runId"] == run_id for r in stack.runs(["FAILURE"])):
+        assert time.monotonic() < deadline, f"run {run_id} was not failed after its worker died"
+        time.sleep(2)
+    failed_after_s = time.monotonic() - killed
+    assert publisher.wait() == COUNT
+    result, healed_s = wait_accounted(stack, tag, messages, killed, HEAL_BUDGET_S)
+    report(
+        f"run worker SIGKILLed mid-run, run failed {failed_after_s:.0f} s later",
+        result,
+        healed_s,
+        stack,
+        before,
+    )
+    assert_nothing_lost(result)
+    assert stack.up is not None and stack.up.poll() is None, "up must ride it out"
 
 
 def test_up_sigkilled_mid_stream_and_started_again(stack: FaultStack) -> None:

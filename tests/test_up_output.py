@@ -82,7 +82,8 @@ def test_up_prints_a_line_per_window_and_per_failed_run_and_no_dagster_chatter(
         moved = False
         try:
             logs = Path(env["IOT_DAGSTER_HOME"]).parent / "logs"
-            named = rf"^logs of listener, dagster-daemon, dagster-webserver .*: {re.escape(str(logs))}/$"
+            children = "code-server, listener, dagster-daemon, dagster-webserver"
+            named = rf"^logs of {children} .*: {re.escape(str(logs))}/$"
             assert re.search(named, banner, re.M), banner
 
             device = f"out{uuid.uuid4().hex[:6]}"

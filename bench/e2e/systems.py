@@ -61,12 +61,13 @@ class Product:
     log: TextIO | None = None
     stream: str = "bench:raw"
     env: dict[str, str] = field(default_factory=dict)
+    variant: str = ""
     _up: subprocess.Popen | None = None
     _redis: PrivateRedis | None = None
 
     @property
     def name(self) -> str:
-        return f"product-{self.window_s}s"
+        return f"product-{self.window_s}s" + (f"-{self.variant}" if self.variant else "")
 
     def start(self, broker: PrivateMosquitto, database_url: str) -> None:
         self._redis = PrivateRedis().start()
@@ -173,10 +174,20 @@ BASELINES = {
 }
 
 
+#: The product with one setting changed, to compare within one run (name -> IOT_* variables).
+PRODUCT_VARIANTS = {
+    # Dagster's own run launcher (a spawned interpreter per run) instead of the forking one
+    "product-spawn": {"IOT_DAGSTER_RUN_LAUNCHER": "default"},
+}
+
+
 def system(name: str, window_s: int) -> SystemUnderTest:
-    """`product` or a baseline's name -> a fresh system under test."""
+    """`product`, a product variant or a baseline's name -> a fresh system under test."""
     if name == "product":
         return Product(window_s)
+    if name in PRODUCT_VARIANTS:
+        return Product(window_s, settings=PRODUCT_VARIANTS[name], variant=name.removeprefix("product-"))
     if name in BASELINES:
         return Baseline(name, BASELINES[name])
-    raise ValueError(f"unknown system {name!r}: choose product or one of {', '.join(BASELINES)}")
+    choices = ", ".join(["product", *PRODUCT_VARIANTS, *BASELINES])
+    raise ValueError(f"unknown system {name!r}: choose one of {choices}")

@@ -253,12 +253,13 @@ def wait_accounted(
         time.sleep(5)
 
 
+def tags(run: dict[str, object]) -> dict[str, str]:
+    """A run's tags (as `FaultStack.runs` returns runs) as a dict."""
+    return {str(t["key"]): str(t["value"]) for t in run["tags"]}  # type: ignore[attr-defined]
+
+
 def run_summary(runs: list[dict[str, object]]) -> str:
     """`N runs: F failed, R retries, H heals` of a phase's runs (as `FaultStack.runs` returns them)."""
-
-    def tags(run: dict[str, object]) -> dict[str, str]:
-        return {str(t["key"]): str(t["value"]) for t in run["tags"]}  # type: ignore[attr-defined]
-
     failed = sum(1 for run in runs if run["status"] == "FAILURE")
     retries = sum(1 for run in runs if "dagster/retry_number" in tags(run))
     heals = sum(1 for run in runs if tags(run).get("iot/kind") == "heal")

@@ -1,0 +1,159 @@
+"""A run launcher that forks each run worker from a process that has Dagster and the pipeline's libraries
+imported already.
+
+Dagster's default launcher asks the code server to *spawn* a fresh interpreter for every run, which then
+imports Dagster, polars, pandera, psycopg and the code location: about a second of CPU per run on a quiet
+machine and tens of seconds on a loaded one, paid by every micro-batch however small. Here the daemon
+starts one multiprocessing forkserver, with the libraries (not the code location, so that an edited
+decoder is what the next run uses) imported once, and each run worker is forked from it and executes the
+run as `dagster api execute_run` does.
+
+The worker's pid and start time are kept in the run's tags, so the run-monitoring daemon can tell a
+worker that died (killed, out of memory) from one that is working and fail the run within a poll,
+instead of waiting for the runtime bound. Workers are in the daemon's process group: stopping `up`
+interrupts them as it did the code server's workers; Dagster then records the run as failed and the
+sensor runs its window again.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from multiprocessing.context import ForkServerContext
+from typing import Any
+
+import psutil
+from dagster import _check as check
+from dagster._core.launcher import (
+    CheckRunHealthResult,
+    LaunchRunContext,
+    RunLauncher,
+    WorkerStatus,
+)
+from dagster._core.storage.dagster_run import DagsterRun
+from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
+
+#: Imported once by the forkserver; every worker starts with them.
+PRELOAD = (
+    "dagster",
+    "dagster._cli.api",
+    "dagster._core.execution.api",
+    "polars",
+    "pandera.polars",
+    "psycopg",
+    "psycopg_pool",
+    "redis",
+    "paho.mqtt.client",
+    "pydantic_settings",
+    "structlog",
+)
+PID_TAG = "iot/worker_pid"
+STARTED_TAG = "iot/worker_started"
+
+_context_lock = threading.Lock()
+_context: ForkServerContext | None = None
+
+
+def _forkserver() -> ForkServerContext:
+    global _context
+    with _context_lock:
+        if _context is None:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(list(PRELOAD))
+            _context = context
+        return _context
+
+
+def work(instance_ref: str, run_id: str) -> None:
+    """The run worker: what `dagster api execute_run` does with the run."""
+    from dagster._cli.api import _execute_run_command_body
+    from dagster._cli.utils import get_instance_for_cli
+    from dagster._core.instance import InstanceRef
+    from dagster._serdes import deserialize_value
+    from dagster._utils.interrupts import capture_interrupts
+
+    with (
+        capture_interrupts(),
+        get_instance_for_cli(instance_ref=deserialize_value(instance_ref, InstanceRef)) as instance,
+    ):
+        _execute_run_command_body(run_id, instance, lambda _event: None, set_exit_code_on_failure=False)
+
+
+class ForkingRunLauncher(RunLauncher, ConfigurableClass):
+    """Run workers forked from a preloaded forkserver of the daemon; see the module's docstring."""
+
+    def __init__(self, inst_data: ConfigurableClassData | None = None) -> None:
+        self._inst_data = inst_data
+        super().__init__()
+
+    @property
+    def inst_data(self) -> ConfigurableClassData | None:
+        return self._inst_data
+
+    @classmethod
+    def config_type(cls) -> dict:
+        return {}
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Any) -> ForkingRunLauncher:
+        return cls(inst_data=inst_data)
+
+    def launch_run(self, context: LaunchRunContext) -> None:
+        run = check.inst(context.dagster_run, DagsterRun)
+        worker = _forkserver().Process(
+            target=work,
+            args=(serialize_value(self._instance.get_ref()), run.run_id),
+            name=f"dagster-run-{run.run_id[:8]}",
+            # not joined when the daemon exits: the daemon's process group ends with it (see above)
+            daemon=True,
+        )
+        worker.start()
+        pid = check.not_none(worker.pid)
+        try:
+            started = psutil.Process(pid).create_time()
+        except psutil.NoSuchProcess:
+            started = 0.0  # over already; the health check then reports it gone
+        self._instance.add_run_tags(run.run_id, {PID_TAG: str(pid), STARTED_TAG: repr(started)})
+
+    def terminate(self, run_id: str) -> bool:
+        run = self._instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            return False
+        process = _worker(run)
+        self._instance.report_run_canceling(run)
+        if process is None:
+            self._instance.report_engine_event(
+                "The run's worker is gone; nothing to interrupt.", dagster_run=run, cls=self.__class__
+            )
+            return False
+        process.terminate()  # SIGTERM: the worker raises an interrupt inside the step it runs
+        return True
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
+        if PID_TAG not in run.tags:
+            # launched by another launcher (before an upgrade): only the runtime bound applies to it
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "no worker pid recorded")
+        if _worker(run) is None:
+            return CheckRunHealthResult(
+                WorkerStatus.FAILED,
+                f"its run worker (pid {run.tags[PID_TAG]}) exited without finishing the run "
+                "(killed, or out of memory): see the daemon's log",
+            )
+        return CheckRunHealthResult(WorkerStatus.RUNNING)
+
+
+def _worker(run: DagsterRun) -> psutil.Process | None:
+    """The run's worker process while it lives (a pid reused by another process does not count)."""
+    try:
+        process = psutil.Process(int(run.tags[PID_TAG]))
+        if abs(process.create_time() - float(run.tags.get(STARTED_TAG, "0"))) > 0.01:
+            return None
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+    except (KeyError, ValueError, psutil.NoSuchProcess):
+        return None
+    return process

@@ -1,0 +1,70 @@
+"""The forking run launcher: which run workers it counts as alive (real processes, pid reuse included),
+and that the instance configuration selects it unless `IOT_DAGSTER_RUN_LAUNCHER=default`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import psutil
+from dagster import DagsterRun
+from dagster._core.launcher import WorkerStatus
+
+from dagster_project.run_launcher import PID_TAG, STARTED_TAG, ForkingRunLauncher
+from iot_core.settings import Settings
+from iot_etl.dagster_instance import FORKING_RUN_LAUNCHER, instance_config
+
+
+def run_with(tags: dict[str, str]) -> DagsterRun:
+    return DagsterRun(job_name="micro_batch_job", run_id="0f0f0f0f-0000-0000-0000-000000000000", tags=tags)
+
+
+def worker_tags(process: psutil.Process) -> dict[str, str]:
+    return {PID_TAG: str(process.pid), STARTED_TAG: repr(process.create_time())}
+
+
+def test_a_live_worker_is_running_and_a_dead_one_failed() -> None:
+    launcher = ForkingRunLauncher()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        tags = worker_tags(psutil.Process(child.pid))
+        assert launcher.check_run_worker_health(run_with(tags)).status == WorkerStatus.RUNNING
+        child.kill()
+        child.wait()
+        result = launcher.check_run_worker_health(run_with(tags))
+        assert result.status == WorkerStatus.FAILED
+        assert f"pid {child.pid}" in (result.msg or "")
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_a_pid_taken_by_another_process_is_not_the_worker() -> None:
+    me = psutil.Process()
+    reused = {PID_TAG: str(me.pid), STARTED_TAG: repr(me.create_time() - 3600)}
+    assert ForkingRunLauncher().check_run_worker_health(run_with(reused)).status == WorkerStatus.FAILED
+
+
+def test_an_unreaped_worker_counts_as_dead() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    tags = worker_tags(psutil.Process(child.pid))
+    deadline = time.monotonic() + 30
+    while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the child did not exit"
+        time.sleep(0.05)
+    try:
+        assert ForkingRunLauncher().check_run_worker_health(run_with(tags)).status == WorkerStatus.FAILED
+    finally:
+        child.wait()
+
+
+def test_a_run_without_a_worker_pid_is_left_to_the_runtime_bound() -> None:
+    result = ForkingRunLauncher().check_run_worker_health(run_with({}))
+    assert result.status == WorkerStatus.RUNNING
+
+
+def test_the_instance_uses_the_forking_launcher_unless_told_otherwise() -> None:
+    assert instance_config(Settings())["run_launcher"] == FORKING_RUN_LAUNCHER
+    assert "run_launcher" not in instance_config(Settings(dagster_run_launcher="default"))
