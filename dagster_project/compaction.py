@@ -34,6 +34,7 @@ from dagster import (
     RunsFilter,
 )
 
+from dagster_project.freshness import SENSOR_NAME as FRESHNESS_SENSOR_NAME
 from dagster_project.retention import (
     Removed,
     RetentionRule,
@@ -53,6 +54,14 @@ from dagster_project.windows import Window, partition_window, uncovered
 from iot_core.streams import EntryId, id_range, utc_from_ms
 
 MICRO_TAG = ("iot/kind", "micro")
+#: Runs the sensor requests (a window, a whole hour, a window run again): pruned with hour summaries.
+SENSOR_RUN_KINDS = ("micro", "hour", "heal")
+#: Unpartitioned runs that recur for ever (job name or sensor tag): pruned past the retention, the newest
+#: of each kept so that its asset or check keeps its latest result.
+MAINTENANCE_RUNS = (
+    RunsFilter(job_name="compaction_job"),
+    RunsFilter(tags={"dagster/sensor_name": FRESHNESS_SENSOR_NAME}),
+)
 PARTITION_TAG = "dagster/partition"
 SUMMARY_ASSETS = ("raw_messages", "telemetry")
 FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
@@ -219,17 +228,21 @@ def prune_runs(
     page: int = 200,
     batch: int = 50,
 ) -> Pruned:
-    """Delete finished micro-batch runs created before `before` (see `prune_before`), oldest first, each
-    hour summarised before its first run goes and again when a run of it finished after its summary,
-    `batch` runs per deletion (`run_deletion.delete_runs`), the deadline checked between batches. `conn`
-    is in autocommit mode (a summary is recorded once written)."""
+    """Delete finished runs the sensor requested (`SENSOR_RUN_KINDS`) created before `before` (see
+    `prune_before`), oldest first, each hour summarised before its first run goes and again when a run of it
+    finished after its summary, `batch` runs per deletion (`run_deletion.delete_runs`), the deadline checked
+    between batches; then the maintenance runs (`prune_maintenance_runs`). `conn` is in autocommit mode (a
+    summary is recorded once written)."""
     pruned = Pruned()
-    runs_filter = RunsFilter(tags=dict([MICRO_TAG]), statuses=FINISHED, created_before=before)
+    runs_filter = RunsFilter(
+        tags={MICRO_TAG[0]: list(SENSOR_RUN_KINDS)}, statuses=FINISHED, created_before=before
+    )
     while True:
         records = instance.get_run_records(
             runs_filter, limit=page, order_by="create_timestamp", ascending=True
         )
         if not records:
+            prune_maintenance_runs(instance, before, deadline, pruned, page, batch)
             return pruned
         keys = sorted({key for r in records if (key := r.dagster_run.tags.get(PARTITION_TAG))})
         done = summarised(conn, keys)
@@ -245,3 +258,32 @@ def prune_runs(
             chunk = run_ids[start : start + batch]
             delete_runs(instance, chunk)
             pruned.runs_deleted += len(chunk)
+
+
+def prune_maintenance_runs(
+    instance: DagsterInstance, before: datetime, deadline: float, pruned: Pruned, page: int, batch: int
+) -> None:
+    """Finished `MAINTENANCE_RUNS` created before `before`, all but the newest of each, `batch` at a time
+    while the deadline allows (counted into `pruned`)."""
+    for selection in MAINTENANCE_RUNS:
+        newest = instance.get_run_records(
+            RunsFilter(job_name=selection.job_name, tags=selection.tags, statuses=FINISHED), limit=1
+        )
+        keep = {r.dagster_run.run_id for r in newest}
+        runs_filter = RunsFilter(
+            job_name=selection.job_name, tags=selection.tags, statuses=FINISHED, created_before=before
+        )
+        while True:
+            records = instance.get_run_records(
+                runs_filter, limit=page, order_by="create_timestamp", ascending=True
+            )
+            run_ids = [r.dagster_run.run_id for r in records if r.dagster_run.run_id not in keep]
+            if not run_ids:
+                break
+            for start in range(0, len(run_ids), batch):
+                if time.monotonic() > deadline:
+                    pruned.done = False
+                    return
+                chunk = run_ids[start : start + batch]
+                delete_runs(instance, chunk)
+                pruned.runs_deleted += len(chunk)

@@ -10,12 +10,15 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
-from dagster import AssetKey, DagsterInstance, materialize
+from dagster import AssetKey, DagsterInstance, DagsterRun, materialize
+from dagster._core.storage.dagster_run import DagsterRunStatus
+from dagster._core.utils import make_new_run_id
 from pydantic import SecretStr
 
 from dagster_project.assets import compaction
 from dagster_project.compaction import keep_from_ms, prune_before, prune_runs
 from dagster_project.definitions import defs
+from dagster_project.freshness import SENSOR_NAME as FRESHNESS_SENSOR_NAME
 from dagster_project.resources import resources_from_settings
 from dagster_project.retention import (
     RetentionRule,
@@ -277,6 +280,44 @@ def test_pruning_old_micro_runs_keeps_each_hour_materialized(
     assert materialization.metadata["raw_messages"].value == 12
     assert materialization.metadata["measurements"].value == 12
     assert materialization.metadata["batches"].value == 3
+
+
+SUCCEEDED = DagsterRunStatus.SUCCESS
+
+
+def test_pruning_takes_heal_runs_and_recurring_maintenance_runs_but_keeps_the_newest_of_each(
+    clean_db: str, settings: Settings, run_instance: DagsterInstance
+) -> None:
+    windows = hour_ago_windows(settings, 2, 3)
+    key = windows[0].partition_key
+    instance = run_instance
+    driver = SensorDriver(settings, instance)
+    driver.execute(run_request(windows[0]))
+    driver.execute(run_request(windows[1], "heal", int(time.time() * 1000)))
+    maintenance = {"compaction_job": {}, "__ASSET_JOB": {"dagster/sensor_name": FRESHNESS_SENSOR_NAME}}
+    newest = {}
+    for job_name, tags in maintenance.items():
+        for _ in range(3):
+            run = DagsterRun(
+                job_name=job_name, run_id=make_new_run_id(), tags=tags, status=DagsterRunStatus.SUCCESS
+            )
+            instance.add_run(run)
+            newest[job_name] = run.run_id
+            time.sleep(0.01)  # creation order is the order of deletion
+    # a manual run of another job is no maintenance run: left alone
+    other = DagsterRun(job_name="__ASSET_JOB", run_id=make_new_run_id(), status=SUCCEEDED)
+    instance.add_run(other)
+
+    with psycopg.connect(clean_db, autocommit=True) as conn:
+        pruned = prune_runs(
+            instance, conn, datetime.now(UTC) + timedelta(seconds=1), time.monotonic() + 300, batch=2
+        )
+    assert (pruned.runs_deleted, pruned.hours_summarised, pruned.done) == (2 + 2 + 2, [key], True)
+    assert {run.run_id for run in instance.get_runs()} == {*newest.values(), other.run_id}
+    for asset in ("raw_messages", "telemetry"):
+        assert key in instance.get_materialized_partitions(AssetKey(asset))
+    latest = instance.get_latest_materialization_event(AssetKey("telemetry"))
+    assert latest is not None and latest.asset_materialization.metadata["batches"].value == 2
 
 
 def test_run_retention_takes_fractions_of_a_day_and_never_reaches_into_the_open_hour() -> None:
