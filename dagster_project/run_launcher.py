@@ -65,9 +65,12 @@ def _forkserver() -> ForkServerContext:
 
 
 def work(instance_ref: str, run_id: str) -> None:
-    """The run worker: what `dagster api execute_run` does with the run."""
+    """The run worker: what `dagster api execute_run` does with the run, plus Dagster's cancellation
+    thread, which interrupts the run when its status turns CANCELING (the UI's Terminate, from any process
+    or container that shares the instance)."""
     from dagster._cli.api import _execute_run_command_body
     from dagster._cli.utils import get_instance_for_cli
+    from dagster._core.execution.run_cancellation_thread import start_run_cancellation_thread
     from dagster._core.instance import InstanceRef
     from dagster._serdes import deserialize_value
     from dagster._utils.interrupts import capture_interrupts
@@ -76,7 +79,12 @@ def work(instance_ref: str, run_id: str) -> None:
         capture_interrupts(),
         get_instance_for_cli(instance_ref=deserialize_value(instance_ref, InstanceRef)) as instance,
     ):
-        _execute_run_command_body(run_id, instance, lambda _event: None, set_exit_code_on_failure=False)
+        watcher, done = start_run_cancellation_thread(instance, run_id)
+        try:
+            _execute_run_command_body(run_id, instance, lambda _event: None, set_exit_code_on_failure=False)
+        finally:
+            done.set()
+            watcher.join(timeout=5)
 
 
 class ForkingRunLauncher(RunLauncher, ConfigurableClass):
@@ -116,17 +124,15 @@ class ForkingRunLauncher(RunLauncher, ConfigurableClass):
         self._instance.add_run_tags(run.run_id, {PID_TAG: str(pid), STARTED_TAG: repr(started)})
 
     def terminate(self, run_id: str) -> bool:
+        """CANCELING, which the worker's cancellation thread acts on within its poll; a worker on this
+        machine is interrupted at once as well (SIGTERM: an interrupt inside the step it runs)."""
         run = self._instance.get_run_by_id(run_id)
         if run is None or run.is_finished:
             return False
-        process = _worker(run)
         self._instance.report_run_canceling(run)
-        if process is None:
-            self._instance.report_engine_event(
-                "The run's worker is gone; nothing to interrupt.", dagster_run=run, cls=self.__class__
-            )
-            return False
-        process.terminate()  # SIGTERM: the worker raises an interrupt inside the step it runs
+        process = _worker(run)
+        if process is not None:
+            process.terminate()
         return True
 
     @property

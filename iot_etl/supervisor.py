@@ -182,7 +182,7 @@ class Supervisor:
             wait_serving(port, LOAD_TIMEOUT_S, lambda: process.poll() is None)
         except (TimeoutError, RuntimeError) as exc:
             raise CannotStart(f"{exc} (its log: {code_server.log})") from None
-        workspace = str(write_workspace(home.parent / "workspace.yaml", port))
+        workspace = str(write_workspace(home / "workspace.yaml", port))
         self.children += [
             Child("listener", [sys.executable, "-m", "ingest_listener"]),
             Child("dagster-daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", workspace]),

@@ -196,3 +196,17 @@ def test_grafana_gets_every_variable_its_provisioning_reads() -> None:
     assert interpolate("${GRAFANA_DB_USER}", grafana["environment"]) in (
         (ROOT / "deploy" / "timescaledb" / "init.sh").read_text()
     )
+
+
+def test_webserver_and_daemon_share_the_code_server_service() -> None:
+    services = resolved()["services"]
+    workspace = yaml.safe_load((ROOT / "deploy" / "workspace.yaml").read_text())
+    [entry] = [e["grpc_server"] for e in workspace["load_from"]]
+    assert entry["host"] in services and entry["location_name"] == "iot_pipeline"
+    command = services[entry["host"]]["command"]
+    assert command[command.index("--port") + 1] == str(entry["port"])
+    for name in ("dagster-webserver", "dagster-daemon"):
+        service = services[name]
+        assert "./deploy/workspace.yaml:/app/deploy-workspace.yaml:ro" in service["volumes"], name
+        assert "-w /app/deploy-workspace.yaml" in " ".join(service["command"]), name
+        assert service["depends_on"][entry["host"]] == {"condition": "service_healthy"}, name

@@ -115,6 +115,41 @@ def test_redis_sigkilled_mid_stream_and_restarted(stack: FaultStack) -> None:
     assert stack.up is not None and stack.up.poll() is None, "up must ride the outage out"
 
 
+def test_a_run_terminated_in_the_ui_is_canceled_and_its_window_healed(stack: FaultStack) -> None:
+    """The UI's Terminate interrupts the worker (the launcher signals it; its cancellation thread would
+    too); a canceled run is not retried, the sensor's heal runs the window again."""
+    tag = f"tm{uuid.uuid4().hex[:6]}"
+    before = run_ids(stack)
+    blocker = psycopg.connect(stack.database_url)
+    blocker.execute("LOCK TABLE raw_messages IN SHARE ROW EXCLUSIVE MODE")
+    try:
+        publisher, messages = publish_and_wait(stack, tag, after_sent=1)
+        run_id = str(started_run(stack, before)["runId"])
+        assert stack.terminate(run_id).startswith("TerminateRunSuccess"), run_id
+        deadline = time.monotonic() + 60
+        while not any(r["runId"] == run_id for r in stack.runs(["CANCELED"])):
+            assert time.monotonic() < deadline, f"run {run_id} was not canceled"
+            time.sleep(1)
+        canceled = time.monotonic()
+    finally:
+        blocker.close()
+    assert publisher.wait() == COUNT
+    result, healed_s = wait_accounted(stack, tag, messages, canceled, HEAL_BUDGET_S)
+    report("a run terminated in the UI", result, healed_s, stack, before)
+    assert_nothing_lost(result)
+
+
+def started_run(stack: FaultStack, before: set[str]) -> dict[str, object]:
+    """The first run of this phase seen STARTED with its worker's pid recorded."""
+    deadline = time.monotonic() + 240
+    while True:
+        for run in stack.runs(["STARTED"]):
+            if run["runId"] not in before and PID_TAG in tags(run):
+                return run
+        assert time.monotonic() < deadline, "no run of this phase started"
+        time.sleep(0.2)
+
+
 def test_run_worker_sigkilled_mid_run(stack: FaultStack) -> None:
     """The run-monitoring daemon sees the worker gone (the forking launcher keeps its pid) and fails the
     run within a poll or two, not after the one-hour runtime bound; run retries and the sensor do the rest."""
@@ -125,12 +160,9 @@ def test_run_worker_sigkilled_mid_run(stack: FaultStack) -> None:
     blocker.execute("LOCK TABLE raw_messages IN SHARE ROW EXCLUSIVE MODE")
     try:
         publisher, messages = publish_and_wait(stack, tag, after_sent=1)
-        deadline = time.monotonic() + 240
-        while not (working := [r for r in stack.runs(["STARTED"]) if r["runId"] not in before]):
-            assert time.monotonic() < deadline, "no run of this phase started"
-            time.sleep(0.2)
-        run_id = str(working[0]["runId"])
-        pid = int(tags(working[0])[PID_TAG])
+        working = started_run(stack, before)
+        run_id = str(working["runId"])
+        pid = int(tags(working)[PID_TAG])
         os.kill(pid, signal.SIGKILL)
         killed = time.monotonic()
     finally:

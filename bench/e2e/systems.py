@@ -35,11 +35,6 @@ class SystemUnderTest(Protocol):
     table: str
 
     def start(self, broker: PrivateMosquitto, database_url: str) -> None: ...
-    def _log_line(self, text: str) -> None:
-        if self.log is not None:
-            self.log.write(text)
-            self.log.flush()
-
     def roots(self) -> list[int]: ...
     def stall_s(self) -> float: ...
     def running(self) -> bool: ...
@@ -97,6 +92,11 @@ class Product:
                 raise TimeoutError("the listener did not subscribe within a minute")
             broker.publish_many([(PROBE_TOPIC, b"probe")])
             time.sleep(0.5)
+
+    def _log_line(self, text: str) -> None:
+        if self.log is not None:
+            self.log.write(text if text.endswith("\n") else text + "\n")
+            self.log.flush()
 
     def roots(self) -> list[int]:
         assert self._up is not None and self._redis is not None

@@ -118,19 +118,31 @@ class FaultStack:
             self.postgres.close()
 
     # --- Dagster, asked the way the UI asks --------------------------------------------------------
+    def graphql(self, query: str, variables: dict[str, object]) -> dict[str, object]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.webserver_port}/graphql",
+            data=json.dumps({"query": query, "variables": variables}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return dict(json.load(response)["data"])
+
     def runs(self, statuses: list[str] | None = None) -> list[dict[str, object]]:
         """Runs (newest first) with one of `statuses`, or all of them."""
         query = (
             "query($s: [RunStatus!]) { runsOrError(filter: {statuses: $s}) { ... on Runs "
             "{ results { runId status tags { key value } } } } }"
         )
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.webserver_port}/graphql",
-            data=json.dumps({"query": query, "variables": {"s": statuses}}).encode(),
-            headers={"Content-Type": "application/json"},
+        return list(self.graphql(query, {"s": statuses})["runsOrError"]["results"])  # type: ignore[index]
+
+    def terminate(self, run_id: str) -> str:
+        """The UI's Terminate button; the mutation's result type (TerminateRunSuccess when accepted)."""
+        query = (
+            "mutation($r: String!) { terminateRun(runId: $r) { __typename "
+            "... on TerminateRunFailure { message } ... on PythonError { message } } }"
         )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return list(json.load(response)["data"]["runsOrError"]["results"])
+        result = self.graphql(query, {"r": run_id})["terminateRun"]
+        return f"{result['__typename']}: {result.get('message', '')}"  # type: ignore[index]
 
     def stream_entries(self) -> int:
         with self.redis.client() as client:
