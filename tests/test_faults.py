@@ -13,6 +13,7 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -120,9 +121,7 @@ def test_a_run_terminated_in_the_ui_is_canceled_and_its_window_healed(stack: Fau
     too); a canceled run is not retried, the sensor's heal runs the window again."""
     tag = f"tm{uuid.uuid4().hex[:6]}"
     before = run_ids(stack)
-    blocker = psycopg.connect(stack.database_url)
-    blocker.execute("LOCK TABLE raw_messages IN SHARE ROW EXCLUSIVE MODE")
-    try:
+    with landing_held(stack):
         publisher, messages = publish_and_wait(stack, tag, after_sent=1)
         run_id = str(started_run(stack, before)["runId"])
         assert stack.terminate(run_id).startswith("TerminateRunSuccess"), run_id
@@ -131,12 +130,18 @@ def test_a_run_terminated_in_the_ui_is_canceled_and_its_window_healed(stack: Fau
             assert time.monotonic() < deadline, f"run {run_id} was not canceled"
             time.sleep(1)
         canceled = time.monotonic()
-    finally:
-        blocker.close()
     assert publisher.wait() == COUNT
     result, healed_s = wait_accounted(stack, tag, messages, canceled, HEAL_BUDGET_S)
     report("a run terminated in the UI", result, healed_s, stack, before)
     assert_nothing_lost(result)
+
+
+@contextmanager
+def landing_held(stack: FaultStack) -> Iterator[None]:
+    """While inside, a window's landing waits for a table lock: its run is caught mid-way."""
+    with psycopg.connect(stack.database_url) as blocker:
+        blocker.execute("LOCK TABLE raw_messages IN SHARE ROW EXCLUSIVE MODE")
+        yield
 
 
 def started_run(stack: FaultStack, before: set[str]) -> dict[str, object]:
@@ -155,18 +160,12 @@ def test_run_worker_sigkilled_mid_run(stack: FaultStack) -> None:
     run within a poll or two, not after the one-hour runtime bound; run retries and the sensor do the rest."""
     tag = f"rw{uuid.uuid4().hex[:6]}"
     before = run_ids(stack)
-    # the window's landing waits for this lock, so the run is caught mid-way
-    blocker = psycopg.connect(stack.database_url)
-    blocker.execute("LOCK TABLE raw_messages IN SHARE ROW EXCLUSIVE MODE")
-    try:
+    with landing_held(stack):
         publisher, messages = publish_and_wait(stack, tag, after_sent=1)
         working = started_run(stack, before)
         run_id = str(working["runId"])
-        pid = int(tags(working)[PID_TAG])
-        os.kill(pid, signal.SIGKILL)
+        os.kill(int(tags(working)[PID_TAG]), signal.SIGKILL)
         killed = time.monotonic()
-    finally:
-        blocker.close()
     deadline = killed + 2 * RUN_MONITORING_POLL_S + 60
     while not any(r["runId"] == run_id for r in stack.runs(["FAILURE"])):
         assert time.monotonic() < deadline, f"run {run_id} was not failed after its worker died"
