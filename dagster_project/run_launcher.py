@@ -18,6 +18,8 @@ sensor runs its window again.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import threading
 from multiprocessing.context import ForkServerContext
 from typing import Any
@@ -48,6 +50,8 @@ PRELOAD = (
     "structlog",
 )
 PID_TAG = "iot/worker_pid"
+#: How often a worker looks whether its run is being canceled.
+CANCEL_POLL_S = 2.0
 STARTED_TAG = "iot/worker_started"
 
 _context_lock = threading.Lock()
@@ -65,12 +69,11 @@ def _forkserver() -> ForkServerContext:
 
 
 def work(instance_ref: str, run_id: str) -> None:
-    """The run worker: what `dagster api execute_run` does with the run, plus Dagster's cancellation
-    thread, which interrupts the run when its status turns CANCELING (the UI's Terminate, from any process
-    or container that shares the instance)."""
+    """The run worker: what `dagster api execute_run` does with the run, plus a watcher that interrupts
+    the run while its status is CANCELING (the UI's Terminate, from any process or container that shares
+    the instance)."""
     from dagster._cli.api import _execute_run_command_body
     from dagster._cli.utils import get_instance_for_cli
-    from dagster._core.execution.run_cancellation_thread import start_run_cancellation_thread
     from dagster._core.instance import InstanceRef
     from dagster._serdes import deserialize_value
     from dagster._utils.interrupts import capture_interrupts
@@ -79,12 +82,29 @@ def work(instance_ref: str, run_id: str) -> None:
         capture_interrupts(),
         get_instance_for_cli(instance_ref=deserialize_value(instance_ref, InstanceRef)) as instance,
     ):
-        watcher, done = start_run_cancellation_thread(instance, run_id)
+        done = threading.Event()
+        watcher = threading.Thread(
+            target=_interrupt_while_canceling, args=(instance, run_id, done), name="cancel-watch", daemon=True
+        )
+        watcher.start()
         try:
             _execute_run_command_body(run_id, instance, lambda _event: None, set_exit_code_on_failure=False)
         finally:
             done.set()
             watcher.join(timeout=5)
+
+
+def _interrupt_while_canceling(instance: Any, run_id: str, done: threading.Event) -> None:
+    """SIGINT to this worker every `CANCEL_POLL_S` while the run is CANCELING. Once is not enough: a step
+    with a retry policy takes an interrupt as a reason to retry (Dagster's rule), and only an interrupt
+    outside the step, in the wait before the retry, ends the run as canceled. (Dagster's own cancellation
+    thread interrupts once, and polls every 10 s.)"""
+    from dagster import DagsterRunStatus
+
+    while not done.wait(CANCEL_POLL_S):
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.status == DagsterRunStatus.CANCELING:
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 class ForkingRunLauncher(RunLauncher, ConfigurableClass):
@@ -124,7 +144,7 @@ class ForkingRunLauncher(RunLauncher, ConfigurableClass):
         self._instance.add_run_tags(run.run_id, {PID_TAG: str(pid), STARTED_TAG: repr(started)})
 
     def terminate(self, run_id: str) -> bool:
-        """CANCELING, which the worker's cancellation thread acts on within its poll; a worker on this
+        """CANCELING, which the worker's watcher acts on within its poll; a worker on this
         machine is interrupted at once as well (SIGTERM: an interrupt inside the step it runs)."""
         run = self._instance.get_run_by_id(run_id)
         if run is None or run.is_finished:

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 import psycopg
 import pytest
+from dagster import DagsterInstance
 
 from dagster_project.run_launcher import PID_TAG
 from iot_etl.dagster_instance import RUN_MONITORING_POLL_S
@@ -116,15 +117,24 @@ def test_redis_sigkilled_mid_stream_and_restarted(stack: FaultStack) -> None:
     assert stack.up is not None and stack.up.poll() is None, "up must ride the outage out"
 
 
-def test_a_run_terminated_in_the_ui_is_canceled_and_its_window_healed(stack: FaultStack) -> None:
-    """The UI's Terminate interrupts the worker (the launcher signals it; its cancellation thread would
-    too); a canceled run is not retried, the sensor's heal runs the window again."""
+@pytest.mark.parametrize("where", ["ui", "elsewhere"])
+def test_a_run_terminated_is_canceled_and_its_window_healed(stack: FaultStack, where: str) -> None:
+    """The UI's Terminate interrupts the worker: the launcher signals it where it can (`ui`: the webserver
+    runs on the worker's machine); where it cannot (`elsewhere`: a webserver in another container only
+    marks the run CANCELING) the worker's own watcher does, which polls the run's status. A canceled run
+    is not retried; the sensor's heal runs the window again."""
     tag = f"tm{uuid.uuid4().hex[:6]}"
     before = run_ids(stack)
     with landing_held(stack):
         publisher, messages = publish_and_wait(stack, tag, after_sent=1)
         run_id = str(started_run(stack, before)["runId"])
-        assert stack.terminate(run_id).startswith("TerminateRunSuccess"), run_id
+        if where == "ui":
+            assert stack.terminate(run_id).startswith("TerminateRunSuccess"), run_id
+        else:
+            with DagsterInstance.from_config(stack.env["IOT_DAGSTER_HOME"]) as instance:
+                run = instance.get_run_by_id(run_id)
+                assert run is not None
+                instance.report_run_canceling(run)
         deadline = time.monotonic() + 60
         while not any(r["runId"] == run_id for r in stack.runs(["CANCELED"])):
             assert time.monotonic() < deadline, f"run {run_id} was not canceled"
@@ -132,7 +142,7 @@ def test_a_run_terminated_in_the_ui_is_canceled_and_its_window_healed(stack: Fau
         canceled = time.monotonic()
     assert publisher.wait() == COUNT
     result, healed_s = wait_accounted(stack, tag, messages, canceled, HEAL_BUDGET_S)
-    report("a run terminated in the UI", result, healed_s, stack, before)
+    report(f"a run terminated ({where})", result, healed_s, stack, before)
     assert_nothing_lost(result)
 
 

@@ -18,6 +18,8 @@ COLUMNS = (
     ("cpu_s_per_100k_pipeline", "CPU s/100k", "{:>10.1f}"),
     ("peak_rss_mb_system", "RSS MB", "{:>7.0f}"),
     ("publish_rate", "pub msg/s", "{:>9,.0f}"),
+    # the product's longest micro-batch run; none for the baselines
+    ("longest_run_s", "run max s", "{:>9.1f}"),
 )
 GROUP_COLUMNS = ("cpu_s_per_100k", "peak_rss_mb")
 

@@ -39,6 +39,7 @@ class SystemUnderTest(Protocol):
     def stall_s(self) -> float: ...
     def running(self) -> bool: ...
     def stop(self) -> None: ...
+    def longest_run_s(self) -> float | None: ...
 
 
 @dataclass
@@ -113,6 +114,19 @@ class Product:
         """`iot-etl up` stops everything when one of its children exits."""
         return self._up is not None and self._up.poll() is None
 
+    def longest_run_s(self) -> float | None:
+        """The longest micro-batch run (start to end) of the trial, from the stopped stack's Dagster
+        storage: the target is that no run takes longer than its window."""
+        from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+        if self.home is None:
+            return None
+        finished = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
+        with DagsterInstance.from_config(str(self.home)) as instance:
+            records = instance.get_run_records(RunsFilter(job_name="micro_batch_job", statuses=finished))
+        spans = [r.end_time - r.start_time for r in records if r.start_time and r.end_time]
+        return round(max(spans), 1) if spans else None
+
     def stop(self) -> None:
         if self._up is not None:
             os.killpg(self._up.pid, signal.SIGTERM)
@@ -156,6 +170,9 @@ class Baseline:
 
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    def longest_run_s(self) -> float | None:
+        return None  # no runs
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:

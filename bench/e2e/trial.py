@@ -64,7 +64,9 @@ def run_trial(settings: Settings, system: SystemUnderTest, load: Load, repetitio
                 system.stop()
     finally:
         databases.drop_database(settings, name)
-    return summarize(system.name, load, repetition, sent, counter, sampler)
+    result = summarize(system.name, load, repetition, sent, counter, sampler)
+    result["longest_run_s"] = system.longest_run_s()
+    return result
 
 
 def summarize(
