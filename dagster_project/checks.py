@@ -2,12 +2,16 @@
 is its body only (`hour_check` gives it the hour to judge). `timescale_jobs_healthy` is not partitioned.
 """
 
+from datetime import datetime
+
+import psycopg
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
 from dagster_project.hour_check import CheckedHour, hour_check
 from dagster_project.resources import DatabaseResource
 from dagster_project.retention import timescale_failed_jobs
 from dagster_project.storage import (
+    Reconciliation,
     device_freshness,
     duplicate_count,
     implausible_readings,
@@ -15,10 +19,12 @@ from dagster_project.storage import (
     reconcile,
     schema_pass_rate,
 )
+from dagster_project.verdicts import current_snapshot, keep_verdict, valid_verdict
 from dagster_project.windows import uncovered
 from iot_core.streams import utc_from_ms
 
 SAMPLE = 10
+RECONCILIATION = "reconciliation"
 
 
 @hour_check(
@@ -56,14 +62,17 @@ def archive_complete(hour: CheckedHour) -> AssetCheckResult:
 
 @hour_check(
     "telemetry",
-    "reconciliation",
+    RECONCILIATION,
     "Every element of every archived raw message of the hour so far (an event array's "
     "elements, a message's readings) is exactly one fact row (measurement or event) or one rejection with "
     "its reason; failing names the raw ids where the count does not add up.",
     blocking=True,
 )
 def reconciliation(hour: CheckedHour) -> AssetCheckResult:
-    rec = reconcile(hour.conn, *hour.window.utc_bounds, SAMPLE)
+    start, end = hour.window.utc_bounds
+    rec, judged_from = reconcile_so_far(hour.conn, start, end) if hour.so_far else (None, start)
+    if rec is None:
+        rec = reconcile(hour.conn, start, end, SAMPLE)
     return AssetCheckResult(
         passed=rec.unaccounted == 0,
         severity=AssetCheckSeverity.ERROR,
@@ -83,8 +92,31 @@ def reconciliation(hour: CheckedHour) -> AssetCheckResult:
             "unaccounted_raw_ids": MetadataValue.text(
                 ", ".join(str(raw_id) for raw_id in rec.unaccounted_sample) or "none"
             ),
+            # where this run began to read: the part before it passed earlier and has not been written since
+            "read_from": judged_from.isoformat(),
         },
     )
+
+
+def reconcile_so_far(
+    conn: psycopg.Connection, start: datetime, end: datetime
+) -> tuple[Reconciliation, datetime]:
+    """Reconciliation of [start, end) that reads only what follows the kept verdict still holding for the
+    hour's beginning (see `verdicts`); the result and where it began to read. `conn` must be fresh: its
+    first transaction is REPEATABLE READ, so the verdict, the reading and the snapshot kept agree."""
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    kept = valid_verdict(conn, RECONCILIATION, start, end)
+    since = kept.end if kept is not None else start
+    rec = reconcile(conn, since, end, SAMPLE)
+    seen = current_snapshot(conn)
+    conn.commit()
+    conn.isolation_level = None
+    if kept is not None:
+        rec = rec.plus(kept.totals)
+    if rec.unaccounted == 0:
+        keep_verdict(conn, RECONCILIATION, start, end, seen, rec.totals())
+        conn.commit()
+    return rec, since
 
 
 def _severity(share: float, warn: float, error: float) -> AssetCheckSeverity | None:

@@ -36,6 +36,9 @@ class CheckedHour:
     conn: psycopg.Connection
     quality: QualityPolicyResource
     redis: RedisStreamsResource
+    #: a micro-batch run's check of its hour up to the run's range, before the hour closes: a check may
+    #: then reuse its verdict over the hour's earlier part (see `verdicts`)
+    so_far: bool = False
 
 
 CheckBody = Callable[[CheckedHour], AssetCheckResult]
@@ -75,8 +78,9 @@ def hour_check(
             quality: QualityPolicyResource,
         ) -> AssetCheckResult:
             window = checked_window(context, policy, redis)
+            so_far = RUN_END_TAG in context.run.tags and not window.closes_hour
             with database.connect() as conn:
-                return body(CheckedHour(window, conn, quality, redis))
+                return body(CheckedHour(window, conn, quality, redis, so_far))
 
         return hourly
 

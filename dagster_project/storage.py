@@ -40,12 +40,14 @@ class BatchInfo:
 
 
 def open_batch(conn: psycopg.Connection, info: BatchInfo) -> int:
-    """The batch row of this run (one per run, created by whichever asset runs first)."""
+    """The batch row of this run (one per run, created by whichever asset runs first), stamped with the
+    calling transaction, which writes the batch's rows (see `verdicts`): every writer opens its batch."""
     row = conn.execute(
         """INSERT INTO batches (run_id, partition_key, range_start, range_end, start_id, end_id, streams,
-                                decoder_version)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-           ON CONFLICT (run_id) DO UPDATE SET decoder_version = excluded.decoder_version
+                                decoder_version, written_xid)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, pg_current_xact_id())
+           ON CONFLICT (run_id) DO UPDATE SET decoder_version = excluded.decoder_version,
+                                              written_xid = excluded.written_xid
            RETURNING batch_id""",
         (
             info.run_id,
@@ -488,6 +490,18 @@ class Reconciliation:
     elements: int = 0  # elements the decoder counted (messages decoded before counting: 1 each)
     facts: int = 0  # fact rows
     rejections: int = 0  # rejection rows
+
+    def totals(self) -> dict[str, int]:
+        """The counts (not the sample): what adds up over disjoint ranges."""
+        return {name: getattr(self, name) for name in _RECONCILIATION_COUNTS}
+
+    def plus(self, totals: dict[str, int]) -> Reconciliation:
+        """These counts and those of a disjoint range (`totals()` of it); the sample stays this one's."""
+        summed = {name: getattr(self, name) + totals.get(name, 0) for name in _RECONCILIATION_COUNTS}
+        return Reconciliation(**summed, unaccounted_sample=self.unaccounted_sample)
+
+
+_RECONCILIATION_COUNTS = ("raw", "with_facts", "rejected", "unaccounted", "elements", "facts", "rejections")
 
 
 def reconcile(conn: psycopg.Connection, start: datetime, end: datetime, sample: int = 20) -> Reconciliation:

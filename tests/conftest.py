@@ -38,7 +38,15 @@ os.environ.update(
 from iot_core.settings import Settings, get_settings  # noqa: E402
 from iot_etl.migrate import apply_migrations, ensure_database  # noqa: E402
 
-FACT_TABLES = ("measurements", "events", "rejected", "raw_messages", "batches", "hourly_rollups")
+FACT_TABLES = (
+    "measurements",
+    "events",
+    "rejected",
+    "raw_messages",
+    "batches",
+    "hourly_rollups",
+    "check_verdicts",
+)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,106 @@
+"""Reconciliation in micro-batch runs reads only what follows its last passing verdict of the hour, and
+that verdict is void once any batch overlapping it is written again: through the real job, window by
+window, with a window whose decoding is missing in the middle and one decoded again."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+from dagster import DagsterInstance, materialize
+
+from dagster_project.assets import raw_messages
+from dagster_project.definitions import defs
+from dagster_project.resources import resources_from_settings
+from dagster_project.sensors import run_request
+from dagster_project.windows import Window
+from iot_core.settings import Settings
+from tests.support.hours import ClosedHour, check_results
+
+pytestmark = pytest.mark.services
+WINDOW_MS = 10_000
+
+
+def run_window(settings: Settings, instance: DagsterInstance, window: Window) -> dict:
+    """`window`'s micro-batch run as the sensor requests it: its checks' evaluations."""
+    request = run_request(window)
+    result = defs.resolve_job_def("micro_batch_job").execute_in_process(
+        run_config=request.run_config,
+        partition_key=request.partition_key,
+        instance=instance,
+        tags=request.tags,
+        resources=resources_from_settings(settings),
+        raise_on_error=False,  # a failing reconciliation fails the run: it is a blocking check
+    )
+    return check_results(result)
+
+
+def archive_only(settings: Settings, instance: DagsterInstance, window: Window) -> None:
+    """`window` archived by its `raw_messages` step alone: a run whose telemetry step failed."""
+    request = run_request(window)
+    result = materialize(
+        [raw_messages],
+        run_config={"ops": {"raw_messages": request.run_config["ops"]["raw_messages"]}},
+        partition_key=request.partition_key,
+        instance=instance,
+        tags=request.tags,
+        resources=resources_from_settings(settings),
+    )
+    assert result.success
+
+
+def read_from(evaluation: object) -> datetime:
+    return datetime.fromisoformat(evaluation.metadata["read_from"].value)  # type: ignore[attr-defined]
+
+
+def at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def test_reconciliation_reads_on_from_its_last_verdict_until_a_batch_voids_it(
+    clean_db: str, settings: Settings
+) -> None:
+    hour = ClosedHour(settings, hours_back=2)
+    windows = [Window(hour.start_ms + n * WINDOW_MS, hour.start_ms + (n + 1) * WINDOW_MS) for n in range(4)]
+    for n, window in enumerate(windows):
+        for k in range(3):
+            at_s = (window.start_ms - hour.start_ms) / 1000 + 1 + k
+            hour.add(at_s, f"devices/vd-{n}/temperature", json.dumps({"value": n * 10 + k}))
+
+    with DagsterInstance.ephemeral() as instance:
+        first = run_window(settings, instance, windows[0])["reconciliation"]
+        assert first.passed and read_from(first) == at(hour.start_ms)
+
+        # the second window is archived but its decoding never ran (a failed telemetry step)
+        archive_only(settings, instance, windows[1])
+        third = run_window(settings, instance, windows[2])["reconciliation"]
+        assert not third.passed
+        assert read_from(third) == at(windows[0].end_ms)  # the first window's verdict holds
+        assert third.metadata["unaccounted"].value == 3
+        assert third.metadata["raw"].value == 9
+
+        # no verdict was kept for the failing range: it is read again, and fails again
+        fourth = run_window(settings, instance, windows[3])["reconciliation"]
+        assert not fourth.passed and read_from(fourth) == at(windows[0].end_ms)
+
+        # the missing window decoded: its run passes, reading on from the first window's verdict
+        healed = run_window(settings, instance, windows[1])["reconciliation"]
+        assert healed.passed and read_from(healed) == at(windows[0].end_ms)
+        assert healed.metadata["raw"].value == 6
+
+        # the first window decoded again: a batch overlapping every kept verdict, so all are void and
+        # its own check reads the hour from its start; the next run reads on from that check's verdict
+        redo = run_window(settings, instance, windows[0])["reconciliation"]
+        assert redo.passed and read_from(redo) == at(hour.start_ms)
+        again = run_window(settings, instance, windows[3])["reconciliation"]
+        assert again.passed and read_from(again) == at(windows[0].end_ms)
+        assert again.metadata["raw"].value == 12
+        assert again.metadata["fact_rows"].value == 12
+
+    with psycopg.connect(clean_db) as conn:
+        kept = conn.execute(
+            "SELECT range_start, range_end, totals->>'raw' FROM check_verdicts ORDER BY range_end"
+        ).fetchall()
+    assert kept == [(at(hour.start_ms), at(windows[3].end_ms), "12")]  # shorter ones of the hour dropped
