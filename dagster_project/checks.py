@@ -70,9 +70,10 @@ def archive_complete(hour: CheckedHour) -> AssetCheckResult:
 )
 def reconciliation(hour: CheckedHour) -> AssetCheckResult:
     start, end = hour.window.utc_bounds
-    rec, judged_from = reconcile_so_far(hour.conn, start, end) if hour.so_far else (None, start)
-    if rec is None:
-        rec = reconcile(hour.conn, start, end, SAMPLE)
+    if hour.so_far:
+        rec, judged_from = reconcile_so_far(hour.conn, start, end)
+    else:
+        rec, judged_from = reconcile(hour.conn, start, end, SAMPLE), start
     return AssetCheckResult(
         passed=rec.unaccounted == 0,
         severity=AssetCheckSeverity.ERROR,

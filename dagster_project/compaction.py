@@ -250,14 +250,8 @@ def prune_runs(
             if key not in done or _ended(records, key) > done[key]:
                 summarise_hour(instance, conn, key)
                 pruned.hours_summarised.append(key)
-        run_ids = [record.dagster_run.run_id for record in records]
-        for start in range(0, len(run_ids), batch):
-            if time.monotonic() > deadline:
-                pruned.done = False
-                return pruned
-            chunk = run_ids[start : start + batch]
-            delete_runs(instance, chunk)
-            pruned.runs_deleted += len(chunk)
+        if not _delete_in_batches(instance, [r.dagster_run.run_id for r in records], batch, deadline, pruned):
+            return pruned
 
 
 def prune_maintenance_runs(
@@ -280,10 +274,20 @@ def prune_maintenance_runs(
             run_ids = [r.dagster_run.run_id for r in records if r.dagster_run.run_id not in keep]
             if not run_ids:
                 break
-            for start in range(0, len(run_ids), batch):
-                if time.monotonic() > deadline:
-                    pruned.done = False
-                    return
-                chunk = run_ids[start : start + batch]
-                delete_runs(instance, chunk)
-                pruned.runs_deleted += len(chunk)
+            if not _delete_in_batches(instance, run_ids, batch, deadline, pruned):
+                return
+
+
+def _delete_in_batches(
+    instance: DagsterInstance, run_ids: list[str], batch: int, deadline: float, pruned: Pruned
+) -> bool:
+    """Delete `run_ids`, `batch` per deletion (`run_deletion.delete_runs`), counted into `pruned`; False
+    (and `pruned.done` False) when the deadline came before all were deleted."""
+    for start in range(0, len(run_ids), batch):
+        if time.monotonic() > deadline:
+            pruned.done = False
+            return False
+        chunk = run_ids[start : start + batch]
+        delete_runs(instance, chunk)
+        pruned.runs_deleted += len(chunk)
+    return True
