@@ -3,12 +3,8 @@ across hour partitions, a run's page; screenshots of each, without the first-vis
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +20,7 @@ from tests.support.freshness import evaluate_freshness_check
 from tests.support.hours import ClosedHour
 from tests.support.pipeline import SensorDriver
 from tests.support.ports import free_port
+from tests.support.webserver import webserver
 
 pytestmark = [
     pytest.mark.services,
@@ -39,20 +36,6 @@ FIRST_VISIT_DIALOG = "Join the Dagster community"
 #: Closed hours before the current one: (hours back, readings, undecodable payloads), each hour run whole so
 #: that its partition carries the hour's totals, which the asset's Plots view draws across partitions.
 HOURS = [(5, 4, 1), (4, 9, 0), (3, 6, 2), (2, 12, 1), (1, 7, 0)]
-
-
-def _graphql_ready(port: int) -> bool:
-    query = json.dumps(
-        {"query": "{ repositoriesOrError { ... on RepositoryConnection { nodes { name } } } }"}
-    )
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql", data=query.encode(), headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return bool(json.loads(response.read())["data"]["repositoriesOrError"].get("nodes"))
-    except OSError:
-        return False
 
 
 def closed_hours(settings: Settings) -> list[ClosedHour]:
@@ -104,23 +87,8 @@ def ui_with_a_run(clean_db: str, settings: Settings, tmp_path: Path) -> Iterator
     port = free_port()
     # an installation whose data starts with the first of those hours: the plots span its partitions
     env = {**os.environ, "DAGSTER_HOME": str(home), "IOT_PARTITIONS_START": hours[0].partition_key}
-    webserver = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster-webserver"), "-w", "workspace.yaml", "-p", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 300  # the code location loads slowly on a busy machine
-        while not _graphql_ready(port):
-            assert webserver.poll() is None and time.monotonic() < deadline, "the webserver did not come up"
-            time.sleep(1)
+    with webserver(env, port, timeout_s=300):  # the code location loads slowly on a busy machine
         yield port, run_id
-    finally:
-        os.killpg(webserver.pid, 15)
-        webserver.wait(30)
 
 
 def test_pages_show_what_a_user_needs_without_the_first_visit_dialog(ui_with_a_run: tuple[int, str]) -> None:

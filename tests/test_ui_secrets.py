@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -16,9 +13,9 @@ from pydantic import SecretStr
 from dagster_project.resources import resources_from_settings
 from iot_core.settings import Settings
 from tests.support.ports import free_port
+from tests.support.webserver import webserver
 
 pytestmark = pytest.mark.services
-ROOT = Path(__file__).resolve().parent.parent
 SECRETS = {
     "IOT_DATABASE_URL": "postgresql://postgres:db-secret-7f3a@127.0.0.1:5432/iot_never_used",
     "IOT_REDIS_URL": "redis://:redis-secret-91c2@127.0.0.1:6379/0",
@@ -47,26 +44,9 @@ def test_resource_config_in_the_ui_holds_no_secret(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOT_")}
     env.update(SECRETS, DAGSTER_HOME=str(tmp_path), IOT_DAGSTER_HOME=str(tmp_path))
-    webserver = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster-webserver"), "-w", "workspace.yaml", "-p", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        resources: list[dict] = []
-        while time.monotonic() < deadline and not resources:
-            try:
-                nodes = graphql(port, QUERY)["data"]["repositoriesOrError"].get("nodes") or []
-                resources = [r for node in nodes for r in node["allTopLevelResourceDetails"]]
-            except OSError:
-                pass
-            if not resources:
-                assert webserver.poll() is None, webserver.stderr.read().decode()[-2000:]
-                time.sleep(1)
+    with webserver(env, port, timeout_s=180):
+        nodes = graphql(port, QUERY)["data"]["repositoriesOrError"].get("nodes") or []
+        resources = [r for node in nodes for r in node["allTopLevelResourceDetails"]]
         assert {"database", "redis", "mqtt", "policy"} <= {r["name"] for r in resources}
         shown = json.dumps(resources)
         for secret in ("db-secret-7f3a", "redis-secret-91c2", "mqtt-secret-5d0e", "dagster-secret-c44b"):
@@ -75,9 +55,6 @@ def test_resource_config_in_the_ui_holds_no_secret(tmp_path: Path) -> None:
         assert values[("database", "url")]["type"] == "ENV_VAR"
         assert values[("database", "url")]["value"] == "IOT_DATABASE_URL"
         assert values[("mqtt", "password")]["value"] == "IOT_MQTT_PASSWORD"
-    finally:
-        os.killpg(webserver.pid, 15)
-        webserver.wait(30)
 
 
 def test_two_settings_objects_in_one_process_keep_their_own_secrets(settings: Settings) -> None:

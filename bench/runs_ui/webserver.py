@@ -1,25 +1,17 @@
-"""The real `dagster-webserver` on the project's workspace, and timing the UI's own queries against it."""
+"""Timing the UI's own queries against the real `dagster-webserver` (started by `tests.support.webserver`)."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import statistics
-import subprocess
-import sys
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from bench.runs_ui.ui_queries import ui_query
-from iot_etl.code_location import location_state
 
-ROOT = Path(__file__).resolve().parents[2]
 TELEMETRY = {"path": ["telemetry"]}
 FINISHED_VIEW = "ROOTS"  # the Runs page's default view: runs and backfills, not a backfill's runs
 
@@ -66,42 +58,6 @@ def post(port: int, query: str, variables: dict[str, Any], timeout_s: float = 60
     )
     with urllib.request.urlopen(request, timeout=timeout_s) as response:
         return json.loads(response.read())
-
-
-def _loaded(port: int, process: subprocess.Popen[bytes]) -> bool:
-    """Whether the code location has loaded; raises when it failed to load or the webserver died."""
-    if process.poll() is not None:
-        raise RuntimeError(f"dagster-webserver exited with {process.returncode}")
-    try:
-        state = location_state(f"http://127.0.0.1:{port}")
-    except OSError:
-        return False
-    if state.error:
-        raise RuntimeError(state.error)
-    return state.loaded
-
-
-@contextmanager
-def webserver(env: dict[str, str], port: int, timeout_s: float = 600) -> Iterator[float]:
-    """`dagster-webserver` for the workspace with `env`; yields the seconds it took to load the code."""
-    started = time.monotonic()
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster-webserver"), "-w", "workspace.yaml", "-p", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        while not _loaded(port, process):
-            if time.monotonic() - started > timeout_s:
-                raise RuntimeError(f"dagster-webserver did not load the code location in {timeout_s} s")
-            time.sleep(1)
-        yield time.monotonic() - started
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(60)
 
 
 def time_query(port: int, query: UiQuery, repeat: int) -> dict[str, Any]:
