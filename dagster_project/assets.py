@@ -122,12 +122,13 @@ def raw_messages(
     with only_transient_faults_retried():
         window = run_window(context, config, policy, redis)
         client = redis.client()
-        waited_ms = policy.wait_closed(redis, client, window.end_ms)
+        closing = policy.closing(redis, client, window)
         streams = redis.streams()
         pages = (
             [raw_row(stream, entry_id, fields) for entry_id, fields in page]
+            for piece in closing.pieces()
             for stream in streams
-            for page in redis.read_range(client, stream, window.start_ms, window.end_ms)
+            for page in redis.read_range(client, stream, piece.start_ms, piece.end_ms)
         )
         with database.connect() as conn:
             landed = land_window(conn, batch_info(context, window, streams), pages)
@@ -139,7 +140,7 @@ def raw_messages(
                 "end_id": end_id,
                 "entries_read": landed.read,
                 "rows_new": landed.new,
-                "waited_for_close_ms": waited_ms,
+                "waited_for_close_ms": closing.waited_ms,
                 "batch_id": MetadataValue.text(str(landed.batch_id)),
             },
         )

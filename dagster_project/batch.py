@@ -107,9 +107,12 @@ def decode_window(
     """Decode, validate and store the archived messages of `window`; `topics=None` builds no feedback.
 
     The window is read and stored `page_rows` messages at a time (all at once with None), in arrival
-    order, inside the caller's one transaction, so memory is bounded by the page, not the window. A
-    redelivery whose first copy is on an earlier page is found by the store step's look-up of the stored
-    key, so it is rejected as a duplicate as within one page.
+    order, so memory is bounded by the page, not the window. Each page is committed once stored, so the
+    window's first messages are queryable while its later pages are decoded; the batch row is stamped by
+    each page's transaction (see `verdicts`) and finished by the last one. A run that fails part way is
+    run again over the whole window, which stores nothing twice. A redelivery whose first copy is on an
+    earlier page is found by the store step's look-up of the stored key, so it is rejected as a duplicate
+    as within one page.
     """
     totals = _Totals()
     batch_id = open_batch(conn, info)
@@ -121,7 +124,11 @@ def decode_window(
         totals.lap("load", clock)
         if raw is None:
             break
+        open_batch(conn, info)  # this page's transaction writes the batch's rows
         _decode_page(conn, raw, catalog, options, topics, batch_id, totals)
+        clock = time.perf_counter()
+        conn.commit()
+        totals.lap("store", clock)
     clock = time.perf_counter()
     rejected = pl.concat(totals.rejected) if totals.rejected else _STORED_REJECTION.empty()
     finish_batch(

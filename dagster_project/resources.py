@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,12 +15,16 @@ from dagster import ConfigurableResource, EnvVar, Failure
 from pydantic import Field
 
 from dagster_project.retention import RetentionRule
+from dagster_project.windows import ClosingWindow, Window
 from iot_core.formats.batch import DecodeOptions
 from iot_core.mqtt import MqttEndpoint, Publisher
 from iot_core.settings import Settings
 from iot_core.streams import EntryId, id_range, stream_names
 
 log = logging.getLogger(__name__)
+
+#: A run started before its window closed lands what has closed at least this much at a time.
+LAND_STEP_MS = 1000
 
 
 class WindowNotClosedError(Failure):
@@ -40,8 +43,9 @@ class BatchPolicyResource(ConfigurableResource):
         description="How long past a window's end (Redis clock) it counts as closed."
     )
     sensor_lead_ms: int = Field(
-        description="Runs are requested this long before their window closes and wait for the close; "
-        "a run of a window further from closing is refused."
+        description="Runs are requested this long before their window closes (at most half a window) "
+        "and land what has closed while they wait for the rest; a run of a window further from closing "
+        "is refused."
     )
     skip_empty_windows: bool = Field(description="No run for a closed window without entries.")
     max_runs_per_tick: int = Field(description="Upper bound of run requests per sensor tick.")
@@ -76,20 +80,21 @@ class BatchPolicyResource(ConfigurableResource):
             max_meta_bytes=self.max_meta_bytes,
         )
 
-    def wait_closed(self, redis: RedisStreamsResource, client: redis_lib.Redis, end_ms: int) -> int:
-        """Block until Redis's clock is past `end_ms` plus the grace (runs are requested up to the lead
-        early); returns the milliseconds waited. A window further off than the lead is refused."""
-        close_ms = end_ms + self.window_grace_ms
-        waited = 0
-        while (remaining := close_ms - redis.now_ms(client)) > 0:
-            if remaining > self.sensor_lead_ms + self.window_grace_ms:
-                raise WindowNotClosedError(
-                    f"the window ending {end_ms} closes in {remaining / 1000:.1f} s; "
-                    "runs only process closed windows"
-                )
-            time.sleep(min(remaining, 250) / 1000)
-            waited += min(remaining, 250)
-        return waited
+    @property
+    def lead_ms(self) -> int:
+        """How long before its window closes a run is requested: the setting, at most half a window."""
+        return min(self.sensor_lead_ms, self.window_ms // 2)
+
+    def closing(self, redis: RedisStreamsResource, client: redis_lib.Redis, window: Window) -> ClosingWindow:
+        """`window` to be read as it closes (runs are requested up to the lead early); a window further
+        from closing than the lead is refused."""
+        remaining = window.end_ms + self.window_grace_ms - redis.now_ms(client)
+        if remaining > self.lead_ms + self.window_grace_ms:
+            raise WindowNotClosedError(
+                f"the window ending {window.end_ms} closes in {remaining / 1000:.1f} s; "
+                "runs only process closed windows"
+            )
+        return ClosingWindow(window, self.window_grace_ms, LAND_STEP_MS, lambda: redis.now_ms(client))
 
     def closed_until_ms(self, redis: RedisStreamsResource, client: redis_lib.Redis) -> int:
         """The end of what has closed by now (Redis clock, minus the grace)."""

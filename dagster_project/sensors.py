@@ -133,7 +133,7 @@ def evaluate(
     # windows that will have closed by the time their run has started: the run waits for the close
     windows = closed_windows(
         cursor,
-        now_ms + policy.sensor_lead_ms,
+        now_ms + policy.lead_ms,
         policy.window_ms,
         policy.window_grace_ms,
         policy.max_runs_per_tick,

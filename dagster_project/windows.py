@@ -9,7 +9,8 @@ backlog drains in a few large runs instead of one run per window.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -66,6 +67,37 @@ class Window:
     @property
     def run_key(self) -> str:
         return f"{self.start_ms}-{self.end_ms}"
+
+
+@dataclass
+class ClosingWindow:
+    """A window read as it closes, in pieces of at least `step_ms` (the last may be shorter).
+
+    A run is requested up to the sensor's lead before its window closes; it reads each piece once the
+    clock (Redis's, as `clock` gives it in ms) is past the piece's end plus the grace, so that nothing can
+    arrive in it any more, and waits for the rest meanwhile. At the close only the last piece is left to
+    read, not the whole window. `waited_ms` adds up the pauses.
+    """
+
+    window: Window
+    grace_ms: int
+    step_ms: int
+    clock: Callable[[], int]
+    sleep: Callable[[float], None] = time.sleep
+    waited_ms: int = 0
+
+    def pieces(self) -> Iterator[Window]:
+        at = self.window.start_ms
+        while at < self.window.end_ms:
+            closed_until = self.clock() - self.grace_ms
+            if closed_until >= self.window.end_ms or closed_until - at >= self.step_ms:
+                end = min(self.window.end_ms, closed_until)
+                yield Window(at, end)
+                at = end
+                continue
+            pause_ms = min(self.window.end_ms, at + self.step_ms) - closed_until
+            self.sleep(pause_ms / 1000)
+            self.waited_ms += pause_ms
 
 
 def floor_to(ms: int, step_ms: int) -> int:

@@ -79,16 +79,17 @@ class Settings(BaseSettings):
     decode_page_rows: int = Field(
         50_000,
         ge=1000,
-        description="A window is decoded and stored this many raw messages at a time (one transaction), "
-        "so a run's memory is bounded by the page, not the window.",
+        description="A window is decoded and stored this many raw messages at a time, each page committed "
+        "once stored, so a run's memory is bounded by the page, not the window, and a window's first "
+        "messages are queryable before its last are decoded.",
     )
     sensor_interval_s: int = Field(5, ge=1, description="How often the sensor looks for closed windows.")
     sensor_lead_ms: int = Field(
-        2000,
+        20_000,
         ge=0,
-        le=10_000,
-        description="Request a window's run this long before it closes (a run takes ~2 s to start); "
-        "the run waits for the close before it reads.",
+        le=1_800_000,
+        description="Request a window's run this long before it closes (at most half a window is used); "
+        "the run lands what has closed while it waits, so little is left to land at the close.",
     )
     sensor_max_runs_per_tick: int = Field(60, ge=1, description="Upper bound of run requests per tick.")
     sensor_heal_after_s: int = Field(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -138,6 +139,57 @@ def test_a_run_for_a_window_that_has_not_closed_is_refused(clean_db: str, settin
     assert not result.success
     assert "runs only process closed windows" in str(result.all_events)
     assert counts(clean_db)["raw_messages"] == 0
+
+
+def test_a_run_requested_before_its_window_closes_lands_what_arrives_while_it_waits(
+    clean_db: str, settings: Settings
+) -> None:
+    """Runs are requested up to the lead before the close: they land what has closed meanwhile, and the
+    window's last entries, written while the run waits, are archived and decoded as well."""
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    policy_lead_ms = min(settings.sensor_lead_ms, settings.window_ms // 2)
+    assert policy_lead_ms >= 3000, "the test settings' window leaves room to start early"
+
+    def now_ms() -> int:
+        seconds, micros = client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    def to_close(window_end_ms: int) -> int:
+        return window_end_ms + settings.window_grace_ms - now_ms()
+
+    end = (now_ms() // settings.window_ms + 1) * settings.window_ms
+    while to_close(end) > policy_lead_ms - 500 or to_close(end) < 2500:
+        if to_close(end) < 2500:
+            end += settings.window_ms
+        time.sleep(0.05)
+    window = Window(end - settings.window_ms, end)
+    written: list[int] = []
+
+    def write_until_closed() -> None:
+        while now_ms() < end + 300:
+            written.append(xadd(settings, "devices/early/temperature", b"21.5"))
+            time.sleep(0.05)
+
+    writer = threading.Thread(target=write_until_closed)
+    writer.start()
+    job = defs.resolve_job_def("micro_batch_job")
+    try:
+        with DagsterInstance.ephemeral() as instance:
+            result = job.execute_in_process(
+                run_config=run_request(window).run_config,
+                partition_key=window.partition_key,
+                instance=instance,
+            )
+    finally:
+        writer.join()
+    [land] = [m for m in result.asset_materializations_for_node("raw_messages")]
+    assert land.metadata["waited_for_close_ms"].value > 1000, "the run started before the close"
+    in_window = sum(1 for ms in written if window.start_ms <= ms < window.end_ms)
+    assert in_window > 20
+    with psycopg.connect(clean_db) as conn:
+        landed = conn.execute("SELECT count(*) FROM raw_messages").fetchone()[0]
+        stored = conn.execute("SELECT count(*) FROM measurements").fetchone()[0]
+    assert landed == in_window and stored == in_window, "every entry of the window, none after it"
 
 
 def test_sharded_streams_are_all_read(clean_db: str, settings: Settings) -> None:

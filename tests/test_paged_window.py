@@ -135,3 +135,48 @@ def test_a_window_decoded_in_pages_ends_as_decoded_whole_and_reruns_idempotently
     assert whole["duplicates"] > 0 and whole["events"] > 0 and whole["measurements"] > 0
     assert outcomes[4] == whole
     assert outcomes[1] == whole
+
+
+def test_pages_commit_as_stored_and_a_window_failing_part_way_is_completed_by_its_rerun(
+    clean_db: str,
+) -> None:
+    """Each page is committed once stored: a failure on a later page (here a fault the server raises,
+    not a data error) leaves the earlier pages queryable and the batch unfinished; running the window
+    again finishes it exactly as a window that never failed."""
+    with psycopg.connect(clean_db) as conn:
+        window, info = _land(conn, BASE_MS + 10 * 60_000, "partway")
+        conn.execute(
+            """CREATE FUNCTION fail_late_humidity() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN
+                   IF EXISTS (SELECT 1 FROM metrics WHERE metric_id = NEW.metric_id AND name = 'humidity')
+                      AND NEW.raw_id > (SELECT min(raw_id) + 8 FROM raw_messages) THEN
+                       RAISE EXCEPTION 'injected fault' USING ERRCODE = 'XX000';
+                   END IF;
+                   RETURN NEW;
+               END $$;
+               CREATE TRIGGER fail_late_humidity BEFORE INSERT ON measurements
+               FOR EACH ROW EXECUTE FUNCTION fail_late_humidity()"""
+        )
+        conn.commit()
+        with pytest.raises(psycopg.errors.InternalError, match="injected fault"):
+            decode_window(conn, info, window, DecodeOptions(), TOPICS, 4)
+        conn.rollback()
+        stored_early = _facts(conn, window)
+        unfinished = conn.execute(
+            "SELECT finished_at IS NULL FROM batches WHERE run_id = %s", (info.run_id,)
+        ).fetchone()
+        assert stored_early[0] > 0, "the pages before the failing one were committed"
+        assert unfinished == (True,), "the batch is not finished: the sensor heals the window"
+        conn.execute("DROP TRIGGER fail_late_humidity ON measurements")
+        conn.commit()
+        again = decode_window(conn, _info(window, []), window, DecodeOptions(), TOPICS, 4)
+        conn.commit()
+        outcome = _outcome(conn, window, again)
+    assert outcome["unaccounted"] == 0 and outcome["balanced"]
+    assert again.raw == 18 and again.duplicates > 0
+    assert _facts_count_is(clean_db, window, again.measurements)
+
+
+def _facts_count_is(url: str, window: Window, measurements: int) -> bool:
+    with psycopg.connect(url) as conn:
+        return _facts(conn, window)[0] == measurements

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from dagster_project.windows import (
     HOUR_MS,
+    ClosingWindow,
     Window,
     choose_windows,
     closed_windows,
@@ -104,6 +107,61 @@ def test_windows_closing_within_the_lead_are_requested_early() -> None:
     now = H + MIN + 1000  # the first window closes (grace 2 s) 1 s from now; lead 2 s
     assert closed_windows(H, now + 2000, MIN, 2000, 10) == [Window(H, H + MIN)]
     assert closed_windows(H, now, MIN, 2000, 10) == []
+
+
+class FakeClock:
+    """A clock in ms that only moves when the code under test sleeps."""
+
+    def __init__(self, now_ms: int) -> None:
+        self.now_ms = now_ms
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now_ms += round(seconds * 1000)
+
+
+def test_a_window_read_early_comes_in_closed_pieces_that_tile_it() -> None:
+    window = Window(H, H + MIN)
+    clock = FakeClock(H + MIN - 20_000 + 2000)  # requested 20 s early, grace 2 s: 40 s have closed
+    closing = ClosingWindow(window, 2000, 1000, clock, clock.sleep)
+    pieces = []
+    for piece in closing.pieces():
+        assert piece.end_ms <= clock() - 2000, "a piece is read only once it has closed"
+        pieces.append(piece)
+    assert pieces[0] == Window(H, H + 40_000), "what has closed already is one piece"
+    assert [p.end_ms - p.start_ms for p in pieces[1:]] == [1000] * 20, "then one step at a time"
+    assert all(a.end_ms == b.start_ms for a, b in itertools.pairwise(pieces))
+    assert pieces[-1].end_ms == window.end_ms
+    assert closing.waited_ms == 20_000 == round(sum(clock.sleeps) * 1000)
+
+
+def test_a_closed_window_is_one_piece_without_waiting() -> None:
+    window = Window(H, H + MIN)
+    clock = FakeClock(H + 5 * MIN)
+    closing = ClosingWindow(window, 2000, 1000, clock, clock.sleep)
+    assert list(closing.pieces()) == [window]
+    assert closing.waited_ms == 0 and clock.sleeps == []
+
+
+@given(
+    early_ms=st.integers(0, 40_000),
+    step_ms=st.integers(1, 7000),
+    grace_ms=st.integers(0, 3000),
+    window_s=st.sampled_from([10, 60]),
+)
+def test_pieces_tile_the_window_whatever_the_lead_step_and_grace(
+    early_ms: int, step_ms: int, grace_ms: int, window_s: int
+) -> None:
+    window = Window(H, H + window_s * 1000)
+    clock = FakeClock(window.end_ms + grace_ms - early_ms)
+    pieces = list(ClosingWindow(window, grace_ms, step_ms, clock, clock.sleep).pieces())
+    assert pieces[0].start_ms == window.start_ms and pieces[-1].end_ms == window.end_ms
+    assert all(a.end_ms == b.start_ms and b.end_ms > b.start_ms for a, b in itertools.pairwise(pieces))
+    assert clock() >= window.end_ms + grace_ms, "the last piece is read after the close"
 
 
 def test_empty_windows_are_skipped_once_closed_but_open_ones_are_looked_at_again() -> None:
