@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -99,16 +99,22 @@ def landed_ranges(
     return [(int(a), int(b)) for a, b in rows]
 
 
-def land_raw(conn: psycopg.Connection, rows: Iterable[tuple], batch_id: int) -> int:
+def land_raw(conn: psycopg.Connection, rows: Sequence[tuple], batch_id: int) -> int:
     """Insert stream entries (tuples in `STREAM_ENTRY` order) once; returns how many were new."""
     columns = _STAGED_RAW.column_list()
-    with conn.cursor() as cur:
-        _fresh_stage(cur, _STAGED_RAW, "stage_raw")  # a window lands page by page in one transaction
-        # Rows arrive as Python tuples: per-row text COPY is cheaper here than building a frame first
-        # (measured with bench/run.py).
-        with cur.copy(f"COPY stage_raw ({columns}) FROM STDIN") as copy:
+
+    # Rows arrive as Python tuples: per-row text COPY is cheaper here than building a frame first
+    # (measured with bench/run.py).
+    def copy_rows(cur: psycopg.Cursor, table: str) -> None:
+        with cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row((*row, batch_id))
+
+    if _written_if_new(conn, lambda cur: copy_rows(cur, "raw_messages")):
+        return len(rows)
+    with conn.cursor() as cur:
+        _fresh_stage(cur, _STAGED_RAW, "stage_raw")  # a window lands page by page in one transaction
+        copy_rows(cur, "stage_raw")
         cur.execute(
             f"""INSERT INTO raw_messages ({columns}) SELECT {columns} FROM stage_raw
                 ON CONFLICT (arrived_at, stream, entry_ms, entry_seq) DO NOTHING"""
@@ -287,6 +293,22 @@ def _copy(cur: psycopg.Cursor, table: str, frame: pl.DataFrame) -> None:
         copy.write(data.encode())
 
 
+def _written_if_new(conn: psycopg.Connection, write: Callable[[psycopg.Cursor], None]) -> bool:
+    """Run `write` (a COPY straight into a table with a unique key) in a savepoint; False, with nothing
+    written, if a row's key is held there already.
+
+    New messages, the usual case, then cost one pass: no staging table and no insert from it. A re-run or a
+    redelivery whose first copy is stored hits the key, and the caller upserts through a staging table
+    instead. A concurrent writer of the same keys makes the COPY wait for it and then fail the same way.
+    """
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            write(cur)
+    except psycopg.errors.UniqueViolation:
+        return False
+    return True
+
+
 def _duplicates(frame: pl.DataFrame, key: list[str], what: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(first row per key by raw_id/item, rejections of the later rows): at-least-once repeats."""
     ordered = frame.sort("raw_id", "item")
@@ -315,6 +337,7 @@ def _duplicate_rejections(pairs: list[tuple], what: str) -> pl.DataFrame:
 
 def _upsert_staged(
     conn: psycopg.Connection,
+    table: Shape,
     stage: str,
     shape: Shape,
     staged: pl.DataFrame,
@@ -322,13 +345,17 @@ def _upsert_staged(
     stored_duplicates: str,
     batch_id: int,
 ) -> tuple[int, list[tuple]]:
-    """COPY `staged` into a temp table, upsert from it, and find the staged rows whose identity is held
-    by another raw message; returns (rows written or confirmed, (raw_id, item, first_raw_id) pairs).
+    """Write `staged` into `table` and find the staged rows whose identity is held by another raw message;
+    returns (rows written or confirmed, (raw_id, item, first_raw_id) pairs).
 
-    The upsert writes a row unless its key is held already (by another raw message: a duplicate; or by
-    the same one with the same values: a re-run), so when it wrote every staged row none is a duplicate
-    and the look-up is skipped: the usual case of new messages costs one pass over the staged rows.
+    When no staged key is held yet (new messages) the rows are copied straight in. Otherwise they are
+    copied into a temp table and upserted from it: the upsert writes a row unless its key is held already
+    (by another raw message: a duplicate; or by the same one with the same values: a re-run), so when it
+    wrote every staged row none is a duplicate and the look-up is skipped.
     """
+    rows = table.conform(staged.with_columns(pl.lit(batch_id).alias("batch_id")))
+    if _written_if_new(conn, lambda cur: _copy(cur, table.name, rows)):
+        return staged.height, []
     with conn.cursor() as cur:
         _fresh_stage(cur, shape, stage)
         _copy(cur, stage, shape.conform(staged))
@@ -353,6 +380,7 @@ def store_measurements(
     first, dup_in_batch = _duplicates(keyed, ["device_id", "metric_id", "ts"], "device, metric and timestamp")
     stored, pairs = _upsert_staged(
         conn,
+        MEASUREMENTS,
         "stage_measurements",
         STAGED_MEASUREMENT,
         first,
@@ -380,6 +408,7 @@ def store_events(conn: psycopg.Connection, frame: pl.DataFrame, batch_id: int) -
     first, dup_in_batch = _duplicates(keyed, ["device_id", "event_id"], "device and event_id")
     stored, pairs = _upsert_staged(
         conn,
+        EVENTS,
         "stage_events",
         STAGED_EVENT,
         first,
@@ -435,6 +464,9 @@ def store_elements(
     if elements.is_empty():
         return
     rows = elements.join(raw.select("raw_id", "arrived_at"), on="raw_id", how="left")
+    direct = STAGED_ELEMENTS.conform(rows).with_columns(pl.lit(batch_id).alias("batch_id"))
+    if _written_if_new(conn, lambda cur: _copy(cur, "raw_elements", direct)):
+        return
     with conn.cursor() as cur:
         _fresh_stage(cur, STAGED_ELEMENTS, "stage_elements")
         _copy(cur, "stage_elements", STAGED_ELEMENTS.conform(rows))
