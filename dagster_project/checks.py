@@ -4,14 +4,12 @@ is its body only (`hour_check` gives it the hour to judge). `timescale_jobs_heal
 
 from datetime import datetime
 
-import psycopg
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
 from dagster_project.hour_check import CheckedHour, hour_check
 from dagster_project.resources import DatabaseResource
 from dagster_project.retention import timescale_failed_jobs
 from dagster_project.storage import (
-    Reconciliation,
     device_freshness,
     duplicate_count,
     implausible_readings,
@@ -19,7 +17,6 @@ from dagster_project.storage import (
     reconcile,
     schema_pass_rate,
 )
-from dagster_project.verdicts import current_snapshot, keep_verdict, valid_verdict
 from dagster_project.windows import uncovered
 from iot_core.streams import utc_from_ms
 
@@ -69,11 +66,11 @@ def archive_complete(hour: CheckedHour) -> AssetCheckResult:
     blocking=True,
 )
 def reconciliation(hour: CheckedHour) -> AssetCheckResult:
-    start, end = hour.window.utc_bounds
-    if hour.so_far:
-        rec, judged_from = reconcile_so_far(hour.conn, start, end)
-    else:
-        rec, judged_from = reconcile(hour.conn, start, end, SAMPLE), start
+    rec, judged_from = hour.judged(
+        RECONCILIATION,
+        lambda start, end: reconcile(hour.conn, start, end, SAMPLE),
+        keep=lambda rec: rec.unaccounted == 0,  # a failing part is read again until it is fixed
+    )
     return AssetCheckResult(
         passed=rec.unaccounted == 0,
         severity=AssetCheckSeverity.ERROR,
@@ -93,31 +90,14 @@ def reconciliation(hour: CheckedHour) -> AssetCheckResult:
             "unaccounted_raw_ids": MetadataValue.text(
                 ", ".join(str(raw_id) for raw_id in rec.unaccounted_sample) or "none"
             ),
-            # where this run began to read: the part before it passed earlier and has not been written since
-            "read_from": judged_from.isoformat(),
+            **_read_from(judged_from),
         },
     )
 
 
-def reconcile_so_far(
-    conn: psycopg.Connection, start: datetime, end: datetime
-) -> tuple[Reconciliation, datetime]:
-    """Reconciliation of [start, end) that reads only what follows the kept verdict still holding for the
-    hour's beginning (see `verdicts`); the result and where it began to read. `conn` must be fresh: its
-    first transaction is REPEATABLE READ, so the verdict, the reading and the snapshot kept agree."""
-    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-    kept = valid_verdict(conn, RECONCILIATION, start, end)
-    since = kept.end if kept is not None else start
-    rec = reconcile(conn, since, end, SAMPLE)
-    seen = current_snapshot(conn)
-    conn.commit()
-    conn.isolation_level = None
-    if kept is not None:
-        rec = rec.plus(kept.totals)
-    if rec.unaccounted == 0:
-        keep_verdict(conn, RECONCILIATION, start, end, seen, rec.totals())
-        conn.commit()
-    return rec, since
+def _read_from(judged_from: datetime) -> dict[str, str]:
+    """Where a check began to read: the part before it was judged earlier and has not been written since."""
+    return {"read_from": judged_from.isoformat()}
 
 
 def _severity(share: float, warn: float, error: float) -> AssetCheckSeverity | None:
@@ -137,7 +117,9 @@ def _severity(share: float, warn: float, error: float) -> AssetCheckSeverity | N
     "IOT_QUALITY_REJECT_WARN_SHARE, ERROR above IOT_QUALITY_REJECT_ERROR_SHARE.",
 )
 def schema_pass_rate_check(hour: CheckedHour) -> AssetCheckResult:
-    rate = schema_pass_rate(hour.conn, *hour.window.utc_bounds)
+    rate, judged_from = hour.judged(
+        "schema_pass_rate", lambda start, end: schema_pass_rate(hour.conn, start, end)
+    )
     quality = hour.quality
     severity = _severity(rate.reject_share, quality.reject_warn_share, quality.reject_error_share)
     by_format: dict[str, int] = {}
@@ -156,6 +138,7 @@ def schema_pass_rate_check(hour: CheckedHour) -> AssetCheckResult:
             "rejected": rate.rejected,
             "reject_share": round(rate.reject_share, 4),
             "pass_rate": round(1 - rate.reject_share, 4),
+            **_read_from(judged_from),
             **{f"rejected_{fmt}": n for fmt, n in sorted(by_format.items())},
             "rejects": MetadataValue.md(
                 "| format | stage | reason | messages | example |\n|---|---|---|---|---|\n"
@@ -180,7 +163,10 @@ def schema_pass_rate_check(hour: CheckedHour) -> AssetCheckResult:
     "readings that have a range.",
 )
 def plausibility(hour: CheckedHour) -> AssetCheckResult:
-    metrics = implausible_readings(hour.conn, *hour.window.utc_bounds)
+    judged, judged_from = hour.judged(
+        "plausibility", lambda start, end: implausible_readings(hour.conn, start, end)
+    )
+    metrics = judged.metrics
     readings = sum(m.readings for m in metrics)
     implausible = sum(m.implausible for m in metrics)
     share = implausible / readings if readings else 0.0
@@ -199,6 +185,7 @@ def plausibility(hour: CheckedHour) -> AssetCheckResult:
             "implausible": implausible,
             "implausible_share": round(share, 4),
             "metrics_checked": len(metrics),
+            **_read_from(judged_from),
             "implausible_by_metric": MetadataValue.md(
                 "| metric | range | implausible | readings | example |\n|---|---|---|---|---|\n"
                 + "\n".join(
@@ -221,7 +208,7 @@ def plausibility(hour: CheckedHour) -> AssetCheckResult:
     "IOT_QUALITY_DUPLICATE_WARN_SHARE of the hour's messages, ERROR above IOT_QUALITY_DUPLICATE_ERROR_SHARE.",
 )
 def duplicates(hour: CheckedHour) -> AssetCheckResult:
-    dup = duplicate_count(hour.conn, *hour.window.utc_bounds)
+    dup, judged_from = hour.judged("duplicates", lambda start, end: duplicate_count(hour.conn, start, end))
     quality = hour.quality
     severity = _severity(dup.share, quality.duplicate_warn_share, quality.duplicate_error_share)
     return AssetCheckResult(
@@ -236,6 +223,7 @@ def duplicates(hour: CheckedHour) -> AssetCheckResult:
             "raw": dup.raw,
             "duplicates": dup.duplicates,
             "duplicate_share": round(dup.share, 4),
+            **_read_from(judged_from),
             **{f"duplicates_{fmt}": n for fmt, n in dup.by_format.items()},
         },
     )

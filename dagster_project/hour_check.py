@@ -10,6 +10,7 @@ definition time to tell the context and the resources apart.
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetChecksDefinition, asset_check
@@ -21,6 +22,7 @@ from dagster_project.resources import (
     QualityPolicyResource,
     RedisStreamsResource,
 )
+from dagster_project.verdicts import P, judged_so_far
 from dagster_project.windows import Window, hours_window
 from iot_core.streams import EntryId
 
@@ -36,9 +38,19 @@ class CheckedHour:
     conn: psycopg.Connection
     quality: QualityPolicyResource
     redis: RedisStreamsResource
-    #: a micro-batch run's check of its hour up to the run's range, before the hour closes: a check may
-    #: then reuse its verdict over the hour's earlier part (see `verdicts`)
+    #: a micro-batch run's check of its hour up to the end of the run's range: a check may then reuse its
+    #: verdict over the hour's earlier part (see `verdicts`)
     so_far: bool = False
+
+    def judged(
+        self, check: str, judge: Callable[[datetime, datetime], P], keep: Callable[[P], bool] = lambda _: True
+    ) -> tuple[P, datetime]:
+        """`judge` over the checked window, and where it began to read: in a micro-batch run only what
+        follows the check's kept verdict of the hour (see `verdicts`), else the whole window."""
+        start, end = self.window.utc_bounds
+        if self.so_far:
+            return judged_so_far(self.conn, check, start, end, judge, keep)
+        return judge(start, end), start
 
 
 CheckBody = Callable[[CheckedHour], AssetCheckResult]
@@ -78,7 +90,7 @@ def hour_check(
             quality: QualityPolicyResource,
         ) -> AssetCheckResult:
             window = checked_window(context, policy, redis)
-            so_far = RUN_END_TAG in context.run.tags and not window.closes_hour
+            so_far = RUN_END_TAG in context.run.tags
             with database.connect() as conn:
                 return body(CheckedHour(window, conn, quality, redis, so_far))
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, replace
 from datetime import datetime
+from typing import Any, TypeVar
 
 import polars as pl
 import psycopg
@@ -25,6 +26,7 @@ from iot_core.rows import (
 )
 
 _STAGED_RAW = STREAM_ENTRY.plus("batch_id")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -622,6 +624,29 @@ class SchemaPassRate:
     def reject_share(self) -> float:
         return self.rejected / self.raw if self.raw else 0.0
 
+    def totals(self) -> dict[str, Any]:
+        return {"raw": self.raw, "rejected": self.rejected, "groups": [list(astuple(g)) for g in self.groups]}
+
+    def plus(self, totals: dict[str, Any]) -> SchemaPassRate:
+        """These counts and those of the range before (`totals()` of it), whose examples come first."""
+        groups = _merged(
+            [RejectGroup(*g) for g in totals["groups"]],
+            self.groups,
+            key=lambda g: (g.format, g.stage, g.reason),
+            add=lambda a, b: replace(a, messages=a.messages + b.messages, example=a.example or b.example),
+        )
+        groups.sort(key=lambda g: (-g.messages, g.format, g.stage, g.reason))
+        return SchemaPassRate(self.raw + totals["raw"], self.rejected + totals["rejected"], groups)
+
+
+def _merged(earlier: list[T], later: list[T], key: Callable[[T], tuple], add: Callable[[T, T], T]) -> list[T]:
+    """The items of two lists, those with the same key added (the earlier one first)."""
+    by_key = {key(item): item for item in earlier}
+    for item in later:
+        k = key(item)
+        by_key[k] = add(by_key[k], item) if k in by_key else item
+    return list(by_key.values())
+
 
 def schema_pass_rate(conn: psycopg.Connection, start: datetime, end: datetime) -> SchemaPassRate:
     """Raw messages of [start, end) rejected at topic/decode/validate (not duplicates), per format,
@@ -658,6 +683,16 @@ class DuplicateCount:
     def share(self) -> float:
         return self.duplicates / self.raw if self.raw else 0.0
 
+    def totals(self) -> dict[str, Any]:
+        return {"raw": self.raw, "by_format": self.by_format}
+
+    def plus(self, totals: dict[str, Any]) -> DuplicateCount:
+        by_format = dict(self.by_format)
+        for fmt, n in totals["by_format"].items():
+            by_format[fmt] = by_format.get(fmt, 0) + int(n)
+        by_format = dict(sorted(by_format.items()))
+        return DuplicateCount(self.raw + totals["raw"], sum(by_format.values()), by_format)
+
 
 def duplicate_count(conn: psycopg.Connection, start: datetime, end: datetime) -> DuplicateCount:
     window = {"s": start, "e": end}
@@ -684,7 +719,31 @@ class Implausible:
     example: str
 
 
-def implausible_readings(conn: psycopg.Connection, start: datetime, end: datetime) -> list[Implausible]:
+@dataclass(frozen=True, slots=True)
+class Plausibility:
+    metrics: list[Implausible]  # most implausible first
+
+    def totals(self) -> dict[str, Any]:
+        return {"metrics": [list(astuple(m)) for m in self.metrics]}
+
+    def plus(self, totals: dict[str, Any]) -> Plausibility:
+        """These counts and those of the range before (`totals()` of it), whose examples come first."""
+        metrics = _merged(
+            [Implausible(*m) for m in totals["metrics"]],
+            self.metrics,
+            key=lambda m: (m.metric, m.min_value, m.max_value),
+            add=lambda a, b: replace(
+                a,
+                readings=a.readings + b.readings,
+                implausible=a.implausible + b.implausible,
+                example=a.example or b.example,
+            ),
+        )
+        metrics.sort(key=lambda m: (-m.implausible, m.metric))
+        return Plausibility(metrics)
+
+
+def implausible_readings(conn: psycopg.Connection, start: datetime, end: datetime) -> Plausibility:
     """Numeric readings that arrived in [start, end), per metric with a range in `metric_ranges`, and how
     many lie outside it (metrics without implausible readings included, so the check shows coverage)."""
     rows = conn.execute(
@@ -703,7 +762,7 @@ def implausible_readings(conn: psycopg.Connection, start: datetime, end: datetim
            GROUP BY 1, 2, 3 ORDER BY 5 DESC, 1""",
         {"s": start, "e": end},
     ).fetchall()
-    return [Implausible(*row) for row in rows]
+    return Plausibility([Implausible(*row) for row in rows])
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ that spans two chunks. Each query must answer, and answer the same as with the p
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -132,7 +133,9 @@ def _assert_checks_hold(url: str) -> None:
     assert rec.raw == 2 * n and rec.unaccounted == 0, rec
     assert rec.elements == rec.facts + rec.rejections == 2 * (n + 1)
     assert planned["duplicate_count"].duplicates == 2
-    assert [m.implausible for m in planned["implausible_readings"] if m.metric == "temperature [°C]"] == [2]
+    assert [
+        m.implausible for m in planned["implausible_readings"].metrics if m.metric == "temperature [°C]"
+    ] == [2]
     assert planned["landed_ranges"] == [
         (MIDNIGHT_MS - 60_000, MIDNIGHT_MS),
         (MIDNIGHT_MS, MIDNIGHT_MS + 60_000),
@@ -171,3 +174,16 @@ def test_check_queries_on_timescaledb_with_a_compressed_chunk_and_two_chunks(cle
     assert forced == planned
     rec = planned["reconcile"]
     assert rec.unaccounted == 0 and rec.raw == 2 * len(_messages("x")), rec
+
+
+def test_the_quality_checks_add_up_over_parts_of_a_range(clean_db: str) -> None:
+    """What a check keeps of the hour's earlier part, plus what it reads after it, is what it would read
+    over the whole range (the kept part goes through JSON, as `check_verdicts` stores it)."""
+    _process(clean_db, MIDNIGHT_MS - 60_000, "2024-03-09T23:59:30Z")
+    _process(clean_db, MIDNIGHT_MS, "2024-03-10T00:00:30Z")
+    with psycopg.connect(clean_db) as conn:
+        for judge in (schema_pass_rate, duplicate_count, implausible_readings):
+            whole = judge(conn, START, END)
+            earlier = json.loads(json.dumps(judge(conn, START, MIDNIGHT).totals()))
+            assert judge(conn, MIDNIGHT, END).plus(earlier) == whole, judge.__name__
+            assert whole.totals() != judge(conn, MIDNIGHT, END).totals(), "both parts hold something"

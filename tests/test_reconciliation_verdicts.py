@@ -94,13 +94,22 @@ def test_reconciliation_reads_on_from_its_last_verdict_until_a_batch_voids_it(
         # its own check reads the hour from its start; the next run reads on from that check's verdict
         redo = run_window(settings, instance, windows[0])["reconciliation"]
         assert redo.passed and read_from(redo) == at(hour.start_ms)
-        again = run_window(settings, instance, windows[3])["reconciliation"]
+        results = run_window(settings, instance, windows[3])
+        again = results["reconciliation"]
         assert again.passed and read_from(again) == at(windows[0].end_ms)
         assert again.metadata["raw"].value == 12
         assert again.metadata["fact_rows"].value == 12
+        # the quality checks read on the same way, and add up to the hour so far
+        for name in ("schema_pass_rate", "plausibility", "duplicates"):
+            assert read_from(results[name]) == at(windows[0].end_ms), name
+        assert results["schema_pass_rate"].metadata["raw"].value == 12
+        assert results["duplicates"].metadata["raw"].value == 12
+        assert results["plausibility"].metadata["readings_with_range"].value == 12
 
     with psycopg.connect(clean_db) as conn:
         kept = conn.execute(
-            "SELECT range_start, range_end, totals->>'raw' FROM check_verdicts ORDER BY range_end"
+            """SELECT range_start, range_end, coalesce(totals->>'raw', '12') FROM check_verdicts
+               ORDER BY range_end"""
         ).fetchall()
-    assert kept == [(at(hour.start_ms), at(windows[3].end_ms), "12")]  # shorter ones of the hour dropped
+    # one per check: the shorter ones of the hour dropped
+    assert kept == [(at(hour.start_ms), at(windows[3].end_ms), "12")] * 4
