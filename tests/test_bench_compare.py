@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,31 @@ def test_classify_knows_the_product_processes() -> None:
     assert classify(f"/x/python -m dagster api grpc --socket /tmp/s {instance_ref}") == "code-server"
     assert classify("postgres: postgres bench_e2e_x 127.0.0.1(5000) idle") == "postgres"
     assert classify("redis-server 127.0.0.1:6390") == "redis"
+
+
+def test_step_times_are_read_from_a_stopped_stacks_dagster_home(tmp_path: Path) -> None:
+    from dagster import DagsterInstance, job, op
+
+    from bench.e2e.steps import describe, run_steps
+
+    @op
+    def wait_a_little() -> None:
+        time.sleep(0.3)
+
+    @op
+    def quick() -> None:
+        pass
+
+    @job(name="steps_probe")
+    def probe() -> None:
+        wait_a_little()
+        quick()
+
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert probe.execute_in_process(instance=instance, tags={"iot/window": "12:00-12:01"}).success
+    [run] = run_steps(tmp_path, job="steps_probe")
+    assert run.label == "12:00-12:01"
+    assert set(run.steps) == {"wait_a_little", "quick"}
+    assert 0.3 <= run.steps["wait_a_little"] <= run.seconds
+    assert run.steps["quick"] < run.steps["wait_a_little"]
+    assert describe([run]).startswith("12:00-12:01")

@@ -41,7 +41,7 @@ def medians(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[key] = _median([r[key] for r in runs])
         for key, _, _ in COLUMNS:
             row[key] = _median([r[key] for r in runs])
-        for key in GROUP_COLUMNS:
+        for key in (*GROUP_COLUMNS, "step_max_s"):
             groups = sorted({g for r in runs for g in r[key]})
             row[key] = {g: _median([r[key].get(g, 0.0) for r in runs]) for g in groups}
         rows.append(row)
@@ -70,6 +70,12 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"{g} {row['cpu_s_per_100k'][g]:.1f} | {row['peak_rss_mb'].get(g, 0):.0f}"
                 for g in row["cpu_s_per_100k"]
             ]
+            lines.append(f"  {row['system']:<14} " + ", ".join(parts))
+        stepped = [r for r in rows if r["mode"] == mode and r["step_max_s"]]
+        if stepped:
+            lines.append("\nlongest time of each step of a run, s")
+        for row in stepped:
+            parts = [f"{step} {seconds:.1f}" for step, seconds in row["step_max_s"].items()]
             lines.append(f"  {row['system']:<14} " + ", ".join(parts))
     return "\n".join(lines)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol, TextIO
 
 from bench.e2e.baselines.common import TABLE
+from bench.e2e.steps import RunSteps, run_steps
 from iot_etl.supervisor import REPO_ROOT, launch_up
 from tests.support.mosquitto import PrivateMosquitto
 from tests.support.ports import free_port
@@ -39,7 +40,7 @@ class SystemUnderTest(Protocol):
     def stall_s(self) -> float: ...
     def running(self) -> bool: ...
     def stop(self) -> None: ...
-    def longest_run_s(self) -> float | None: ...
+    def run_steps(self) -> list[RunSteps]: ...
 
 
 @dataclass
@@ -114,18 +115,10 @@ class Product:
         """`iot-etl up` stops everything when one of its children exits."""
         return self._up is not None and self._up.poll() is None
 
-    def longest_run_s(self) -> float | None:
-        """The longest micro-batch run (start to end) of the trial, from the stopped stack's Dagster
-        storage: the target is that no run takes longer than its window."""
-        from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
-
-        if self.home is None:
-            return None
-        finished = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
-        with DagsterInstance.from_config(str(self.home)) as instance:
-            records = instance.get_run_records(RunsFilter(job_name="micro_batch_job", statuses=finished))
-        spans = [r.end_time - r.start_time for r in records if r.start_time and r.end_time]
-        return round(max(spans), 1) if spans else None
+    def run_steps(self) -> list[RunSteps]:
+        """The trial's micro-batch runs with their step times, from the stopped stack's Dagster storage:
+        the target is that no run takes longer than its window."""
+        return run_steps(self.home) if self.home is not None else []
 
     def stop(self) -> None:
         if self._up is not None:
@@ -171,8 +164,8 @@ class Baseline:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def longest_run_s(self) -> float | None:
-        return None  # no runs
+    def run_steps(self) -> list[RunSteps]:
+        return []  # no runs
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:

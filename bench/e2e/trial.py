@@ -65,7 +65,13 @@ def run_trial(settings: Settings, system: SystemUnderTest, load: Load, repetitio
     finally:
         databases.drop_database(settings, name)
     result = summarize(system.name, load, repetition, sent, counter, sampler)
-    result["longest_run_s"] = system.longest_run_s()
+    runs = system.run_steps()
+    result["longest_run_s"] = max((run.seconds for run in runs), default=None)
+    # each step's longest time over the trial's runs: where a window's run spends it
+    result["step_max_s"] = {
+        step: round(max(run.steps.get(step, 0.0) for run in runs), 1)
+        for step in sorted({step for run in runs for step in run.steps})
+    }
     return result
 
 
