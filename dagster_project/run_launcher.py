@@ -82,6 +82,10 @@ def work(instance_ref: str, run_id: str) -> None:
         capture_interrupts(),
         get_instance_for_cli(instance_ref=deserialize_value(instance_ref, InstanceRef)) as instance,
     ):
+        # before the run starts: a STARTED run always names its worker, even if the daemon that forked it
+        # died at once (a worker that dies before this is a run that never started: the start timeout)
+        me = psutil.Process()
+        instance.add_run_tags(run_id, {PID_TAG: str(me.pid), STARTED_TAG: repr(me.create_time())})
         done = threading.Event()
         watcher = threading.Thread(
             target=_interrupt_while_canceling, args=(instance, run_id, done), name="cancel-watch", daemon=True
@@ -135,13 +139,7 @@ class ForkingRunLauncher(RunLauncher, ConfigurableClass):
             # not joined when the daemon exits: the daemon's process group ends with it (see above)
             daemon=True,
         )
-        worker.start()
-        pid = check.not_none(worker.pid)
-        try:
-            started = psutil.Process(pid).create_time()
-        except psutil.NoSuchProcess:
-            started = 0.0  # over already; the health check then reports it gone
-        self._instance.add_run_tags(run.run_id, {PID_TAG: str(pid), STARTED_TAG: repr(started)})
+        worker.start()  # the worker records its pid in the run's tags itself (see `work`)
 
     def terminate(self, run_id: str) -> bool:
         """CANCELING, which the worker's watcher acts on within its poll; a worker on this

@@ -3,15 +3,20 @@ and that the instance configuration selects it unless `IOT_DAGSTER_RUN_LAUNCHER=
 
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
 import sys
 import time
+import uuid
+from pathlib import Path
 
 import psutil
-from dagster import DagsterRun
+from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
+from dagster import _check as check
 from dagster._core.launcher import WorkerStatus
+from dagster._serdes import serialize_value
 
-from dagster_project.run_launcher import PID_TAG, STARTED_TAG, ForkingRunLauncher
+from dagster_project.run_launcher import PID_TAG, STARTED_TAG, ForkingRunLauncher, work
 from iot_core.settings import Settings
 from iot_etl.dagster_instance import FORKING_RUN_LAUNCHER, instance_config
 
@@ -68,3 +73,22 @@ def test_a_run_without_a_worker_pid_is_left_to_the_runtime_bound() -> None:
 def test_the_instance_uses_the_forking_launcher_unless_told_otherwise() -> None:
     assert instance_config(Settings())["run_launcher"] == FORKING_RUN_LAUNCHER
     assert "run_launcher" not in instance_config(Settings(dagster_run_launcher="default"))
+
+
+def test_a_worker_names_itself_in_its_runs_tags_before_the_run_starts(tmp_path: Path) -> None:
+    """The worker records its pid itself, first of all: a daemon killed right after forking it leaves a
+    run that still names its worker, so run monitoring can tell when that worker dies."""
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        run = instance.add_run(
+            DagsterRun(job_name="nowhere_job", run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTING)
+        )
+        worker = multiprocessing.get_context("fork").Process(
+            target=work, args=(serialize_value(instance.get_ref()), run.run_id)
+        )
+        worker.start()
+        started = psutil.Process(worker.pid).create_time()
+        worker.join(60)
+        assert worker.exitcode is not None, "the worker did not finish"
+        tags = check.not_none(instance.get_run_by_id(run.run_id)).tags
+    assert tags[PID_TAG] == str(worker.pid)
+    assert abs(float(tags[STARTED_TAG]) - started) < 0.01
