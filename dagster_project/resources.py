@@ -15,6 +15,7 @@ from dagster import ConfigurableResource, EnvVar, Failure
 from pydantic import Field
 
 from dagster_project.retention import RetentionRule
+from dagster_project.rollups import PARTS_KEPT
 from dagster_project.windows import ClosingWindow, Window
 from iot_core.formats.batch import DecodeOptions
 from iot_core.mqtt import MqttEndpoint, Publisher
@@ -238,6 +239,7 @@ class CompactionPolicyResource(ConfigurableResource):
             RetentionRule("rejected", "arrived_at", self.retention_rejected_days),
             RetentionRule("batches", "range_end", self.retention_batches_days),
             RetentionRule("hourly_rollups", "hour", self.retention_rollups_days),
+            RetentionRule("rollup_parts", "slot", PARTS_KEPT.days),
             # element counts and feedback records serve re-runs of archived windows: kept as long as those
             RetentionRule("raw_elements", "arrived_at", self.retention_raw_days),
             RetentionRule("feedback_sent", "sent_at", self.retention_raw_days),

@@ -1,8 +1,10 @@
 """`hourly_rollups`: count, min, max, avg and last numeric value per device, metric and hour of reading time.
 
-On plain PostgreSQL it is a table that every run upserts; on TimescaleDB a continuous aggregate over
-`measurements` (sql/010) that every run refreshes. Either way a run recomputes the reading hours that the
-measurements arriving in its range fall in, so late readings reopen and correct their hour.
+On plain PostgreSQL it is a table that every run upserts from partial rollups per minute of arrival
+(`rollup_parts`, sql/015): a run recomputes the parts of its own range's minutes and merges the parts of the
+hours they touch, so its cost follows its range, not the hour so far. On TimescaleDB it is a continuous
+aggregate over `measurements` (sql/010) that every run refreshes for those hours. Either way late readings
+reopen and correct their hour.
 """
 
 from __future__ import annotations
@@ -14,6 +16,15 @@ import psycopg
 from dagster_project.retention import continuous_aggregates
 
 HOUR = timedelta(hours=1)
+#: The arrival span of one part of the rollups on plain PostgreSQL (`rollup_parts`).
+SLOT = timedelta(minutes=1)
+#: How far a reading's time may be ahead of its arrival (the decoder's sanity bound can be at most this).
+MAX_AHEAD = timedelta(days=1)
+#: Parts are kept this long after their minute (compaction removes older ones).
+PARTS_KEPT = timedelta(days=2)
+#: Hours this recent are merged from their parts: every reading of such an hour arrived at most
+#: `MAX_AHEAD` before it, so within `PARTS_KEPT`.
+PARTS_MERGED = PARTS_KEPT - MAX_AHEAD
 
 #: The (device, metric, reading hour) of every measurement that arrived in [%(s)s, %(e)s).
 _TOUCHED = """SELECT DISTINCT m.device_id, m.metric_id, date_trunc('hour', m.ts, 'UTC') AS hour
@@ -62,27 +73,81 @@ def _refresh_aggregate(conn: psycopg.Connection, start: datetime, end: datetime)
 
 
 def _upsert_table(conn: psycopg.Connection, start: datetime, end: datetime) -> int:
+    """Recompute the parts (`rollup_parts`) of the arrival minutes that [start, end) overlaps, then bring
+    every device-metric hour they touch up to date in `hourly_rollups`: a recent hour by merging its
+    parts, an older one (a reading a day late, a backfill) from its measurements. An hour left without
+    numeric readings (re-decoded as text) loses its rollup row. Concurrent refreshes take turns (the parts'
+    table lock), so no merge sees a half-written minute."""
+    bounds = {"lo": _minute(start), "hi": _minute(end - timedelta(microseconds=1)) + SLOT}
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(
             """CREATE TEMP TABLE IF NOT EXISTS rollup_keys
                    (device_id integer, metric_id integer, hour timestamptz) ON COMMIT DROP"""
         )
         cur.execute("TRUNCATE rollup_keys")
-        cur.execute(f"INSERT INTO rollup_keys {_TOUCHED}", {"s": start, "e": end})
+        cur.execute("LOCK TABLE rollup_parts IN SHARE ROW EXCLUSIVE MODE")
         cur.execute(
-            """INSERT INTO hourly_rollups AS h (hour, device_id, metric_id, count, min_value, max_value,
-                                                avg_value, last_value, last_ts, updated_at)
-               SELECT k.hour, k.device_id, k.metric_id, count(*), min(m.value_num), max(m.value_num),
-                      avg(m.value_num), (array_agg(m.value_num ORDER BY m.ts DESC))[1], max(m.ts),
-                      clock_timestamp()
-               FROM rollup_keys k
-               JOIN measurements m ON m.device_id = k.device_id AND m.metric_id = k.metric_id
-                    AND m.ts >= k.hour AND m.ts < k.hour + interval '1 hour'
-               WHERE m.value_num IS NOT NULL
-               GROUP BY k.hour, k.device_id, k.metric_id
-               ON CONFLICT (device_id, metric_id, hour) DO UPDATE
-               SET count = excluded.count, min_value = excluded.min_value, max_value = excluded.max_value,
-                   avg_value = excluded.avg_value, last_value = excluded.last_value,
-                   last_ts = excluded.last_ts, updated_at = excluded.updated_at"""
+            """WITH gone AS (DELETE FROM rollup_parts WHERE slot >= %(lo)s AND slot < %(hi)s
+                             RETURNING device_id, metric_id, hour)
+               INSERT INTO rollup_keys SELECT * FROM gone""",
+            bounds,
+        )
+        cur.execute(
+            """WITH made AS (
+                   INSERT INTO rollup_parts (slot, device_id, metric_id, hour, count, min_value, max_value,
+                                             sum_value, last_value, last_ts)
+                   SELECT date_trunc('minute', x.arrived_at), m.device_id, m.metric_id,
+                          date_trunc('hour', m.ts, 'UTC'), count(*), min(m.value_num), max(m.value_num),
+                          sum(m.value_num), (array_agg(m.value_num ORDER BY m.ts DESC))[1], max(m.ts)
+                   FROM raw_messages x JOIN measurements m ON m.raw_id = x.raw_id
+                   WHERE x.arrived_at >= %(lo)s AND x.arrived_at < %(hi)s AND m.value_num IS NOT NULL
+                   GROUP BY 1, 2, 3, 4
+                   RETURNING device_id, metric_id, hour)
+               INSERT INTO rollup_keys SELECT * FROM made""",
+            bounds,
+        )
+        cur.execute(
+            f"""WITH fresh AS ({_FRESH}),
+                    emptied AS (
+                        DELETE FROM hourly_rollups h USING rollup_keys k
+                        WHERE h.device_id = k.device_id AND h.metric_id = k.metric_id AND h.hour = k.hour
+                          AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.device_id = k.device_id
+                                          AND f.metric_id = k.metric_id AND f.hour = k.hour))
+                INSERT INTO hourly_rollups AS h (hour, device_id, metric_id, count, min_value, max_value,
+                                                 avg_value, last_value, last_ts, updated_at)
+                SELECT hour, device_id, metric_id, count, min_value, max_value, avg_value, last_value,
+                       last_ts, clock_timestamp()
+                FROM fresh
+                ON CONFLICT (device_id, metric_id, hour) DO UPDATE
+                SET count = excluded.count, min_value = excluded.min_value, max_value = excluded.max_value,
+                    avg_value = excluded.avg_value, last_value = excluded.last_value,
+                    last_ts = excluded.last_ts, updated_at = excluded.updated_at""",
+            {"merged": PARTS_MERGED},
         )
         return cur.rowcount
+
+
+#: The rollups of the hours in `rollup_keys`: merged from their parts for an hour of the last
+#: `PARTS_MERGED`, whose readings all arrived while parts are kept (a reading's time is at most
+#: `MAX_AHEAD` ahead of its arrival); recomputed from the measurements for an older one.
+_FRESH = """
+    WITH keys AS (SELECT DISTINCT device_id, metric_id, hour FROM rollup_keys),
+         recent AS (SELECT * FROM keys WHERE hour >= now() - %(merged)s::interval),
+         older AS (SELECT * FROM keys WHERE hour < now() - %(merged)s::interval)
+    SELECT p.hour, p.device_id, p.metric_id, sum(p.count)::bigint AS count, min(p.min_value) AS min_value,
+           max(p.max_value) AS max_value, sum(p.sum_value) / sum(p.count) AS avg_value,
+           (array_agg(p.last_value ORDER BY p.last_ts DESC))[1] AS last_value, max(p.last_ts) AS last_ts
+    FROM recent k JOIN rollup_parts p USING (device_id, metric_id, hour)
+    GROUP BY p.hour, p.device_id, p.metric_id
+    UNION ALL
+    SELECT k.hour, k.device_id, k.metric_id, count(*), min(m.value_num), max(m.value_num), avg(m.value_num),
+           (array_agg(m.value_num ORDER BY m.ts DESC))[1], max(m.ts)
+    FROM older k
+    JOIN measurements m ON m.device_id = k.device_id AND m.metric_id = k.metric_id
+         AND m.ts >= k.hour AND m.ts < k.hour + interval '1 hour'
+    WHERE m.value_num IS NOT NULL
+    GROUP BY k.hour, k.device_id, k.metric_id"""
+
+
+def _minute(at: datetime) -> datetime:
+    return at.replace(second=0, microsecond=0)

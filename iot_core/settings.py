@@ -106,7 +106,11 @@ class Settings(BaseSettings):
     )
     device_timezone: str = Field("UTC", description="Zone of naive device timestamps.")
     device_ts_max_future_s: int = Field(
-        300, ge=0, description="A device timestamp further ahead of arrival is not sane: arrival is used."
+        300,
+        ge=0,
+        le=86_400,
+        description="A device timestamp further ahead of arrival is not sane: arrival is used "
+        "(at most a day).",
     )
     device_ts_min_year: int = Field(2000, description="A device timestamp before this year is not sane.")
     max_payload_bytes: int = Field(

@@ -45,6 +45,7 @@ FACT_TABLES = (
     "raw_messages",
     "batches",
     "hourly_rollups",
+    "rollup_parts",
     "check_verdicts",
 )
 

@@ -18,17 +18,10 @@ from iot_core.settings import Settings
 from iot_core.streams import utc_from_ms
 from tests.support.hours import ClosedHour
 from tests.support.reference import REFERENCE_004_EVENT
+from tests.support.rollups import AGGREGATE, ROLLUPS
 from tests.test_lineage import F2_TOPIC, f2_payload
 
 pytestmark = pytest.mark.services
-
-AGGREGATE = """SELECT device_id, metric_id, date_trunc('hour', ts, 'UTC'), count(*), min(value_num),
-                      max(value_num), round(avg(value_num)::numeric, 9),
-                      (array_agg(value_num ORDER BY ts DESC))[1], max(ts)
-               FROM measurements WHERE value_num IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
-ROLLUPS = """SELECT device_id, metric_id, hour, count, min_value, max_value, round(avg_value::numeric, 9),
-                    last_value, last_ts
-             FROM hourly_rollups ORDER BY 1, 2, 3"""
 
 
 def reading(value: float, ts_ms: int) -> str:
