@@ -7,8 +7,8 @@ apart, the buffering, batching and retry rules can be tested against a real Redi
 
 - One entry per message, payload bytes untouched (no decoding anywhere), fields `topic`, `payload`,
   `qos`, `retain`, `rx_us`. No MAXLEN: entries are trimmed only after they are landed in the database.
-- Entries are buffered and written with one pipelined round trip (`pipeline(transaction=False)`)
-  when `flush_count` are waiting or the oldest has waited `flush_ms`.
+- Entries are buffered and written with one pipelined round trip (the XADDs sent at once, then each
+  reply read) when `flush_count` are waiting or the oldest has waited `flush_ms`.
 - When Redis is unreachable nothing is dropped and nothing is reported written: the batch is kept
   and retried with exponential backoff, logged once per outage. A single entry Redis refuses (e.g. a
   WRONGTYPE key) is kept and retried too, without holding back the others.
@@ -23,8 +23,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 import redis
+from hiredis import pack_command
 
 from ingest_listener.metrics import ListenerMetrics
 from iot_core.streams import stream_for_topic
@@ -104,10 +106,31 @@ class StreamWriter:
         """
         if not entries:
             return []
-        pipe = self.client.pipeline(transaction=False)
-        for entry in entries:
-            pipe.xadd(entry.stream, entry.fields)  # type: ignore[arg-type]  # no maxlen, ever
-        return list(pipe.execute(raise_on_error=False))
+        # what a pipeline sends, packed by hiredis straight from the fields: redis-py's pipeline spends
+        # about as long again per entry building and checking each command (measured: 4.8-5.3 against
+        # 2.6 µs per entry)
+        packed = b"".join(
+            pack_command(("XADD", entry.stream, "*", *chain.from_iterable(entry.fields.items())))
+            for entry in entries
+        )  # no MAXLEN, ever
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([packed])
+            return [_reply(conn) for _ in entries]
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: never hand this connection out again
+            raise
+        finally:
+            pool.release(conn)
+
+
+def _reply(conn: redis.connection.AbstractConnection) -> bytes | str | Exception:
+    """The next reply: an entry ID, or the error Redis answered for that command."""
+    try:
+        return conn.read_response()
+    except redis.ResponseError as exc:
+        return exc
 
 
 class BufferedStreamWriter:
@@ -147,6 +170,8 @@ class BufferedStreamWriter:
         self._thread: threading.Thread | None = None
 
         self._outage_since: float | None = None  # set while writes fail
+        # read when scraped: a gauge kept up to date per message costs the network thread a lock each time
+        self.metrics.buffered.set_function(lambda: self.unwritten)
 
     # --- producer side ----------------------------------------------------------------------------
     def add(self, entry: Entry) -> None:
@@ -159,7 +184,6 @@ class BufferedStreamWriter:
             n = len(self._buffer)
             if n == 1 or n >= self._flush_count:
                 self._cond.notify_all()
-        self.metrics.buffered.inc()
 
     @property
     def unwritten(self) -> int:
@@ -309,7 +333,6 @@ class BufferedStreamWriter:
             self._cond.notify_all()  # drain() waiters
         m = self.metrics
         m.entries_written.inc(len(written))
-        m.buffered.dec(len(written))
         if refused:
             entry, error = refused[0]
             reason = f"Redis refused {len(refused)} of {len(batch)} entries ({entry.stream!r}: {error})"
