@@ -29,11 +29,13 @@ from dagster_project.storage import BatchInfo, load_raw
 from dagster_project.windows import HOUR_MS, Window
 from iot_core.formats.batch import DecodeOptions
 from iot_core.rows import STREAM_ENTRY
+from iot_core.settings import Settings
 from iot_etl.migrate import apply_migrations, ensure_database
 from simulator.expected import KINDS
 from simulator.messages import MessageFactory
 
 TOPICS = FeedbackTopics("qs/v1/{device_id}/acks", "qs/v1/deadletter")
+PAGE_ROWS: int = Settings.model_fields["decode_page_rows"].default
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
@@ -62,8 +64,9 @@ def main() -> None:
     parser.add_argument(
         "--page-rows",
         type=int,
-        default=None,
-        help="decode the window this many messages at a time (default: whole)",
+        default=PAGE_ROWS,
+        help=f"decode the window this many messages at a time, the next page read ahead on a second "
+        f"connection, as the telemetry asset does (default: {PAGE_ROWS:,}, the product's default)",
     )
     args = parser.parse_args()
     n = args.messages
@@ -97,7 +100,7 @@ def main() -> None:
     ensure_database(url)
     try:
         apply_migrations(url)
-        with psycopg.connect(url) as conn:
+        with psycopg.connect(url) as conn, psycopg.connect(url, autocommit=True) as reader:
             t_rows, raw_rows = timed(lambda: [raw_row("bench", eid, f) for eid, f in entries])
             row("stream entries -> rows", t_rows, None, "")
             conn.execute(STREAM_ENTRY.staging_ddl("copy_floor"))
@@ -116,11 +119,11 @@ def main() -> None:
                 "bench", "bench", start, start + timedelta(hours=1), "0-0", "0-0", ["bench"], "1"
             )
             window = Window(start_ms, start_ms + HOUR_MS)
-            t_land, _ = timed(lambda: land_window(conn, info, [raw_rows]))
+            t_land, _ = timed(lambda: (land_window(conn, info, [raw_rows]), conn.commit()))
             row("land_window (raw_messages)", t_land, t_floor, "COPY floor")
             options = DecodeOptions()
             t_batch, decoded = timed(
-                lambda: decode_window(conn, info, window, options, TOPICS, args.page_rows)
+                lambda: decode_window(conn, info, window, options, TOPICS, args.page_rows, reader)
             )
             assert isinstance(decoded, Decoded) and decoded.raw == n
             raw = load_raw(conn, start - timedelta(hours=1), start + timedelta(hours=2))

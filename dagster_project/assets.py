@@ -171,7 +171,7 @@ def telemetry(
         # devices are answered for the runs the sensor requests; re-processing whole hours answers nobody
         topics = FeedbackTopics(mqtt.ack_topic_template, mqtt.deadletter_topic) if config.end_ms else None
         resend = context.run.tags.get(RESEND_FEEDBACK_TAG, "").lower() == "true"
-        with database.connect() as conn:
+        with database.connect() as conn, database.connect(autocommit=True) as reader:
             decoded = decode_window(
                 conn,
                 batch_info(context, window, []),
@@ -179,6 +179,7 @@ def telemetry(
                 policy.decode_options(),
                 topics,
                 policy.decode_page_rows,
+                reader,
             )
             owed = owed_feedback(conn, decoded.feedback, resend=resend)
         acks = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from contextlib import closing
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -16,6 +17,7 @@ import psycopg
 
 from dagster_project.feedback import Feedback, FeedbackTopics, event_feedback
 from dagster_project.isolation import store_isolating
+from dagster_project.read_ahead import read_ahead
 from dagster_project.storage import (
     BatchInfo,
     feedback_sent,
@@ -103,6 +105,7 @@ def decode_window(
     options: DecodeOptions,
     topics: FeedbackTopics | None,
     page_rows: int | None = None,
+    reader: psycopg.Connection | None = None,
 ) -> Decoded:
     """Decode, validate and store the archived messages of `window`; `topics=None` builds no feedback.
 
@@ -113,22 +116,29 @@ def decode_window(
     run again over the whole window, which stores nothing twice. A redelivery whose first copy is on an
     earlier page is found by the store step's look-up of the stored key, so it is rejected as a duplicate
     as within one page.
+
+    With a `reader` (a second connection, seeing what is committed) the next page is loaded on it while
+    the current one is decoded and stored; the window must then be archived by a committed transaction.
     """
     totals = _Totals()
     batch_id = open_batch(conn, info)
     catalog = load_f2_catalog(conn)
-    pages = load_raw_pages(conn, *window.utc_bounds, page=page_rows)
-    while True:
-        clock = time.perf_counter()
-        raw = next(pages, None)
-        totals.lap("load", clock)
-        if raw is None:
-            break
-        open_batch(conn, info)  # this page's transaction writes the batch's rows
-        _decode_page(conn, raw, catalog, options, topics, batch_id, totals)
-        clock = time.perf_counter()
-        conn.commit()
-        totals.lap("store", clock)
+    if reader is None:
+        pages = load_raw_pages(conn, *window.utc_bounds, page=page_rows)
+    else:
+        pages = read_ahead(load_raw_pages(reader, *window.utc_bounds, page=page_rows))
+    with closing(pages):
+        while True:
+            clock = time.perf_counter()
+            raw = next(pages, None)
+            totals.lap("load", clock)
+            if raw is None:
+                break
+            open_batch(conn, info)  # this page's transaction writes the batch's rows
+            _decode_page(conn, raw, catalog, options, topics, batch_id, totals)
+            clock = time.perf_counter()
+            conn.commit()
+            totals.lap("store", clock)
     clock = time.perf_counter()
     rejected = pl.concat(totals.rejected) if totals.rejected else _STORED_REJECTION.empty()
     finish_batch(

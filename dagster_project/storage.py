@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import polars as pl
 import psycopg
 
+from dagster_project.binary_copy import encode, split_binary
 from iot_core.formats.f2 import DatapointSpec
 from iot_core.formats.f2_messages import F2Catalog, SensorEntry
 from iot_core.rows import (
@@ -281,17 +282,25 @@ def _fresh_stage(cur: psycopg.Cursor, shape: Shape, table: str) -> None:
 
 
 def _copy(cur: psycopg.Cursor, table: str, frame: pl.DataFrame) -> None:
-    """COPY `frame` into `table` as CSV that polars writes column-wise (no Python per row).
+    """COPY `frame` into `table`: the rows whose columns are all of a fixed width in binary (see
+    `binary_copy`), the rest as CSV that polars writes column-wise (no Python per row).
 
-    Strings are always quoted, so an empty string stays distinct from NULL (an unquoted empty field) and
-    no line can read as the end-of-data marker; bytea goes as `\\x` hex; floats are written in their
-    shortest round-trip form, timestamps as ISO-8601 with offset.
+    In the CSV, strings are always quoted, so an empty string stays distinct from NULL (an unquoted empty
+    field) and no line can read as the end-of-data marker; bytea goes as `\\x` hex; floats are written in
+    their shortest round-trip form, timestamps as ISO-8601 with offset.
     """
-    binary = [name for name, dtype in frame.schema.items() if dtype == pl.Binary]
-    if binary:
-        frame = frame.with_columns((pl.lit("\\x") + pl.col(c).bin.encode("hex")).alias(c) for c in binary)
-    data = frame.write_csv(include_header=False, quote_style="non_numeric", null_value="")
-    with cur.copy(f"COPY {table} ({', '.join(frame.columns)}) FROM STDIN (FORMAT csv)") as copy:
+    columns = ", ".join(frame.columns)
+    binary, text = split_binary(frame)
+    if binary.height:
+        with cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT binary)") as copy:
+            copy.write(encode(binary))
+    if not text.height:
+        return
+    hexed = [name for name, dtype in text.schema.items() if dtype == pl.Binary]
+    if hexed:
+        text = text.with_columns((pl.lit("\\x") + pl.col(c).bin.encode("hex")).alias(c) for c in hexed)
+    data = text.write_csv(include_header=False, quote_style="non_numeric", null_value="")
+    with cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT csv)") as copy:
         copy.write(data.encode())
 
 
@@ -466,7 +475,7 @@ def store_elements(
     if elements.is_empty():
         return
     rows = elements.join(raw.select("raw_id", "arrived_at"), on="raw_id", how="left")
-    direct = STAGED_ELEMENTS.conform(rows).with_columns(pl.lit(batch_id).alias("batch_id"))
+    direct = STAGED_ELEMENTS.plus("batch_id").conform(rows.with_columns(pl.lit(batch_id).alias("batch_id")))
     if _written_if_new(conn, lambda cur: _copy(cur, "raw_elements", direct)):
         return
     with conn.cursor() as cur:

@@ -117,24 +117,28 @@ def test_pages_of_raw_messages_are_the_window_in_order(clean_db: str) -> None:
 
 def test_a_window_decoded_in_pages_ends_as_decoded_whole_and_reruns_idempotently(clean_db: str) -> None:
     outcomes = {}
-    with psycopg.connect(clean_db) as conn:
-        for n, page_rows in enumerate((None, 4, 1)):
+    with psycopg.connect(clean_db) as conn, psycopg.connect(clean_db, autocommit=True) as other:
+        # whole, pages of 4 and of 1, and pages of 4 read ahead on a second connection (as the asset does)
+        for n, (page_rows, reader) in enumerate(((None, None), (4, None), (1, None), (4, other))):
             window, info = _land(conn, BASE_MS + (n + 1) * 60_000, f"paged-{n}")
-            decoded = decode_window(conn, info, window, DecodeOptions(), TOPICS, page_rows)
             conn.commit()
-            outcomes[page_rows] = _outcome(conn, window, decoded)
+            decoded = decode_window(conn, info, window, DecodeOptions(), TOPICS, page_rows, reader)
+            conn.commit()
+            key = (page_rows, reader is not None)
+            outcomes[key] = _outcome(conn, window, decoded)
             facts = _facts(conn, window)
-            again = decode_window(conn, _info(window, []), window, DecodeOptions(), TOPICS, page_rows)
+            again = decode_window(conn, _info(window, []), window, DecodeOptions(), TOPICS, page_rows, reader)
             conn.commit()
             rerun = _outcome(conn, window, again)
-            assert rerun["unaccounted"] == 0 and rerun["reasons"] == outcomes[page_rows]["reasons"]
+            assert rerun["unaccounted"] == 0 and rerun["reasons"] == outcomes[key]["reasons"]
             assert again.measurements == decoded.measurements and again.duplicates == decoded.duplicates
             assert _facts(conn, window) == facts, "a re-run wrote measurements again"
-    whole = outcomes[None]
+    whole = outcomes[(None, False)]
     assert whole["unaccounted"] == 0 and whole["balanced"]
     assert whole["duplicates"] > 0 and whole["events"] > 0 and whole["measurements"] > 0
-    assert outcomes[4] == whole
-    assert outcomes[1] == whole
+    assert outcomes[(4, False)] == whole
+    assert outcomes[(1, False)] == whole
+    assert outcomes[(4, True)] == whole
 
 
 def test_pages_commit_as_stored_and_a_window_failing_part_way_is_completed_by_its_rerun(
