@@ -4,7 +4,8 @@
 
 For each size it writes that many simulated plain-metric messages into a private Redis stream (one
 window's worth), then a fresh process does what a run's two steps do: `land_window` over the stream's
-pages (as the `raw_messages` asset reads them) and `decode_window` in pages of `--page-rows`, in a scratch
+pages (as the `raw_messages` asset reads them) and `decode_window` in pages of `--page-rows` (the next
+one read ahead on a second connection, as the `telemetry` asset does), in a scratch
 database, and reports its peak RSS (`ru_maxrss`), the seconds of each step and the reconciliation of the
 window. The process's RSS after its imports is printed too: what a run costs before it reads anything.
 Needs the local PostgreSQL and Redis; drops its database and stream afterwards.
@@ -69,7 +70,7 @@ def run_once(redis_url: str, stream: str, db_url: str, start_ms: int, end_ms: in
     info = BatchInfo(
         "bench", "bench", utc_from_ms(start_ms), utc_from_ms(end_ms), "0-0", "0-0", [stream], "1"
     )
-    with psycopg.connect(db_url) as conn:
+    with psycopg.connect(db_url) as conn, psycopg.connect(db_url, autocommit=True) as reader:
         clock = time.perf_counter()
         pages = (
             [raw_row(stream, entry_id, fields) for entry_id, fields in page]
@@ -79,7 +80,7 @@ def run_once(redis_url: str, stream: str, db_url: str, start_ms: int, end_ms: in
         conn.commit()
         land_s = time.perf_counter() - clock
         clock = time.perf_counter()
-        decoded = decode_window(conn, info, window, DecodeOptions(), None, page_rows)
+        decoded = decode_window(conn, info, window, DecodeOptions(), None, page_rows, reader)
         conn.commit()
         decode_s = time.perf_counter() - clock
         check = reconcile(conn, *window.utc_bounds)

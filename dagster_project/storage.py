@@ -147,18 +147,23 @@ def load_raw_pages(
     once with None), each page a `DECODE_INPUT` frame.
 
     Read as CSV that polars parses (no Python object per row); pages follow the primary key, so each
-    page is one index range scan however large the window is.
+    page is one index range scan however large the window is. The first page is a tenth of the others (at
+    least 1,000 rows): nothing overlaps its reading (see `read_ahead`), and the window's first messages are
+    stored the sooner.
     """
     after: tuple | None = None
+    size = page if page is None else min(page, max(FIRST_PAGE_MIN_ROWS, page // 10))
     while True:
-        frame, after = _raw_page(conn, start, end, after, page)
+        frame, after = _raw_page(conn, start, end, after, size)
         if frame.height:
             yield frame
-        if after is None or page is None or frame.height < page:
+        if after is None or size is None or frame.height < size:
             return
+        size = page
 
 
 _RAW_KEY = "arrived_at, stream, entry_ms, entry_seq"
+FIRST_PAGE_MIN_ROWS = 1000
 #: One line per raw message: integers, and hex for every text or bytes field (no quoting to get wrong).
 _RAW_PAGE_LINE = """concat_ws(',', raw_id, encode(convert_to(topic, 'UTF8'), 'hex'),
                    encode(payload, 'hex'), rx_us, (extract(epoch FROM arrived_at) * 1000000)::bigint,

@@ -184,3 +184,23 @@ def test_pages_commit_as_stored_and_a_window_failing_part_way_is_completed_by_it
 def _facts_count_is(url: str, window: Window, measurements: int) -> bool:
     with psycopg.connect(url) as conn:
         return _facts(conn, window)[0] == measurements
+
+
+def test_the_first_page_is_a_tenth_of_the_others_and_the_pages_still_tile_the_window(clean_db: str) -> None:
+    """Nothing overlaps reading the first page, so it is small (a tenth, at least 1,000 rows)."""
+    start_ms = BASE_MS + 30 * 60_000
+    window = Window(start_ms, start_ms + 10_000)
+    rows = [
+        raw_row(
+            "first:page", f"{start_ms + i // 500}-{i % 500}", {b"topic": b"devices/fp/t", b"payload": b"1"}
+        )
+        for i in range(2500)
+    ]
+    with psycopg.connect(clean_db) as conn:
+        land_window(conn, _info(window, ["first:page"]), [rows])
+        whole = load_raw(conn, *window.utc_bounds)
+        pages = list(load_raw_pages(conn, *window.utc_bounds, page=20_000))
+        assert [p.height for p in pages] == [2000, 500]
+        small = list(load_raw_pages(conn, *window.utc_bounds, page=5000))
+        assert [p.height for p in small] == [1000, 1500]
+    assert pl.concat(pages).equals(whole) and pl.concat(small).equals(whole) and whole.height == 2500
