@@ -35,6 +35,7 @@ from iot_etl.dagster_instance import write_instance_config
 from iot_etl.migrate import ensure_database
 from tests.support.database import database_url, drop_database
 from tests.support.pipeline import SensorDriver
+from tests.support.rollups import device_and_metric
 
 pytestmark = pytest.mark.services
 
@@ -116,21 +117,6 @@ RULES = [
     RetentionRule("rejected", "arrived_at", 30),
     RetentionRule("batches", "range_end", 30),
 ]
-
-
-def device_and_metric(conn: psycopg.Connection, device_key: str, metric: str) -> tuple[int, int]:
-    """The ids of a plain device and a unit-less metric, registered if new."""
-    (device_id,) = conn.execute(
-        "INSERT INTO devices (device_key, kind) VALUES (%s, 'plain') "
-        "ON CONFLICT (device_key) DO UPDATE SET kind = 'plain' RETURNING device_id",
-        (device_key,),
-    ).fetchone()
-    (metric_id,) = conn.execute(
-        "INSERT INTO metrics (name, unit) VALUES (%s, '') "
-        "ON CONFLICT (name, unit) DO UPDATE SET unit = '' RETURNING metric_id",
-        (metric,),
-    ).fetchone()
-    return device_id, metric_id
 
 
 def seed_ages(conn: psycopg.Connection, now: datetime) -> None:

@@ -11,8 +11,7 @@ import pytest
 
 from dagster_project.retention import continuous_aggregates
 from dagster_project.rollups import refresh_rollups
-from tests.support.rollups import AGGREGATE, ROLLUPS
-from tests.test_compaction import device_and_metric
+from tests.support.rollups import AGGREGATE, ROLLUPS, device_and_metric
 
 pytestmark = pytest.mark.services
 
