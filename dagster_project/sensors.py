@@ -130,7 +130,7 @@ def evaluate(
     if cursor is None:
         cursor = initial_cursor(redis, database, now_ms, policy.window_ms)
     heals, tried = heal_requests(redis, database, policy, cursor, now_ms, state.get("heal", {}))
-    # windows that will have closed by the time their run has started: the run waits for the close
+    # windows that close within the lead: their runs land them as they close
     windows = closed_windows(
         cursor,
         now_ms + policy.lead_ms,

@@ -131,7 +131,7 @@ def choose_windows(
 ) -> tuple[list[Window], int]:
     """Which windows get a run, and the next cursor.
 
-    `windows` may include some that close only within the sensor's lead: their runs wait for the close.
+    `windows` may include some that close only within the sensor's lead: their runs land them as they close.
     With `skip_empty`, a window without entries gets no run once it has closed (the window that closes an
     hour always runs: it runs the hour's checks); one that is empty but still open is looked at again.
     """
