@@ -21,7 +21,6 @@ from dagster_project.windows import uncovered
 from iot_core.streams import utc_from_ms
 
 SAMPLE = 10
-RECONCILIATION = "reconciliation"
 
 
 @hour_check(
@@ -59,7 +58,7 @@ def archive_complete(hour: CheckedHour) -> AssetCheckResult:
 
 @hour_check(
     "telemetry",
-    RECONCILIATION,
+    "reconciliation",
     "Every element of every archived raw message of the hour so far (an event array's "
     "elements, a message's readings) is exactly one fact row (measurement or event) or one rejection with "
     "its reason; failing names the raw ids where the count does not add up.",
@@ -67,7 +66,6 @@ def archive_complete(hour: CheckedHour) -> AssetCheckResult:
 )
 def reconciliation(hour: CheckedHour) -> AssetCheckResult:
     rec, judged_from = hour.judged(
-        RECONCILIATION,
         lambda start, end: reconcile(hour.conn, start, end, SAMPLE),
         keep=lambda rec: rec.unaccounted == 0,  # a failing part is read again until it is fixed
     )
@@ -117,9 +115,7 @@ def _severity(share: float, warn: float, error: float) -> AssetCheckSeverity | N
     "IOT_QUALITY_REJECT_WARN_SHARE, ERROR above IOT_QUALITY_REJECT_ERROR_SHARE.",
 )
 def schema_pass_rate_check(hour: CheckedHour) -> AssetCheckResult:
-    rate, judged_from = hour.judged(
-        "schema_pass_rate", lambda start, end: schema_pass_rate(hour.conn, start, end)
-    )
+    rate, judged_from = hour.judged(lambda start, end: schema_pass_rate(hour.conn, start, end))
     quality = hour.quality
     severity = _severity(rate.reject_share, quality.reject_warn_share, quality.reject_error_share)
     by_format: dict[str, int] = {}
@@ -163,9 +159,7 @@ def schema_pass_rate_check(hour: CheckedHour) -> AssetCheckResult:
     "readings that have a range.",
 )
 def plausibility(hour: CheckedHour) -> AssetCheckResult:
-    judged, judged_from = hour.judged(
-        "plausibility", lambda start, end: implausible_readings(hour.conn, start, end)
-    )
+    judged, judged_from = hour.judged(lambda start, end: implausible_readings(hour.conn, start, end))
     metrics = judged.metrics
     readings = sum(m.readings for m in metrics)
     implausible = sum(m.implausible for m in metrics)
@@ -208,7 +202,7 @@ def plausibility(hour: CheckedHour) -> AssetCheckResult:
     "IOT_QUALITY_DUPLICATE_WARN_SHARE of the hour's messages, ERROR above IOT_QUALITY_DUPLICATE_ERROR_SHARE.",
 )
 def duplicates(hour: CheckedHour) -> AssetCheckResult:
-    dup, judged_from = hour.judged("duplicates", lambda start, end: duplicate_count(hour.conn, start, end))
+    dup, judged_from = hour.judged(lambda start, end: duplicate_count(hour.conn, start, end))
     quality = hour.quality
     severity = _severity(dup.share, quality.duplicate_warn_share, quality.duplicate_error_share)
     return AssetCheckResult(

@@ -38,18 +38,20 @@ class CheckedHour:
     conn: psycopg.Connection
     quality: QualityPolicyResource
     redis: RedisStreamsResource
+    #: the check's name, under which its verdicts are kept
+    check: str
     #: a micro-batch run's check of its hour up to the end of the run's range: a check may then reuse its
     #: verdict over the hour's earlier part (see `verdicts`)
     so_far: bool = False
 
     def judged(
-        self, check: str, judge: Callable[[datetime, datetime], P], keep: Callable[[P], bool] = lambda _: True
+        self, judge: Callable[[datetime, datetime], P], keep: Callable[[P], bool] = lambda _: True
     ) -> tuple[P, datetime]:
         """`judge` over the checked window, and where it began to read: in a micro-batch run only what
         follows the check's kept verdict of the hour (see `verdicts`), else the whole window."""
         start, end = self.window.utc_bounds
         if self.so_far:
-            return judged_so_far(self.conn, check, start, end, judge, keep)
+            return judged_so_far(self.conn, self.check, start, end, judge, keep)
         return judge(start, end), start
 
 
@@ -92,7 +94,7 @@ def hour_check(
             window = checked_window(context, policy, redis)
             so_far = RUN_END_TAG in context.run.tags
             with database.connect() as conn:
-                return body(CheckedHour(window, conn, quality, redis, so_far))
+                return body(CheckedHour(window, conn, quality, redis, name, so_far))
 
         return hourly
 

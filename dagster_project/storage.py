@@ -310,6 +310,11 @@ def _copy(cur: psycopg.Cursor, table: str, frame: pl.DataFrame) -> None:
         copy.write(data.encode())
 
 
+def _with_batch(shape: Shape, frame: pl.DataFrame, batch_id: int) -> pl.DataFrame:
+    """`frame`'s rows as `shape` (which has `batch_id`), written by batch `batch_id`."""
+    return shape.conform(frame.with_columns(pl.lit(batch_id).alias("batch_id")))
+
+
 def _written_if_new(conn: psycopg.Connection, write: Callable[[psycopg.Cursor], None]) -> bool:
     """Run `write` (a COPY straight into a table with a unique key) in a savepoint; False, with nothing
     written, if a row's key is held there already.
@@ -370,7 +375,7 @@ def _upsert_staged(
     (by another raw message: a duplicate; or by the same one with the same values: a re-run), so when it
     wrote every staged row none is a duplicate and the look-up is skipped.
     """
-    rows = table.conform(staged.with_columns(pl.lit(batch_id).alias("batch_id")))
+    rows = _with_batch(table, staged, batch_id)
     if _written_if_new(conn, lambda cur: _copy(cur, table.name, rows)):
         return staged.height, []
     with conn.cursor() as cur:
@@ -481,7 +486,7 @@ def store_elements(
     if elements.is_empty():
         return
     rows = elements.join(raw.select("raw_id", "arrived_at"), on="raw_id", how="left")
-    direct = STAGED_ELEMENTS.plus("batch_id").conform(rows.with_columns(pl.lit(batch_id).alias("batch_id")))
+    direct = _with_batch(STAGED_ELEMENTS.plus("batch_id"), rows, batch_id)
     if _written_if_new(conn, lambda cur: _copy(cur, "raw_elements", direct)):
         return
     with conn.cursor() as cur:
