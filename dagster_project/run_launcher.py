@@ -17,10 +17,12 @@ sensor runs its window again.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
 import threading
+import time
 from multiprocessing.context import ForkServerContext
 from typing import Any
 
@@ -52,8 +54,11 @@ PRELOAD = (
 PID_TAG = "iot/worker_pid"
 #: How often a worker looks whether its run is being canceled.
 CANCEL_POLL_S = 2.0
+#: How long a CANCELING run may go on being interrupted before its worker ends it itself.
+CANCEL_GRACE_S = 15.0
 STARTED_TAG = "iot/worker_started"
 
+logger = logging.getLogger(__name__)
 _context_lock = threading.Lock()
 _context: ForkServerContext | None = None
 
@@ -101,14 +106,37 @@ def work(instance_ref: str, run_id: str) -> None:
 def _interrupt_while_canceling(instance: Any, run_id: str, done: threading.Event) -> None:
     """SIGINT to this worker every `CANCEL_POLL_S` while the run is CANCELING. Once is not enough: a step
     with a retry policy takes an interrupt as a reason to retry (Dagster's rule), and only an interrupt
-    outside the step, in the wait before the retry, ends the run as canceled. (Dagster's own cancellation
-    thread interrupts once, and polls every 10 s.)"""
+    outside the step ends the run as canceled. (Dagster's own cancellation thread interrupts once, and
+    polls every 10 s.)
+
+    A step waiting to retry sleeps through interrupts until its retry is due, which may be minutes away.
+    A run still CANCELING `CANCEL_GRACE_S` after the first interrupt is therefore recorded CANCELED here
+    and the worker exits: its open transactions roll back with their connections, and the sensor runs
+    the window again as after any canceled run."""
     from dagster import DagsterRunStatus
 
+    canceling_since: float | None = None
     while not done.wait(CANCEL_POLL_S):
-        run = instance.get_run_by_id(run_id)
-        if run is not None and run.status == DagsterRunStatus.CANCELING:
+        try:
+            run = instance.get_run_by_id(run_id)
+        except Exception:  # the run storage busy or away: the next poll looks again
+            logger.warning("could not read the status of run %s", run_id, exc_info=True)
+            continue
+        if run is None or run.status != DagsterRunStatus.CANCELING:
+            continue
+        canceling_since = canceling_since or time.monotonic()
+        if time.monotonic() - canceling_since < CANCEL_GRACE_S:
             os.kill(os.getpid(), signal.SIGINT)
+            continue
+        if done.is_set():
+            return
+        instance.report_run_canceled(
+            run,
+            message=f"The run worker (pid {os.getpid()}) ended the run: it was still going "
+            f"{CANCEL_GRACE_S:.0f} s after it was first interrupted (a step waiting to retry does not "
+            "notice interrupts until the retry is due).",
+        )
+        os._exit(1)
 
 
 class ForkingRunLauncher(RunLauncher, ConfigurableClass):

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from dagster import DagsterInstance
 
-from dagster_project.run_launcher import PID_TAG
+from dagster_project.run_launcher import CANCEL_GRACE_S, CANCEL_POLL_S, PID_TAG
 from iot_etl.dagster_instance import RUN_MONITORING_POLL_S
 from tests.support.fault_stack import (
     HEAL_AFTER_S,
@@ -124,6 +124,8 @@ def test_a_run_terminated_is_canceled_and_its_window_healed(stack: FaultStack, w
     marks the run CANCELING) the worker's own watcher does, which polls the run's status. A canceled run
     is not retried; the sensor's heal runs the window again."""
     tag = f"tm{uuid.uuid4().hex[:6]}"
+    stack.ensure_up()
+    stack.wait_idle()
     before = run_ids(stack)
     with landing_held(stack):
         publisher, messages = publish_and_wait(stack, tag, after_sent=1)
@@ -135,7 +137,7 @@ def test_a_run_terminated_is_canceled_and_its_window_healed(stack: FaultStack, w
                 run = instance.get_run_by_id(run_id)
                 assert run is not None
                 instance.report_run_canceling(run)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + CANCEL_GRACE_S + 4 * CANCEL_POLL_S + 30
         while not any(r["runId"] == run_id for r in stack.runs(["CANCELED"])):
             assert time.monotonic() < deadline, f"run {run_id} was not canceled"
             time.sleep(1)
@@ -169,6 +171,8 @@ def test_run_worker_sigkilled_mid_run(stack: FaultStack) -> None:
     """The run-monitoring daemon sees the worker gone (the forking launcher keeps its pid) and fails the
     run within a poll or two, not after the one-hour runtime bound; run retries and the sensor do the rest."""
     tag = f"rw{uuid.uuid4().hex[:6]}"
+    stack.ensure_up()
+    stack.wait_idle()
     before = run_ids(stack)
     with landing_held(stack):
         publisher, messages = publish_and_wait(stack, tag, after_sent=1)

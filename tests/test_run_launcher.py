@@ -11,14 +11,22 @@ import uuid
 from pathlib import Path
 
 import psutil
-from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
+from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, reconstructable
 from dagster import _check as check
 from dagster._core.launcher import WorkerStatus
 from dagster._serdes import serialize_value
 
-from dagster_project.run_launcher import PID_TAG, STARTED_TAG, ForkingRunLauncher, work
+from dagster_project.run_launcher import (
+    CANCEL_GRACE_S,
+    CANCEL_POLL_S,
+    PID_TAG,
+    STARTED_TAG,
+    ForkingRunLauncher,
+    work,
+)
 from iot_core.settings import Settings
 from iot_etl.dagster_instance import FORKING_RUN_LAUNCHER, instance_config
+from tests.support.retrying_job import retrying_job
 
 
 def run_with(tags: dict[str, str]) -> DagsterRun:
@@ -92,3 +100,36 @@ def test_a_worker_names_itself_in_its_runs_tags_before_the_run_starts(tmp_path: 
         tags = check.not_none(instance.get_run_by_id(run.run_id)).tags
     assert tags[PID_TAG] == str(worker.pid)
     assert abs(float(tags[STARTED_TAG]) - started) < 0.01
+
+
+def test_a_run_canceled_while_its_step_waits_to_retry_ends_within_the_grace(tmp_path: Path) -> None:
+    """A step waiting to retry sleeps through interrupts; Terminate (CANCELING) still ends the run and its
+    worker within the grace, not when the retry is due ten minutes later."""
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        run = instance.create_run_for_job(
+            job_def=retrying_job,
+            job_code_origin=reconstructable(retrying_job).get_python_origin(),
+            status=DagsterRunStatus.STARTING,
+        )
+        worker = multiprocessing.get_context("fork").Process(
+            target=work, args=(serialize_value(instance.get_ref()), run.run_id)
+        )
+        worker.start()
+        deadline = time.monotonic() + 120
+        while not instance.get_records_for_run(
+            run.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY
+        ).records:
+            assert worker.is_alive(), "the worker ended before its step asked to retry"
+            assert time.monotonic() < deadline, "the step never asked to retry"
+            time.sleep(0.2)
+        instance.report_run_canceling(check.not_none(instance.get_run_by_id(run.run_id)))
+        canceling = time.monotonic()
+        worker.join(CANCEL_GRACE_S + 4 * CANCEL_POLL_S + 30)
+        ended_s = time.monotonic() - canceling
+        assert worker.exitcode is not None, "the worker still runs"
+        final = check.not_none(instance.get_run_by_id(run.run_id))
+        canceled = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.PIPELINE_CANCELED)
+    assert final.status == DagsterRunStatus.CANCELED
+    assert ended_s < CANCEL_GRACE_S + 4 * CANCEL_POLL_S + 30
+    event = check.not_none(canceled.records[0].event_log_entry.dagster_event)
+    assert "first interrupted" in (event.message or "")

@@ -135,6 +135,14 @@ class FaultStack:
         )
         return list(self.graphql(query, {"s": statuses})["runsOrError"]["results"])  # type: ignore[index]
 
+    def wait_idle(self, timeout_s: float = 300) -> None:
+        """Until no run is queued, starting, running or canceling: an earlier phase's last runs and heals
+        would otherwise take the run slots a phase means to catch."""
+        deadline = time.monotonic() + timeout_s
+        while busy := self.runs(["QUEUED", "STARTING", "STARTED", "CANCELING"]):
+            assert time.monotonic() < deadline, f"runs still in flight after {timeout_s:.0f} s: {busy}"
+            time.sleep(1)
+
     def terminate(self, run_id: str) -> str:
         """The UI's Terminate button; the mutation's result type (TerminateRunSuccess when accepted)."""
         query = (
