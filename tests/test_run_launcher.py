@@ -133,3 +133,38 @@ def test_a_run_canceled_while_its_step_waits_to_retry_ends_within_the_grace(tmp_
     assert ended_s < CANCEL_GRACE_S + 4 * CANCEL_POLL_S + 30
     event = check.not_none(canceled.records[0].event_log_entry.dagster_event)
     assert "first interrupted" in (event.message or "")
+
+
+WARM_PROBE = """
+import sys, threading, time
+from multiprocessing import forkserver
+sys.argv[0] = sys.argv[1]
+from dagster_project.run_launcher import ForkingRunLauncher
+ForkingRunLauncher()
+starting = [t for t in threading.enumerate() if t.name == "forkserver-start"]
+deadline = time.monotonic() + 120
+while starting and forkserver._forkserver._forkserver_pid is None and time.monotonic() < deadline:
+    time.sleep(0.1)
+for thread in starting:
+    thread.join(120)
+pid = forkserver._forkserver._forkserver_pid
+if pid is not None:
+    import psutil
+    assert "forkserver" in " ".join(psutil.Process(pid).cmdline()), psutil.Process(pid).cmdline()
+print(pid)
+"""
+
+
+def test_the_daemon_starts_the_forkserver_with_its_launcher_and_no_other_program_does() -> None:
+    """The daemon's forkserver is up before its first run; a webserver or run worker that builds the
+    launcher too starts none."""
+    for program, expected in (("/venv/bin/dagster-daemon", True), ("/venv/bin/dagster-webserver", False)):
+        probe = subprocess.run(
+            [sys.executable, "-c", WARM_PROBE, program],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=True,
+        )
+        pid = probe.stdout.strip().splitlines()[-1]
+        assert (pid != "None") == expected, (program, probe.stdout, probe.stderr)
