@@ -40,7 +40,7 @@ pytestmark = [
     pytest.mark.skipif(not (PG_BIN / "pg_ctl").exists(), reason="needs the PostgreSQL server binaries"),
 ]
 COUNT = 600
-RATE = 20.0  # messages per second: 30 s of publishing, three windows
+RATE = 40.0  # messages per second: 15 s of publishing, two windows
 HEAL_BUDGET_S = 900.0
 
 
