@@ -11,7 +11,6 @@ loaded); run workers import the code location afresh (see `dagster_project.run_l
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -23,12 +22,6 @@ LOCATION_NAME = "iot_pipeline"
 MODULE = "dagster_project.definitions"
 ATTRIBUTE = "defs"
 HOST = "127.0.0.1"
-
-
-def free_local_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def code_server_argv(port: int, working_directory: Path) -> list[str]:

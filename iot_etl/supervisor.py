@@ -23,13 +23,15 @@ from iot_etl import embedded
 from iot_etl.broker import BrokerNotInstalledError
 from iot_etl.child_output import Condenser, Quiet, logs_dir, open_log, pump
 from iot_etl.code_location import location_state
-from iot_etl.code_server import code_server_argv, free_local_port, wait_serving, write_workspace
+from iot_etl.code_server import HOST as CODE_SERVER_HOST
+from iot_etl.code_server import code_server_argv, wait_serving, write_workspace
 from iot_etl.dagster_instance import (
     create_instance_storage,
     dagster_env,
     dagster_home,
     write_instance_config,
 )
+from iot_etl.ports import free_local_port
 from iot_etl.reaper import Reaper, die_with_parent
 from iot_etl.startup import CannotStart, StackLock, check_ports, check_services, require_port_free
 from iot_etl.window_report import WindowReporter
@@ -172,7 +174,7 @@ class Supervisor:
         bin_dir = Path(sys.executable).parent
         env = self.env(home)
         logs = logs_dir(self.settings)
-        port = free_local_port()
+        port = free_local_port(CODE_SERVER_HOST)
         code_server = Child("code-server", code_server_argv(port, REPO_ROOT), log=logs / "code-server.log")
         code_server.pumped = True
         self._spawn(code_server, env)

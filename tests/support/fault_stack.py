@@ -28,7 +28,7 @@ from tests.support.processes import group_members, wait_gone
 from tests.support.redis_server import PrivateRedis
 
 WINDOW_S = 10
-HEAL_AFTER_S = 30
+HEAL_AFTER_S = 20
 STREAM_PREFIX = "faults:raw"
 
 

@@ -7,12 +7,10 @@ import subprocess
 import time
 from collections.abc import Callable
 
+from iot_etl.ports import free_local_port
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (the OS picks it; tiny race until the caller binds)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+#: the product's: a port outside the kernel's ephemeral range, which no outgoing connection can take first
+free_port = free_local_port
 
 
 def port_accepts(host: str, port: int, timeout: float = 0.2) -> bool:
