@@ -47,6 +47,7 @@ PRELOAD = (
     "dagster._core.execution.api",
     "polars",
     "pandera.polars",
+    "pandera.backends.polars.builtin_checks",  # imported when a schema is built (with hypothesis, if present)
     "psycopg",
     "psycopg_pool",
     "redis",

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TextIO
 
+import psutil
+
 from bench.e2e.baselines.common import TABLE
 from bench.e2e.steps import RunSteps, run_steps
 from iot_etl.supervisor import REPO_ROOT, launch_up
@@ -94,6 +96,31 @@ class Product:
                 raise TimeoutError("the listener did not subscribe within a minute")
             broker.publish_many([(PROBE_TOPIC, b"probe")])
             time.sleep(0.5)
+        if self.settings.get("IOT_DAGSTER_RUN_LAUNCHER", "forking") == "forking":
+            self._wait_forkserver_started()
+
+    def _wait_forkserver_started(self) -> None:
+        """The daemon starts its run workers' forkserver as it starts; that process's imports are start-up,
+        paid once, not a cost per message: wait until it exists and its CPU time has stopped growing."""
+        assert self._up is not None
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        last = -1.0
+        while time.monotonic() < deadline:
+            try:
+                servers = [
+                    p
+                    for p in psutil.Process(self._up.pid).children(recursive=True)
+                    if "forkserver" in " ".join(p.cmdline())
+                ]
+                cpu = sum(sum(p.cpu_times()[:2]) for p in servers)
+            except psutil.NoSuchProcess:  # a process ended while looked at: look again
+                servers = []
+            if servers:
+                if cpu == last:
+                    return
+                last = cpu
+            time.sleep(1.0)
+        raise TimeoutError("the daemon's forkserver did not finish starting within a minute")
 
     def _log_line(self, text: str) -> None:
         if self.log is not None:
