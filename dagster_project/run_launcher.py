@@ -87,11 +87,10 @@ def _forkserver() -> ForkServerContext:
         return _context
 
 
-def start_forkserver() -> int:
-    """Start the forkserver (its imports take a CPU-second or more) if it is not running; its pid."""
+def start_forkserver() -> None:
+    """Start the forkserver (its imports take a CPU-second or more) if it is not running."""
     _forkserver()
     forkserver.ensure_running()
-    return forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
 
 
 def work(instance_ref: str, run_id: str) -> None:

@@ -20,6 +20,11 @@ LOWEST_PORT = 10000
 ATTEMPTS = 200
 
 
+def tcp_socket(host: str) -> socket.socket:
+    """An unbound TCP socket of `host`'s address family (IPv6 for an address with a colon)."""
+    return socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+
+
 def ephemeral_range(source: Path = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
     try:
         low, high = (int(part) for part in source.read_text().split())
@@ -43,12 +48,12 @@ def free_local_port(host: str = "127.0.0.1", candidates: range | None = None) ->
     candidates = candidate_ports(ephemeral_range()) if candidates is None else candidates
     for _ in range(ATTEMPTS if len(candidates) else 0):
         port = random.choice(candidates)
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        with tcp_socket(host) as sock:
             try:
                 sock.bind((host, port))
             except OSError:
                 continue
             return port
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+    with tcp_socket(host) as sock:
         sock.bind((host, 0))  # every port outside the range is taken: the kernel's choice, race and all
         return int(sock.getsockname()[1])

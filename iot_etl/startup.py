@@ -12,6 +12,7 @@ import psycopg
 import redis
 
 from iot_core.settings import Settings
+from iot_etl.ports import tcp_socket
 
 CONNECT_TIMEOUT_S = 5
 
@@ -22,7 +23,7 @@ class CannotStart(RuntimeError):
 
 def require_port_free(host: str, port: int, setting: str) -> None:
     """Bind the port the way a server does (SO_REUSEADDR: a port in TIME_WAIT counts as free)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+    with tcp_socket(host) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
