@@ -31,6 +31,7 @@ from dagster_project.batch import (
 )
 from dagster_project.compaction import (
     apply_retention,
+    counted_so_far,
     hour_summary_metadata,
     prune_before,
     prune_runs,
@@ -201,11 +202,18 @@ def telemetry(
             **reasons_metadata(reasons),
         }
         keys = context.partition_keys
+        so_far = None
+        if config.end_ms and len(keys) == 1:
+            # the hour's counts up to this range, of which this run reads only its own range: the run that
+            # closes the hour then does not count the whole hour
+            with database.connect() as conn:
+                so_far = counted_so_far(conn, keys[0], window.utc_bounds[1])
         if len(keys) > 1 or window.closes_hour:
             # a partition's plotted values are its hour's totals once the hour has closed; a run over several
             # hours reports each hour on its own rather than the range's totals on every hour
             with database.connect() as conn:
-                summaries = {key: hour_summary_metadata(conn, key) for key in keys}
+                counted = so_far[0] if so_far else None
+                summaries = {key: hour_summary_metadata(conn, key, counted) for key in keys}
             if len(keys) > 1:
                 for key in keys:
                     context.log_event(
@@ -224,6 +232,8 @@ def telemetry(
             metadata={
                 "range": window.label,  # a closed hour's own range replaces it below
                 **counts,
+                # where this run began to count the hour: what came before was counted by earlier runs
+                **({"hour_counts_read_from": so_far[1].isoformat()} if so_far else {}),
                 "feedback_published": f"{acks}/{len(owed)}",
                 "feedback_already_sent": len(decoded.feedback) - len(owed),
                 **{f"seconds_{stage}": round(s, 4) for stage, s in decoded.seconds.items()},

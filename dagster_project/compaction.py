@@ -36,6 +36,7 @@ from dagster import (
 
 from dagster_project.freshness import SENSOR_NAME as FRESHNESS_SENSOR_NAME
 from dagster_project.retention import (
+    HourCounts,
     Removed,
     RetentionRule,
     apply_retention_policy,
@@ -43,6 +44,7 @@ from dagster_project.retention import (
     continuous_aggregates,
     delete_older,
     drop_old_chunks,
+    hour_counts,
     hour_summary,
     hypertables,
     mark_summarised,
@@ -50,10 +52,13 @@ from dagster_project.retention import (
 )
 from dagster_project.run_deletion import delete_runs
 from dagster_project.storage import landed_ranges
+from dagster_project.verdicts import judged_so_far
 from dagster_project.windows import Window, partition_window, uncovered
 from iot_core.streams import EntryId, id_range, utc_from_ms
 
 MICRO_TAG = ("iot/kind", "micro")
+#: The name the hour's counts so far are kept under with the checks' verdicts (see `counted_so_far`).
+HOUR_COUNTS = "hour_counts"
 #: Runs the sensor requests (a window, a whole hour, a window run again): pruned with hour summaries.
 SENSOR_RUN_KINDS = ("micro", "hour", "heal")
 #: Unpartitioned runs that recur for ever (job name or sensor tag): pruned past the retention, the newest
@@ -180,11 +185,24 @@ def reasons_metadata(reasons: dict[str, int]) -> dict[str, object]:
     }
 
 
-def hour_summary_metadata(conn: psycopg.Connection, key: str) -> dict[str, object]:
-    """The totals of hour partition `key` so far, as plottable metadata."""
+def hour_summary_metadata(
+    conn: psycopg.Connection, key: str, counts: HourCounts | None = None
+) -> dict[str, object]:
+    """The totals of hour partition `key` so far, as plottable metadata (its `counts` read from the
+    tables when None)."""
     window = partition_window(key)
-    summary = hour_summary(conn, *window.utc_bounds)
+    summary = hour_summary(conn, *window.utc_bounds, counts)
     return {"range": window.label, **summary_metadata(summary)}
+
+
+def counted_so_far(conn: psycopg.Connection, key: str, end: datetime) -> tuple[HourCounts, datetime]:
+    """The counts of hour partition `key` up to `end`, and where they began to be read: only what
+    follows the counts an earlier run of the hour kept, while they still hold (see `verdicts`); these are
+    kept in turn for the next run. `conn` must be fresh."""
+    start = partition_window(key).utc_bounds[0]
+    return judged_so_far(
+        conn, HOUR_COUNTS, start, end, lambda since, until: hour_counts(conn, since, until), lambda _: True
+    )
 
 
 def summarise_hour(instance: DagsterInstance, conn: psycopg.Connection, key: str) -> None:

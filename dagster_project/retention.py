@@ -11,8 +11,10 @@ down).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -175,8 +177,45 @@ def timescale_failed_jobs(conn: psycopg.Connection) -> list[JobError]:
     return [JobError(int(a), b, c, d, e) for a, b, c, d, e in rows]
 
 
-def hour_summary(conn: psycopg.Connection, start: datetime, end: datetime) -> dict[str, object]:
-    """The totals of one arrival hour, from the tables (exact however many runs filled it)."""
+@dataclass(frozen=True, slots=True)
+class HourCounts:
+    """What became of the raw messages that arrived in a range: totals that add up over disjoint ranges
+    (a `verdicts.Partial`), so a micro-batch run counts only its own range and the hour-closing run does
+    not read the whole hour again."""
+
+    raw_messages: int
+    measurements: int
+    events: int
+    rejected: int  # rejections that are not redeliveries
+    duplicates: int
+    reject_reasons: dict[str, int]  # every rejection by reason, duplicates included
+
+    def totals(self) -> dict[str, Any]:
+        return {
+            "raw_messages": self.raw_messages,
+            "measurements": self.measurements,
+            "events": self.events,
+            "rejected": self.rejected,
+            "duplicates": self.duplicates,
+            "reject_reasons": self.reject_reasons,
+        }
+
+    def plus(self, totals: dict[str, Any]) -> HourCounts:
+        """These counts and those of the range before (`totals()` of it); reasons by count, then name."""
+        reasons = Counter(totals["reject_reasons"]) + Counter(self.reject_reasons)
+        return HourCounts(
+            self.raw_messages + totals["raw_messages"],
+            self.measurements + totals["measurements"],
+            self.events + totals["events"],
+            self.rejected + totals["rejected"],
+            self.duplicates + totals["duplicates"],
+            dict(sorted(reasons.items(), key=lambda item: (-item[1], item[0]))),
+        )
+
+
+def hour_counts(conn: psycopg.Connection, start: datetime, end: datetime) -> HourCounts:
+    """The counts of the raw messages that arrived in [start, end), from the tables (exact however many
+    runs wrote them)."""
     row = conn.execute(
         """WITH r AS (SELECT raw_id FROM raw_messages WHERE arrived_at >= %(s)s AND arrived_at < %(e)s)
            SELECT (SELECT count(*) FROM r),
@@ -194,6 +233,16 @@ def hour_summary(conn: psycopg.Connection, start: datetime, end: datetime) -> di
            GROUP BY reason ORDER BY count(*) DESC, reason""",
         (start, end),
     ).fetchall()
+    return HourCounts(*map(int, row), reject_reasons={reason: int(n) for reason, n in reasons})
+
+
+def hour_summary(
+    conn: psycopg.Connection, start: datetime, end: datetime, counts: HourCounts | None = None
+) -> dict[str, object]:
+    """The totals of one arrival hour: `counts` of it (read from the tables when None), and the lag of
+    the batches that filled it."""
+    if counts is None:
+        counts = hour_counts(conn, start, end)
     lag = conn.execute(
         """SELECT count(*), extract(epoch FROM max(finished_at - range_end)),
                   extract(epoch FROM avg(finished_at - range_end))
@@ -202,12 +251,7 @@ def hour_summary(conn: psycopg.Connection, start: datetime, end: datetime) -> di
     ).fetchone()
     assert lag is not None
     return {
-        "raw_messages": int(row[0]),
-        "measurements": int(row[1]),
-        "events": int(row[2]),
-        "rejected": int(row[3]),
-        "duplicates": int(row[4]),
-        "reject_reasons": {reason: int(n) for reason, n in reasons},
+        **counts.totals(),
         "batches": int(lag[0]),
         "lag_max_s": round(float(lag[1]), 3) if lag[1] is not None else None,
         "lag_avg_s": round(float(lag[2]), 3) if lag[2] is not None else None,

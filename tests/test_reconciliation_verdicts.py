@@ -5,36 +5,28 @@ window, with a window whose decoding is missing in the middle and one decoded ag
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 
 import psycopg
 import pytest
 from dagster import DagsterInstance, materialize
 
 from dagster_project.assets import raw_messages
-from dagster_project.definitions import defs
 from dagster_project.resources import resources_from_settings
 from dagster_project.sensors import run_request
 from dagster_project.windows import Window
 from iot_core.settings import Settings
-from tests.support.hours import ClosedHour, check_results
+from iot_core.streams import utc_from_ms
+from tests.support.hours import ClosedHour, check_results, run_micro
 
 pytestmark = pytest.mark.services
 WINDOW_MS = 10_000
 
 
 def run_window(settings: Settings, instance: DagsterInstance, window: Window) -> dict:
-    """`window`'s micro-batch run as the sensor requests it: its checks' evaluations."""
-    request = run_request(window)
-    result = defs.resolve_job_def("micro_batch_job").execute_in_process(
-        run_config=request.run_config,
-        partition_key=request.partition_key,
-        instance=instance,
-        tags=request.tags,
-        resources=resources_from_settings(settings),
-        raise_on_error=False,  # a failing reconciliation fails the run: it is a blocking check
-    )
-    return check_results(result)
+    """`window`'s micro-batch run: its checks' evaluations (a failing reconciliation fails the run: it is
+    a blocking check)."""
+    return check_results(run_micro(settings, instance, window, raise_on_error=False))
 
 
 def archive_only(settings: Settings, instance: DagsterInstance, window: Window) -> None:
@@ -55,10 +47,6 @@ def read_from(evaluation: object) -> datetime:
     return datetime.fromisoformat(evaluation.metadata["read_from"].value)  # type: ignore[attr-defined]
 
 
-def at(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
-
-
 def test_reconciliation_reads_on_from_its_last_verdict_until_a_batch_voids_it(
     clean_db: str, settings: Settings
 ) -> None:
@@ -71,37 +59,37 @@ def test_reconciliation_reads_on_from_its_last_verdict_until_a_batch_voids_it(
 
     with DagsterInstance.ephemeral() as instance:
         first = run_window(settings, instance, windows[0])["reconciliation"]
-        assert first.passed and read_from(first) == at(hour.start_ms)
+        assert first.passed and read_from(first) == utc_from_ms(hour.start_ms)
 
         # the second window is archived but its decoding never ran (a failed telemetry step)
         archive_only(settings, instance, windows[1])
         third = run_window(settings, instance, windows[2])["reconciliation"]
         assert not third.passed
-        assert read_from(third) == at(windows[0].end_ms)  # the first window's verdict holds
+        assert read_from(third) == utc_from_ms(windows[0].end_ms)  # the first window's verdict holds
         assert third.metadata["unaccounted"].value == 3
         assert third.metadata["raw"].value == 9
 
         # no verdict was kept for the failing range: it is read again, and fails again
         fourth = run_window(settings, instance, windows[3])["reconciliation"]
-        assert not fourth.passed and read_from(fourth) == at(windows[0].end_ms)
+        assert not fourth.passed and read_from(fourth) == utc_from_ms(windows[0].end_ms)
 
         # the missing window decoded: its run passes, reading on from the first window's verdict
         healed = run_window(settings, instance, windows[1])["reconciliation"]
-        assert healed.passed and read_from(healed) == at(windows[0].end_ms)
+        assert healed.passed and read_from(healed) == utc_from_ms(windows[0].end_ms)
         assert healed.metadata["raw"].value == 6
 
         # the first window decoded again: a batch overlapping every kept verdict, so all are void and
         # its own check reads the hour from its start; the next run reads on from that check's verdict
         redo = run_window(settings, instance, windows[0])["reconciliation"]
-        assert redo.passed and read_from(redo) == at(hour.start_ms)
+        assert redo.passed and read_from(redo) == utc_from_ms(hour.start_ms)
         results = run_window(settings, instance, windows[3])
         again = results["reconciliation"]
-        assert again.passed and read_from(again) == at(windows[0].end_ms)
+        assert again.passed and read_from(again) == utc_from_ms(windows[0].end_ms)
         assert again.metadata["raw"].value == 12
         assert again.metadata["fact_rows"].value == 12
         # the quality checks read on the same way, and add up to the hour so far
         for name in ("schema_pass_rate", "plausibility", "duplicates"):
-            assert read_from(results[name]) == at(windows[0].end_ms), name
+            assert read_from(results[name]) == utc_from_ms(windows[0].end_ms), name
         assert results["schema_pass_rate"].metadata["raw"].value == 12
         assert results["duplicates"].metadata["raw"].value == 12
         assert results["plausibility"].metadata["readings_with_range"].value == 12
@@ -111,5 +99,5 @@ def test_reconciliation_reads_on_from_its_last_verdict_until_a_batch_voids_it(
             """SELECT range_start, range_end, coalesce(totals->>'raw', '12') FROM check_verdicts
                ORDER BY range_end"""
         ).fetchall()
-    # one per check: the shorter ones of the hour dropped
-    assert kept == [(at(hour.start_ms), at(windows[3].end_ms), "12")] * 4
+    # one per check, and the hour's counts (`test_hour_summary`): the shorter ones of the hour dropped
+    assert kept == [(utc_from_ms(hour.start_ms), utc_from_ms(windows[3].end_ms), "12")] * 5

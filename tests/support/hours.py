@@ -6,6 +6,8 @@ import redis
 from dagster import DagsterInstance, ExecuteInProcessResult
 
 from dagster_project.definitions import defs
+from dagster_project.resources import resources_from_settings
+from dagster_project.sensors import run_request
 from dagster_project.windows import HOUR_MS, Window
 from iot_core.settings import Settings
 
@@ -47,6 +49,21 @@ class ClosedHour:
         """The whole hour through `micro_batch_job` (no config: a backfill of the hour)."""
         job = defs.resolve_job_def("micro_batch_job")
         return job.execute_in_process(partition_key=self.partition_key, instance=instance, **kwargs)
+
+
+def run_micro(
+    settings: Settings, instance: DagsterInstance, window: Window, *, raise_on_error: bool = True
+) -> ExecuteInProcessResult:
+    """`window`'s micro-batch run as the sensor requests it."""
+    request = run_request(window)
+    return defs.resolve_job_def("micro_batch_job").execute_in_process(
+        run_config=request.run_config,
+        partition_key=request.partition_key,
+        instance=instance,
+        tags=request.tags,
+        resources=resources_from_settings(settings),
+        raise_on_error=raise_on_error,
+    )
 
 
 def check_results(result: ExecuteInProcessResult) -> dict:
