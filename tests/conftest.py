@@ -38,11 +38,14 @@ os.environ.update(
 from iot_core.settings import Settings, get_settings  # noqa: E402
 from iot_etl.migrate import apply_migrations, ensure_database  # noqa: E402
 
+#: Emptied before each test; raw ids restart at 1, so every table keyed by raw id is among them.
 FACT_TABLES = (
     "measurements",
     "events",
     "rejected",
     "raw_messages",
+    "raw_elements",
+    "feedback_sent",
     "batches",
     "hourly_rollups",
     "rollup_parts",

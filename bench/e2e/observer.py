@@ -3,7 +3,8 @@
 Why counting instead of reading each row back: a count is cheap for the database under test at any
 size, and every system here keeps arrival order (one broker, one subscriber, FIFO queues and windows in
 arrival order), so the r-th row to become queryable is the r-th message published. Latency of rank r =
-first poll that saw more than r rows - publish time of the r-th message. Resolution: the poll interval.
+first poll that saw more than r rows - publish time of the r-th message. Resolution: the poll interval,
+longer once counting the table takes a while (long sustained runs).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 import psycopg
 
 POLL_INTERVAL_S = 0.25
+#: The poller waits at least this many times as long as its last count took (at most 1/5 of a core).
+COUNT_SHARE_INVERSE = 4
 
 
 @dataclass(eq=False)
@@ -41,6 +44,7 @@ class RowCounter(threading.Thread):
         last = -1
         try:
             while not self._halt.is_set():
+                asked = time.time()
                 count = int(self._conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0])
                 now = time.time()
                 self.timeline.append((now, count))
@@ -48,7 +52,8 @@ class RowCounter(threading.Thread):
                     last, last_change = count, now
                 if count >= self.target or now - last_change > self.stall_s:
                     return
-                self._halt.wait(POLL_INTERVAL_S)
+                # a count of millions of rows takes a while: the poller stays a small share of the server
+                self._halt.wait(max(POLL_INTERVAL_S, COUNT_SHARE_INVERSE * (now - asked)))
         finally:
             self._conn.close()
 
