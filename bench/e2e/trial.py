@@ -72,6 +72,11 @@ def run_trial(settings: Settings, system: SystemUnderTest, load: Load, repetitio
         step: round(max(run.steps.get(step, 0.0) for run in runs), 1)
         for step in sorted({step for run in runs for step in run.steps})
     }
+    # every run, oldest first: which window was slow, and the one that closed an hour (JSON only)
+    result["runs"] = [
+        {"window": run.label, "seconds": run.seconds, "steps": {k: round(v, 1) for k, v in run.steps.items()}}
+        for run in runs
+    ]
     return result
 
 
