@@ -19,6 +19,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from dagster_project.raw_ids import raw_id_span
+
 
 @dataclass(frozen=True, slots=True)
 class RetentionRule:
@@ -219,13 +221,15 @@ def hour_counts(conn: psycopg.Connection, start: datetime, end: datetime) -> Hou
     row = conn.execute(
         """WITH r AS (SELECT raw_id FROM raw_messages WHERE arrived_at >= %(s)s AND arrived_at < %(e)s)
            SELECT (SELECT count(*) FROM r),
-                  (SELECT count(*) FROM measurements WHERE raw_id IN (SELECT raw_id FROM r)),
-                  (SELECT count(*) FROM events WHERE raw_id IN (SELECT raw_id FROM r)),
+                  (SELECT count(*) FROM measurements
+                   WHERE raw_id BETWEEN %(raw_lo)s AND %(raw_hi)s AND raw_id IN (SELECT raw_id FROM r)),
+                  (SELECT count(*) FROM events
+                   WHERE raw_id BETWEEN %(raw_lo)s AND %(raw_hi)s AND raw_id IN (SELECT raw_id FROM r)),
                   (SELECT count(*) FROM rejected WHERE arrived_at >= %(s)s AND arrived_at < %(e)s
                                                    AND stage <> 'duplicate'),
                   (SELECT count(*) FROM rejected WHERE arrived_at >= %(s)s AND arrived_at < %(e)s
                                                    AND stage = 'duplicate')""",
-        {"s": start, "e": end},
+        {"s": start, "e": end, **raw_id_span(conn, start, end)},
     ).fetchone()
     assert row is not None
     reasons = conn.execute(

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 
+from dagster_project.raw_ids import raw_id_span
 from dagster_project.retention import continuous_aggregates
 
 HOUR = timedelta(hours=1)
@@ -28,7 +29,8 @@ PARTS_MERGED = PARTS_KEPT - MAX_AHEAD
 
 #: The (device, metric, reading hour) of every measurement that arrived in [%(s)s, %(e)s).
 _TOUCHED = """SELECT DISTINCT m.device_id, m.metric_id, date_trunc('hour', m.ts, 'UTC') AS hour
-              FROM raw_messages x JOIN measurements m ON m.raw_id = x.raw_id
+              FROM raw_messages x
+              JOIN measurements m ON m.raw_id = x.raw_id AND m.raw_id BETWEEN %(raw_lo)s AND %(raw_hi)s
               WHERE x.arrived_at >= %(s)s AND x.arrived_at < %(e)s"""
 
 
@@ -59,15 +61,14 @@ def _refresh_aggregate(conn: psycopg.Connection, start: datetime, end: datetime)
         raise psycopg.ProgrammingError(
             "hourly_rollups is a continuous aggregate: refresh it on a connection in autocommit mode"
         )
-    hours = [
-        hour for (hour,) in conn.execute(f"SELECT DISTINCT hour FROM ({_TOUCHED}) t", {"s": start, "e": end})
-    ]
+    touched = {"s": start, "e": end, **raw_id_span(conn, start, end)}
+    hours = [hour for (hour,) in conn.execute(f"SELECT DISTINCT hour FROM ({_TOUCHED}) t", touched)]
     for low, high in hour_ranges(hours):
         conn.execute("CALL refresh_continuous_aggregate('hourly_rollups', %s, %s)", (low, high))
     row = conn.execute(
         f"""SELECT count(*) FROM hourly_rollups h
             JOIN ({_TOUCHED}) t USING (device_id, metric_id, hour)""",
-        {"s": start, "e": end},
+        touched,
     ).fetchone()
     return int(row[0]) if row else 0
 
@@ -78,8 +79,9 @@ def _upsert_table(conn: psycopg.Connection, start: datetime, end: datetime) -> i
     parts, an older one (a reading a day late, a backfill) from its measurements. An hour left without
     numeric readings (re-decoded as text) loses its rollup row. Concurrent refreshes take turns (the parts'
     table lock), so no merge sees a half-written minute."""
-    bounds = {"lo": _minute(start), "hi": _minute(end - timedelta(microseconds=1)) + SLOT}
+    lo, hi = _minute(start), _minute(end - timedelta(microseconds=1)) + SLOT
     with conn.transaction(), conn.cursor() as cur:
+        bounds = {"lo": lo, "hi": hi, **raw_id_span(conn, lo, hi)}
         cur.execute(
             """CREATE TEMP TABLE IF NOT EXISTS rollup_keys
                    (device_id integer, metric_id integer, hour timestamptz) ON COMMIT DROP"""
@@ -99,7 +101,8 @@ def _upsert_table(conn: psycopg.Connection, start: datetime, end: datetime) -> i
                    SELECT date_trunc('minute', x.arrived_at), m.device_id, m.metric_id,
                           date_trunc('hour', m.ts, 'UTC'), count(*), min(m.value_num), max(m.value_num),
                           sum(m.value_num), (array_agg(m.value_num ORDER BY m.ts DESC))[1], max(m.ts)
-                   FROM raw_messages x JOIN measurements m ON m.raw_id = x.raw_id
+                   FROM raw_messages x
+                   JOIN measurements m ON m.raw_id = x.raw_id AND m.raw_id BETWEEN %(raw_lo)s AND %(raw_hi)s
                    WHERE x.arrived_at >= %(lo)s AND x.arrived_at < %(hi)s AND m.value_num IS NOT NULL
                    GROUP BY 1, 2, 3, 4
                    RETURNING device_id, metric_id, hour)

@@ -11,6 +11,7 @@ import polars as pl
 import psycopg
 
 from dagster_project.binary_copy import encode, split_binary
+from dagster_project.raw_ids import raw_id_span
 from iot_core.formats.f2 import DatapointSpec
 from iot_core.formats.f2_messages import F2Catalog, SensorEntry
 from iot_core.rows import (
@@ -584,15 +585,22 @@ def reconcile(conn: psycopg.Connection, start: datetime, end: datetime, sample: 
         """WITH r AS (SELECT raw_id, batch_id AS landed_by FROM raw_messages
                       WHERE arrived_at >= %(s)s AND arrived_at < %(e)s),
                 f AS (SELECT raw_id, count(*) AS n
-                      FROM (SELECT raw_id FROM measurements WHERE raw_id IN (SELECT raw_id FROM r)
+                      FROM (SELECT raw_id FROM measurements
+                            WHERE raw_id BETWEEN %(raw_lo)s AND %(raw_hi)s
+                              AND raw_id IN (SELECT raw_id FROM r)
                             UNION ALL
-                            SELECT raw_id FROM events WHERE raw_id IN (SELECT raw_id FROM r)) AS u
+                            SELECT raw_id FROM events
+                            WHERE raw_id BETWEEN %(raw_lo)s AND %(raw_hi)s
+                              AND raw_id IN (SELECT raw_id FROM r)) AS u
                       GROUP BY raw_id),
-                x AS (SELECT raw_id, count(*) AS n, max(item) AS top
-                      FROM rejected WHERE raw_id IN (SELECT raw_id FROM r) GROUP BY raw_id),
+                x AS (SELECT raw_id, count(*) AS n, max(item) AS top FROM rejected
+                      WHERE raw_id BETWEEN %(raw_lo)s AND %(raw_hi)s AND raw_id IN (SELECT raw_id FROM r)
+                      GROUP BY raw_id),
                 b AS (SELECT DISTINCT e.raw_id FROM events e JOIN rejected j USING (raw_id, item)
-                      WHERE e.raw_id IN (SELECT raw_id FROM r)),
-                el AS (SELECT raw_id, elements FROM raw_elements WHERE raw_id IN (SELECT raw_id FROM r)),
+                      WHERE e.raw_id BETWEEN %(raw_lo)s AND %(raw_hi)s
+                        AND e.raw_id IN (SELECT raw_id FROM r)),
+                el AS (SELECT raw_id, elements FROM raw_elements
+                       WHERE raw_id BETWEEN %(raw_lo)s AND %(raw_hi)s AND raw_id IN (SELECT raw_id FROM r)),
                 m AS (SELECT r.raw_id, f.n AS facts, x.n AS rejections,
                              CASE WHEN el.elements IS NULL AND NOT coalesce(lb.started_at >= i.since, false)
                                   THEN f.raw_id IS NULL AND x.raw_id IS NULL
@@ -613,7 +621,7 @@ def reconcile(conn: psycopg.Connection, start: datetime, end: datetime, sample: 
                   coalesce(sum(facts), 0),
                   coalesce(sum(rejections), 0)
            FROM m""",
-        {"s": start, "e": end, "n": sample},
+        {"s": start, "e": end, "n": sample, **raw_id_span(conn, start, end)},
     ).fetchone()
     assert row is not None
     return Reconciliation(
@@ -792,13 +800,13 @@ def implausible_readings(conn: psycopg.Connection, start: datetime, end: datetim
                                       || ' (raw ' || m.raw_id || ')' ORDER BY m.raw_id)
                             FILTER (WHERE m.value_num < r.min_value OR m.value_num > r.max_value))[1], '')
            FROM raw_messages x
-           JOIN measurements m ON m.raw_id = x.raw_id
+           JOIN measurements m ON m.raw_id = x.raw_id AND m.raw_id BETWEEN %(raw_lo)s AND %(raw_hi)s
            JOIN metrics mt ON mt.metric_id = m.metric_id
            JOIN metric_ranges r ON r.name = mt.name AND r.unit = mt.unit
            JOIN devices d ON d.device_id = m.device_id
            WHERE x.arrived_at >= %(s)s AND x.arrived_at < %(e)s AND m.value_num IS NOT NULL
            GROUP BY 1, 2, 3 ORDER BY 5 DESC, 1""",
-        {"s": start, "e": end},
+        {"s": start, "e": end, **raw_id_span(conn, start, end)},
     ).fetchall()
     return Plausibility([Implausible(*row) for row in rows])
 
