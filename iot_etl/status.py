@@ -28,7 +28,8 @@ def database_status(settings: Settings) -> list[StatusLine]:
     try:
         with psycopg.connect(settings.database_url.get_secret_value(), connect_timeout=5) as conn:
             lines = [
-                StatusLine("database", "engine", "TimescaleDB" if has_timescaledb(conn) else "PostgreSQL")
+                StatusLine("database", "engine", "TimescaleDB" if has_timescaledb(conn) else "PostgreSQL"),
+                StatusLine("database", "autovacuum", autovacuum_state(conn)),
             ]
             for table in ("raw_messages", "measurements", "events", "rejected", "batches"):
                 (count,) = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
@@ -49,6 +50,19 @@ def database_status(settings: Settings) -> list[StatusLine]:
             return lines + [StatusLine(*line) for line in compaction_lines(conn)]
     except psycopg.Error as exc:
         return [StatusLine("database", "error", str(exc).splitlines()[0])]
+
+
+def autovacuum_state(conn: psycopg.Connection) -> str:
+    """ "on", or what being off costs and how to turn it on: the fact tables only ever grow between
+    retention's deletes, and without autovacuum they are never analysed (the planner's row estimates stay
+    those of an empty table) nor vacuumed (index-only scans read the heap, freed space is not reused)."""
+    (setting,) = conn.execute("SHOW autovacuum").fetchone() or ("on",)
+    if setting == "on":
+        return "on"
+    return (
+        "off: the tables are never analysed nor vacuumed, so queries and retention slow down as they grow; "
+        "turn it on (ALTER SYSTEM SET autovacuum = on; SELECT pg_reload_conf();)"
+    )
 
 
 def rollups_summary(conn: psycopg.Connection) -> str:

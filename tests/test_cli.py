@@ -102,6 +102,13 @@ def test_status_reports_each_part(clean_db: str, settings: Settings) -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert any(line.startswith("database engine") for line in lines)
+    with psycopg.connect(clean_db) as conn:
+        (autovacuum,) = conn.execute("SHOW autovacuum").fetchone()
+    vacuum_line = next(line for line in lines if line.startswith("database autovacuum"))
+    if autovacuum == "on":
+        assert vacuum_line.endswith(" on")
+    else:  # the CI server's configuration
+        assert "off: the tables are never analysed" in vacuum_line and "autovacuum = on" in vacuum_line
     assert any(line.startswith("database raw_messages") and line.endswith(" 0") for line in lines)
     assert any(line.startswith(f"redis {settings.stream_prefix}") for line in lines)
     assert any(line.startswith("broker messages dropped") for line in lines)
