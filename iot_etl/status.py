@@ -53,9 +53,10 @@ def database_status(settings: Settings) -> list[StatusLine]:
 
 
 def autovacuum_state(conn: psycopg.Connection) -> str:
-    """ "on", or what being off costs and how to turn it on: the fact tables only ever grow between
-    retention's deletes, and without autovacuum they are never analysed (the planner's row estimates stay
-    those of an empty table) nor vacuumed (index-only scans read the heap, freed space is not reused)."""
+    """The server's autovacuum as `status` shows it: on, or what being off costs and how to turn it on. The
+    fact tables only ever grow between retention's deletes, and without autovacuum they are never analysed
+    (the planner's row estimates stay those of an empty table) nor vacuumed (index-only scans read the
+    heap, freed space is not reused)."""
     (setting,) = conn.execute("SHOW autovacuum").fetchone() or ("on",)
     if setting == "on":
         return "on"

@@ -10,6 +10,7 @@ from dagster_project.resources import resources_from_settings
 from dagster_project.sensors import run_request
 from dagster_project.windows import HOUR_MS, Window
 from iot_core.settings import Settings
+from tests.support.pipeline import execute_request
 
 
 class ClosedHour:
@@ -55,15 +56,8 @@ def run_micro(
     settings: Settings, instance: DagsterInstance, window: Window, *, raise_on_error: bool = True
 ) -> ExecuteInProcessResult:
     """`window`'s micro-batch run as the sensor requests it."""
-    request = run_request(window)
-    return defs.resolve_job_def("micro_batch_job").execute_in_process(
-        run_config=request.run_config,
-        partition_key=request.partition_key,
-        instance=instance,
-        tags=request.tags,
-        resources=resources_from_settings(settings),
-        raise_on_error=raise_on_error,
-    )
+    resources = resources_from_settings(settings)
+    return execute_request(run_request(window), instance, resources, raise_on_error=raise_on_error)
 
 
 def check_results(result: ExecuteInProcessResult) -> dict:

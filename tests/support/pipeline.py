@@ -6,12 +6,26 @@ import json
 import time
 
 import redis
-from dagster import DagsterInstance, RunRequest, build_sensor_context
+from dagster import DagsterInstance, ExecuteInProcessResult, RunRequest, build_sensor_context
 
 from dagster_project.definitions import defs
 from dagster_project.resources import resources_from_settings
 from dagster_project.sensors import build_micro_window_sensor
 from iot_core.settings import Settings
+
+
+def execute_request(
+    request: RunRequest, instance: DagsterInstance, resources: dict, *, raise_on_error: bool = True
+) -> ExecuteInProcessResult:
+    """`request` (as the sensor makes it) through `micro_batch_job`, in this process."""
+    return defs.resolve_job_def("micro_batch_job").execute_in_process(
+        run_config=request.run_config,
+        partition_key=request.partition_key,
+        instance=instance,
+        tags=request.tags,
+        resources=resources,
+        raise_on_error=raise_on_error,
+    )
 
 
 class SensorDriver:
@@ -39,15 +53,7 @@ class SensorDriver:
         return json.loads(self.cursor)["next_ms"] if self.cursor else None
 
     def execute(self, request: RunRequest) -> None:
-        job = defs.resolve_job_def("micro_batch_job")
-        result = job.execute_in_process(
-            run_config=request.run_config,
-            partition_key=request.partition_key,
-            instance=self.instance,
-            tags=request.tags,
-            resources=self.resources,
-        )
-        assert result.success
+        assert execute_request(request, self.instance, self.resources).success
 
     def drain(self, until_ms: int, timeout_s: float = 60.0) -> list[RunRequest]:
         """Tick and execute until the cursor has passed `until_ms` (Redis time), e.g. the last entry."""
