@@ -150,7 +150,8 @@ def load_raw_pages(
     Read as CSV that polars parses (no Python object per row); pages follow the primary key, so each
     page is one index range scan however large the window is. The first page is a tenth of the others (at
     least 1,000 rows): nothing overlaps its reading (see `read_ahead`), and the window's first messages are
-    stored the sooner.
+    stored the sooner. The pages after it grow by `PAGE_GROWTH` up to `page`, so that each is read in
+    about the time the one before takes to decode and store, and no page waits for its reading.
     """
     after: tuple | None = None
     size = page if page is None else min(page, max(FIRST_PAGE_MIN_ROWS, page // 10))
@@ -160,11 +161,14 @@ def load_raw_pages(
             yield frame
         if after is None or size is None or frame.height < size:
             return
-        size = page
+        size = min(page, size * PAGE_GROWTH)
 
 
 _RAW_KEY = "arrived_at, stream, entry_ms, entry_seq"
 FIRST_PAGE_MIN_ROWS = 1000
+#: Each page after the first is this many times the one before, up to `page`: a page is read ahead while
+#: the one before is decoded and stored, which takes about three times as long as reading it.
+PAGE_GROWTH = 3
 #: One line per raw message: integers, and hex for every text or bytes field (no quoting to get wrong).
 _RAW_PAGE_LINE = """concat_ws(',', raw_id, encode(convert_to(topic, 'UTF8'), 'hex'),
                    encode(payload, 'hex'), rx_us, (extract(epoch FROM arrived_at) * 1000000)::bigint,
@@ -274,12 +278,6 @@ def metric_ids(conn: psycopg.Connection, metrics: pl.DataFrame) -> pl.DataFrame:
         2,
         {"metric": pl.String, "unit": pl.String, "metric_id": pl.Int32},
     )
-
-
-def _bigint_array(ids: pl.Series) -> str:
-    """`ids` as a PostgreSQL array literal for a `bigint[]` parameter, written by polars (adapting a list
-    of Python ints costs more than the statement using it)."""
-    return "{" + ids.cast(pl.String).str.join(",").item() + "}"
 
 
 def _fresh_stage(cur: psycopg.Cursor, shape: Shape, table: str) -> None:
@@ -452,19 +450,26 @@ def store_events(conn: psycopg.Connection, frame: pl.DataFrame, batch_id: int) -
     return stored, pl.concat([dup_in_batch, _duplicate_rejections(pairs, "device and event_id")])
 
 
+def _clear_earlier_batches(cur: psycopg.Cursor, table: str, raw: pl.DataFrame, batch_id: int) -> None:
+    """Delete the rows of `table` (one per raw message or element, with its `arrived_at`) that other
+    batches wrote in the arrival span of the page `raw`, which this batch is about to write again.
+
+    Every message of the span is decoded again by this batch: on this page, or on a neighbouring one that
+    shares its first or last arrival time, whose rows are this batch's own and stay. The index on
+    `arrived_at` finds the span (nothing there on a first run) without matching the page's ids."""
+    cur.execute(
+        f"DELETE FROM {table} WHERE arrived_at >= %s AND arrived_at <= %s AND batch_id <> %s",
+        (raw["arrived_at"].min(), raw["arrived_at"].max(), batch_id),
+    )
+
+
 def store_rejected(conn: psycopg.Connection, rejected: pl.DataFrame, raw: pl.DataFrame, batch_id: int) -> int:
     """Replace the rejections of the raw messages `raw` (`raw_id`, `arrived_at`): a re-run with a newer
     decoder may have fewer."""
     if raw.is_empty():
         return 0
     with conn.cursor() as cur:
-        # a rejection carries the arrival time of its raw message: the index on it narrows the look-up to
-        # the messages' time span (nothing there on a first run) before their ids are matched in a hash
-        cur.execute(
-            """DELETE FROM rejected
-               WHERE arrived_at >= %s AND arrived_at <= %s AND raw_id = ANY(%s::bigint[])""",
-            (raw["arrived_at"].min(), raw["arrived_at"].max(), _bigint_array(raw["raw_id"])),
-        )
+        _clear_earlier_batches(cur, "rejected", raw, batch_id)
         if rejected.is_empty():
             return 0
         _fresh_stage(cur, STAGED_REJECTION, "stage_rejected")
@@ -489,12 +494,7 @@ def store_elements(
     if raw.is_empty():
         return
     with conn.cursor() as cur:
-        # every message of the page's arrival span is decoded again by this run (on this page, or on a
-        # neighbouring one that shares its first or last arrival time); rows of this batch are its own
-        cur.execute(
-            "DELETE FROM raw_elements WHERE arrived_at >= %s AND arrived_at <= %s AND batch_id <> %s",
-            (raw["arrived_at"].min(), raw["arrived_at"].max(), batch_id),
-        )
+        _clear_earlier_batches(cur, "raw_elements", raw, batch_id)
     several = elements.filter(pl.col("elements") != 1)
     if several.is_empty():
         return

@@ -13,7 +13,7 @@ import pytest
 from dagster_project.batch import Decoded, decode_window, land_window, window_batch
 from dagster_project.feedback import FeedbackTopics
 from dagster_project.raw_entries import raw_row
-from dagster_project.storage import BatchInfo, load_raw, load_raw_pages, reconcile
+from dagster_project.storage import PAGE_GROWTH, BatchInfo, load_raw, load_raw_pages, reconcile
 from dagster_project.windows import Window
 from iot_core.formats.batch import DecodeOptions
 
@@ -141,6 +141,42 @@ def test_a_window_decoded_in_pages_ends_as_decoded_whole_and_reruns_idempotently
     assert outcomes[(4, True)] == whole
 
 
+def test_a_re_decoding_replaces_the_rejections_earlier_batches_wrote_in_its_pages_and_no_others(
+    clean_db: str,
+) -> None:
+    """A rejection an earlier decoder wrote for a message that now decodes is gone after the window's next
+    decoding (pages of three: each shares its boundary arrival time with the next, as two streams' entries
+    arrive in pairs); one outside the window stays."""
+    with psycopg.connect(clean_db) as conn:
+        window, info = _land(conn, BASE_MS + 20 * 60_000, "stale")
+        outside, outside_info = _land(conn, BASE_MS + 21 * 60_000, "kept")
+        conn.commit()
+        first = decode_window(conn, info, window, DecodeOptions(), TOPICS, 3)
+        decode_window(conn, outside_info, outside, DecodeOptions(), TOPICS, 3)
+        conn.commit()
+        expected = _outcome(conn, window, first)
+        stale = conn.execute(
+            """INSERT INTO rejected (raw_id, item, stage, reason, topic, arrived_at, batch_id)
+               SELECT raw_id, 7, 'decode', 'stale_decoder', topic, arrived_at, 0 FROM raw_messages
+               WHERE arrived_at >= %s AND arrived_at < %s RETURNING raw_id""",
+            window.utc_bounds,
+        ).fetchall()
+        kept = conn.execute(
+            """INSERT INTO rejected (raw_id, item, stage, reason, topic, arrived_at, batch_id)
+               SELECT raw_id, 7, 'decode', 'stale_decoder', topic, arrived_at, 0 FROM raw_messages
+               WHERE arrived_at >= %s AND arrived_at < %s RETURNING raw_id""",
+            outside.utc_bounds,
+        ).fetchall()
+        conn.commit()
+        assert len(stale) == len(kept) == 18
+        assert _outcome(conn, window, first)["unaccounted"] == 18
+        again = decode_window(conn, _info(window, []), window, DecodeOptions(), TOPICS, 3)
+        conn.commit()
+        assert _outcome(conn, window, again) == expected
+        left = conn.execute("SELECT count(*) FROM rejected WHERE reason = 'stale_decoder'").fetchone()
+    assert left == (18,), "the rejections outside the re-decoded window stay"
+
+
 def test_pages_commit_as_stored_and_a_window_failing_part_way_is_completed_by_its_rerun(
     clean_db: str,
 ) -> None:
@@ -186,21 +222,28 @@ def _facts_count_is(url: str, window: Window, measurements: int) -> bool:
         return _facts(conn, window)[0] == measurements
 
 
-def test_the_first_page_is_a_tenth_of_the_others_and_the_pages_still_tile_the_window(clean_db: str) -> None:
-    """Nothing overlaps reading the first page, so it is small (a tenth, at least 1,000 rows)."""
+def test_the_first_page_is_a_tenth_of_the_others_the_next_grow_and_the_pages_still_tile_the_window(
+    clean_db: str,
+) -> None:
+    """Nothing overlaps reading the first page, so it is small (a tenth, at least 1,000 rows); each page
+    after it is read while the one before is stored, so it grows by `PAGE_GROWTH` up to the page size."""
     start_ms = BASE_MS + 30 * 60_000
-    window = Window(start_ms, start_ms + 10_000)
+    window = Window(start_ms, start_ms + 30_000)
     rows = [
         raw_row(
             "first:page", f"{start_ms + i // 500}-{i % 500}", {b"topic": b"devices/fp/t", b"payload": b"1"}
         )
-        for i in range(2500)
+        for i in range(15_000)
     ]
     with psycopg.connect(clean_db) as conn:
         land_window(conn, _info(window, ["first:page"]), [rows])
         whole = load_raw(conn, *window.utc_bounds)
-        pages = list(load_raw_pages(conn, *window.utc_bounds, page=20_000))
-        assert [p.height for p in pages] == [2000, 500]
-        small = list(load_raw_pages(conn, *window.utc_bounds, page=5000))
-        assert [p.height for p in small] == [1000, 1500]
-    assert pl.concat(pages).equals(whole) and pl.concat(small).equals(whole) and whole.height == 2500
+        sizes = {}
+        for page in (20_000, 5000, 1000):
+            pages = list(load_raw_pages(conn, *window.utc_bounds, page=page))
+            assert pl.concat(pages).equals(whole), page
+            sizes[page] = [p.height for p in pages]
+    assert PAGE_GROWTH == 3 and whole.height == 15_000
+    assert sizes[20_000] == [2000, 6000, 7000]
+    assert sizes[5000] == [1000, 3000, 5000, 5000, 1000]
+    assert sizes[1000] == [1000] * 15
