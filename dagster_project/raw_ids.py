@@ -18,10 +18,18 @@ import psycopg
 
 def raw_id_span(conn: psycopg.Connection, start: datetime, end: datetime) -> dict[str, int]:
     """`raw_lo` and `raw_hi`, the smallest and largest raw id that arrived in [start, end) (an empty span
-    when none did), as query parameters."""
+    when none did), as query parameters.
+
+    The range's rows are read through the arrival-time key: its cost grows with the range. Asked for the
+    plain `min(raw_id)` of the table's rows filtered by arrival, PostgreSQL walks the raw-id index from the
+    table's first row until one arrived in the range, as it takes raw id and arrival time for independent:
+    it read every older row, 0.33 s at 3.3 million raw messages and growing with them, in every check of
+    every run. `OFFSET 0` keeps the range a subquery, which that plan does not apply to.
+    """
     row = conn.execute(
-        """SELECT coalesce(min(raw_id), 0), coalesce(max(raw_id), -1) FROM raw_messages
-           WHERE arrived_at >= %s AND arrived_at < %s""",
+        """SELECT coalesce(min(raw_id), 0), coalesce(max(raw_id), -1) FROM (
+               SELECT raw_id FROM raw_messages WHERE arrived_at >= %s AND arrived_at < %s OFFSET 0
+           ) AS arrived""",
         (start, end),
     ).fetchone()
     assert row is not None

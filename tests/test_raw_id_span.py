@@ -1,7 +1,8 @@
 """The look-ups of an arrival range's rows by raw id read a range of an index, not the whole fact table:
 with 100,000 measurements stored and a range of 50, none of the per-range queries of a micro-batch run
 reads as many rows of `measurements` by sequential scan as the range holds (PostgreSQL counts them in
-`pg_stat_xact_user_tables`; a hash join may start a scan it then finds it does not need)."""
+`pg_stat_xact_user_tables`; a hash join may start a scan it then finds it does not need), and finding the
+range's raw ids reads the range's raw messages, not those before it."""
 
 from __future__ import annotations
 
@@ -71,6 +72,22 @@ def scanned_measurements(conn: psycopg.Connection, query: Callable[[], object]) 
     return rows() - before
 
 
+def raw_messages_read(conn: psycopg.Connection, query: Callable[[], object]) -> int:
+    """Rows of `raw_messages` that `query` read, by any scan, in this connection's open transaction."""
+
+    def rows() -> int:
+        row = conn.execute(
+            """SELECT coalesce(sum(seq_tup_read + coalesce(idx_tup_fetch, 0)), 0)
+               FROM pg_stat_xact_user_tables WHERE relname = 'raw_messages'"""
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    before = rows()
+    query()
+    return rows() - before
+
+
 def test_a_ranges_rows_are_found_through_the_raw_id_index_not_a_scan_of_the_table(clean_db: str) -> None:
     fill(clean_db)
     start = START + 40_000 * SPACING
@@ -84,6 +101,9 @@ def test_a_ranges_rows_are_found_through_the_raw_id_index_not_a_scan_of_the_tabl
         assert empty["raw_lo"] > empty["raw_hi"]
 
         conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")  # every scan counted in this backend
+        late = START + 90_000 * SPACING
+        read = raw_messages_read(conn, lambda: raw_id_span(conn, late, late + 50 * SPACING))
+        assert read <= 50, f"{read} raw messages read to find the raw ids of 50"
         queries: dict[str, Callable[[], object]] = {
             "hour counts": lambda: hour_counts(conn, start, end),
             "reconciliation": lambda: reconcile(conn, start, end),
