@@ -56,29 +56,18 @@ def fill(url: str) -> None:
         )
 
 
-def scanned_measurements(conn: psycopg.Connection, query: Callable[[], object]) -> int:
-    """Rows of `measurements` that `query` read by sequential scan, in this connection's open transaction."""
+#: Rows read by sequential scans, and by any scan, as `pg_stat_xact_user_tables` counts them.
+BY_SCAN = "seq_tup_read"
+BY_ANY_SCAN = "seq_tup_read + coalesce(idx_tup_fetch, 0)"
+
+
+def rows_read(conn: psycopg.Connection, table: str, counted: str, query: Callable[[], object]) -> int:
+    """Rows of `table` that `query` read (`counted`: `BY_SCAN` or `BY_ANY_SCAN`), in this connection's
+    open transaction."""
 
     def rows() -> int:
         row = conn.execute(
-            """SELECT coalesce(sum(seq_tup_read), 0) FROM pg_stat_xact_user_tables
-               WHERE relname = 'measurements'"""
-        ).fetchone()
-        assert row is not None
-        return int(row[0])
-
-    before = rows()
-    query()
-    return rows() - before
-
-
-def raw_messages_read(conn: psycopg.Connection, query: Callable[[], object]) -> int:
-    """Rows of `raw_messages` that `query` read, by any scan, in this connection's open transaction."""
-
-    def rows() -> int:
-        row = conn.execute(
-            """SELECT coalesce(sum(seq_tup_read + coalesce(idx_tup_fetch, 0)), 0)
-               FROM pg_stat_xact_user_tables WHERE relname = 'raw_messages'"""
+            f"SELECT coalesce(sum({counted}), 0) FROM pg_stat_xact_user_tables WHERE relname = %s", (table,)
         ).fetchone()
         assert row is not None
         return int(row[0])
@@ -102,7 +91,9 @@ def test_a_ranges_rows_are_found_through_the_raw_id_index_not_a_scan_of_the_tabl
 
         conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")  # every scan counted in this backend
         late = START + 90_000 * SPACING
-        read = raw_messages_read(conn, lambda: raw_id_span(conn, late, late + 50 * SPACING))
+        read = rows_read(
+            conn, "raw_messages", BY_ANY_SCAN, lambda: raw_id_span(conn, late, late + 50 * SPACING)
+        )
         assert read <= 50, f"{read} raw messages read to find the raw ids of 50"
         queries: dict[str, Callable[[], object]] = {
             "hour counts": lambda: hour_counts(conn, start, end),
@@ -110,7 +101,7 @@ def test_a_ranges_rows_are_found_through_the_raw_id_index_not_a_scan_of_the_tabl
             "plausibility": lambda: implausible_readings(conn, start, end),
             "rollups": lambda: refresh_rollups(conn, start, end),
         }
-        scanned = {name: scanned_measurements(conn, query) for name, query in queries.items()}
+        scanned = {name: rows_read(conn, "measurements", BY_SCAN, query) for name, query in queries.items()}
         assert all(rows < 50 for rows in scanned.values()), scanned
         assert hour_counts(conn, start, end).measurements == 50
         assert reconcile(conn, start, end).facts == 50
