@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 
-from dagster_project.raw_ids import raw_id_span
+from dagster_project.raw_ids import RawIdSpan, raw_id_span
 from dagster_project.retention import continuous_aggregates
 
 HOUR = timedelta(hours=1)
@@ -27,11 +27,11 @@ PARTS_KEPT = timedelta(days=2)
 #: `MAX_AHEAD` before it, so within `PARTS_KEPT`.
 PARTS_MERGED = PARTS_KEPT - MAX_AHEAD
 
-#: The (device, metric, reading hour) of every measurement that arrived in [%(s)s, %(e)s).
-_TOUCHED = """SELECT DISTINCT m.device_id, m.metric_id, date_trunc('hour', m.ts, 'UTC') AS hour
-              FROM raw_messages x
-              JOIN measurements m ON m.raw_id = x.raw_id AND m.raw_id BETWEEN %(raw_lo)s AND %(raw_hi)s
-              WHERE x.arrived_at >= %(s)s AND x.arrived_at < %(e)s"""
+
+def _touched(span: RawIdSpan) -> str:
+    """The (device, metric, reading hour) of every measurement that arrived in [%(s)s, %(e)s)."""
+    return f"""SELECT DISTINCT m.device_id, m.metric_id, date_trunc('hour', m.ts, 'UTC') AS hour
+               FROM measurements m WHERE {span.rows_of("m")}"""
 
 
 def refresh_rollups(conn: psycopg.Connection, start: datetime, end: datetime) -> int:
@@ -61,13 +61,14 @@ def _refresh_aggregate(conn: psycopg.Connection, start: datetime, end: datetime)
         raise psycopg.ProgrammingError(
             "hourly_rollups is a continuous aggregate: refresh it on a connection in autocommit mode"
         )
-    touched = {"s": start, "e": end, **raw_id_span(conn, start, end)}
-    hours = [hour for (hour,) in conn.execute(f"SELECT DISTINCT hour FROM ({_TOUCHED}) t", touched)]
+    span = raw_id_span(conn, start, end)
+    touched = {"s": start, "e": end, **span.params}
+    hours = [hour for (hour,) in conn.execute(f"SELECT DISTINCT hour FROM ({_touched(span)}) t", touched)]
     for low, high in hour_ranges(hours):
         conn.execute("CALL refresh_continuous_aggregate('hourly_rollups', %s, %s)", (low, high))
     row = conn.execute(
         f"""SELECT count(*) FROM hourly_rollups h
-            JOIN ({_TOUCHED}) t USING (device_id, metric_id, hour)""",
+            JOIN ({_touched(span)}) t USING (device_id, metric_id, hour)""",
         touched,
     ).fetchone()
     return int(row[0]) if row else 0
@@ -81,7 +82,7 @@ def _upsert_table(conn: psycopg.Connection, start: datetime, end: datetime) -> i
     table lock), so no merge sees a half-written minute."""
     lo, hi = _minute(start), _minute(end - timedelta(microseconds=1)) + SLOT
     with conn.transaction(), conn.cursor() as cur:
-        bounds = {"lo": lo, "hi": hi, **raw_id_span(conn, lo, hi)}
+        bounds = {"lo": lo, "hi": hi}
         cur.execute(
             """CREATE TEMP TABLE IF NOT EXISTS rollup_keys
                    (device_id integer, metric_id integer, hour timestamptz) ON COMMIT DROP"""
@@ -94,21 +95,24 @@ def _upsert_table(conn: psycopg.Connection, start: datetime, end: datetime) -> i
                INSERT INTO rollup_keys SELECT * FROM gone""",
             bounds,
         )
-        cur.execute(
-            """WITH made AS (
-                   INSERT INTO rollup_parts (slot, device_id, metric_id, hour, count, min_value, max_value,
-                                             sum_value, last_value, last_ts)
-                   SELECT date_trunc('minute', x.arrived_at), m.device_id, m.metric_id,
-                          date_trunc('hour', m.ts, 'UTC'), count(*), min(m.value_num), max(m.value_num),
-                          sum(m.value_num), (array_agg(m.value_num ORDER BY m.ts DESC))[1], max(m.ts)
-                   FROM raw_messages x
-                   JOIN measurements m ON m.raw_id = x.raw_id AND m.raw_id BETWEEN %(raw_lo)s AND %(raw_hi)s
-                   WHERE x.arrived_at >= %(lo)s AND x.arrived_at < %(hi)s AND m.value_num IS NOT NULL
-                   GROUP BY 1, 2, 3, 4
-                   RETURNING device_id, metric_id, hour)
-               INSERT INTO rollup_keys SELECT * FROM made""",
-            bounds,
-        )
+        slot = lo
+        while slot < hi:  # a part per arrival minute, each read by its own raw-id span
+            span = raw_id_span(conn, slot, slot + SLOT)
+            cur.execute(
+                f"""WITH made AS (
+                       INSERT INTO rollup_parts (slot, device_id, metric_id, hour, count, min_value,
+                                                 max_value, sum_value, last_value, last_ts)
+                       SELECT %(s)s, m.device_id, m.metric_id, date_trunc('hour', m.ts, 'UTC'), count(*),
+                              min(m.value_num), max(m.value_num), sum(m.value_num),
+                              (array_agg(m.value_num ORDER BY m.ts DESC))[1], max(m.ts)
+                       FROM measurements m
+                       WHERE {span.rows_of("m")} AND m.value_num IS NOT NULL
+                       GROUP BY 2, 3, 4
+                       RETURNING device_id, metric_id, hour)
+                   INSERT INTO rollup_keys SELECT * FROM made""",
+                {"s": slot, "e": slot + SLOT, **span.params},
+            )
+            slot += SLOT
         cur.execute(
             f"""WITH fresh AS ({_FRESH}),
                     emptied AS (

@@ -621,7 +621,7 @@ def reconcile(conn: psycopg.Connection, start: datetime, end: datetime, sample: 
                   coalesce(sum(facts), 0),
                   coalesce(sum(rejections), 0)
            FROM m""",
-        {"s": start, "e": end, "n": sample, **raw_id_span(conn, start, end)},
+        {"s": start, "e": end, "n": sample, **raw_id_span(conn, start, end).params},
     ).fetchone()
     assert row is not None
     return Reconciliation(
@@ -792,21 +792,21 @@ class Plausibility:
 def implausible_readings(conn: psycopg.Connection, start: datetime, end: datetime) -> Plausibility:
     """Numeric readings that arrived in [start, end), per metric with a range in `metric_ranges`, and how
     many lie outside it (metrics without implausible readings included, so the check shows coverage)."""
+    span = raw_id_span(conn, start, end)
     rows = conn.execute(
-        """SELECT mt.name || CASE WHEN mt.unit = '' THEN '' ELSE ' [' || mt.unit || ']' END,
+        f"""SELECT mt.name || CASE WHEN mt.unit = '' THEN '' ELSE ' [' || mt.unit || ']' END,
                   r.min_value, r.max_value, count(*),
                   count(*) FILTER (WHERE m.value_num < r.min_value OR m.value_num > r.max_value),
                   coalesce((array_agg(d.device_key || ' ' || m.ts || ' = ' || m.value_num
                                       || ' (raw ' || m.raw_id || ')' ORDER BY m.raw_id)
                             FILTER (WHERE m.value_num < r.min_value OR m.value_num > r.max_value))[1], '')
-           FROM raw_messages x
-           JOIN measurements m ON m.raw_id = x.raw_id AND m.raw_id BETWEEN %(raw_lo)s AND %(raw_hi)s
+           FROM measurements m
            JOIN metrics mt ON mt.metric_id = m.metric_id
            JOIN metric_ranges r ON r.name = mt.name AND r.unit = mt.unit
            JOIN devices d ON d.device_id = m.device_id
-           WHERE x.arrived_at >= %(s)s AND x.arrived_at < %(e)s AND m.value_num IS NOT NULL
+           WHERE {span.rows_of("m")} AND m.value_num IS NOT NULL
            GROUP BY 1, 2, 3 ORDER BY 5 DESC, 1""",
-        {"s": start, "e": end, **raw_id_span(conn, start, end)},
+        {"s": start, "e": end, **span.params},
     ).fetchall()
     return Plausibility([Implausible(*row) for row in rows])
 

@@ -36,15 +36,17 @@ def fill(url: str) -> None:
             (START, START + STORED * SPACING),
         ).fetchone()
         (device_id,) = conn.execute(
-            "INSERT INTO devices (device_key, kind) VALUES ('span-1', 'plain') RETURNING device_id"
+            """INSERT INTO devices (device_key, kind) VALUES ('span-1', 'plain')
+               ON CONFLICT (device_key) DO UPDATE SET kind = excluded.kind RETURNING device_id"""
         ).fetchone()
         (metric_id,) = conn.execute(
-            "INSERT INTO metrics (name, unit) VALUES ('span_t', '') RETURNING metric_id"
+            """INSERT INTO metrics (name, unit) VALUES ('humidity', '%')
+               ON CONFLICT (name, unit) DO UPDATE SET name = excluded.name RETURNING metric_id"""
         ).fetchone()
         conn.execute(
             """INSERT INTO raw_messages (arrived_at, stream, entry_ms, entry_seq, topic, payload, qos, retain,
                                          rx_us, batch_id)
-               SELECT %(start)s + n * %(spacing)s, 'span', n, 0, 'devices/span-1/span_t', '1', 1, false,
+               SELECT %(start)s + n * %(spacing)s, 'span', n, 0, 'devices/span-1/humidity', '1', 1, false,
                       0, %(b)s
                FROM generate_series(0, %(n)s - 1) AS n ORDER BY n""",
             {"start": START, "spacing": SPACING, "n": STORED, "b": batch_id},
@@ -83,11 +85,10 @@ def test_a_ranges_rows_are_found_through_the_raw_id_index_not_a_scan_of_the_tabl
     end = start + 50 * SPACING
     with psycopg.connect(clean_db) as conn:
         span = raw_id_span(conn, start, end)
-        assert span["raw_hi"] - span["raw_lo"] == 49
         (first,) = conn.execute("SELECT raw_id FROM raw_messages WHERE arrived_at = %s", (start,)).fetchone()
-        assert span["raw_lo"] == first
+        assert (span.lo, span.hi, span.messages, span.dense) == (first, first + 49, 50, True)
         empty = raw_id_span(conn, START - timedelta(hours=1), START)
-        assert empty["raw_lo"] > empty["raw_hi"]
+        assert empty.lo > empty.hi and empty.messages == 0
 
         conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")  # every scan counted in this backend
         late = START + 90_000 * SPACING
@@ -95,13 +96,60 @@ def test_a_ranges_rows_are_found_through_the_raw_id_index_not_a_scan_of_the_tabl
             conn, "raw_messages", BY_ANY_SCAN, lambda: raw_id_span(conn, late, late + 50 * SPACING)
         )
         assert read <= 50, f"{read} raw messages read to find the raw ids of 50"
-        queries: dict[str, Callable[[], object]] = {
-            "hour counts": lambda: hour_counts(conn, start, end),
-            "reconciliation": lambda: reconcile(conn, start, end),
-            "plausibility": lambda: implausible_readings(conn, start, end),
-            "rollups": lambda: refresh_rollups(conn, start, end),
+        scanned = {
+            name: rows_read(conn, "measurements", BY_SCAN, query)
+            for name, query in _queries(conn, start, end).items()
         }
-        scanned = {name: rows_read(conn, "measurements", BY_SCAN, query) for name, query in queries.items()}
         assert all(rows < 50 for rows in scanned.values()), scanned
         assert hour_counts(conn, start, end).measurements == 50
         assert reconcile(conn, start, end).facts == 50
+
+
+def test_a_ranges_rows_are_not_looked_up_in_raw_messages_once_per_row(clean_db: str) -> None:
+    """Joined with `raw_messages` by raw id and arrival time, a range's fact rows were planned (tables
+    without statistics) as a loop that read the range's raw messages once per fact row; with a dense span
+    no query reads `raw_messages` but to find the span, and with a span that has a hole the rows are still
+    exactly the range's."""
+    fill(clean_db)
+    start = START + 60_000 * SPACING
+    end = start + 200 * SPACING
+    with psycopg.connect(clean_db) as conn:
+        conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        probes = {
+            name: rows_read(conn, "raw_messages", "idx_scan", query)
+            for name, query in _queries(conn, start, end).items()
+        }
+        assert all(n <= 6 for n in probes.values()), f"index scans of raw_messages: {probes}"
+        assert _readings(conn, start, end) == 200
+
+        # one message of the range moved an hour back: its raw id stays inside the range's span
+        conn.execute(
+            """UPDATE raw_messages SET arrived_at = arrived_at - interval '1 hour'
+               WHERE arrived_at = %s""",
+            (start + 100 * SPACING,),
+        )
+        span = raw_id_span(conn, start, end)
+        assert (span.hi - span.lo, span.messages, span.dense) == (199, 199, False)
+        assert _readings(conn, start, end) == 199
+        assert hour_counts(conn, start, end).measurements == 199
+        assert reconcile(conn, start, end).facts == 199
+        assert refresh_rollups(conn, start, end) >= 1
+        (rolled,) = conn.execute("SELECT sum(count) FROM rollup_parts WHERE slot = %s", (start,)).fetchone()
+        # the part of the range's minute counts the readings that arrived in it (a minute of 2,000, one moved)
+        assert start.second == 0 and end - start < timedelta(minutes=1)
+        assert rolled == 1999
+
+
+def _readings(conn: psycopg.Connection, start: datetime, end: datetime) -> int:
+    """Numeric readings of [start, end) that the plausibility check looked at."""
+    return sum(m.readings for m in implausible_readings(conn, start, end).metrics)
+
+
+def _queries(conn: psycopg.Connection, start: datetime, end: datetime) -> dict[str, Callable[[], object]]:
+    """The per-range queries of a micro-batch run over [start, end)."""
+    return {
+        "hour counts": lambda: hour_counts(conn, start, end),
+        "reconciliation": lambda: reconcile(conn, start, end),
+        "plausibility": lambda: implausible_readings(conn, start, end),
+        "rollups": lambda: refresh_rollups(conn, start, end),
+    }
