@@ -25,8 +25,10 @@ import psycopg
 
 @dataclass(frozen=True, slots=True)
 class RawIdSpan:
-    """The smallest and largest raw id of the raw messages that arrived in a range, and how many did."""
+    """The smallest and largest raw id of the raw messages that arrived in [start, end), and how many did."""
 
+    start: datetime
+    end: datetime
     lo: int
     hi: int
     messages: int
@@ -37,13 +39,13 @@ class RawIdSpan:
         return self.messages == self.hi - self.lo + 1
 
     @property
-    def params(self) -> dict[str, int]:
-        """`raw_lo` and `raw_hi`, as query parameters."""
-        return {"raw_lo": self.lo, "raw_hi": self.hi}
+    def params(self) -> dict[str, object]:
+        """The range as `s` and `e`, and the span as `raw_lo` and `raw_hi`, as query parameters."""
+        return {"s": self.start, "e": self.end, "raw_lo": self.lo, "raw_hi": self.hi}
 
     def rows_of(self, alias: str) -> str:
         """An SQL condition that holds for the rows of `alias` (a table with `raw_id`) whose raw message
-        arrived in the range; the query passes `params`, and the range as `s` and `e`."""
+        arrived in the range; the query passes `params`."""
         span = f"{alias}.raw_id BETWEEN %(raw_lo)s AND %(raw_hi)s"
         if self.dense:
             return span
@@ -69,4 +71,4 @@ def raw_id_span(conn: psycopg.Connection, start: datetime, end: datetime) -> Raw
         (start, end),
     ).fetchone()
     assert row is not None
-    return RawIdSpan(int(row[0]), int(row[1]), int(row[2]))
+    return RawIdSpan(start, end, int(row[0]), int(row[1]), int(row[2]))

@@ -229,7 +229,7 @@ def hour_counts(conn: psycopg.Connection, start: datetime, end: datetime) -> Hou
                                                    AND stage <> 'duplicate'),
                   (SELECT count(*) FROM rejected WHERE arrived_at >= %(s)s AND arrived_at < %(e)s
                                                    AND stage = 'duplicate')""",
-        {"s": start, "e": end, **raw_id_span(conn, start, end).params},
+        raw_id_span(conn, start, end).params,
     ).fetchone()
     assert row is not None
     reasons = conn.execute(

@@ -29,7 +29,7 @@ PARTS_MERGED = PARTS_KEPT - MAX_AHEAD
 
 
 def _touched(span: RawIdSpan) -> str:
-    """The (device, metric, reading hour) of every measurement that arrived in [%(s)s, %(e)s)."""
+    """The (device, metric, reading hour) of every measurement that arrived in the span's range."""
     return f"""SELECT DISTINCT m.device_id, m.metric_id, date_trunc('hour', m.ts, 'UTC') AS hour
                FROM measurements m WHERE {span.rows_of("m")}"""
 
@@ -62,14 +62,13 @@ def _refresh_aggregate(conn: psycopg.Connection, start: datetime, end: datetime)
             "hourly_rollups is a continuous aggregate: refresh it on a connection in autocommit mode"
         )
     span = raw_id_span(conn, start, end)
-    touched = {"s": start, "e": end, **span.params}
-    hours = [hour for (hour,) in conn.execute(f"SELECT DISTINCT hour FROM ({_touched(span)}) t", touched)]
+    hours = [hour for (hour,) in conn.execute(f"SELECT DISTINCT hour FROM ({_touched(span)}) t", span.params)]
     for low, high in hour_ranges(hours):
         conn.execute("CALL refresh_continuous_aggregate('hourly_rollups', %s, %s)", (low, high))
     row = conn.execute(
         f"""SELECT count(*) FROM hourly_rollups h
             JOIN ({_touched(span)}) t USING (device_id, metric_id, hour)""",
-        touched,
+        span.params,
     ).fetchone()
     return int(row[0]) if row else 0
 
@@ -110,7 +109,7 @@ def _upsert_table(conn: psycopg.Connection, start: datetime, end: datetime) -> i
                        GROUP BY 2, 3, 4
                        RETURNING device_id, metric_id, hour)
                    INSERT INTO rollup_keys SELECT * FROM made""",
-                {"s": slot, "e": slot + SLOT, **span.params},
+                span.params,
             )
             slot += SLOT
         cur.execute(

@@ -621,7 +621,7 @@ def reconcile(conn: psycopg.Connection, start: datetime, end: datetime, sample: 
                   coalesce(sum(facts), 0),
                   coalesce(sum(rejections), 0)
            FROM m""",
-        {"s": start, "e": end, "n": sample, **raw_id_span(conn, start, end).params},
+        {"n": sample, **raw_id_span(conn, start, end).params},
     ).fetchone()
     assert row is not None
     return Reconciliation(
@@ -806,7 +806,7 @@ def implausible_readings(conn: psycopg.Connection, start: datetime, end: datetim
            JOIN devices d ON d.device_id = m.device_id
            WHERE {span.rows_of("m")} AND m.value_num IS NOT NULL
            GROUP BY 1, 2, 3 ORDER BY 5 DESC, 1""",
-        {"s": start, "e": end, **span.params},
+        span.params,
     ).fetchall()
     return Plausibility([Implausible(*row) for row in rows])
 
