@@ -18,7 +18,18 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Settings that can hold a password (in a URL or on their own); kept as SecretStr, never logged or shown.
-SECRET_FIELDS = ("database_url", "redis_url", "dagster_pg_url", "mqtt_password")
+SECRET_FIELDS = (
+    "database_url",
+    "database_owner_url",
+    "database_reader_url",
+    "redis_url",
+    "listener_redis_url",
+    "dagster_pg_url",
+    "mqtt_password",
+)
+#: Characters no setting may hold: settings end up in generated configuration files (the broker's, its ACL
+#: files, Redis's ACL file), where a line break would add lines of the attacker's choosing.
+FORBIDDEN_SETTING_CHARS = ("\n", "\r", "\x00")
 DEFAULT_TOPICS = ("devices/#", "qs/v1/+/events", "stat/#", "tele/#")
 
 
@@ -30,10 +41,27 @@ class Settings(BaseSettings):
     # --- storage -------------------------------------------------------------------------------------
     database_url: SecretStr = Field(
         SecretStr("postgresql://postgres@127.0.0.1:5432/iot"),
-        description="PostgreSQL/TimescaleDB URL of the telemetry database (`db migrate` creates it).",
+        description="PostgreSQL/TimescaleDB URL the pipeline writes with (the writer role: rows, no DDL).",
+    )
+    database_owner_url: SecretStr | None = Field(
+        None,
+        description="URL of the role that owns the schema: `db migrate`, compaction and retention use it and "
+        "`db migrate` creates the writer and reader roles named in the other URLs (default: "
+        "IOT_DATABASE_URL, one role for everything, as on a developer machine).",
+    )
+    database_reader_url: SecretStr | None = Field(
+        None,
+        description="URL of the read-only role for dashboards (`db migrate` creates it; it can read the "
+        "product's tables and nothing else).",
     )
     redis_url: SecretStr = Field(
-        SecretStr("redis://127.0.0.1:6379/0"), description="Redis holding the raw streams."
+        SecretStr("redis://127.0.0.1:6379/0"),
+        description="Redis holding the raw streams, as the pipeline's user (read and trim the streams).",
+    )
+    listener_redis_url: SecretStr | None = Field(
+        None,
+        description="Redis URL of the listener's user, which may only append to the streams "
+        "(default: IOT_REDIS_URL).",
     )
     stream_prefix: str = Field(
         "iot:raw", description="Stream name; with shards > 1 the streams are `<prefix>:0..N-1`."
@@ -49,6 +77,40 @@ class Settings(BaseSettings):
     mqtt_tls_cert: Path | None = Field(None, description="Client certificate for mTLS.")
     mqtt_tls_key: Path | None = Field(None, description="Client key for mTLS.")
     mqtt_keepalive_s: int = Field(30, ge=5, description="MQTT keepalive.")
+
+    # --- identity and least privilege ----------------------------------------------------------------
+    security: bool = Field(
+        False,
+        description="Devices and services authenticate with certificates: `up` issues what is missing in "
+        "IOT_PKI_DIR, runs Mosquitto with a device listener (IOT_MQTT_TLS_PORT) and a service listener "
+        "(IOT_MQTT_SERVICE_HOST:IOT_MQTT_SERVICE_PORT), and every service connects with its own certificate.",
+    )
+    pki_dir: Path = Field(
+        Path(".iot-etl/pki"), description="Certificates and keys of `iot-etl certs` (mode 0700; keys 0600)."
+    )
+    mqtt_tls_port: int = Field(8883, gt=0, lt=65536, description="Device listener: mTLS, device CA.")
+    mqtt_service_host: str = Field(
+        "127.0.0.1", description="Service listener address (loopback or an internal network)."
+    )
+    mqtt_service_port: int = Field(8884, gt=0, lt=65536, description="Service listener: mTLS, service CA.")
+    crl_days: int = Field(
+        30,
+        ge=2,
+        le=3650,
+        description="Days a certificate revocation list is valid; `up` re-signs it at half-life.",
+    )
+    device_max_msgs_per_s: float = Field(
+        100.0,
+        ge=0,
+        description="Messages per second one device may send (burst 10x); excess is acknowledged but not "
+        "written, counted and logged (0: no limit).",
+    )
+    device_max_bytes_per_s: int = Field(
+        1024 * 1024,
+        ge=0,
+        description="Payload bytes per second one device may send (burst 10x), as IOT_DEVICE_MAX_MSGS_PER_S "
+        "(0: no limit).",
+    )
 
     # --- listener ------------------------------------------------------------------------------------
     listener_client_id: str = Field(
@@ -175,6 +237,11 @@ class Settings(BaseSettings):
     )
     webserver_host: str = Field("127.0.0.1", description="Dagster UI bind address.")
     webserver_port: int = Field(3000, description="Dagster UI port.")
+    webserver_auth_proxy: str | None = Field(
+        None,
+        description="The authenticating proxy in front of the Dagster UI (which has no login of its own); "
+        "`up` binds the UI to a non-loopback IOT_WEBSERVER_HOST only when this names it.",
+    )
 
     partitions_start: str = Field(
         "2026-11-01-00:00",
@@ -260,6 +327,20 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _refuse_line_breaks(self) -> Settings:
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            values = value if isinstance(value, list) else [value]
+            for item in values:
+                text = item.get_secret_value() if isinstance(item, SecretStr) else item
+                if isinstance(text, str | Path) and any(c in str(text) for c in FORBIDDEN_SETTING_CHARS):
+                    raise ValueError(
+                        f"IOT_{name.upper()} holds a line break or NUL character; settings are written into "
+                        "configuration files, so remove it"
+                    )
+        return self
+
+    @model_validator(mode="after")
     def _check_window(self) -> Settings:
         if 3600 % self.window_seconds:
             raise ValueError(
@@ -270,6 +351,16 @@ class Settings(BaseSettings):
     @property
     def window_ms(self) -> int:
         return self.window_seconds * 1000
+
+    @property
+    def owner_url(self) -> SecretStr:
+        """The schema owner's database URL (the writer's when no owner is set)."""
+        return self.database_owner_url or self.database_url
+
+    @property
+    def listener_redis(self) -> SecretStr:
+        """The listener's Redis URL (the pipeline's when none of its own is set)."""
+        return self.listener_redis_url or self.redis_url
 
     def database_name(self) -> str:
         return self.database_url.get_secret_value().rsplit("/", 1)[-1].split("?", 1)[0]
