@@ -62,7 +62,9 @@ def db_migrate() -> None:
 def dagster_instance() -> None:
     """Write dagster.yaml into IOT_DAGSTER_HOME (SQLite, or PostgreSQL with IOT_DAGSTER_PG_URL)."""
     from iot_etl.dagster_instance import PG_PASSWORD_ENV, dagster_env, write_instance_config
+    from iot_etl.state_dir import restrict_umask
 
+    restrict_umask()
     settings = get_settings()
     click.echo(f"DAGSTER_HOME={write_instance_config(settings)}")
     if dagster_env(settings):
@@ -80,8 +82,10 @@ def dagster_instance() -> None:
 def up(no_simulator: bool, with_broker: bool) -> None:
     """Check the services, migrate, then run the listener, Dagster (webserver + daemon) and the simulator
     until Ctrl-C; the UI address is printed once the code location has loaded."""
+    from iot_etl.state_dir import restrict_umask
     from iot_etl.supervisor import run_up
 
+    restrict_umask()
     sys.exit(run_up(get_settings(), with_simulator=not no_simulator, with_broker=with_broker))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import os
 import socket
 from pathlib import Path
@@ -58,6 +59,28 @@ def require_postgres(url: str, setting: str) -> None:
         raise CannotStart(
             f"PostgreSQL at {_safe(url)} is unreachable ({_one_line(exc)}); check {setting}"
         ) from None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps a server reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def require_private_ui(settings: Settings) -> None:
+    """The Dagster UI has no login: it listens beyond loopback only behind a named authenticating proxy."""
+    host = settings.webserver_host
+    if is_loopback(host) or settings.webserver_auth_proxy:
+        return
+    raise CannotStart(
+        f"IOT_WEBSERVER_HOST={host} would open the Dagster UI, which has no login, to the network; keep it "
+        "on 127.0.0.1, or put an authenticating proxy in front of it and name it in IOT_WEBSERVER_AUTH_PROXY "
+        "(docs/security.md)"
+    )
 
 
 def check_ports(settings: Settings) -> None:

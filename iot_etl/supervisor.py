@@ -33,7 +33,15 @@ from iot_etl.dagster_instance import (
 )
 from iot_etl.ports import free_local_port
 from iot_etl.reaper import Reaper, die_with_parent
-from iot_etl.startup import CannotStart, StackLock, check_ports, check_services, require_port_free
+from iot_etl.startup import (
+    CannotStart,
+    StackLock,
+    check_ports,
+    check_services,
+    require_port_free,
+    require_private_ui,
+)
+from iot_etl.state_dir import secure_state_dir
 from iot_etl.window_report import WindowReporter
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -80,6 +88,8 @@ class Supervisor:
         env = dict(os.environ)
         env.update(dagster_env(self.settings))
         env["DAGSTER_HOME"] = str(home)
+        # children run in the repository, which need not be the folder `up` was started in
+        env["IOT_PKI_DIR"] = str(self.settings.pki_dir.resolve())
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
@@ -88,6 +98,7 @@ class Supervisor:
         from iot_etl.migrate import apply_migrations, ensure_database
 
         check_ports(self.settings)
+        self.secure_state()
         if self.reaper is None:
             self.reaper = Reaper()
         self.start_services(with_broker)
@@ -107,6 +118,14 @@ class Supervisor:
         os.environ.update(dagster_env(self.settings))
         create_instance_storage(home)
         return home
+
+    def secure_state(self) -> None:
+        """Everything `up` keeps is private to its user (see `iot_etl.state_dir`)."""
+        home = dagster_home(self.settings)
+        services = embedded.services_dir(self.settings)
+        state = home.parent
+        owned = [home, logs_dir(self.settings), services, state / "broker", self.settings.pki_dir.resolve()]
+        secure_state_dir(state, owned, passable=[services, services / "postgresql"])
 
     def start_services(self, with_broker: bool) -> None:
         """Start PostgreSQL, Redis and the broker where `up` is to run them; one line per service."""
@@ -336,6 +355,10 @@ def run_up(settings: Settings, with_simulator: bool, with_broker: bool = False) 
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    try:
+        require_private_ui(settings)
+    except CannotStart as exc:
+        return _cannot_start(exc)
     lock = StackLock(dagster_home(settings))
     try:
         lock.acquire()
