@@ -66,7 +66,7 @@ PAHO_LOG.addFilter(_drop_not_connected_noise)
 def redis_client_for(settings: Settings) -> redis.Redis:
     """The listener's Redis client: short timeouts and no hidden retries (the writer retries itself)."""
     return redis.Redis.from_url(
-        settings.redis_url.get_secret_value(),
+        settings.listener_redis.get_secret_value(),
         socket_connect_timeout=2.0,
         socket_timeout=5.0,
         retry=Retry(NoBackoff(), 0),
