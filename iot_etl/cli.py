@@ -239,6 +239,35 @@ def broker_config(port: int | None, all_interfaces: bool, persistence_dir: str |
     )
 
 
+@main.command("redis-acl")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the file (mode 0600).")
+def redis_acl_command(out: str | None) -> None:
+    """Print the Redis ACL file of the listener's and the pipeline's users (from IOT_LISTENER_REDIS_URL
+    and IOT_REDIS_URL), for a Redis of your own (`aclfile` in redis.conf) or compose. The default user is
+    off; passwords are stored as SHA-256 hashes."""
+    import os
+    from pathlib import Path
+
+    from iot_core.redis_acl import RedisAclError, acl_users, write_acl_file
+
+    try:
+        acl = acl_users(get_settings())
+    except RedisAclError as exc:
+        raise CommandFailed(exc.what, exc.todo, exit_code=2) from None
+    for note in acl.notes:
+        click.echo(f"note: {note}", err=True)
+    if out is None:
+        click.echo(acl.text, nl=False)
+        return
+    previous = os.umask(0o077)
+    try:
+        path = write_acl_file(Path(out), acl.text)
+    finally:
+        os.umask(previous)
+    users = ", ".join(u.name for u in acl.users)
+    click.echo(f"wrote {path} (users {users}; default user off): load it with `aclfile {path}` in redis.conf")
+
+
 def _add_simulate() -> None:
     from simulator.__main__ import simulate_command
 

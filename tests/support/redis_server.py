@@ -15,6 +15,9 @@ The server runs `redis-server --port N --save "" --appendonly no` (no background
 an explicit `stop()` writes a snapshot, so a restart looks like an outage of a durable Redis.
 `PrivateRedis(aof=True)` runs with `--appendonly yes --appendfsync always` instead: every acknowledged
 write is on disk, so `kill()` (SIGKILL) then `start()` on the same directory loses nothing.
+`PrivateRedis(aclfile=path)` loads its users from an ACL file (`extra_args` adds any other options); an
+anonymous client cannot SHUTDOWN it, so `stop()` ends it with SIGTERM (no snapshot: use `aof=True` to keep
+data across a restart), and `url_for(user, password)` is the URL of one of its users.
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import redis
 from redis.backoff import NoBackoff
@@ -45,14 +51,22 @@ class PrivateRedis(ProcessServer):
         host: str = "127.0.0.1",
         binary: str = "redis-server",
         aof: bool = False,
+        aclfile: Path | None = None,
+        extra_args: Sequence[str] = (),
     ):
         super().__init__(host=host, port=port, log_name="redis.log")
         self.aof = aof
         self.binary = binary
+        self.aclfile = aclfile
+        self.extra_args = list(extra_args)
 
     @property
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
+
+    def url_for(self, user: str, password: str) -> str:
+        """The URL of one of the server's ACL users."""
+        return f"redis://{quote(user, safe='')}:{quote(password, safe='')}@{self.host}:{self.port}/0"
 
     def env(self) -> dict[str, str]:
         """`IOT_*` variables pointing a subprocess's `Settings` at this server."""
@@ -76,6 +90,8 @@ class PrivateRedis(ProcessServer):
             "--dbfilename", "dump.rdb",
             "--daemonize", "no",
             "--protected-mode", "no",
+            *(["--aclfile", str(self.aclfile)] if self.aclfile is not None else []),
+            *self.extra_args,
         ]  # fmt: skip
         self._spawn(command, timeout)
         try:
@@ -88,7 +104,9 @@ class PrivateRedis(ProcessServer):
     def stop(self, *, keep_data: bool = True, timeout: float = 10.0) -> None:
         """Shut the server down; with `keep_data` its data set is saved and comes back on `start()`."""
         process = self._take_process()
-        if process is not None:
+        if process is not None and self.aclfile is not None:
+            self._terminate(process, timeout)
+        elif process is not None:
             with (
                 contextlib.suppress(redis.RedisError),
                 self.client(socket_timeout=timeout, retry=_NO_RETRY) as client,
@@ -108,12 +126,18 @@ class PrivateRedis(ProcessServer):
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _wait_loaded(self, timeout: float) -> None:
-        """PING answers LOADING while a snapshot is read; wait for a real PONG."""
+        """PING answers LOADING while a snapshot is read; wait for a real PONG. With an ACL file an anonymous
+        PING gets NOAUTH, which Redis answers even while loading: such a server counts as ready once it
+        answers at all."""
         deadline = time.monotonic() + timeout
         with self.client(socket_timeout=2, retry=_NO_RETRY) as client:
             while True:
                 try:
                     client.ping()
+                    return
+                except redis.AuthenticationError:
+                    if self.aclfile is None:
+                        raise
                     return
                 except redis.BusyLoadingError:
                     if time.monotonic() > deadline:
