@@ -53,12 +53,13 @@ def test_auto_embeds_only_default_local_addresses() -> None:
 
 
 def test_servers_listen_on_the_configured_tcp_address(tmp_path: Path) -> None:
-    settings = Settings(redis_url=SecretStr("redis://:pw@127.0.0.1:6399/0"), dagster_home=tmp_path / "home")
+    settings = Settings(redis_url=SecretStr("redis://u:pw@127.0.0.1:6399/0"), dagster_home=tmp_path / "home")
     argv = embedded.redis_process(settings).argv
     for flag, value in [("--bind", "127.0.0.1"), ("--port", "6399"), ("--appendonly", "yes")]:
         assert argv[argv.index(flag) + 1] == value
     assert argv[argv.index("--dir") + 1] == str(tmp_path / "services" / "redis")
-    assert argv[argv.index("--requirepass") + 1] == "pw"
+    assert argv[argv.index("--aclfile") + 1] == str(tmp_path / "services" / "redis" / "users.acl")
+    assert "pw" not in argv and "--requirepass" not in argv  # the password reaches Valkey in the ACL file
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the embedded PostgreSQL as another user")
