@@ -35,27 +35,39 @@ def db() -> None:
 
 @db.command("migrate")
 def db_migrate() -> None:
-    """Create the database if needed and apply pending migrations from sql/."""
+    """As the schema owner (IOT_DATABASE_OWNER_URL): create the database if needed, apply pending
+    migrations from sql/, then create the writer and reader roles of IOT_DATABASE_URL and
+    IOT_DATABASE_READER_URL where missing and grant them least privilege."""
     from iot_core.progress import progress_bar
+    from iot_etl.db_roles import database_errors, ensure_roles
     from iot_etl.migrate import apply_migrations, ensure_database
 
     settings = get_settings()
-    created = ensure_database(settings.database_url.get_secret_value())
-    adopted: list[str] = []
-    with progress_bar("migrating", total=None) as advance:
-        applied = apply_migrations(
-            settings.database_url.get_secret_value(),
-            progress=lambda done, pending: advance(completed=done, total=pending),
-            report=adopted.append,
-        )
+    owner = settings.owner_url.get_secret_value()
+    owner_setting = "IOT_DATABASE_OWNER_URL" if settings.database_owner_url else "IOT_DATABASE_URL"
+    dagster = settings.dagster_pg_url.get_secret_value() if settings.dagster_pg_url else None
+    reader = settings.database_reader_url.get_secret_value() if settings.database_reader_url else None
+    with database_errors(owner, owner_setting):
+        created = ensure_database(owner)
+        adopted: list[str] = []
+        with progress_bar("migrating", total=None) as advance:
+            applied = apply_migrations(
+                owner,
+                progress=lambda done, pending: advance(completed=done, total=pending),
+                report=adopted.append,
+            )
     click.echo(
         f"database {settings.database_name()}: {'created, ' if created else ''}"
         f"{len(applied)} migration(s) applied{': ' + ', '.join(applied) if applied else ''}"
     )
     for line in adopted:
         click.echo(f"timescaledb: {line}")
-    if settings.dagster_pg_url and ensure_database(settings.dagster_pg_url.get_secret_value()):
-        click.echo("created Dagster's storage database")
+    if dagster:
+        with database_errors(dagster, "IOT_DAGSTER_PG_URL"):
+            if ensure_database(dagster):
+                click.echo("created Dagster's storage database")
+    for line in ensure_roles(owner, settings.database_url.get_secret_value(), reader, dagster):
+        click.echo(line)
 
 
 @main.command("dagster-instance")
@@ -275,6 +287,15 @@ def _add_simulate() -> None:
 
 
 _add_simulate()
+
+
+def _add_certs() -> None:
+    from iot_etl.certs import certs
+
+    main.add_command(certs, name="certs")
+
+
+_add_certs()
 
 
 if __name__ == "__main__":
