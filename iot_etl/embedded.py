@@ -97,6 +97,14 @@ def should_embed_broker(settings: Settings) -> bool:
     return mode == "always" or _is_default(settings, "mqtt_host", "mqtt_port")
 
 
+def should_embed_secure_broker(settings: Settings) -> bool:
+    """As `should_embed_broker`, for the service listener's address (IOT_SECURITY)."""
+    mode = settings.embedded_services
+    if mode == "never" or settings.mqtt_service_host not in LOCAL_HOSTS:
+        return False
+    return mode == "always" or _is_default(settings, "mqtt_service_host", "mqtt_service_port")
+
+
 def services_dir(settings: Settings) -> Path:
     return settings.dagster_home.resolve().parent / "services"
 
@@ -258,6 +266,19 @@ def broker_process(settings: Settings) -> ServiceProcess:
             raise BrokerNotInstalledError(f"{no_mosquitto}, and the package iotcore is not either") from None
         return demo_broker_process(settings, address)
     detail = f"the project's Mosquitto, data {workdir / 'data'}"
+    return ServiceProcess("mqtt", argv, workdir / "mosquitto.log", address, detail)
+
+
+def secure_broker_process(settings: Settings) -> ServiceProcess:
+    """The installed Mosquitto with the device and service listeners (IOT_SECURITY): the demo broker cannot
+    verify client certificates, so without Mosquitto this raises BrokerNotInstalledError."""
+    workdir = services_dir(settings).parent / "broker"
+    address = Address(settings.mqtt_service_host, settings.mqtt_service_port)
+    argv = broker_argv(settings, workdir)  # the TLS configuration: settings.security is on
+    detail = (
+        f"the project's Mosquitto with mTLS: devices on {settings.mqtt_host}:{settings.mqtt_tls_port}, "
+        f"services on {address}, certificates {settings.pki_dir.resolve()}"
+    )
     return ServiceProcess("mqtt", argv, workdir / "mosquitto.log", address, detail)
 
 

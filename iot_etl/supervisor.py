@@ -31,6 +31,7 @@ from iot_etl.dagster_instance import (
     dagster_home,
     write_instance_config,
 )
+from iot_etl.pki_upkeep import CrlChange, CrlWatch, ensure_pki, layout_of
 from iot_etl.ports import free_local_port
 from iot_etl.reaper import Reaper, die_with_parent
 from iot_etl.startup import (
@@ -73,6 +74,8 @@ class Supervisor:
     children: list[Child] = field(default_factory=list)
     stopping: bool = False
     reaper: Reaper | None = None
+    #: `up`'s own broker in security mode: restarted on a revocation, reloaded on a renewed CRL
+    broker: Child | None = None
     _say_lock: threading.Lock = field(default_factory=threading.Lock)
     _quiet: Quiet = field(init=False)
 
@@ -99,6 +102,9 @@ class Supervisor:
 
         check_ports(self.settings)
         self.secure_state()
+        if self.settings.security:
+            for line in ensure_pki(self.settings):
+                self.say(embedded.status_line("pki", "ready", self.settings.pki_dir.resolve(), line))
         if self.reaper is None:
             self.reaper = Reaper()
         self.start_services(with_broker)
@@ -134,6 +140,9 @@ class Supervisor:
             "postgresql", "database_url", 5432, embedded.postgres_answers, embedded.postgres_process
         )
         self._start_url_service("redis", "redis_url", 6379, embedded.redis_answers, embedded.redis_process)
+        if settings.security:
+            self._start_secure_broker(with_broker)
+            return
         mqtt = embedded.Address(settings.mqtt_host, settings.mqtt_port)
         if with_broker:
             require_port_free(mqtt.host, mqtt.port, "IOT_MQTT_PORT")
@@ -152,6 +161,53 @@ class Supervisor:
             print(embedded.status_line("mqtt", "down", mqtt, detail), flush=True)
             return
         self._start_service(broker, lambda: port_accepts(mqtt.host, mqtt.port))
+
+    def _start_secure_broker(self, with_broker: bool) -> None:
+        """The broker of devices with certificates: `up`'s own Mosquitto where it is to run one, else the
+        one answering on the service listener's address. Never the demo broker (no client certificates)."""
+        settings = self.settings
+        service = embedded.Address(settings.mqtt_service_host, settings.mqtt_service_port)
+        if with_broker:
+            require_port_free(settings.mqtt_host, settings.mqtt_tls_port, "IOT_MQTT_TLS_PORT")
+            require_port_free(service.host, service.port, "IOT_MQTT_SERVICE_PORT")
+        elif port_accepts(service.host, service.port):
+            detail = "service listener; restart that broker after a revocation"
+            print(embedded.status_line("mqtt", "reachable", service, detail), flush=True)
+            return
+        elif not embedded.should_embed_secure_broker(settings):
+            print(
+                embedded.status_line("mqtt", "down", service, "the listener retries until a broker answers")
+            )
+            return
+        try:
+            broker = embedded.secure_broker_process(settings)
+        except BrokerNotInstalledError as exc:
+            raise CannotStart(
+                f"IOT_SECURITY needs Mosquitto ({exc}); the demo broker cannot verify client certificates"
+            ) from None
+        self.broker = self._start_service(broker, lambda: port_accepts(service.host, service.port))
+
+    def restart_broker(self, why: str) -> None:
+        """Stop `up`'s broker cleanly (it saves sessions and queues) and start it again with a freshly
+        written configuration: open connections end, and every new one meets the current CRL and ACLs."""
+        child = self.broker
+        if child is None or child.process is None:
+            return
+        self._stop([child])
+        self.children.remove(child)
+        child.process = None
+        service = embedded.Address(self.settings.mqtt_service_host, self.settings.mqtt_service_port)
+        self.broker = self._start_service(
+            embedded.secure_broker_process(self.settings), lambda: port_accepts(service.host, service.port)
+        )
+        self.say(f"broker restarted: {why}")
+
+    def reload_broker(self, why: str) -> None:
+        """SIGHUP: Mosquitto reads its CRL and ACL files again, for new connections."""
+        child = self.broker
+        if child is not None and child.process is not None and child.process.poll() is None:
+            child.process.send_signal(signal.SIGHUP)
+            self.say(f"broker reloaded: {why}")
 
     def _start_url_service(
         self,
@@ -172,7 +228,7 @@ class Supervisor:
         else:
             print(embedded.status_line(name, "down", address), flush=True)
 
-    def _start_service(self, service: embedded.ServiceProcess, ready: Callable[[], bool]) -> None:
+    def _start_service(self, service: embedded.ServiceProcess, ready: Callable[[], bool]) -> Child:
         child = Child(
             service.name,
             service.argv,
@@ -188,6 +244,7 @@ class Supervisor:
             ready, f"the embedded {service.name} (log {service.log})", lambda: process.poll() is None
         )
         print(embedded.status_line(service.name, "started", service.address, service.detail), flush=True)
+        return child
 
     def start(self, home: Path, with_simulator: bool) -> None:
         bin_dir = Path(sys.executable).parent
@@ -383,7 +440,14 @@ def run_up(settings: Settings, with_simulator: bool, with_broker: bool = False) 
             supervisor.say(f"\n{UI_BANNER}{supervisor.ui_url}  (Ctrl-C stops everything)\n")
             if reporter is not None:
                 reporter.start()
+        crl_watch = CrlWatch(layout_of(settings), settings.crl_days) if supervisor.broker else None
         while not supervisor.stopping:
+            if crl_watch is not None:
+                change = crl_watch.poll()
+                if change is CrlChange.CHANGED:
+                    supervisor.restart_broker("the revocation list changed")
+                elif change is CrlChange.RENEWED:
+                    supervisor.reload_broker("the revocation list was re-signed")
             dead = supervisor.exited()
             if dead:
                 for child in dead:
