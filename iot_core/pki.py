@@ -254,7 +254,11 @@ def _is_ip(text: str) -> bool:
 
 
 def _san_text(name: x509.GeneralName) -> str:
-    return f"IP:{name.value}" if isinstance(name, x509.IPAddress) else f"DNS:{name.value}"
+    if isinstance(name, x509.IPAddress):
+        return f"IP:{name.value}"
+    if isinstance(name, x509.UniformResourceIdentifier):
+        return f"URI:{name.value}"
+    return f"DNS:{name.value}"
 
 
 # --- the index -------------------------------------------------------------------------------------
@@ -328,9 +332,12 @@ def _issue_locked(
         raise PkiError(f"--days {days}: a certificate must be valid for at least 1 day")
     issuer = _load_ca(*_issuer_paths(layout, kind))
     key = _new_key()
+    # The broker takes the identity from the CN; the URN is there for verifiers that require a SAN
+    # (RFC 5280 profile verifiers such as cryptography's client verifier).
     if kind == "device":
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         usage = ExtendedKeyUsageOID.CLIENT_AUTH
+        sans = [x509.UniformResourceIdentifier(f"urn:iot-etl:device:{name}")]
     elif kind == "service":
         subject = x509.Name(
             [
@@ -340,6 +347,7 @@ def _issue_locked(
             ]
         )
         usage = ExtendedKeyUsageOID.CLIENT_AUTH
+        sans = [x509.UniformResourceIdentifier(f"urn:iot-etl:service:{name}")]
     else:
         subject = x509.Name(
             [
