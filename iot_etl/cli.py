@@ -212,43 +212,101 @@ def broker() -> None:
     """Run Mosquitto in the foreground with the project's configuration (no 1000-message limit)."""
     import os
 
-    from iot_etl.broker import broker_argv
+    from iot_etl.broker import BrokerConfigError, broker_argv
     from iot_etl.dagster_instance import dagster_home
+    from iot_etl.state_dir import restrict_umask
 
+    restrict_umask()
     settings = get_settings()
-    argv = broker_argv(settings, dagster_home(settings).parent / "broker")
-    click.echo(f"mosquitto on {settings.mqtt_host}:{settings.mqtt_port} with {argv[-1]}")
+    try:
+        argv = broker_argv(settings, dagster_home(settings).parent / "broker")
+    except BrokerConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    if settings.security:
+        where = (
+            f"devices on {settings.mqtt_host}:{settings.mqtt_tls_port}, "
+            f"services on {settings.mqtt_service_host}:{settings.mqtt_service_port} (mTLS)"
+        )
+    else:
+        where = f"{settings.mqtt_host}:{settings.mqtt_port}"
+    click.echo(f"mosquitto: {where}, with {argv[-1]}")
     os.execv(argv[0], argv)
 
 
 @main.command("broker-config")
-@click.option("--port", type=int, default=None, help="Listener port (default: IOT_MQTT_PORT).")
+@click.option(
+    "--port",
+    type=int,
+    default=None,
+    help="Listener port (default: IOT_MQTT_PORT; with --tls IOT_MQTT_TLS_PORT).",
+)
 @click.option(
     "--all-interfaces",
     is_flag=True,
-    help="Listen on 0.0.0.0 (e.g. inside a container) instead of IOT_MQTT_HOST.",
+    help="Listen on 0.0.0.0 (e.g. inside a container) instead of IOT_MQTT_HOST (with --tls: the device "
+    "listener).",
 )
 @click.option(
     "--persistence-dir", type=click.Path(), default=None, help="Where the broker persists sessions."
 )
-def broker_config(port: int | None, all_interfaces: bool, persistence_dir: str | None) -> None:
-    """Print the project's Mosquitto configuration (no 1000-message queue limit).
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="The broker of devices with certificates (IOT_PKI_DIR): a device listener and a service listener, "
+    "mTLS, per-device ACLs, no anonymous client; needs --out.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="With --tls: write DIR/mosquitto.conf, its ACL files and copies of the certificates, key and CRL "
+    "it reads (for `mosquitto -c DIR/mosquitto.conf`, as root or as the mosquitto user).",
+)
+def broker_config(
+    port: int | None, all_interfaces: bool, persistence_dir: str | None, tls: bool, out: str | None
+) -> None:
+    """Print the project's Mosquitto configuration (no 1000-message queue limit), or with --tls write the
+    secure one.
 
-    The broker allows anonymous clients, so it listens only on IOT_MQTT_HOST (127.0.0.1 by default)
-    unless --all-interfaces is given."""
+    Without --tls the broker allows anonymous clients (its first line says so), so it listens only on
+    IOT_MQTT_HOST (127.0.0.1 by default) unless --all-interfaces is given."""
     from pathlib import Path
 
-    from iot_etl.broker_config import render_broker_config
+    from iot_etl.broker import BrokerConfigError, check_broker_pki, write_secure_broker_config
+    from iot_etl.broker_config import TRUSTED_NETWORK_ONLY, ConfigValueError, render_broker_config
+    from iot_etl.state_dir import restrict_umask
 
+    restrict_umask()
     settings = get_settings()
-    click.echo(
-        render_broker_config(
-            port=port or settings.mqtt_port,
-            bind="0.0.0.0" if all_interfaces else settings.mqtt_host,
+    if not tls:
+        if out is not None:
+            raise click.UsageError("--out writes the TLS broker's files: add --tls, or omit --out to print")
+        try:
+            text = render_broker_config(
+                port=port or settings.mqtt_port,
+                bind="0.0.0.0" if all_interfaces else settings.mqtt_host,
+                persistence_dir=Path(persistence_dir) if persistence_dir else None,
+                max_queued_bytes=settings.broker_max_queued_bytes,
+            )
+        except ConfigValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        click.echo(f"{TRUSTED_NETWORK_ONLY}\n{text}")
+        return
+    if port is not None:
+        settings = settings.model_copy(update={"mqtt_tls_port": port})
+    try:
+        if out is None:
+            check_broker_pki(settings)  # a missing CA is what the user hears about first
+            raise click.UsageError("--tls writes files: add --out DIR")
+        conf = write_secure_broker_config(
+            settings,
+            Path(out),
+            all_interfaces=all_interfaces,
             persistence_dir=Path(persistence_dir) if persistence_dir else None,
-            max_queued_bytes=settings.broker_max_queued_bytes,
         )
-    )
+    except BrokerConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"wrote {conf} and its ACL files; run `mosquitto -c {conf}`")
 
 
 @main.command("redis-acl")
