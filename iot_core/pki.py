@@ -496,9 +496,11 @@ def _resolve(layout: PkiLayout, index: dict[str, Any], target: str) -> list[dict
         return target in (entry["name"], service_cn(entry["name"]) if entry["kind"] == "service" else None)
 
     by_name = [e for e in index["certs"] if named(e)]
-    if len({e["kind"] for e in by_name}) > 1:
+    kinds_named = sorted({e["kind"] for e in by_name})
+    if len(kinds_named) > 1:
         raise PkiError(
-            f"{target!r} names both a device and a service; say `device:{target}` or `service:{target}`"
+            f"{target!r} names certificates of several kinds ({', '.join(kinds_named)}); "
+            f"say `device:{target}` or `service:{target}`, or give the serial (`iot-etl certs list`)"
         )
     if by_name:
         return by_name
