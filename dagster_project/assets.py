@@ -7,7 +7,6 @@ the sensor requests) or is the partitions' hours so far as they have closed (bac
 import time
 from datetime import UTC, datetime
 
-import psycopg
 from dagster import (
     AssetExecutionContext,
     AssetMaterialization,
@@ -48,7 +47,7 @@ from dagster_project.resources import (
     MqttPublisherResource,
     RedisStreamsResource,
 )
-from dagster_project.retention import CompactionRecord, record_compaction
+from dagster_project.retention import CompactionRecord, continuous_aggregates, record_compaction
 from dagster_project.rollups import refresh_rollups
 from dagster_project.storage import BatchInfo
 from dagster_project.transient import only_transient_faults_retried
@@ -260,10 +259,14 @@ def hourly_rollups(
     config: WindowConfig,
     redis: RedisStreamsResource,
     database: DatabaseResource,
+    owner_database: DatabaseResource,
     policy: BatchPolicyResource,
 ) -> MaterializeResult:
     window = run_window(context, config, policy, redis)
     with database.connect(autocommit=True) as conn:
+        aggregate = "hourly_rollups" in continuous_aggregates(conn)
+    # TimescaleDB lets only a continuous aggregate's owner refresh it; the table is the writer's to upsert
+    with (owner_database if aggregate else database).connect(autocommit=True) as conn:
         written = refresh_rollups(conn, *window.utc_bounds)
     return MaterializeResult(metadata={"range": window.label, "rollup_rows_written": written})
 
@@ -280,6 +283,7 @@ def compaction(
     context: AssetExecutionContext,
     redis: RedisStreamsResource,
     database: DatabaseResource,
+    owner_database: DatabaseResource,
     policy: BatchPolicyResource,
     compaction_policy: CompactionPolicyResource,
 ) -> MaterializeResult:
@@ -290,7 +294,8 @@ def compaction(
     horizon_ms = now_ms - max(compaction_policy.stream_trim_margin_s * 1000, policy.window_grace_ms)
     with database.connect() as conn:
         trimmed = [t for s in redis.streams() if (t := trim_stream(client, conn, s, horizon_ms))]
-    with psycopg.connect(database.url, autocommit=True) as conn:
+    # retention as the schema owner: TimescaleDB's policies and drop_chunks need ownership
+    with owner_database.connect(autocommit=True) as conn:
         retained = apply_retention(
             conn,
             compaction_policy.rules(),

@@ -146,7 +146,9 @@ class RedisStreamsResource(ConfigurableResource):
 
 
 class DatabaseResource(ConfigurableResource):
-    """The telemetry database: `url` may hold a password, so it is given as an EnvVar."""
+    """The telemetry database: `url` may hold a password, so it is given as an EnvVar. `database` is the
+    writer's (rows only); `owner_database` the schema owner's, for compaction's retention (TimescaleDB
+    policies, `drop_chunks`) and refreshes of a continuous aggregate, which only an owner may run."""
 
     url: str
 
@@ -273,6 +275,10 @@ def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResourc
             shards=settings.stream_shards,
         ),
         "database": DatabaseResource(url=EnvVar(secrets["database_url"])),
+        # the schema owner (IOT_DATABASE_OWNER_URL, else the writer's): for what only an owner may do
+        "owner_database": DatabaseResource(
+            url=EnvVar(secrets.get("database_owner_url", secrets["database_url"]))
+        ),
         "quality": QualityPolicyResource(
             reject_warn_share=settings.quality_reject_warn_share,
             reject_error_share=settings.quality_reject_error_share,

@@ -19,6 +19,7 @@ import redis
 
 from iot_core.errors import UserFacingError
 from iot_core.mqtt import PublishError
+from iot_core.redact import redact_text
 from iot_core.settings import SECRET_FIELDS
 
 PROG = "iot-etl"
@@ -54,7 +55,12 @@ def _first_line(exc: BaseException) -> str:
 
 
 def explain(exc: BaseException) -> str:
-    """The one line a user sees for `exc`."""
+    """The one line a user sees for `exc`, with no password in it (drivers' messages can quote a URL or a
+    connection string)."""
+    return redact_text(_explain(exc))
+
+
+def _explain(exc: BaseException) -> str:
     if isinstance(exc, UserFacingError):
         return str(exc)
     if isinstance(exc, pydantic.ValidationError):

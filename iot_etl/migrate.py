@@ -13,6 +13,7 @@ import psycopg
 from psycopg import sql
 
 from dagster_project.retention import continuous_aggregates
+from iot_core.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def ensure_database(database_url: str) -> bool:
     info = psycopg.conninfo.conninfo_to_dict(database_url)
     name = info.get("dbname")
     if not name:
-        raise MigrationError(f"the database URL names no database: {database_url!r}")
+        raise MigrationError(f"the database URL names no database: {redact_url(database_url)}")
     try:
         with psycopg.connect(database_url, connect_timeout=5):
             return False

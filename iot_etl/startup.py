@@ -12,6 +12,7 @@ from typing import IO
 import psycopg
 import redis
 
+from iot_core.redact import redact_text, redact_url, url_password
 from iot_core.settings import Settings
 from iot_etl.ports import tcp_socket
 
@@ -42,7 +43,7 @@ def require_redis(url: str) -> None:
         client.ping()
     except redis.RedisError as exc:
         raise CannotStart(
-            f"Redis at {_safe(url)} is unreachable ({_one_line(exc)}); check IOT_REDIS_URL"
+            f"Redis at {redact_url(url)} is unreachable ({_one_line(exc, url)}); check IOT_REDIS_URL"
         ) from None
     finally:
         client.close()
@@ -57,7 +58,7 @@ def require_postgres(url: str, setting: str) -> None:
         if "does not exist" in str(exc):
             return
         raise CannotStart(
-            f"PostgreSQL at {_safe(url)} is unreachable ({_one_line(exc)}); check {setting}"
+            f"PostgreSQL at {redact_url(url)} is unreachable ({_one_line(exc, url)}); check {setting}"
         ) from None
 
 
@@ -132,14 +133,6 @@ class StackLock:
             self._file = None
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _safe(url: str) -> str:
-    """The URL without its password, for messages."""
-    scheme, sep, rest = url.partition("://")
-    if "@" not in rest:
-        return url
-    userinfo, _, host = rest.rpartition("@")
-    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}@{host}"
+def _one_line(exc: BaseException, url: str) -> str:
+    """The error's text on one line, without `url`'s password (drivers can quote the URL)."""
+    return redact_text(" ".join(str(exc).split()) or type(exc).__name__, [url_password(url)])
