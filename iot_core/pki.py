@@ -319,15 +319,15 @@ def _set_aside(layout: PkiLayout, entry: dict[str, Any], remove: bool) -> None:
     entry["file"] = _rel(layout, old_cert)
 
 
-def _issue_locked(
+def _new_leaf(
     layout: PkiLayout,
-    index: dict[str, Any],
     kind: str,
     name: str,
     role: str,
     days: int,
     sans: list[x509.GeneralName] | None = None,
-) -> x509.Certificate:
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A new key and its certificate, in memory (nothing is written before both exist)."""
     if days < 1:
         raise PkiError(f"--days {days}: a certificate must be valid for at least 1 day")
     issuer = _load_ca(*_issuer_paths(layout, kind))
@@ -356,7 +356,20 @@ def _issue_locked(
             ]
         )
         usage = ExtendedKeyUsageOID.SERVER_AUTH
-    cert = _leaf(subject, issuer, key, days, usage, sans)
+    return _leaf(subject, issuer, key, days, usage, sans), key
+
+
+def _install(
+    layout: PkiLayout,
+    index: dict[str, Any],
+    kind: str,
+    name: str,
+    role: str,
+    days: int,
+    pair: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+) -> x509.Certificate:
+    """Write the pair to the name's own paths (key first) and record it in the index."""
+    cert, key = pair
     cert_path, key_path = _paths(layout, kind, name)
     _make_private_dir(cert_path.parent)
     _write_private(key_path, _key_pem(key))
@@ -400,8 +413,10 @@ def _issue(
                     f"{what} {name!r} already has a valid certificate (serial {current['serial']}); "
                     f"renew it with `iot-etl certs rotate {name}`"
                 )
+        pair = _new_leaf(layout, kind, name, role, days, sans)
+        if current is not None:
             _set_aside(layout, current, remove=False)
-        return _issue_locked(layout, index, kind, name, role, days, sans)
+        return _install(layout, index, kind, name, role, days, pair)
 
 
 # --- public API ------------------------------------------------------------------------------------
@@ -412,6 +427,7 @@ def init_pki(layout: PkiLayout, crl_days: int = CRL_DAYS) -> bool:
 
     Never replaces a CA: a CA key without its certificate (or the reverse) is refused.
     """
+    _check_period(dt.timedelta(days=crl_days))
     if layout.root.exists() and not layout.root.is_dir():
         raise PkiError(
             f"IOT_PKI_DIR {str(layout.root)!r} is not a directory; point IOT_PKI_DIR at a directory"
@@ -520,6 +536,7 @@ def revoke(layout: PkiLayout, id_or_serial: str, next_update: dt.timedelta | Non
     Re-signs the CRLs (validity `next_update`, default: as long as the current CRL's) and returns the
     serials revoked now (empty when all were revoked already). Files stay in place, marked in the index.
     """
+    _check_period(next_update)
     _require_init(layout)
     with _locked(layout):
         index = layout.read_index()
@@ -544,6 +561,7 @@ def rotate(
     The old pair is kept as `NAME.<serial>.pem`/`.key` (still valid until it expires) or, with
     `revoke_old`, revoked and deleted (the CRL is re-signed, validity as in `revoke`).
     """
+    _check_period(next_update)
     _require_init(layout)
     with _locked(layout):
         index = layout.read_index()
@@ -562,13 +580,13 @@ def rotate(
             cert = x509.load_pem_x509_certificate(layout.server_cert.read_bytes())
             with suppress(x509.ExtensionNotFound):
                 sans = list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+        kind, role, days = old["kind"], old["role"], int(old.get("days", DEVICE_DAYS))
+        pair = _new_leaf(layout, kind, old["name"], role, days, sans)
         _set_aside(layout, old, remove=revoke_old)
         if revoke_old and old["revoked_at"] is None:
             old["revoked_at"] = _now().isoformat()
             old["reason"] = "superseded"
-        cert = _issue_locked(
-            layout, index, old["kind"], old["name"], old["role"], int(old.get("days", 365)), sans
-        )
+        cert = _install(layout, index, kind, old["name"], role, days, pair)
         if revoke_old:
             _write_crl_locked(layout, index, next_update or _crl_period(layout))
         return cert
@@ -581,9 +599,13 @@ def _crl_period(layout: PkiLayout) -> dt.timedelta:
     return min(periods) - _BACKDATE if periods else dt.timedelta(days=CRL_DAYS)
 
 
-def _write_crl_locked(layout: PkiLayout, index: dict[str, Any], next_update: dt.timedelta) -> None:
-    if next_update <= dt.timedelta(0):
+def _check_period(next_update: dt.timedelta | None) -> None:
+    if next_update is not None and next_update <= dt.timedelta(0):
         raise PkiError(f"CRL validity {next_update} is not positive; give e.g. 30d or 12h")
+
+
+def _write_crl_locked(layout: PkiLayout, index: dict[str, Any], next_update: dt.timedelta) -> None:
+    _check_period(next_update)
     index["crl_number"] = int(index.get("crl_number", 0)) + 1
     now = _now()
     pems = []
@@ -618,6 +640,7 @@ def _write_crl_locked(layout: PkiLayout, index: dict[str, Any], next_update: dt.
 
 def write_crl(layout: PkiLayout, next_update: dt.timedelta) -> None:
     """Re-sign both CAs' CRLs into `crl.pem`, valid from now for `next_update`."""
+    _check_period(next_update)
     _require_init(layout)
     with _locked(layout):
         _write_crl_locked(layout, layout.read_index(), next_update)

@@ -113,6 +113,17 @@ def test_init_makes_private_files_and_never_replaces_a_ca(layout: PkiLayout) -> 
     assert snapshot(layout.root) == before
 
 
+def test_certs_runs_under_umask_077_and_restores_the_callers(layout: PkiLayout) -> None:
+    previous = os.umask(0o022)
+    try:
+        ok("init")
+        assert os.umask(0o022) == 0o022
+    finally:
+        os.umask(previous)
+    # ca-chain.pem and crl.pem are not secret, and still only the owner may read them
+    assert {stat.S_IMODE(p.stat().st_mode) for p in layout.root.rglob("*") if p.is_file()} == {0o600}
+
+
 def test_device_certificate_verifies_against_the_device_ca_only(layout: PkiLayout) -> None:
     ok("init")
     out = ok("device", "sensor-01", "--days", "30")
