@@ -60,10 +60,10 @@ def ensure_pki(settings: Settings, device_ids: Iterable[str] = ()) -> list[str]:
     layout = layout_of(settings)
     lines = []
     if init_pki(layout, crl_days=settings.crl_days):
-        lines.append(f"created the device CA and the service CA in {layout.root}")
+        lines.append("created the device CA and the service CA")
     if not layout.server_cert.exists():
         issue_server(layout, server_sans(settings))
-        lines.append(f"issued the broker's certificate {layout.server_cert}")
+        lines.append(f"issued the broker's certificate ({', '.join(server_sans(settings))})")
     issued = [role for role in SERVICE_ROLES if not layout.service(role)[0].exists()]
     for role in issued:
         issue_service(layout, role)
