@@ -15,6 +15,11 @@ Why it is built this way (at-least-once from broker to database):
 - Subscriptions live in the broker session: when the CONNACK says there is no session, we subscribe
   again. We also subscribe on the first connection of each process (so changed topic settings take
   effect), with "retain handling 1" so retained messages are not re-sent for existing subscriptions.
+- Per-device limits (`device_limits`): a message over its device's rate or bytes rate, or with a topic
+  longer than 1,024 bytes, is not written. A QoS 1/2 one is acknowledged at once, in paho's thread on the
+  connection it arrived on, so the broker neither redelivers it nor holds a receive-maximum slot for it.
+  Such an ack can overtake the acks of earlier messages still being written (as a retried entry's can);
+  MQTT 5 asks for PUBACKs in arrival order [MQTT-4.6.0-2], Mosquitto matches them by packet id.
 """
 
 from __future__ import annotations
@@ -34,6 +39,16 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ingest_listener.device_limits import (
+    BYTES,
+    MAX_TOPIC_BYTES,
+    RATE,
+    REASONS,
+    TOPIC_TOO_LONG,
+    DeviceLimiter,
+    LimitLog,
+    device_key,
+)
 from ingest_listener.metrics import ListenerMetrics, MetricsServer
 from ingest_listener.stream_writer import (
     BufferedStreamWriter,
@@ -123,6 +138,17 @@ class Listener:
         self._started = False
         self._stopped = False
         self._qos_counters = {q: self.metrics.messages_received.labels(qos=str(q)) for q in (0, 1, 2)}
+        # Limits: used in paho's thread only (and by stop() once that thread is gone).
+        self._limiter = DeviceLimiter(settings.device_max_msgs_per_s, settings.device_max_bytes_per_s)
+        self._limit_log = LimitLog(
+            {
+                RATE: f"IOT_DEVICE_MAX_MSGS_PER_S={settings.device_max_msgs_per_s:g}",
+                BYTES: f"IOT_DEVICE_MAX_BYTES_PER_S={settings.device_max_bytes_per_s}",
+                TOPIC_TOO_LONG: f"topic longer than {MAX_TOPIC_BYTES} bytes",
+            }
+        )
+        self._limit_log_at = 0.0  # when the limit log is next asked for lines that are due
+        self._limited_counters = {r: self.metrics.messages_limited.labels(reason=r) for r in REASONS}
         self.client = self._make_client()
 
     # --- public API -------------------------------------------------------------------------------
@@ -209,17 +235,21 @@ class Listener:
                 self._connected = False  # whatever happened above, no ack may follow the disconnect
             # 3. stragglers that arrived after step 1 are written too (not acked: redelivered later)
             left = self.writer.close(timeout=max(0.5, deadline - time.monotonic()))
+            for line in self._limit_log.flush():
+                log.warning(line)
             if self._metrics_server is not None:
                 self._metrics_server.stop()
         if self._own_redis:
             self._redis.close()
         m = self.metrics
         log.info(
-            "listener stopped: %d messages received, %d entries written, %d acks sent, %d left unwritten",
+            "listener stopped: %d messages received, %d entries written, %d acks sent, %d left unwritten, "
+            "%d over the device limits",
             int(sum(m.value("iot_listener_messages_received_total", {"qos": str(q)}) for q in (0, 1, 2))),
             int(m.value("iot_listener_entries_written_total")),
             int(m.value("iot_listener_acks_sent_total")),
             left,
+            int(sum(m.value("iot_listener_messages_limited_total", {"reason": r}) for r in REASONS)),
         )
         return left
 
@@ -355,6 +385,9 @@ class Listener:
                 topic: str | bytes = message.topic
             except UnicodeDecodeError:  # brokers reject such topics; keep the bytes if one slips through
                 topic = message._topic
+            self._qos_counters[message.qos].inc()
+            if self._over_limit(topic, message):
+                return
             s = self.settings
             entry = entry_for_message(
                 topic,
@@ -368,10 +401,32 @@ class Listener:
                 generation=self._generation,
                 session=self._session,
             )
-            self._qos_counters[message.qos].inc()
             self.writer.add(entry)
         except Exception:  # never kill paho's thread; an unbuffered QoS>0 message is redelivered
             log.exception("could not buffer a message (mid %s)", message.mid)
+
+    def _over_limit(self, topic: str | bytes, message: mqtt.MQTTMessage) -> bool:
+        """True for a message that is not written: over its device's limits or with a topic longer than
+        `MAX_TOPIC_BYTES`. It is then counted, noted for the log and, at QoS 1/2, acknowledged."""
+        now = time.monotonic()
+        if now >= self._limit_log_at:
+            self._limit_log_at = now + 1.0
+            for line in self._limit_log.due(now):
+                log.warning(line)
+        too_long = len(message._topic) > MAX_TOPIC_BYTES
+        if not too_long and not self._limiter.enabled:
+            return False
+        device = device_key(topic if isinstance(topic, str) else topic.decode("utf-8", "replace"))
+        reason = TOPIC_TOO_LONG if too_long else self._limiter.check(device, len(message.payload), now)
+        if reason is None:
+            return False
+        self._limited_counters[reason].inc()
+        self._limit_log.record(device, reason, now)
+        if message.qos:
+            with self._ack_lock:  # this thread runs on_connect/on_disconnect: the connection is this one
+                if self._connected:
+                    self.client.ack(message.mid, message.qos)
+        return True
 
     # --- acknowledgements (writer thread) ---------------------------------------------------------
     def _ack_written(self, entries: list[Entry]) -> None:

@@ -64,6 +64,13 @@ class ListenerMetrics:
             "Written QoS 1/2 entries not acknowledged because their connection is gone (broker redelivers).",
             registry=r,
         )
+        self.messages_limited = Counter(
+            "iot_listener_messages_limited",
+            "Messages acknowledged but not written: over their device's rate (rate) or bytes rate (bytes), "
+            "or a topic longer than 1,024 bytes (topic_too_long).",
+            ["reason"],
+            registry=r,
+        )
         self.redis_up.set(1)
 
     def render(self) -> bytes:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+import urllib.request
 from dataclasses import dataclass
 
 import psycopg
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from dagster_project.retention import has_timescaledb
 from iot_core.mqtt import MqttEndpoint, new_client
@@ -15,6 +17,8 @@ from iot_core.streams import stream_names
 from iot_etl.status_retention import compaction_lines, dagster_runs_line, stream_lines
 
 DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
+#: The listener's counter of messages acknowledged but not written (`ingest_listener.metrics`).
+LIMITED_METRIC = "iot_listener_messages_limited"
 
 
 @dataclass
@@ -109,12 +113,43 @@ def broker_dropped(settings: Settings, timeout_s: float = 6.0) -> StatusLine:
     return StatusLine("broker", "messages dropped", value[0] if value else "unknown ($SYS not published)")
 
 
+def listener_limited(settings: Settings, timeout_s: float = 2.0) -> StatusLine:
+    """Messages the listener acknowledged but did not write (per-device limits, topics too long), read from
+    its /metrics endpoint: counted since that listener process started. A listener that cannot be reached is
+    no error of status (it may simply not run here)."""
+    item = "messages limited"
+    port = settings.listener_metrics_port
+    if not port:
+        return StatusLine(
+            "listener", item, "unknown (the listener's metrics are off: IOT_LISTENER_METRICS_PORT=0)"
+        )
+    host = settings.listener_metrics_host
+    host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout_s) as response:
+            text = response.read().decode()
+        families = [f for f in text_string_to_metric_families(text) if f.name == LIMITED_METRIC]
+    except (OSError, ValueError) as exc:
+        why = getattr(exc, "reason", exc)  # a URLError's reason is the socket's error
+        return StatusLine("listener", item, f"unknown (no listener metrics at {url}: {why})")
+    if not families:
+        return StatusLine("listener", item, f"unknown (the listener at {url} does not count them)")
+    counts = {s.labels["reason"]: int(s.value) for s in families[0].samples if s.name.endswith("_total")}
+    detail = ", ".join(f"{reason} {n}" for reason, n in counts.items() if n)
+    return StatusLine(
+        "listener", item, f"{sum(counts.values())} since it started" + (f" ({detail})" if detail else "")
+    )
+
+
 def collect(settings: Settings) -> list[StatusLine]:
     return [
         *database_status(settings),
         *redis_status(settings),
         StatusLine(*dagster_runs_line(settings)),
         broker_dropped(settings),
+        listener_limited(settings),
     ]
 
 
