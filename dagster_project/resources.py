@@ -252,6 +252,7 @@ def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResourc
     """Every resource of the code location. Values that can hold a secret reach Dagster as EnvVar, so the
     UI shows the variable's name, never its value."""
     secrets = settings.export_secrets()
+    publisher = MqttEndpoint.for_role(settings, "publisher")  # the service listener when IOT_SECURITY is on
     return {
         "policy": BatchPolicyResource(
             window_seconds=settings.window_seconds,
@@ -288,13 +289,13 @@ def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResourc
             silent_after_s=settings.quality_silent_after_s,
         ),
         "mqtt": MqttPublisherResource(
-            host=settings.mqtt_host,
-            port=settings.mqtt_port,
-            username=settings.mqtt_username,
+            host=publisher.host,
+            port=publisher.port,
+            username=publisher.username,
             password=EnvVar(secrets["mqtt_password"]) if "mqtt_password" in secrets else None,
-            tls_ca=str(settings.mqtt_tls_ca) if settings.mqtt_tls_ca else None,
-            tls_cert=str(settings.mqtt_tls_cert) if settings.mqtt_tls_cert else None,
-            tls_key=str(settings.mqtt_tls_key) if settings.mqtt_tls_key else None,
+            tls_ca=str(publisher.tls_ca) if publisher.tls_ca else None,
+            tls_cert=str(publisher.tls_cert) if publisher.tls_cert else None,
+            tls_key=str(publisher.tls_key) if publisher.tls_key else None,
             client_id_prefix=settings.publisher_client_id,
             ack_topic_template=settings.ack_topic_template,
             deadletter_topic=settings.deadletter_topic,

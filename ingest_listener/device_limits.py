@@ -17,6 +17,8 @@ before buffering it; what is refused is acknowledged to the broker but not writt
   A device whose buckets are full again loses nothing by being dropped (a new entry starts full); only an
   attacker who keeps more than `max_devices` ids busy at once can make the listener forget a device's
   debt, which gives that device at most one more burst.
+- Each listener process limits what it receives: with N listeners sharing a subscription, a device's
+  messages are spread over them and it may send up to N times the limits.
 """
 
 from __future__ import annotations

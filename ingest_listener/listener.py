@@ -24,7 +24,9 @@ Why it is built this way (at-least-once from broker to database):
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
 import time
 from types import TracebackType
@@ -57,7 +59,14 @@ from ingest_listener.stream_writer import (
     entry_for_message,
     rx_now_us,
 )
-from iot_core.mqtt import MqttEndpoint, new_client
+from iot_core.mqtt import (
+    ClientTls,
+    MqttEndpoint,
+    ThrottledLog,
+    current_connect_error,
+    describe_connect_error,
+    new_client,
+)
 from iot_core.settings import Settings
 from iot_core.streams import stream_names
 
@@ -76,6 +85,22 @@ def _drop_not_connected_noise(record: logging.LogRecord) -> bool:
 
 
 PAHO_LOG.addFilter(_drop_not_connected_noise)
+
+
+class _PahoLogTap(logging.LoggerAdapter):
+    """paho's logger for one client, which hands the socket error of a failing connection to `on_error`
+    instead of logging it: a broker that ends every TLS 1.3 connection (refusing the certificate after
+    the handshake) would otherwise put one ERROR line per attempt in the log."""
+
+    def __init__(self, logger: logging.Logger, on_error: Any) -> None:
+        super().__init__(logger, {})
+        self._on_error = on_error
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        failing = level >= logging.ERROR and args and str(msg).startswith("failed to receive on socket")
+        if failing and self._on_error(args[0]):
+            return
+        super().log(level, msg, *args, **kwargs)
 
 
 def redis_client_for(settings: Settings) -> redis.Redis:
@@ -160,10 +185,10 @@ class Listener:
         if self._metrics_server is not None:
             self._metrics_server.start()  # first: a taken port fails start() before anything runs
         log.info(
-            "listener %r: broker %s:%d, topics %s at QoS %d -> streams %s (flush %d entries / %d ms)",
+            "listener %r: broker %s%s, topics %s at QoS %d -> streams %s (flush %d entries / %d ms)",
             s.listener_client_id,
-            s.mqtt_host,
-            s.mqtt_port,
+            self.endpoint.address,
+            f" (TLS, certificate {self.tls.cert})" if self.tls is not None else "",
             s.listener_topics,
             s.listener_qos,
             ", ".join(stream_names(s.stream_prefix, s.stream_shards)),
@@ -176,9 +201,15 @@ class Listener:
         properties.SessionExpiryInterval = s.listener_session_expiry_s
         properties.ReceiveMaximum = s.listener_receive_maximum
         self.client.connect_async(
-            s.mqtt_host, s.mqtt_port, keepalive=s.mqtt_keepalive_s, clean_start=False, properties=properties
+            self.endpoint.host,
+            self.endpoint.port,
+            keepalive=s.mqtt_keepalive_s,
+            clean_start=False,
+            properties=properties,
         )
         self.client.loop_start()
+        if self.tls is not None and self.tls.cert is not None:
+            threading.Thread(target=self._watch_certificate, name="listener-cert-watch", daemon=True).start()
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
         """Wait until connected with the subscriptions in place (granted, or kept by the session)."""
@@ -266,12 +297,23 @@ class Listener:
         self.stop()
 
     # --- MQTT client ------------------------------------------------------------------------------
+    # A failing connection (broker away, TLS refused, CONNACK refused) is logged once per cause per period.
+    CONNECT_LOG_PERIOD_S = 60.0
+    # How often the client certificate's files are compared with the certificate in use.
+    CERT_WATCH_S = 5.0
+
     def _make_client(self) -> mqtt.Client:
-        client = new_client(
-            MqttEndpoint.from_settings(self.settings), self.settings.listener_client_id, manual_ack=True
-        )
+        self.endpoint = MqttEndpoint.for_role(self.settings, "listener")
+        self.tls = ClientTls.for_endpoint(self.endpoint)  # TlsFileError (one line) when a file is unusable
+        self.connect_log = ThrottledLog(log, self.CONNECT_LOG_PERIOD_S)
+        self._mqtt_up = False  # the current connection got a successful CONNACK
+        self._attempt_noted = False  # the current attempt's failure is counted in connect_log
+        self._socket_error: BaseException | None = None
+        self._rotating = False  # we ended the connection to present a rotated certificate
+        client = new_client(self.endpoint, self.settings.listener_client_id, manual_ack=True, tls=self.tls)
         client.reconnect_delay_set(min_delay=RECONNECT_MIN_DELAY_S, max_delay=RECONNECT_MAX_DELAY_S)
-        client.enable_logger(PAHO_LOG)
+        client.enable_logger(_PahoLogTap(PAHO_LOG, self._on_socket_error))  # type: ignore[arg-type]
+        client.on_pre_connect = self._on_pre_connect
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -288,8 +330,11 @@ class Listener:
         _properties: Properties | None,
     ) -> None:
         if reason_code.is_failure:
-            log.error("broker refused the connection: %s (retrying)", reason_code)
+            self._note_failure(f"the broker refused the connection: {reason_code}")
             return
+        self._mqtt_up = True
+        self._rotating = False
+        failed = self.connect_log.reset()
         first = self._connections == 0
         with self._ack_lock:
             self._generation += 1
@@ -300,11 +345,12 @@ class Listener:
         self.metrics.mqtt_connects.inc()
         self.metrics.mqtt_connected.set(1)
         log.info(
-            "connected to %s:%d (connection %d, session present: %s)",
-            self.settings.mqtt_host,
-            self.settings.mqtt_port,
+            "connected to %s (connection %d, session present: %s%s%s)",
+            self.endpoint.address,
             self._connections,
             flags.session_present,
+            f", certificate serial {self.tls.serial:x}" if self.tls is not None and self.tls.serial else "",
+            f", after {failed} failed attempts" if failed else "",
         )
         if not flags.session_present or first:
             self._subscribe(client, why="no session at the broker" if not flags.session_present else "start")
@@ -353,11 +399,45 @@ class Listener:
         self.metrics.ready.set(1)
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
-        log.warning(
-            "cannot connect to the broker at %s:%d (retrying)",
-            self.settings.mqtt_host,
-            self.settings.mqtt_port,
-        )
+        self._note_failure(describe_connect_error(current_connect_error()))
+
+    def _on_pre_connect(self, _client: mqtt.Client, _userdata: Any) -> None:
+        """Before each connection attempt (paho's thread): a new attempt, with a rotated certificate."""
+        self._mqtt_up = False
+        self._attempt_noted = False
+        self._socket_error = None
+        if self.tls is not None:
+            self.tls.reload_if_changed()
+
+    def _on_socket_error(self, error: BaseException) -> bool:
+        """paho's socket error (read or write); True when it is ours to report (the attempt failed)."""
+        self._socket_error = error
+        return not self._mqtt_up
+
+    def _note_failure(self, cause: str) -> None:
+        """Count a failed connection attempt; one line per cause per CONNECT_LOG_PERIOD_S."""
+        if not self._attempt_noted:
+            self._attempt_noted = True
+            self.connect_log.note(cause, f"cannot connect to the broker at {self.endpoint.address}: {cause}")
+
+    def _watch_certificate(self) -> None:
+        """Every CERT_WATCH_S until stopped: when the client certificate was rotated on disk, end the
+        connection so that paho's reconnect presents the new one at once (`_on_pre_connect` loads it).
+        Nothing is lost: the session stays at the broker, which sends the unacknowledged QoS 1/2 messages
+        again, and acks of the old connection are not sent on the new one (generations)."""
+        assert self.tls is not None
+        while not self._stop_requested.wait(self.CERT_WATCH_S):
+            if self._stopping or not self._mqtt_up or not self.tls.rotated_on_disk():
+                continue
+            sock = self.client.socket()
+            if not isinstance(sock, socket.socket):
+                continue
+            log.info("client certificate %s was rotated: reconnecting with it", self.tls.cert)
+            self._rotating = True
+            # the plain socket's shutdown: the TLS object stays paho's, which sees the connection end
+            # (OSError: already closed, paho reconnects anyway)
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def _on_disconnect(
         self,
@@ -375,8 +455,25 @@ class Listener:
         self.metrics.ready.set(0)
         self.metrics.mqtt_connected.set(0)
         self._disconnected.set()
-        if not self._stopping:
-            log.warning("disconnected from the broker (%s); reconnecting", reason_code)
+        was_up, self._mqtt_up = self._mqtt_up, False
+        if self._stopping:
+            return
+        if not was_up:  # the attempt failed: TLS refused after the handshake, or CONNACK refused
+            error = self._socket_error
+            self._note_failure(
+                describe_connect_error(error)
+                if error is not None
+                else f"the broker closed the connection before accepting it ({reason_code})"
+            )
+        elif self._rotating:
+            log.info("disconnected to present the rotated certificate; reconnecting")
+        else:
+            error = self._socket_error
+            log.warning(
+                "disconnected from the broker (%s%s); reconnecting",
+                reason_code,
+                f": {describe_connect_error(error)}" if error is not None else "",
+            )
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         rx_us = rx_now_us()

@@ -11,7 +11,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from dagster_project.retention import has_timescaledb
-from iot_core.mqtt import MqttEndpoint, new_client
+from iot_core.mqtt import MqttEndpoint, TlsFileError, describe_connect_error, new_client
 from iot_core.settings import Settings
 from iot_core.streams import stream_names
 from iot_etl.status_retention import compaction_lines, dagster_runs_line, stream_lines
@@ -92,7 +92,11 @@ def broker_dropped(settings: Settings, timeout_s: float = 6.0) -> StatusLine:
     """Mosquitto's count of messages it dropped (queue limits): should stay 0 with our broker config."""
     got = threading.Event()
     value: list[str] = []
-    client = new_client(MqttEndpoint.from_settings(settings), "iot-etl-status")
+    endpoint = MqttEndpoint.for_role(settings, "ops")
+    try:
+        client = new_client(endpoint, "iot-etl-status")
+    except TlsFileError as exc:
+        return StatusLine("broker", "error", str(exc))
     client.on_connect = lambda c, u, f, rc, p: c.subscribe(DROPPED_TOPIC)
 
     def on_message(_c: object, _u: object, message: object) -> None:
@@ -101,9 +105,9 @@ def broker_dropped(settings: Settings, timeout_s: float = 6.0) -> StatusLine:
 
     client.on_message = on_message
     try:
-        client.connect(settings.mqtt_host, settings.mqtt_port, keepalive=10)
+        client.connect(endpoint.host, endpoint.port, keepalive=10)
     except OSError as exc:
-        return StatusLine("broker", "error", f"{settings.mqtt_host}:{settings.mqtt_port}: {exc}")
+        return StatusLine("broker", "error", f"{endpoint.address}: {describe_connect_error(exc)}")
     client.loop_start()
     try:
         got.wait(timeout_s)

@@ -1,7 +1,8 @@
 """`python -m simulator` / `iot-etl simulate`: run the simulated fleet and print what it sent.
 
 Without --count or --duration it runs until Ctrl-C or SIGTERM (that is how `iot-etl up` runs it); either
-way the report table is printed at the end.
+way the report table is printed at the end. With --certs-dir every device connects on its own, with its
+certificate, to the device listener.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from types import FrameType
 
 import click
 
+from iot_core.errors import UserFacingError
 from iot_core.logs import configure_logging
-from iot_core.mqtt import PublishError
+from iot_core.mqtt import MqttEndpoint, PublishError
 from iot_core.progress import Advance, progress_bar
 from iot_core.settings import get_settings
 from simulator.expected import KINDS
@@ -81,6 +84,13 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 @click.option(
     "--qos", type=click.IntRange(0, 2), default=1, show_default=True, help="MQTT QoS of every message."
 )
+@click.option(
+    "--certs-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Every device connects on its own with DIR/devices/<id>.pem/.key (trusting DIR/ca-chain.pem) "
+    "to the device listener IOT_MQTT_HOST:IOT_MQTT_TLS_PORT; e.g. IOT_PKI_DIR.",
+)
 def simulate_command(
     rate: float | None,
     count: int | None,
@@ -90,6 +100,7 @@ def simulate_command(
     kinds: tuple[str, ...],
     devices: int | None,
     qos: int,
+    certs_dir: Path | None,
 ) -> None:
     """A simulated fleet publishing all three formats (with a share of bad messages); prints what it sent."""
     settings = get_settings()
@@ -97,9 +108,13 @@ def simulate_command(
     until = f"{count} messages" if count is not None else ""
     if duration is not None:
         until = f"{until} or {duration:g} s" if until else f"{duration:g} s"
+    if certs_dir is not None:
+        to = f"{settings.mqtt_host}:{settings.mqtt_tls_port} (one connection per device)"
+    else:
+        to = MqttEndpoint.for_role(settings, "simulator").address
     banner = (
-        f"simulating {','.join(kinds)} at {rate or settings.sim_rate:g} msg/s to "
-        f"{settings.mqtt_host}:{settings.mqtt_port} for {until or 'ever (Ctrl-C stops)'}"
+        f"simulating {','.join(kinds)} at {rate or settings.sim_rate:g} msg/s to {to} "
+        f"for {until or 'ever (Ctrl-C stops)'}"
     )
     with ExitStack() as stack, _stop_on_signals(stop):
         advance: list[Advance] = []
@@ -123,9 +138,12 @@ def simulate_command(
                 stop=stop,
                 on_connected=connected,
                 on_sent=lambda _message: advance[0]() if advance else None,
+                certs_dir=certs_dir,
             )
         except PublishError as exc:
             raise click.ClickException(str(exc)) from exc
+        except UserFacingError as exc:  # a missing certificate or CA file: nothing was sent
+            raise click.UsageError(str(exc)) from exc
     click.echo(report.table())
 
 

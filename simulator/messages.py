@@ -539,6 +539,17 @@ class MessageFactory:
         self.f2 = F2Fleet(self.rng, stamps, qos, naive_tz)
         self._generators: dict[str, _Kind] = {"plain": self.plain, "event": self.event, "f2": self.f2}
 
+    @property
+    def device_ids(self) -> tuple[str, ...]:
+        """Every device of the fleet that sends the chosen kinds (F2: the controllers). Deliberately bad
+        messages may name devices outside it (an unknown F2 controller)."""
+        ids = {
+            "plain": self.plain.device_ids,
+            "event": self.event.device_ids,
+            "f2": tuple(c.device_key for c in F2_CONTROLLERS),
+        }
+        return tuple(device for kind in self.kinds for device in ids[kind])
+
     def next(self, now: datetime) -> SentMessage:
         """The next message; `now` (UTC-aware) is the devices' clock."""
         if now.tzinfo is None:
