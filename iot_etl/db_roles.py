@@ -75,24 +75,24 @@ def endpoint(url: str, setting: str) -> Endpoint:
 @contextmanager
 def database_errors(url: str, setting: str) -> Iterator[None]:
     """psycopg errors inside the block become one line naming the URL without its password (and with no
-    password in the driver's text, which can quote the connection string)."""
+    password in the driver's text, which can quote the connection string). The cause kept for `--debug`'s
+    traceback is a copy of the driver's error with the scrubbed text."""
     try:
         yield
-    except psycopg.OperationalError as exc:
-        raise UserFacingError(
-            f"database at {redact_url(url)} unreachable: {_scrubbed(exc, url)}",
-            f"start PostgreSQL or fix {setting}",
-        ) from None
     except psycopg.Error as exc:
-        raise UserFacingError(
-            f"database error at {redact_url(url)}: {_scrubbed(exc, url)}",
-            f"check the database behind {setting}",
-        ) from None
-
-
-def _scrubbed(exc: BaseException, *urls: str) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return redact_text(text, [url_password(u) for u in urls])
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        text = redact_text(text, [url_password(url)])
+        if isinstance(exc, psycopg.OperationalError):
+            what, todo = (
+                f"database unreachable at {redact_url(url)}: {text}",
+                f"start PostgreSQL or fix {setting}",
+            )
+        else:
+            what, todo = (
+                f"database error at {redact_url(url)}: {text}",
+                f"check the database behind {setting}",
+            )
+        raise UserFacingError(what, todo) from type(exc)(text)
 
 
 @dataclass(frozen=True, slots=True)

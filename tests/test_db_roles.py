@@ -9,9 +9,13 @@ CREATEROLE), the writer and reader `db migrate` creates, and a scratch Dagster d
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,8 +31,10 @@ from dagster_project.assets import compaction
 from dagster_project.resources import resources_from_settings
 from dagster_project.windows import Window
 from iot_core.settings import Settings
+from iot_etl import embedded
 from tests.support.database import PG_SERVER, database_url, drop_database
 from tests.support.hours import ClosedHour, run_micro
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.services
 
@@ -115,15 +121,16 @@ def migrated(cluster: Cluster) -> Cluster:
     lines = result.stdout.splitlines()
     assert f"writer: role iot_writer_{TAG} created" in lines
     assert f"reader: role iot_reader_{TAG} created" in lines
-    assert any(line.startswith(f"dagster: database {cluster.dagster_database} accepts only") for line in lines)
+    assert any(
+        line.startswith(f"dagster: database {cluster.dagster_database} accepts only") for line in lines
+    )
     return cluster
 
 
 def refused(url: str, statement: str) -> str:
     """The error `statement` meets as the role of `url` (the test fails when it succeeds)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        with pytest.raises(psycopg.Error) as caught:
-            conn.execute(statement)
+    with psycopg.connect(url, autocommit=True) as conn, pytest.raises(psycopg.Error) as caught:
+        conn.execute(statement)
     return str(caught.value)
 
 
@@ -211,3 +218,70 @@ def test_no_database_error_shows_the_password(url: str) -> None:
     assert result.returncode != 0
     assert "S3CRET" not in result.stdout + result.stderr
     assert "u:***@" in result.stderr or "127.0.0.1" in result.stderr, result.stderr
+
+
+@pytest.fixture
+def services_base() -> Iterator[Path]:
+    """A folder for an embedded server's data: not under pytest's tmp_path, whose root is private to root
+    (the embedded PostgreSQL runs as nobody when the tests run as root)."""
+    base = Path(tempfile.mkdtemp(prefix="iot-embedded-pg-"))
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running(service: embedded.ServiceProcess) -> Iterator[str]:
+    """The embedded server running; yields the URL with its password that `up` goes on with."""
+    assert service.settings is not None
+    url = service.settings.database_url.get_secret_value()
+    with open(service.log, "ab") as log:
+        process = subprocess.Popen(service.argv, user=service.user, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        embedded.wait_ready(lambda: _connects(url), "embedded PostgreSQL", lambda: process.poll() is None)
+        yield url
+    finally:
+        process.send_signal(service.stop_signal)
+        process.wait(timeout=60)
+
+
+def _connects(url: str) -> bool:
+    try:
+        psycopg.connect(url, connect_timeout=2).close()
+        return True
+    except psycopg.OperationalError:
+        return False
+
+
+def test_embedded_postgresql_takes_no_connection_without_its_password(services_base: Path) -> None:
+    plain = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    settings = Settings(database_url=SecretStr(plain), dagster_home=services_base / "home")
+    service = embedded.postgres_process(settings)
+    workdir = embedded.services_dir(settings) / "postgresql"
+    hba = (workdir / "data" / "pg_hba.conf").read_text()
+    assert "trust" not in hba and "scram-sha-256" in hba
+    password_file = workdir / embedded.PG_PASSWORD_FILE
+    assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+    password = password_file.read_text().strip()
+    assert password not in " ".join(service.argv)
+    assert not (workdir / "initdb.pwfile").exists()
+    with running(service) as url:
+        assert password in url
+        with psycopg.connect(url) as conn:
+            (verifier,) = conn.execute(
+                "SELECT rolpassword FROM pg_authid WHERE rolname = 'postgres'"
+            ).fetchone()
+        assert verifier.startswith("SCRAM-SHA-256$")
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(plain, connect_timeout=5).close()
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(plain.replace("postgres@", "postgres:wrong@"), connect_timeout=5).close()
+
+    # a cluster an earlier version made with trust: the superuser gets the password, trust goes
+    (workdir / "data" / "pg_hba.conf").write_text("host all all 127.0.0.1/32 trust\n")
+    again = embedded.postgres_process(settings)
+    assert "trust" not in (workdir / "data" / "pg_hba.conf").read_text()
+    with running(again) as url:
+        psycopg.connect(url).close()
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(plain, connect_timeout=5).close()

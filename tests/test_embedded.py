@@ -142,7 +142,10 @@ def test_up_on_a_bare_machine_starts_and_stops_its_own_services(
         device = f"dev{uuid.uuid4().hex[:6]}"
         time.sleep(1.0)  # the listener has subscribed by the time the UI answers; a margin for slow machines
         publish(int(env["IOT_MQTT_PORT"]), [(f"devices/{device}/temperature", "27.93 °C")])
-        assert wait_for_value(env["IOT_DATABASE_URL"], device, WINDOW_S + 60) == 27.93
+        # the embedded PostgreSQL takes only its superuser's generated password (a 0600 file of `up`'s)
+        password = (base / "services" / "postgresql" / embedded.PG_PASSWORD_FILE).read_text().strip()
+        url = env["IOT_DATABASE_URL"].replace("postgres@", f"postgres:{password}@")
+        assert wait_for_value(url, device, WINDOW_S + 60) == 27.93
     finally:
         up.send_signal(stop)
         with contextlib.suppress(Exception):
