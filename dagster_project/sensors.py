@@ -28,6 +28,7 @@ from dagster_project.windows import (
     floor_to,
     windows_to_heal,
 )
+from iot_core.redact import redact_text
 from iot_core.streams import id_range, utc_from_ms
 
 #: Unfinished micro-batch runs at which windows of the open hour wait, to go later as one larger run.
@@ -186,7 +187,7 @@ def build_micro_window_sensor(interval_s: int) -> SensorDefinition:
             return evaluate(context, redis, database, policy)
         except UNREACHABLE as exc:  # one line per tick, not a traceback; the cursor stays
             service = "Redis" if isinstance(exc, redis_lib.RedisError) else "the database"
-            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            detail = redact_text((str(exc).strip().splitlines() or [type(exc).__name__])[0])
             return SensorResult(
                 skip_reason=SkipReason(f"{service} is unreachable ({detail}); trying again next tick"),
                 cursor=context.cursor,

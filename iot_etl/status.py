@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dagster_project.retention import has_timescaledb
 from iot_core.mqtt import MqttEndpoint, TlsFileError, describe_connect_error, new_client
+from iot_core.redact import redact_text
 from iot_core.settings import Settings
 from iot_core.streams import stream_names
 from iot_etl.status_retention import compaction_lines, dagster_runs_line, stream_lines
@@ -53,7 +54,7 @@ def database_status(settings: Settings) -> list[StatusLine]:
             lines.append(StatusLine("database", "hourly_rollups", rollups_summary(conn)))
             return lines + [StatusLine(*line) for line in compaction_lines(conn)]
     except psycopg.Error as exc:
-        return [StatusLine("database", "error", str(exc).splitlines()[0])]
+        return [StatusLine("database", "error", redact_text((str(exc).splitlines() or ["error"])[0]))]
 
 
 def autovacuum_state(conn: psycopg.Connection) -> str:
