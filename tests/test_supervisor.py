@@ -61,7 +61,7 @@ def test_redis_unreachable_is_one_line(up_env: dict[str, str]) -> None:
 def test_postgres_unreachable_is_one_line_without_the_password(up_env: dict[str, str]) -> None:
     port = free_port()
     result = run_up({**up_env, "IOT_DATABASE_URL": f"postgresql://iot:s3cret@127.0.0.1:{port}/iot"})
-    assert_refused(result, f"PostgreSQL at postgresql://iot@127.0.0.1:{port}/iot is unreachable")
+    assert_refused(result, f"PostgreSQL at postgresql://iot:***@127.0.0.1:{port}/iot is unreachable")
     assert "s3cret" not in result.stderr
 
 
