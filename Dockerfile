@@ -8,7 +8,11 @@ COPY ingest_listener ./ingest_listener
 COPY dagster_project ./dagster_project
 COPY simulator ./simulator
 COPY sql ./sql
+# `mosquitto` (uid and gid 1883, as in the eclipse-mosquitto image, whose broker drops to it): compose's `certs`
+# service runs `iot-etl broker-config --tls` as root, which then writes the broker's files root:mosquitto 0640.
 RUN pip install --no-cache-dir -e . && useradd --create-home --uid 10001 iot && mkdir -p /dagster_home \
-    && chown iot /dagster_home
+    && chown iot /dagster_home \
+    && groupadd --system --gid 1883 mosquitto \
+    && useradd --system --uid 1883 --gid 1883 --no-create-home --shell /usr/sbin/nologin mosquitto
 USER iot
 ENV DAGSTER_HOME=/dagster_home IOT_DAGSTER_HOME=/dagster_home

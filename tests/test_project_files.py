@@ -10,7 +10,6 @@ import yaml
 from pydantic import SecretStr, ValidationError
 
 from iot_core.settings import Settings
-from iot_etl.broker_config import render_broker_config
 from iot_etl.dagster_instance import instance_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,9 +37,15 @@ def test_readme_documents_every_setting_with_its_default() -> None:
 def test_compose_parses_and_its_settings_exist() -> None:
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = compose["services"]
-    assert {"timescaledb", "redis", "mosquitto", "listener-1", "dagster-webserver", "dagster-daemon"} <= set(
-        services
-    )
+    assert {
+        "certs",
+        "timescaledb",
+        "redis",
+        "mosquitto",
+        "listener",
+        "dagster-webserver",
+        "dagster-daemon",
+    } <= set(services)
     for name, service in services.items():
         assert ":" in service.get("image", "x:pinned"), f"{name}: image tag must be pinned"
         env = {k: v for k, v in (service.get("environment") or {}).items() if k.startswith("IOT_")}
@@ -48,22 +53,14 @@ def test_compose_parses_and_its_settings_exist() -> None:
             assert key[4:].lower() in Settings.model_fields, f"{name}: {key} is not a setting"
         if env:
             Settings(**{k[4:].lower(): v for k, v in env.items()})  # the values parse
-    app_env = services["listener-1"]["environment"]
-    assert app_env["IOT_MQTT_HOST"] == "mosquitto" and app_env["IOT_MQTT_PORT"] == "1883"
-    assert "redis:6379" in app_env["IOT_REDIS_URL"] and "@timescaledb:5432/" in app_env["IOT_DATABASE_URL"]
+    listener = services["listener"]["environment"]
+    assert listener["IOT_SECURITY"] == "true" and listener["IOT_MQTT_HOST"] == "mosquitto"
+    assert "IOT_MQTT_PORT" not in listener, "no plaintext MQTT in compose"
+    assert "redis:6379" in listener["IOT_LISTENER_REDIS_URL"]
+    daemon = services["dagster-daemon"]["environment"]
+    assert "@timescaledb:5432/" in daemon["IOT_DATABASE_URL"] and "redis:6379" in daemon["IOT_REDIS_URL"]
     (published,) = services["dagster-webserver"]["ports"]
-    assert published.startswith("127.0.0.1:") and published.endswith(f":{app_env['IOT_WEBSERVER_PORT']}")
-
-
-def test_compose_broker_config_is_the_generated_one() -> None:
-    expected = render_broker_config(
-        port=1883,
-        bind="0.0.0.0",
-        persistence_dir=Path("/mosquitto/data/"),
-        max_queued_bytes=Settings.model_fields["broker_max_queued_bytes"].default,
-    )
-    assert (ROOT / "deploy" / "mosquitto.conf").read_text() == expected
-    assert "max_queued_messages 0" in expected
+    assert published.startswith("127.0.0.1:") and published.endswith(f":{daemon['IOT_WEBSERVER_PORT']}")
 
 
 def test_workspace_points_at_the_definitions() -> None:

@@ -1,32 +1,30 @@
-"""Listener replicas behind an MQTT shared subscription, as compose.yaml runs them: the broker hands each
-message to one replica, so together they write every message exactly once."""
+"""Listener replicas behind an MQTT shared subscription, as README's "Scaling out" describes them: the broker
+hands each message to one replica, so together they write every message exactly once. (compose.yaml runs one
+listener: a device that joins the group would take a share of the messages, issue 24.)"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 
 from ingest_listener import Listener
-from iot_core.settings import Settings
+from iot_core.settings import DEFAULT_TOPICS, Settings
 from iot_core.streams import stream_names
 from tests.support import PrivateMosquitto, wait_until
-from tests.support.compose import load, read_env_file, resolve
 
 pytestmark = pytest.mark.services
 
-ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_REDIS = "redis://127.0.0.1:6379/0"
 
 
-def compose_topics() -> list[str]:
-    env = {**read_env_file(ROOT / ".env.example"), "POSTGRES_PASSWORD": "x", "GRAFANA_DB_PASSWORD": "y"}
-    env["GRAFANA_ADMIN_PASSWORD"] = "z"
-    listener = resolve(load(ROOT / "compose.yaml"), env)["services"]["listener-1"]
-    return Settings(listener_topics=listener["environment"]["IOT_LISTENER_TOPICS"]).listener_topics
+def shared_topics() -> list[str]:
+    """Every default topic behind one shared-subscription group (README, "Scaling out")."""
+    return Settings(
+        listener_topics=",".join(f"$share/iot-listeners/{t}" for t in DEFAULT_TOPICS)
+    ).listener_topics
 
 
 @pytest.fixture
@@ -48,8 +46,8 @@ def payloads(prefix: str) -> list[bytes]:
         client.close()
 
 
-def test_two_replicas_on_the_compose_topics_write_every_message_once(prefix: str) -> None:
-    topics = compose_topics()
+def test_two_replicas_on_shared_topics_write_every_message_once(prefix: str) -> None:
+    topics = shared_topics()
     assert all(t.startswith("$share/") for t in topics)
     with PrivateMosquitto() as broker:
         replicas = [
@@ -86,8 +84,8 @@ def test_two_replicas_on_the_compose_topics_write_every_message_once(prefix: str
 
 def test_a_stopped_replica_gets_its_share_when_it_returns_with_its_client_id(prefix: str) -> None:
     """Mosquitto keeps handing a stopped member of the group (persistent session) its share of the
-    messages; they arrive when a listener with the same client id comes back. This is why each compose
-    replica has a fixed client id of its own."""
+    messages; they arrive when a listener with the same client id comes back. This is why each
+    replica needs a fixed client id of its own."""
 
     def replica(broker: PrivateMosquitto, client_id: str) -> Listener:
         listener = Listener(
@@ -98,7 +96,7 @@ def test_a_stopped_replica_gets_its_share_when_it_returns_with_its_client_id(pre
                 stream_prefix=prefix,
                 listener_client_id=client_id,
                 listener_metrics_port=0,
-                listener_topics=compose_topics(),
+                listener_topics=shared_topics(),
             )
         )
         listener.start()

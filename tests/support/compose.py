@@ -64,11 +64,14 @@ def resolve(node: Any, env: Mapping[str, str]) -> Any:
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=value lines of a .env file (comments and blank lines skipped)."""
+    """KEY=value lines of a .env file (comments and blank lines skipped; quotes around a value removed)."""
     out: dict[str, str] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             key, _, value = line.partition("=")
-            out[key.strip()] = value.strip()
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]  # quoted: taken as is (a bcrypt hash holds `$`)
+            out[key.strip()] = value
     return out
