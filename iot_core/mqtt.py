@@ -247,7 +247,12 @@ def describe_connect_error(exc: BaseException | None) -> str:
         return f"the broker's certificate does not verify: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or str(exc)
-        return f"TLS failed ({reason}): the broker may refuse this client's certificate, or it is no TLS port"
+        if "ALERT" in reason:  # the broker's answer to our certificate
+            return (
+                f"the broker refused this client's certificate ({reason}): is it issued by the CA the broker "
+                "trusts for this port, valid and not revoked?"
+            )
+        return f"TLS failed ({reason}): is this the broker's TLS port?"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
