@@ -316,7 +316,11 @@ def _service_acl(services: Mapping[str, str], ack_filter: str, deadletter_topic:
         "# (username = its CN, iot-etl-<name>); a name without a block may do nothing.",
     ]
     for name, role in sorted(services.items()):
-        user = config_value("the service name", service_cn(validate_name(name, "service name")))
+        try:
+            validate_name(name, "service name")
+        except ValueError as exc:
+            raise ConfigValueError(str(exc)) from None
+        user = config_value("the service name", service_cn(name))
         lines += ["", f"# role {role}", f"user {user}"]
         lines += [
             f"topic {access} {topic}"
