@@ -52,6 +52,8 @@ from iot_etl.startup import CannotStart
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 SERVICE_USER = "nobody"
+#: Root's folder for what another service user must read (the TLS broker's files): see secure_broker_dir.
+SYSTEM_STATE_DIR = Path("/var/lib/iot-etl")
 READY_TIMEOUT_S = 120.0
 REDIS_ACL_FILE = "users.acl"
 PG_PASSWORD_FILE = "superuser.password"
@@ -376,15 +378,34 @@ def broker_process(settings: Settings) -> ServiceProcess:
     return ServiceProcess("mqtt", argv, workdir / "mosquitto.log", address, detail)
 
 
+def secure_broker_dir(settings: Settings) -> Path:
+    """Where `up`'s TLS broker keeps its configuration, certificates and sessions.
+
+    Run by a plain user, the broker runs as that user: `<state>/broker`, private. Run by root, Mosquitto
+    drops to its own user, which must read its files and pass through every folder above them; a state
+    folder under a private home (0700) is out of its reach, and its files would have to be group-readable
+    inside a state folder that is otherwise private. So as root they live in a folder of their own under
+    SYSTEM_STATE_DIR, one per state folder."""
+    local = services_dir(settings).parent / "broker"
+    if os.geteuid() != 0:
+        return local
+    digest = hashlib.sha256(str(local).encode()).hexdigest()[:12]
+    base = SYSTEM_STATE_DIR / digest
+    for folder in (SYSTEM_STATE_DIR, base):
+        folder.mkdir(mode=0o711, exist_ok=True)
+        folder.chmod(0o711)
+    return base / "broker"
+
+
 def secure_broker_process(settings: Settings) -> ServiceProcess:
     """The installed Mosquitto with the device and service listeners (IOT_SECURITY): the demo broker cannot
     verify client certificates, so without Mosquitto this raises BrokerNotInstalledError."""
-    workdir = services_dir(settings).parent / "broker"
+    workdir = secure_broker_dir(settings)
     address = Address(settings.mqtt_service_host, settings.mqtt_service_port)
     argv = broker_argv(settings, workdir)  # the TLS configuration: settings.security is on
     detail = (
         f"the project's Mosquitto with mTLS: devices on {settings.mqtt_host}:{settings.mqtt_tls_port}, "
-        f"services on {address}, certificates {settings.pki_dir.resolve()}"
+        f"services on {address}, certificates {settings.pki_dir.resolve()}, data {workdir}"
     )
     return ServiceProcess("mqtt", argv, workdir / "mosquitto.log", address, detail)
 

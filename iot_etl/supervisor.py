@@ -220,6 +220,8 @@ class Supervisor:
         """SIGHUP: Mosquitto reads its CRL and ACL files again, for new connections."""
         child = self.broker
         if child is not None and child.process is not None and child.process.poll() is None:
+            # the broker reads copies in its own folder: write them again, then have it read them
+            embedded.secure_broker_process(self.settings)
             child.process.send_signal(signal.SIGHUP)
             self.say(f"broker reloaded: {why}")
 
