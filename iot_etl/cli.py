@@ -114,11 +114,13 @@ def status() -> None:
     """Counts in the database and streams, and the broker's dropped-message counter."""
     from iot_etl.status import collect, render
 
-    lines = collect(get_settings())
+    settings = get_settings()
+    lines = collect(settings)
     click.echo(render(lines))
     down = {line.part: line.value for line in lines if line.item == "error"}
     if down:
-        hints = {"database": "IOT_DATABASE_URL", "redis": "IOT_REDIS_URL", "broker": "IOT_MQTT_HOST/PORT"}
+        broker = "IOT_MQTT_SERVICE_HOST/PORT and IOT_PKI_DIR" if settings.security else "IOT_MQTT_HOST/PORT"
+        hints = {"database": "IOT_DATABASE_URL", "redis": "IOT_REDIS_URL", "broker": broker}
         raise CommandFailed(
             f"{', '.join(down)} unreachable ({'; '.join(f'{p}: {v}' for p, v in down.items())})",
             f"start {'them' if len(down) > 1 else 'it'} or check {', '.join(hints.get(p, p) for p in down)}",

@@ -12,9 +12,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dagster_project.retention import has_timescaledb
 from iot_core.mqtt import MqttEndpoint, TlsFileError, describe_connect_error, new_client
+from iot_core.pki import crl_next_update
 from iot_core.redact import redact_text
 from iot_core.settings import Settings
 from iot_core.streams import stream_names
+from iot_etl.pki_upkeep import crl_warning, layout_of
 from iot_etl.status_retention import compaction_lines, dagster_runs_line, stream_lines
 
 DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
@@ -98,7 +100,16 @@ def broker_dropped(settings: Settings, timeout_s: float = 6.0) -> StatusLine:
         client = new_client(endpoint, "iot-etl-status")
     except TlsFileError as exc:
         return StatusLine("broker", "error", str(exc))
-    client.on_connect = lambda c, u, f, rc, p: c.subscribe(DROPPED_TOPIC)
+    refused: list[str] = []
+
+    def on_connect(c: object, _u: object, _f: object, rc: object, _p: object) -> None:
+        if rc.is_failure:  # type: ignore[attr-defined]
+            refused.append(str(rc))
+            got.set()
+        else:
+            c.subscribe(DROPPED_TOPIC)  # type: ignore[attr-defined]
+
+    client.on_connect = on_connect
 
     def on_message(_c: object, _u: object, message: object) -> None:
         value.append(message.payload.decode())  # type: ignore[attr-defined]
@@ -115,7 +126,26 @@ def broker_dropped(settings: Settings, timeout_s: float = 6.0) -> StatusLine:
     finally:
         client.disconnect()
         client.loop_stop()
-    return StatusLine("broker", "messages dropped", value[0] if value else "unknown ($SYS not published)")
+    if refused:
+        return StatusLine("broker", "error", f"{endpoint.address} refused status's connection: {refused[0]}")
+    if value:
+        return StatusLine("broker", "messages dropped", value[0])
+    why = (
+        "the secured broker keeps no retained messages, so $SYS values arrive only when they change"
+        if settings.security
+        else "$SYS not published"
+    )
+    return StatusLine("broker", "messages dropped", f"unknown ({why})")
+
+
+def revocation_list(settings: Settings) -> StatusLine:
+    """When the CRL expires: an expired one makes Mosquitto refuse every client, valid ones too."""
+    layout = layout_of(settings)
+    ends = crl_next_update(layout)
+    if ends is None:
+        return StatusLine("pki", "revocation list", f"none in {layout.root} (run `iot-etl certs init`)")
+    warning = crl_warning(layout)
+    return StatusLine("pki", "revocation list", warning or f"valid until {ends:%Y-%m-%d %H:%M} UTC")
 
 
 def listener_limited(settings: Settings, timeout_s: float = 2.0) -> StatusLine:
@@ -155,6 +185,7 @@ def collect(settings: Settings) -> list[StatusLine]:
         StatusLine(*dagster_runs_line(settings)),
         broker_dropped(settings),
         listener_limited(settings),
+        *([revocation_list(settings)] if settings.security else []),
     ]
 
 
