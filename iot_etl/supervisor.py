@@ -145,7 +145,7 @@ class Supervisor:
         services = embedded.services_dir(self.settings)
         state = home.parent
         owned = [home, logs_dir(self.settings), services, state / "broker", self.settings.pki_dir.resolve()]
-        secure_state_dir(state, owned, passable=[services, services / "postgresql"])
+        secure_state_dir(state, owned)
 
     def start_services(self, with_broker: bool) -> None:
         """Start PostgreSQL, Redis and the broker where `up` is to run them; one line per service."""
@@ -509,14 +509,15 @@ def launch_up(
     *args: str,
     timeout_s: float = 120.0,
     on_line: Callable[[str], object] | None = None,
+    cwd: Path = REPO_ROOT,
 ) -> tuple[subprocess.Popen, str]:
     """Start `iot-etl up ARGS` in its own process group, as a user would, and return it once it printed the
     UI address, with everything it printed until then (benchmarks and tests drive whole stacks with it).
     Its later output is drained in the background so that it never blocks on a full pipe, each line
-    handed to `on_line` if given."""
+    handed to `on_line` if given. `cwd` holding a copy of the repository runs that copy's code."""
     process = subprocess.Popen(
         [sys.executable, "-m", "iot_etl.cli", "up", *args],
-        cwd=REPO_ROOT,
+        cwd=cwd,
         env=dict(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

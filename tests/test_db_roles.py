@@ -33,6 +33,7 @@ from dagster_project.windows import Window
 from iot_core.settings import Settings
 from iot_etl import embedded
 from tests.support.database import PG_SERVER, database_url, drop_database
+from tests.support.embedded_state import remove_system_state
 from tests.support.hours import ClosedHour, run_micro
 from tests.support.ports import free_port
 
@@ -253,11 +254,14 @@ def _connects(url: str) -> bool:
         return False
 
 
-def test_embedded_postgresql_takes_no_connection_without_its_password(services_base: Path) -> None:
+def test_embedded_postgresql_takes_no_connection_without_its_password(
+    services_base: Path, request: pytest.FixtureRequest
+) -> None:
     plain = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
     settings = Settings(database_url=SecretStr(plain), dagster_home=services_base / "home")
+    request.addfinalizer(lambda: remove_system_state(settings))
     service = embedded.postgres_process(settings)
-    workdir = embedded.services_dir(settings) / "postgresql"
+    workdir = embedded.postgres_dir(settings)
     hba = (workdir / "data" / "pg_hba.conf").read_text()
     assert "trust" not in hba and "scram-sha-256" in hba
     password_file = workdir / embedded.PG_PASSWORD_FILE

