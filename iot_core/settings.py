@@ -66,7 +66,13 @@ class Settings(BaseSettings):
     stream_prefix: str = Field(
         "iot:raw", description="Stream name; with shards > 1 the streams are `<prefix>:0..N-1`."
     )
-    stream_shards: int = Field(1, ge=1, le=1024, description="Number of raw stream shards (Redis Cluster).")
+    stream_shards: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Number of raw stream shards, all on the one Redis of IOT_REDIS_URL (a plain Redis "
+        "client, not Redis Cluster): shards split the stream and the listener's writes, not the server.",
+    )
 
     # --- MQTT ----------------------------------------------------------------------------------------
     mqtt_host: str = Field("127.0.0.1", description="MQTT broker host.")

@@ -66,7 +66,7 @@ def _explain(exc: BaseException) -> str:
     if isinstance(exc, pydantic.ValidationError):
         return (
             f"bad setting: {_setting_errors(exc)}; fix it in the environment or .env "
-            "(the README's configuration table lists every IOT_* setting)"
+            "(docs/configuration.md lists every IOT_* setting)"
         )
     if isinstance(exc, psycopg.OperationalError):
         return f"database unreachable: {_first_line(exc)}; start PostgreSQL or point IOT_DATABASE_URL at it"

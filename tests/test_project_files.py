@@ -1,4 +1,4 @@
-"""The files users read and run: README's configuration table, compose.yaml, the broker config, settings."""
+"""The files users read and run: the configuration reference, compose.yaml, the broker config, settings."""
 
 from __future__ import annotations
 
@@ -7,31 +7,48 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pydantic import SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 
 from iot_core.settings import Settings
+from iot_etl.config_reference import render
 from iot_etl.dagster_instance import instance_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def readme_table() -> dict[str, str]:
-    rows = re.findall(r"^\| `(IOT_[A-Z0-9_]+)` \| `([^`]*)` \|", (ROOT / "README.md").read_text(), re.M)
-    return dict(rows)
+class _SecretDefaults(Settings):
+    """Settings whose secret defaults hold passwords, which the reference must not show."""
+
+    database_url: SecretStr = Field(SecretStr("postgresql://iot:hunter2@db:5432/iot"), description="Writer.")
+    mqtt_password: SecretStr | None = Field(SecretStr("hunter3"), description="MQTT password.")
 
 
-def test_readme_documents_every_setting_with_its_default() -> None:
-    table = readme_table()
-    fields = Settings.model_fields
-    assert set(table) == {f"IOT_{name.upper()}" for name in fields}
-    for name, field in fields.items():
-        default = field.default
-        if isinstance(default, SecretStr):
-            default = default.get_secret_value()
-        shown = (
-            ",".join(default) if isinstance(default, list) else "(none)" if default is None else str(default)
-        )
-        assert table[f"IOT_{name.upper()}"] == shown, name
+def test_configuration_reference_is_current() -> None:
+    """docs/configuration.md is exactly what the generator renders from the settings now."""
+    shown = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert shown == render(), (
+        "docs/configuration.md is stale: run `python -m iot_etl.config_reference > docs/configuration.md`"
+    )
+
+
+def test_configuration_reference_lists_every_setting_once_with_its_default() -> None:
+    rows = re.findall(r"^\| `(IOT_[A-Z0-9_]+)` \| `([^`]*)` \|", render(), re.M)
+    assert sorted(name for name, _ in rows) == sorted(f"IOT_{name.upper()}" for name in Settings.model_fields)
+    table = dict(rows)
+    assert table["IOT_WINDOW_SECONDS"] == "60"
+    assert table["IOT_LISTENER_TOPICS"] == "devices/#,qs/v1/+/events,stat/#,tele/#"
+    assert table["IOT_SECURITY"] == "false"
+    assert table["IOT_DATABASE_URL"] == "postgresql://postgres@127.0.0.1:5432/iot"
+    assert table["IOT_DAGSTER_PG_URL"] == "(none)"
+    headings = re.findall(r"^## (.+)$", render(), re.M)
+    assert headings[:2] == ["Storage", "MQTT"] and "Other" not in headings
+
+
+def test_configuration_reference_shows_no_password() -> None:
+    text = render(_SecretDefaults)
+    assert "hunter2" not in text and "hunter3" not in text
+    assert "| `IOT_DATABASE_URL` | `postgresql://iot:***@db:5432/iot` |" in text
+    assert "| `IOT_MQTT_PASSWORD` | `***` |" in text
 
 
 def test_compose_parses_and_its_settings_exist() -> None:
