@@ -62,7 +62,7 @@ class Autosave:
             raise ValueError("autosave interval must be >= 1 (0 would turn autosave off)")
 
 
-#: The generated configuration's choice, by measurement (README, "What a broker crash can lose"): a
+#: The generated configuration's choice, by measurement (docs/guarantees.md, broker crash): a
 #: snapshot every second bounds a crash's loss to about one second of acknowledged messages, while the
 #: cost of a snapshot (the whole queue is rewritten) is paid at most once a second, however fast
 #: messages arrive. Saving on every change loses at most one message but rewrites the whole queue for

@@ -2,7 +2,7 @@
 # Creates .venv with the project installed (editable, with test tools) and starts the local services
 # (PostgreSQL, Redis, Mosquitto) where this machine has them installed but stopped.
 # With --require-services (the test suite) it fails unless all three answer; otherwise a service that does
-# not answer is only reported: `iot-etl up` starts its own (see README, "Embedded services").
+# not answer is only reported: `iot-etl up` starts its own (see docs/operating.md, "Embedded services").
 # Sourced or run; idempotent and quick when nothing changed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,9 +27,9 @@ wait_for() {  # name, check command, installed here (0/1)
   [ "$REQUIRE_SERVICES" = 1 ] || [ "$3" = 1 ] || tries=1
   for _ in $(seq 1 "$tries"); do eval "$2" >/dev/null 2>&1 && return 0; sleep 0.5; done
   if [ "$REQUIRE_SERVICES" = 1 ]; then
-    echo "$1 is not reachable; start it (see README, 'Services')" >&2; return 1
+    echo "$1 is not reachable; start it (see docs/development.md)" >&2; return 1
   fi
-  echo "$1 does not answer on its default address: iot-etl up starts its own (README, 'Embedded services')"
+  echo "$1 does not answer on its default address: iot-etl up starts its own (docs/operating.md, 'Embedded services')"
 }
 installed() { command -v "$1" >/dev/null 2>&1 && echo 1 || echo 0; }
 if ! pg_isready -h 127.0.0.1 -p 5432 >/dev/null 2>&1 && command -v pg_ctlcluster >/dev/null; then

@@ -1,4 +1,4 @@
-"""Listener replicas behind an MQTT shared subscription, as README's "Scaling out" describes them: the broker
+"""Listener replicas behind an MQTT shared subscription, as docs/scaling.md describes them: the broker
 hands each message to one replica, so together they write every message exactly once. (compose.yaml runs one
 listener: a device that joins the group would take a share of the messages, issue 24.)"""
 
@@ -21,7 +21,7 @@ SYSTEM_REDIS = "redis://127.0.0.1:6379/0"
 
 
 def shared_topics() -> list[str]:
-    """Every default topic behind one shared-subscription group (README, "Scaling out")."""
+    """Every default topic behind one shared-subscription group (docs/scaling.md)."""
     return Settings(
         listener_topics=",".join(f"$share/iot-listeners/{t}" for t in DEFAULT_TOPICS)
     ).listener_topics
