@@ -189,8 +189,14 @@ def system_state_dir(settings: Settings) -> Path:
 
 
 def _root_dir(folder: Path, mode: int) -> Path:
-    folder.mkdir(mode=mode, exist_ok=True)
-    folder.chmod(mode)  # mkdir's mode is cut by `up`'s umask
+    try:
+        folder.mkdir(mode=mode, exist_ok=True)
+        folder.chmod(mode)  # mkdir's mode is cut by `up`'s umask
+    except OSError as exc:
+        raise CannotStart(
+            f"cannot make {folder} ({exc.strerror}): as root, up keeps there what the embedded PostgreSQL "
+            "and broker, which run as other users, must reach; make it writable by root"
+        ) from None
     return folder
 
 

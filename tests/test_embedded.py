@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from iot_core.settings import Settings
 from iot_etl import embedded
+from iot_etl.startup import CannotStart
 from iot_etl.state_dir import readable_by_others, secure_state_dir
 from iot_etl.supervisor import launch_up
 from tests.support.embedded_state import copy_repository, remove_system_state
@@ -165,6 +166,10 @@ def test_as_root_postgresql_runs_from_a_sealed_copy_made_again_when_it_differs(t
     embedded.system_postgres_bin(site, base)
     assert stat.S_IMODE((copy / timezones).stat().st_mode) == 0o644
     assert [p.name for p in base.iterdir() if p.name.startswith(".postgresql-") and p.is_dir()] == []
+
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(CannotStart, match=r"^cannot make .*a-file/var \(Not a directory\): as root"):
+        embedded.system_postgres_bin(site, tmp_path / "a-file" / "var")
 
 
 @pytest.fixture
