@@ -1,7 +1,9 @@
 """The partitioned assets: `raw_messages` archives a closed arrival range, `telemetry` makes meaning of it.
 
 Both are thin shells over `dagster_project.batch`; the range comes from the run config (micro-batch runs
-the sensor requests) or is the partitions' hours so far as they have closed (backfills, UI runs).
+the sensor requests) or is the partitions' hours so far as they have closed (backfills, UI runs). The
+partitioned assets are built on the partitions definition by `build_ingest_assets`; `compaction` is not
+partitioned.
 """
 
 import time
@@ -10,6 +12,7 @@ from datetime import UTC, datetime
 from dagster import (
     AssetExecutionContext,
     AssetMaterialization,
+    AssetsDefinition,
     BackfillPolicy,
     Backoff,
     Config,
@@ -17,6 +20,7 @@ from dagster import (
     Jitter,
     MaterializeResult,
     MetadataValue,
+    PartitionsDefinition,
     RetryPolicy,
     asset,
 )
@@ -38,7 +42,6 @@ from dagster_project.compaction import (
     trim_stream,
 )
 from dagster_project.feedback import FeedbackTopics
-from dagster_project.partitions import hourly_arrival_partitions
 from dagster_project.raw_entries import raw_row
 from dagster_project.resources import (
     BatchPolicyResource,
@@ -103,15 +106,6 @@ def batch_info(context: AssetExecutionContext, window: Window, streams: list[str
     return window_batch(context.run.run_id, partition_key, window, streams)
 
 
-@asset(
-    partitions_def=hourly_arrival_partitions,
-    backfill_policy=BackfillPolicy.multi_run(BACKFILL_HOURS_PER_RUN),
-    group_name="ingest",
-    retry_policy=TRANSIENT_RETRIES,
-    owners=OWNERS,
-    kinds={"python", "redis", "postgres"},
-    description="Every stream entry of the arrival range, untouched, in `raw_messages` (the archive).",
-)
 def raw_messages(
     context: AssetExecutionContext,
     config: WindowConfig,
@@ -146,18 +140,6 @@ def raw_messages(
         )
 
 
-@asset(
-    partitions_def=hourly_arrival_partitions,
-    backfill_policy=BackfillPolicy.multi_run(BACKFILL_HOURS_PER_RUN),
-    deps=[raw_messages],
-    group_name="ingest",
-    retry_policy=TRANSIENT_RETRIES,
-    owners=OWNERS,
-    kinds={"python", "polars", "pandera", "postgres"},
-    code_version=DECODER_VERSION,
-    description="Decoded, validated measurements and events (facts carry raw_id and batch_id lineage); "
-    "everything else in `rejected` with its reason.",
-)
 def telemetry(
     context: AssetExecutionContext,
     config: WindowConfig,
@@ -242,18 +224,6 @@ def telemetry(
         )
 
 
-@asset(
-    partitions_def=hourly_arrival_partitions,
-    backfill_policy=BackfillPolicy.multi_run(BACKFILL_HOURS_PER_RUN),
-    deps=[telemetry],
-    group_name="ingest",
-    owners=OWNERS,
-    kinds={"python", "postgres"},
-    description="`hourly_rollups`: count, min, max, avg and last numeric value per device, metric and hour "
-    "of reading time (a table on PostgreSQL, a continuous aggregate on TimescaleDB). Each run recomputes "
-    "the hours that the readings arriving in its range fall in, so late readings reopen and correct their "
-    "hour.",
-)
 def hourly_rollups(
     context: AssetExecutionContext,
     config: WindowConfig,
@@ -355,3 +325,43 @@ def compaction(
             "finished_within_budget": all(r.done for r in retained.removed) and pruned.done,
         }
     )
+
+
+def build_ingest_assets(partitions: PartitionsDefinition) -> list[AssetsDefinition]:
+    """`raw_messages`, `telemetry` and `hourly_rollups`, partitioned by `partitions`."""
+    return [
+        asset(
+            partitions_def=partitions,
+            backfill_policy=BackfillPolicy.multi_run(BACKFILL_HOURS_PER_RUN),
+            group_name="ingest",
+            retry_policy=TRANSIENT_RETRIES,
+            owners=OWNERS,
+            kinds={"python", "redis", "postgres"},
+            description="Every stream entry of the arrival range, untouched, in `raw_messages` "
+            "(the archive).",
+        )(raw_messages),
+        asset(
+            partitions_def=partitions,
+            backfill_policy=BackfillPolicy.multi_run(BACKFILL_HOURS_PER_RUN),
+            deps=["raw_messages"],
+            group_name="ingest",
+            retry_policy=TRANSIENT_RETRIES,
+            owners=OWNERS,
+            kinds={"python", "polars", "pandera", "postgres"},
+            code_version=DECODER_VERSION,
+            description="Decoded, validated measurements and events (facts carry raw_id and batch_id "
+            "lineage); everything else in `rejected` with its reason.",
+        )(telemetry),
+        asset(
+            partitions_def=partitions,
+            backfill_policy=BackfillPolicy.multi_run(BACKFILL_HOURS_PER_RUN),
+            deps=["telemetry"],
+            group_name="ingest",
+            owners=OWNERS,
+            kinds={"python", "postgres"},
+            description="`hourly_rollups`: count, min, max, avg and last numeric value per device, metric "
+            "and hour of reading time (a table on PostgreSQL, a continuous aggregate on TimescaleDB). Each "
+            "run recomputes the hours that the readings arriving in its range fall in, so late readings "
+            "reopen and correct their hour.",
+        )(hourly_rollups),
+    ]

@@ -1,12 +1,20 @@
 """Asset checks. Those per hour partition run with every micro-batch and from the UI on any partition; each
-is its body only (`hour_check` gives it the hour to judge). `timescale_jobs_healthy` is not partitioned.
+is its body only (`hour_check` gives it the hour to judge), built on the partitions definition by
+`build_hour_checks`. `timescale_jobs_healthy` is not partitioned.
 """
 
 from datetime import datetime
 
-from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
+from dagster import (
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    MetadataValue,
+    PartitionsDefinition,
+    asset_check,
+)
 
-from dagster_project.hour_check import CheckedHour, hour_check
+from dagster_project.hour_check import CheckedHour, HourCheck, hour_check
 from dagster_project.resources import DatabaseResource
 from dagster_project.retention import timescale_failed_jobs
 from dagster_project.storage import (
@@ -289,3 +297,18 @@ def timescale_jobs_healthy(database: DatabaseResource) -> AssetCheckResult:
             ),
         },
     )
+
+
+HOUR_CHECKS: tuple[HourCheck, ...] = (
+    archive_complete,
+    reconciliation,
+    schema_pass_rate_check,
+    plausibility,
+    duplicates,
+    device_freshness_check,
+)
+
+
+def build_hour_checks(partitions: PartitionsDefinition) -> list[AssetChecksDefinition]:
+    """The checks per hour partition, on `partitions`."""
+    return [check.build(partitions) for check in HOUR_CHECKS]

@@ -4,18 +4,11 @@ from __future__ import annotations
 
 from dagster import Definitions, in_process_executor
 
-from dagster_project.assets import compaction, hourly_rollups, raw_messages, telemetry
-from dagster_project.checks import (
-    archive_complete,
-    device_freshness_check,
-    duplicates,
-    plausibility,
-    reconciliation,
-    schema_pass_rate_check,
-    timescale_jobs_healthy,
-)
+from dagster_project.assets import build_ingest_assets, compaction
+from dagster_project.checks import build_hour_checks, timescale_jobs_healthy
 from dagster_project.freshness import build_telemetry_freshness
-from dagster_project.jobs import compaction_job, micro_batch_job
+from dagster_project.jobs import build_micro_batch_job, compaction_job
+from dagster_project.partitions import build_hourly_partitions, partitions_start
 from dagster_project.resources import resources_from_settings
 from dagster_project.schedules import build_compaction_schedule
 from dagster_project.sensors import build_micro_window_sensor
@@ -23,22 +16,16 @@ from iot_core.settings import Settings, get_settings
 
 
 def build_definitions(settings: Settings) -> Definitions:
+    """Everything of the code location from `settings`; the partitions start where `partitions_start` says
+    (the installation's recorded start, read from the database, unless IOT_PARTITIONS_START is set)."""
+    partitions = build_hourly_partitions(partitions_start(settings))
     freshness = build_telemetry_freshness(settings.freshness_deadline_cron)
     # In-process: a step per process costs ~14 s per run here. It must be set on Definitions so that UI
     # materializations and backfills (the implicit asset job) use it too.
     return Definitions(
-        assets=[raw_messages, telemetry, hourly_rollups, compaction],
-        asset_checks=[
-            archive_complete,
-            reconciliation,
-            schema_pass_rate_check,
-            plausibility,
-            duplicates,
-            device_freshness_check,
-            timescale_jobs_healthy,
-            *freshness.checks,
-        ],
-        jobs=[micro_batch_job, compaction_job],
+        assets=[*build_ingest_assets(partitions), compaction],
+        asset_checks=[*build_hour_checks(partitions), timescale_jobs_healthy, *freshness.checks],
+        jobs=[build_micro_batch_job(partitions), compaction_job],
         schedules=[build_compaction_schedule(settings.compaction_cron)],
         sensors=[build_micro_window_sensor(settings.sensor_interval_s), freshness.sensor],
         resources=resources_from_settings(settings),
@@ -46,4 +33,5 @@ def build_definitions(settings: Settings) -> Definitions:
     )
 
 
+# Dagster's code location loads this module-level object: the one place that reads the settings at import.
 defs = build_definitions(get_settings())

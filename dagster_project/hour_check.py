@@ -13,9 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
-from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetChecksDefinition, asset_check
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    PartitionsDefinition,
+    asset_check,
+)
 
-from dagster_project.partitions import hourly_arrival_partitions
 from dagster_project.resources import (
     BatchPolicyResource,
     DatabaseResource,
@@ -71,18 +76,25 @@ def checked_window(
     return hours.until(policy.closed_until_ms(redis, redis.client()))
 
 
-def hour_check(
-    asset: str, name: str, description: str, *, blocking: bool = False
-) -> Callable[[CheckBody], AssetChecksDefinition]:
-    """Decorator: the body becomes check `name` on `asset`, partitioned by arrival hour."""
+@dataclass(frozen=True)
+class HourCheck:
+    """A check per hour partition, built on the partitions definition it is given (see `partitions`)."""
 
-    def build(body: CheckBody) -> AssetChecksDefinition:
+    asset: str
+    name: str
+    description: str
+    blocking: bool
+    body: CheckBody
+
+    def build(self, partitions: PartitionsDefinition) -> AssetChecksDefinition:
+        body, name = self.body, self.name
+
         @asset_check(
-            asset=asset,
+            asset=self.asset,
             name=name,
-            partitions_def=hourly_arrival_partitions,
-            blocking=blocking,
-            description=description,
+            partitions_def=partitions,
+            blocking=self.blocking,
+            description=self.description,
         )
         def hourly(
             context: AssetCheckExecutionContext,
@@ -98,4 +110,13 @@ def hour_check(
 
         return hourly
 
-    return build
+
+def hour_check(
+    asset: str, name: str, description: str, *, blocking: bool = False
+) -> Callable[[CheckBody], HourCheck]:
+    """Decorator: the body becomes check `name` on `asset`, partitioned by arrival hour once built."""
+
+    def declare(body: CheckBody) -> HourCheck:
+        return HourCheck(asset, name, description, blocking, body)
+
+    return declare

@@ -16,7 +16,7 @@ from dagster import (
     sensor,
 )
 
-from dagster_project.jobs import micro_batch_job
+from dagster_project.jobs import MICRO_BATCH_JOB
 from dagster_project.resources import BatchPolicyResource, DatabaseResource, RedisStreamsResource
 from dagster_project.storage import landed_ranges, last_processed_end
 from dagster_project.windows import (
@@ -42,7 +42,7 @@ _UNFINISHED = [
 
 
 def runs_in_flight(context: SensorEvaluationContext) -> int:
-    return context.instance.get_runs_count(RunsFilter(job_name=micro_batch_job.name, statuses=_UNFINISHED))
+    return context.instance.get_runs_count(RunsFilter(job_name=MICRO_BATCH_JOB, statuses=_UNFINISHED))
 
 
 #: Errors that mean a service is away for now (not a bug): the tick is skipped with one line.
@@ -171,7 +171,7 @@ def evaluate(
 def build_micro_window_sensor(interval_s: int) -> SensorDefinition:
     @sensor(
         name="micro_window_sensor",
-        job=micro_batch_job,
+        job_name=MICRO_BATCH_JOB,
         minimum_interval_seconds=interval_s,
         default_status=DefaultSensorStatus.RUNNING,
         description="Requests a run per closed micro-window of arrival time (a whole hour when catching "

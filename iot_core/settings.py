@@ -249,11 +249,11 @@ class Settings(BaseSettings):
         "`up` binds the UI to a non-loopback IOT_WEBSERVER_HOST only when this names it.",
     )
 
-    partitions_start: str = Field(
-        "2026-11-01-00:00",
+    partitions_start: str | None = Field(
+        None,
         pattern=r"^\d{4}-\d{2}-\d{2}-\d{2}:00$",
-        description="First hour partition (UTC, `YYYY-MM-DD-HH:00`); set it to the hour your installation's "
-        "data starts, never after its first message.",
+        description="First hour partition (UTC, `YYYY-MM-DD-HH:00`); default: the installation's start, "
+        "recorded by `db migrate` (the hour of its first message). Set an earlier hour to import older data.",
     )
 
     # --- compaction and retention --------------------------------------------------------------------

@@ -72,21 +72,22 @@ def parse_hour(text: str) -> datetime:
     return when.replace(minute=0, second=0, microsecond=0)
 
 
-def hour_keys(first: datetime, last: datetime) -> list[str]:
+def hour_keys(settings: Settings, first: datetime, last: datetime) -> list[str]:
     """The partition keys of every hour from `first` to `last`, both included, checked against the
-    partitions that exist (from the partitions' start to the open hour)."""
-    from dagster_project.partitions import PARTITIONS_START, hourly_arrival_partitions
+    partitions that exist (from the partitions' start, as the code location builds it, to the open hour)."""
+    from dagster_project.partitions import build_hourly_partitions, partitions_start
 
     if last < first:
         raise UserFacingError(f"--to {last:{KEY_FORMAT}} is before --from {first:{KEY_FORMAT}}", "swap them")
-    start = datetime.strptime(PARTITIONS_START, KEY_FORMAT).replace(tzinfo=UTC)
-    newest = hourly_arrival_partitions.get_last_partition_key()
+    first_key = partitions_start(settings)
+    start = datetime.strptime(first_key, KEY_FORMAT).replace(tzinfo=UTC)
+    newest = build_hourly_partitions(first_key).get_last_partition_key()
     end = datetime.strptime(newest, KEY_FORMAT).replace(tzinfo=UTC) if newest else start
     if first < start or last > end:
         raise UserFacingError(
             f"hours {first:{KEY_FORMAT}}..{last:{KEY_FORMAT}} are outside the partitions "
-            f"({PARTITIONS_START}..{end:{KEY_FORMAT}})",
-            "choose hours within them",
+            f"({first_key}..{end:{KEY_FORMAT}})",
+            "choose hours within them (IOT_PARTITIONS_START moves their start back)",
         )
     hours = int((last - first) / timedelta(hours=1)) + 1
     return [(first + timedelta(hours=i)).strftime(KEY_FORMAT) for i in range(hours)]

@@ -140,7 +140,7 @@ def backfill(first: str, last: str, no_wait: bool) -> None:
     from iot_etl.backfill import DagsterUi, follow, hour_keys, launch, parse_hour, ui_url
 
     settings = get_settings()
-    keys = hour_keys(parse_hour(first), parse_hour(last))
+    keys = hour_keys(settings, parse_hour(first), parse_hour(last))
     base = ui_url(settings)
     ui = DagsterUi(base)
     backfill_id = launch(ui, keys, f"iot-etl backfill {keys[0]}..{keys[-1]}")

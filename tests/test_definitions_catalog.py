@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dagster_project.definitions import build_definitions
-from dagster_project.partitions import hourly_arrival_partitions
+from dagster_project.partitions import build_hourly_partitions
 from iot_core.settings import Settings
 
 
@@ -59,5 +59,7 @@ def test_hour_checks_are_partitioned_by_hour_and_only_reconciliation_blocks(sett
         "duplicates",
         "device_freshness",
     }
-    assert all(spec.partitions_def == hourly_arrival_partitions for spec in hourly.values())
+    partitions = build_hourly_partitions(settings.partitions_start or "")
+    assert all(spec.partitions_def == partitions for spec in hourly.values())
+    assert build_definitions(settings).resolve_job_def("micro_batch_job").partitions_def == partitions
     assert {name for name, spec in hourly.items() if spec.blocking} == {"reconciliation"}

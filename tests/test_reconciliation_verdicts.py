@@ -11,7 +11,8 @@ import psycopg
 import pytest
 from dagster import DagsterInstance, materialize
 
-from dagster_project.assets import raw_messages
+from dagster_project.assets import build_ingest_assets
+from dagster_project.partitions import build_hourly_partitions, partitions_start
 from dagster_project.resources import resources_from_settings
 from dagster_project.sensors import run_request
 from dagster_project.windows import Window
@@ -33,7 +34,7 @@ def archive_only(settings: Settings, instance: DagsterInstance, window: Window) 
     """`window` archived by its `raw_messages` step alone: a run whose telemetry step failed."""
     request = run_request(window)
     result = materialize(
-        [raw_messages],
+        build_ingest_assets(build_hourly_partitions(partitions_start(settings)))[:1],  # raw_messages
         run_config={"ops": {"raw_messages": request.run_config["ops"]["raw_messages"]}},
         partition_key=request.partition_key,
         instance=instance,
