@@ -253,7 +253,8 @@ class Settings(BaseSettings):
         None,
         pattern=r"^\d{4}-\d{2}-\d{2}-\d{2}:00$",
         description="First hour partition (UTC, `YYYY-MM-DD-HH:00`); default: the installation's start, "
-        "recorded by `db migrate` (the hour of its first message). Set an earlier hour to import older data.",
+        "recorded by `db migrate` (the hour of its first message), or 2026-11-01-00:00 while the database "
+        "cannot be read when the definitions load. Set an earlier hour to import older data.",
     )
 
     # --- compaction and retention --------------------------------------------------------------------
