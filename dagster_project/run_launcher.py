@@ -17,7 +17,6 @@ sensor runs its window again.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import logging
 import multiprocessing
@@ -26,27 +25,33 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from multiprocessing import forkserver
 from multiprocessing.context import ForkServerContext
 from pathlib import Path
 from typing import Any
 
 import psutil
-from dagster import _check as check
-from dagster._core.launcher import (
+from dagster import DagsterRun, serialize_value
+
+from dagster_project.dagster_internals import (
+    FORKSERVER_PRELOAD,
     CheckRunHealthResult,
+    ConfigurableClass,
+    ConfigurableClassData,
     LaunchRunContext,
     RunLauncher,
     WorkerStatus,
+    execute_run,
+    require_modules,
+    worker_instance,
 )
-from dagster._core.storage.dagster_run import DagsterRun
-from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
 
-#: Imported once by the forkserver; every worker starts with them (a name that does not import is skipped).
+#: Imported once by the forkserver; every worker starts with them. Each must exist: the forkserver would
+#: skip a missing one without a word, so the launcher refuses to start it (`require_modules`).
 PRELOAD = (
     "dagster",
-    "dagster._cli.api",
-    "dagster._core.execution.api",
+    *FORKSERVER_PRELOAD[:2],
     "polars",
     "pandera.polars",
     "pandera.backends.polars.builtin_checks",  # imported when a schema is built (with hypothesis, if present)
@@ -57,11 +62,8 @@ PRELOAD = (
     "pydantic_settings",
     "structlog",
     "numpy",
-    # the instance's storage, which every worker opens (SQLAlchemy and Alembic: 0.3 CPU-s a run otherwise)
-    "dagster._core.storage.sqlite_storage",
-    "dagster._core.storage.event_log.sqlite.sqlite_event_log",
-    "dagster._core.storage.runs.sqlite.sqlite_run_storage",
-    "dagster._core.storage.schedules.sqlite.sqlite_schedule_storage",
+    # the instance's storage, which every worker opens
+    *FORKSERVER_PRELOAD[2:],
     "dagster_postgres",
 )
 PID_TAG = "iot/worker_pid"
@@ -79,22 +81,28 @@ _context_lock = threading.Lock()
 _context: ForkServerContext | None = None
 
 
+def forkserver_context(preload: Sequence[str]) -> ForkServerContext:
+    """A forkserver context that imports `preload` when it starts; DagsterInternalsError when a module of
+    it is missing (the forkserver itself would skip it without a word)."""
+    require_modules(preload)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(preload))
+    return context
+
+
 def _forkserver() -> ForkServerContext:
     global _context
     with _context_lock:
         if _context is None:
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(list(PRELOAD))
-            _context = context
+            _context = forkserver_context(PRELOAD)
         return _context
 
 
 def import_preloaded() -> None:
-    """Import in this process what every run worker starts with (`PRELOAD`), skipping what does not
-    import as the forkserver does: a measurement of a run's steps should not count these imports."""
+    """Import in this process what every run worker starts with (`PRELOAD`): a measurement of a run's
+    steps should not count these imports. A module that does not import is an error."""
     for name in PRELOAD:
-        with contextlib.suppress(ImportError):
-            importlib.import_module(name)
+        importlib.import_module(name)
 
 
 def start_forkserver() -> None:
@@ -107,16 +115,7 @@ def work(instance_ref: str, run_id: str) -> None:
     """The run worker: what `dagster api execute_run` does with the run, plus a watcher that interrupts
     the run while its status is CANCELING (the UI's Terminate, from any process or container that shares
     the instance)."""
-    from dagster._cli.api import _execute_run_command_body
-    from dagster._cli.utils import get_instance_for_cli
-    from dagster._core.instance import InstanceRef
-    from dagster._serdes import deserialize_value
-    from dagster._utils.interrupts import capture_interrupts
-
-    with (
-        capture_interrupts(),
-        get_instance_for_cli(instance_ref=deserialize_value(instance_ref, InstanceRef)) as instance,
-    ):
+    with worker_instance(instance_ref) as instance:
         # before the run starts: a STARTED run always names its worker, even if the daemon that forked it
         # died at once (a worker that dies before this is a run that never started: the start timeout)
         me = psutil.Process()
@@ -127,7 +126,7 @@ def work(instance_ref: str, run_id: str) -> None:
         )
         watcher.start()
         try:
-            _execute_run_command_body(run_id, instance, lambda _event: None, set_exit_code_on_failure=False)
+            execute_run(run_id, instance)
         finally:
             done.set()
             watcher.join(timeout=5)
@@ -176,6 +175,7 @@ class ForkingRunLauncher(RunLauncher, ConfigurableClass):
         self._inst_data = inst_data
         super().__init__()
         if Path(sys.argv[0]).name == LAUNCHING_PROGRAM:
+            require_modules(PRELOAD)  # a missing one stops the daemon here, not a run later
             # the daemon's first run does not wait for the imports, nor does a burst pay for them
             threading.Thread(target=start_forkserver, name="forkserver-start", daemon=True).start()
 
@@ -192,7 +192,7 @@ class ForkingRunLauncher(RunLauncher, ConfigurableClass):
         return cls(inst_data=inst_data)
 
     def launch_run(self, context: LaunchRunContext) -> None:
-        run = check.inst(context.dagster_run, DagsterRun)
+        run = context.dagster_run
         worker = _forkserver().Process(
             target=work,
             args=(serialize_value(self._instance.get_ref()), run.run_id),

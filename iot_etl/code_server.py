@@ -64,7 +64,7 @@ def write_workspace(path: Path, port: int) -> Path:
 def wait_serving(port: int, timeout_s: float, alive: Callable[[], bool]) -> None:
     """Return once the code server on `port` answers; raise TimeoutError when the time is up and
     RuntimeError when the server exited first."""
-    from dagster._grpc.client import DagsterGrpcClient
+    from dagster_project.dagster_internals import DagsterGrpcClient
 
     client = DagsterGrpcClient(host=HOST, port=port)
     deadline = time.monotonic() + timeout_s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,13 +11,12 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
-from dagster import AssetKey, DagsterInstance, DagsterRun, materialize
-from dagster._core.storage.dagster_run import DagsterRunStatus
-from dagster._core.utils import make_new_run_id
+from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus, materialize
 from pydantic import SecretStr
 
 from dagster_project.assets import compaction
 from dagster_project.compaction import keep_from_ms, prune_before, prune_runs
+from dagster_project.dagster_internals import bulk_delete_supported
 from dagster_project.definitions import defs
 from dagster_project.freshness import SENSOR_NAME as FRESHNESS_SENSOR_NAME
 from dagster_project.resources import resources_from_settings
@@ -27,7 +27,6 @@ from dagster_project.retention import (
     hypertables,
     timescale_failed_jobs,
 )
-from dagster_project.run_deletion import batch_deletable
 from dagster_project.sensors import run_request
 from dagster_project.windows import HOUR_MS, Window, floor_to
 from iot_core.settings import Settings
@@ -245,7 +244,7 @@ def test_pruning_old_micro_runs_keeps_each_hour_materialized(
         driver.execute(run_request(window))
     runs = instance.get_runs()
     assert len(runs) == 3 and all(r.tags["iot/kind"] == "micro" for r in runs)
-    assert batch_deletable(instance)  # SQLite's database per run: test_ui_still_shows_pruned_hours...
+    assert bulk_delete_supported(instance)  # SQLite's database per run: test_ui_still_shows_pruned_hours...
 
     with psycopg.connect(clean_db, autocommit=True) as conn:
         pruned = prune_runs(
@@ -285,13 +284,13 @@ def test_pruning_takes_heal_runs_and_recurring_maintenance_runs_but_keeps_the_ne
     for job_name, tags in maintenance.items():
         for _ in range(3):
             run = DagsterRun(
-                job_name=job_name, run_id=make_new_run_id(), tags=tags, status=DagsterRunStatus.SUCCESS
+                job_name=job_name, run_id=str(uuid.uuid4()), tags=tags, status=DagsterRunStatus.SUCCESS
             )
             instance.add_run(run)
             newest[job_name] = run.run_id
             time.sleep(0.01)  # creation order is the order of deletion
     # a manual run of another job is no maintenance run: left alone
-    other = DagsterRun(job_name="__ASSET_JOB", run_id=make_new_run_id(), status=SUCCEEDED)
+    other = DagsterRun(job_name="__ASSET_JOB", run_id=str(uuid.uuid4()), status=SUCCEEDED)
     instance.add_run(other)
 
     with psycopg.connect(clean_db, autocommit=True) as conn:
@@ -400,17 +399,6 @@ def test_timescale_jobs_healthy_fails_when_a_job_has_failed(clean_db: str, setti
             assert "deliberate failure" in metadata["errors"]
         finally:
             conn.execute("SELECT delete_job(%s)", (job_id,))
-
-
-def test_partitions_start_where_the_setting_says() -> None:
-    from pydantic import ValidationError
-
-    from dagster_project.partitions import build_hourly_partitions, hourly_arrival_partitions
-
-    assert build_hourly_partitions("2026-11-20-05:00").get_first_partition_key() == "2026-11-20-05:00"
-    assert hourly_arrival_partitions.get_first_partition_key() == Settings().partitions_start
-    with pytest.raises(ValidationError):
-        Settings(partitions_start="2026-11-20")
 
 
 def test_status_names_the_oldest_unarchived_entry_and_the_last_compaction(

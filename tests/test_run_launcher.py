@@ -9,13 +9,19 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
-from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, reconstructable
-from dagster import _check as check
-from dagster._core.launcher import WorkerStatus
-from dagster._serdes import serialize_value
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    reconstructable,
+    serialize_value,
+)
 
+from dagster_project.dagster_internals import WorkerStatus
 from dagster_project.run_launcher import (
     CANCEL_GRACE_S,
     CANCEL_POLL_S,
@@ -28,8 +34,14 @@ from iot_core.settings import Settings
 from iot_etl.dagster_instance import FORKING_RUN_LAUNCHER, instance_config
 from tests.support.retrying_job import retrying_job
 
+T = TypeVar("T")
 #: the grace, a few polls, and slack for a loaded machine
 CANCELED_WITHIN_S = CANCEL_GRACE_S + 4 * CANCEL_POLL_S + 30
+
+
+def not_none(value: T | None) -> T:
+    assert value is not None
+    return value
 
 
 def run_with(tags: dict[str, str]) -> DagsterRun:
@@ -100,7 +112,7 @@ def test_a_worker_names_itself_in_its_runs_tags_before_the_run_starts(tmp_path: 
         started = psutil.Process(worker.pid).create_time()
         worker.join(60)
         assert worker.exitcode is not None, "the worker did not finish"
-        tags = check.not_none(instance.get_run_by_id(run.run_id)).tags
+        tags = not_none(instance.get_run_by_id(run.run_id)).tags
     assert tags[PID_TAG] == str(worker.pid)
     assert abs(float(tags[STARTED_TAG]) - started) < 0.01
 
@@ -125,16 +137,16 @@ def test_a_run_canceled_while_its_step_waits_to_retry_ends_within_the_grace(tmp_
             assert worker.is_alive(), "the worker ended before its step asked to retry"
             assert time.monotonic() < deadline, "the step never asked to retry"
             time.sleep(0.2)
-        instance.report_run_canceling(check.not_none(instance.get_run_by_id(run.run_id)))
+        instance.report_run_canceling(not_none(instance.get_run_by_id(run.run_id)))
         canceling = time.monotonic()
         worker.join(CANCELED_WITHIN_S)
         ended_s = time.monotonic() - canceling
         assert worker.exitcode is not None, "the worker still runs"
-        final = check.not_none(instance.get_run_by_id(run.run_id))
+        final = not_none(instance.get_run_by_id(run.run_id))
         canceled = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.PIPELINE_CANCELED)
     assert final.status == DagsterRunStatus.CANCELED
     assert ended_s < CANCELED_WITHIN_S
-    event = check.not_none(canceled.records[0].event_log_entry.dagster_event)
+    event = not_none(canceled.records[0].event_log_entry.dagster_event)
     assert "first interrupted" in (event.message or "")
 
 

@@ -15,12 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, EventLogEntry
-from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, SqlEventLogStorageTable
-from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
-from dagster._core.storage.runs.schema import RunsTable, RunTagsTable
-from dagster._core.storage.runs.sql_run_storage import SqlRunStorage
-from dagster._serdes import serialize_value
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, EventLogEntry, serialize_value
 
 from bench.runs_ui.synth import (
     ASSETS,
@@ -32,6 +27,14 @@ from bench.runs_ui.synth import (
     materialization,
     planned_event,
     run_event,
+)
+from dagster_project.dagster_internals import (
+    AssetCheckExecutionsTable,
+    RunsTable,
+    RunTagsTable,
+    SqlEventLogStorage,
+    SqlEventLogStorageTable,
+    SqlRunStorage,
 )
 from iot_core.streams import utc_from_ms
 

@@ -23,6 +23,7 @@ from dagster import (
     AssetCheckKey,
     AssetKey,
     AssetMaterialization,
+    DagsterEvent,
     DagsterEventType,
     DagsterInstance,
     DagsterRun,
@@ -30,17 +31,22 @@ from dagster import (
     EventLogEntry,
     MetadataValue,
 )
-from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent, StepMaterializationData
-from dagster._core.storage.tags import PARTITION_NAME_TAG, RUN_KEY_TAG, SENSOR_NAME_TAG
 
 from dagster_project.compaction import reasons_metadata
-from dagster_project.jobs import micro_batch_job
+from dagster_project.dagster_internals import (
+    PARTITION_NAME_TAG,
+    RUN_KEY_TAG,
+    SENSOR_NAME_TAG,
+    AssetMaterializationPlannedData,
+    StepMaterializationData,
+)
+from dagster_project.jobs import MICRO_BATCH_JOB
 from dagster_project.sensors import run_request
 from dagster_project.windows import Window
 from iot_core.formats.batch import DECODER_VERSION
 from iot_core.streams import id_range, utc_from_ms
 
-JOB = micro_batch_job.name
+JOB = MICRO_BATCH_JOB
 ASSETS = (AssetKey("raw_messages"), AssetKey("telemetry"))
 SELECTION = frozenset({*ASSETS, AssetKey("hourly_rollups")})
 CHECK = AssetCheckKey(AssetKey("telemetry"), "reconciliation")
