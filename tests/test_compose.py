@@ -31,6 +31,7 @@ from tests.support import PrivateRedis, free_port, wait_until
 from tests.support.compose import MissingVariable, interpolate, load, read_env_file, resolve, variables
 from tests.support.postgres_server import PrivatePostgres
 from tests.support.private_server import ProcessServer
+from tests.support.processes import descendants, kill_all
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "compose.yaml"
@@ -418,7 +419,9 @@ class RenderedBroker(ProcessServer):
     def stop(self, timeout: float = 10.0) -> None:
         process = self._take_process()
         if process is not None:
+            left = descendants(process.pid)  # the wrapper's SIGHUP loop: a container's end would take it
             self._terminate(process, timeout)
+            kill_all(left)
             assert process.returncode == 0, f"the wrapper passes on the broker's exit: {process.returncode}"
 
 
@@ -542,14 +545,17 @@ def test_the_crl_service_re_signs_the_list_and_stops_on_sigterm(
     process = subprocess.Popen(
         ["sh", str(CERTS_SCRIPT), "crl"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+    left: set[int] = set()
     try:
         assert wait_until(lambda: crl.read_bytes() != before, timeout=120), "the broker's copy was re-signed"
+        left = descendants(process.pid)  # its `sleep`: a container's end would take it
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
     finally:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+        kill_all(left)
 
 
 def test_the_database_init_script_makes_dagsters_role_and_closes_its_database() -> None:

@@ -32,7 +32,9 @@ from iot_etl.state_dir import readable_by_others
 from iot_etl.supervisor import launch_up
 from simulator.fleet import SENSOR_MODELS
 from tests.support.database import database_url, drop_database
+from tests.support.embedded_state import remove_system_state
 from tests.support.ports import free_port
+from tests.support.processes import descendants
 from tests.support.redis_server import PrivateRedis
 from tests.support.up import ROOT, base_env, run_up, stop_up, stored_event
 
@@ -113,24 +115,9 @@ def _can_connect(pki: Path, device_id: str, port: int) -> bool:
 
 
 def _descendants_cmdlines(root_pid: int) -> dict[int, str]:
-    """The argv of `root_pid` and of every process below it (children lead process groups of their own,
-    so they are found by parent, not by group)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
-    found, frontier = {root_pid}, [root_pid]
-    while frontier:
-        parent = frontier.pop()
-        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in found]
-        found.update(children)
-        frontier += children
+    """The argv of `root_pid` and of every process below it."""
     lines = {}
-    for pid in found:
+    for pid in descendants(root_pid) | {root_pid}:
         try:
             lines[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
@@ -314,6 +301,7 @@ def test_secured_stack_stores_a_certified_device_revokes_it_and_leaks_no_secret(
             if up is not None:
                 code = stop_up(up)
             drop_database(name)
+            remove_system_state(Settings(dagster_home=state / "dagster_home"))
             with psycopg.connect(database_url("postgres"), autocommit=True) as conn:
                 for role in (writer, reader):
                     conn.execute(f'DROP ROLE IF EXISTS "{role}"')

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -23,6 +26,35 @@ def group_members(pgids: set[int]) -> dict[int, str]:
         if pgrp in pgids and state != "Z":
             members[int(entry.name)] = cmdline.strip()
     return members
+
+
+def descendants(root_pid: int) -> set[int]:
+    """Every live process below `root_pid`, found by parent (children may lead process groups of their
+    own)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    found: set[int] = set()
+    frontier = [root_pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in found]
+        found.update(children)
+        frontier += children
+    return found
+
+
+def kill_all(pids: set[int]) -> None:
+    """SIGKILL whichever of `pids` is still alive (what a stopped process left behind)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def alive(pid: int) -> bool:
