@@ -31,7 +31,7 @@ from iot_etl.supervisor import launch_up
 from tests.support.embedded_state import copy_repository, remove_system_state
 from tests.support.ports import free_port
 from tests.support.processes import wait_gone
-from tests.support.up import WINDOW_S, base_env, publish, stop_up, stored_event
+from tests.support.up import WINDOW_S, base_env, path_without_mosquitto, publish, stop_up, stored_event
 
 
 def defaults(**values: object) -> Settings:
@@ -270,12 +270,6 @@ def test_up_on_a_bare_machine_from_a_private_clone_starts_and_stops_its_own_serv
     state = clone / ".iot-etl"
     assert readable_by_others(state) == [] and stat.S_IMODE(state.stat().st_mode) == 0o700
     assert stat.S_IMODE(clone.parent.stat().st_mode) == 0o700
-
-
-def path_without_mosquitto() -> str:
-    """PATH less every folder that holds a `mosquitto`: a machine without Mosquitto, as `up` sees it."""
-    folders = os.environ.get("PATH", "").split(os.pathsep)
-    return os.pathsep.join(f for f in folders if f and not (Path(f) / "mosquitto").exists())
 
 
 @pytest.mark.services

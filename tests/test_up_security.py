@@ -36,7 +36,7 @@ from tests.support.embedded_state import remove_system_state
 from tests.support.ports import free_port
 from tests.support.processes import descendants
 from tests.support.redis_server import PrivateRedis
-from tests.support.up import ROOT, base_env, run_up, stop_up, stored_event
+from tests.support.up import ROOT, base_env, path_without_mosquitto, run_up, stop_up, stored_event
 
 pytestmark = pytest.mark.services
 DEVICE = "f2-aabbccddee01"  # a seeded F2 controller: one certificate publishes all three formats
@@ -311,3 +311,20 @@ def test_secured_stack_stores_a_certified_device_revokes_it_and_leaks_no_secret(
         assert readable_by_others(state) == []
         assert (pki / "devices" / f"{DEVICE}.key").stat().st_mode & 0o077 == 0
         assert os.stat(pki).st_mode & 0o077 == 0
+
+
+def test_security_refuses_the_demo_broker_where_no_mosquitto_is_installed(tmp_path: Path) -> None:
+    """The demo broker ignores client certificates and has no ACLs: with IOT_SECURITY `up` says so, stops."""
+    env = base_env(
+        tmp_path / "state" / "dagster_home",
+        IOT_SECURITY="true",
+        IOT_PKI_DIR=str(tmp_path / "state" / "pki"),
+        IOT_MQTT_TLS_PORT=str(free_port()),
+        IOT_MQTT_SERVICE_PORT=str(free_port()),
+        IOT_DATABASE_URL=database_url(f"iot_never_{uuid.uuid4().hex[:8]}"),
+    )
+    env["PATH"] = path_without_mosquitto()
+    result = run_up(env, "--with-broker", "--no-simulator")
+    assert result.returncode == 1
+    assert "demo broker cannot verify client certificates" in result.stderr, result.stderr
+    assert "started code-server" not in result.stdout  # no process of the pipeline was started

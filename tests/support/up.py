@@ -71,6 +71,12 @@ def private_up_env(workdir: Path, prefix: str = "iot_up") -> Iterator[dict[str, 
             client.close()
 
 
+def path_without_mosquitto() -> str:
+    """PATH less every folder that holds a `mosquitto`: a machine without Mosquitto, as `up` sees it."""
+    folders = os.environ.get("PATH", "").split(os.pathsep)
+    return os.pathsep.join(f for f in folders if f and not (Path(f) / "mosquitto").exists())
+
+
 def run_up(env: dict[str, str], *args: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
     """`iot-etl up ARGS` (`--no-simulator` unless ARGS are given) to its end, output captured; a refusal
     takes Python start-up and imports only, which alone took 40 s at a load average of 50."""
