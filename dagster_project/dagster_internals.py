@@ -8,8 +8,8 @@ on: an upgrade that moves or changes one fails there by name, not in a run.
 
 Who uses what:
 - the forking run launcher (`run_launcher`): the launcher base classes, how `dagster api execute_run`
-  executes a run (`execute_run`, `worker_instance`), and the private modules its forkserver preloads
-  (`FORKSERVER_PRELOAD`);
+  executes a run (`execute_run`, `worker_instance`), the private modules its forkserver preloads
+  (`FORKSERVER_PRELOAD`), and the prefix of the run tags the UI does not show (`HIDDEN_TAG_PREFIX`);
 - run deletion (`run_deletion`): the bulk delete of finished runs (`delete_runs_in_bulk`), only on the
   Dagster versions it was checked against (`bulk_delete_supported`);
 - `iot_etl.code_server`: the gRPC client that pings the code server;
@@ -59,6 +59,8 @@ PRIVATE: dict[str, str] = {
     "PARTITION_NAME_TAG": "dagster._core.storage.tags",
     "RUN_KEY_TAG": "dagster._core.storage.tags",
     "SENSOR_NAME_TAG": "dagster._core.storage.tags",
+    # run_launcher.py: tags under this prefix are kept on the run but not shown (GraphQL leaves them out)
+    "HIDDEN_TAG_PREFIX": "dagster._core.storage.tags",
     # iot_etl/code_server.py
     "DagsterGrpcClient": "dagster._grpc.client",
     # jobs.py (a return type)

@@ -8,9 +8,10 @@ No `from __future__ import annotations` here: Dagster reads the check function's
 definition time to tell the context and the resources apart.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from dagster import (
@@ -29,10 +30,6 @@ from dagster_project.resources import (
 )
 from dagster_project.verdicts import P, judged_so_far
 from dagster_project.windows import Window, hours_window
-from iot_core.streams import EntryId
-
-#: The tag of a micro-batch run that holds the end of its range (the sensor sets it).
-RUN_END_TAG = "iot/end_id"
 
 
 @dataclass(frozen=True)
@@ -70,10 +67,20 @@ def checked_window(
     closed (anything else)."""
     keys = context.partition_key_range
     hours = hours_window(keys.start, keys.end)
-    end_id = context.run.tags.get(RUN_END_TAG)
-    if end_id:
-        return hours.until(EntryId.parse(end_id).ms + 1)
+    end_ms = run_range_end_ms(context.run.run_config)
+    if end_ms is not None:
+        return hours.until(end_ms)
     return hours.until(policy.closed_until_ms(redis, redis.client()))
+
+
+def run_range_end_ms(run_config: Mapping[str, Any]) -> int | None:
+    """The end of a micro-batch run's arrival range: the sensor configures each asset of the run with
+    `start_ms`/`end_ms` (see `sensors.run_request`); None for a run without a range (UI, backfill)."""
+    for op in (run_config.get("ops") or {}).values():
+        end_ms = ((op or {}).get("config") or {}).get("end_ms")
+        if end_ms:
+            return int(end_ms)
+    return None
 
 
 @dataclass(frozen=True)
@@ -104,7 +111,7 @@ class HourCheck:
             quality: QualityPolicyResource,
         ) -> AssetCheckResult:
             window = checked_window(context, policy, redis)
-            so_far = RUN_END_TAG in context.run.tags
+            so_far = run_range_end_ms(context.run.run_config) is not None
             with database.connect() as conn:
                 return body(CheckedHour(window, conn, quality, redis, name, so_far))
 

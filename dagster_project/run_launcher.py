@@ -8,11 +8,11 @@ starts one multiprocessing forkserver, with the libraries (not the code location
 decoder is what the next run uses) imported once, and each run worker is forked from it and executes the
 run as `dagster api execute_run` does.
 
-The worker's pid and start time are kept in the run's tags, so the run-monitoring daemon can tell a
-worker that died (killed, out of memory) from one that is working and fail the run within a poll,
-instead of waiting for the runtime bound. Workers are in the daemon's process group: stopping `up`
-interrupts them as it did the code server's workers; Dagster then records the run as failed and the
-sensor runs its window again.
+The worker's pid and start time are kept in the run's hidden tags (stored with the run, left out of the
+runs list and GraphQL), so the run-monitoring daemon can tell a worker that died (killed, out of memory)
+from one that is working and fail the run within a poll, instead of waiting for the runtime bound. Workers
+are in the daemon's process group: stopping `up` interrupts them as it did the code server's workers;
+Dagster then records the run as failed and the sensor runs its window again.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from dagster import DagsterRun, serialize_value
 
 from dagster_project.dagster_internals import (
     FORKSERVER_PRELOAD,
+    HIDDEN_TAG_PREFIX,
     CheckRunHealthResult,
     ConfigurableClass,
     ConfigurableClassData,
@@ -66,12 +67,13 @@ PRELOAD = (
     *FORKSERVER_PRELOAD[2:],
     "dagster_postgres",
 )
-PID_TAG = "iot/worker_pid"
+#: The run's worker (pid, and its start time against pid reuse): bookkeeping, hidden from the runs list.
+PID_TAG = f"{HIDDEN_TAG_PREFIX}iot_worker_pid"
 #: How often a worker looks whether its run is being canceled.
 CANCEL_POLL_S = 2.0
 #: How long a CANCELING run may go on being interrupted before its worker ends it itself.
 CANCEL_GRACE_S = 15.0
-STARTED_TAG = "iot/worker_started"
+STARTED_TAG = f"{HIDDEN_TAG_PREFIX}iot_worker_started"
 
 #: The program that launches runs: it starts the forkserver as it starts, not when its first run is due.
 LAUNCHING_PROGRAM = "dagster-daemon"

@@ -29,8 +29,11 @@ from dagster_project.windows import (
     windows_to_heal,
 )
 from iot_core.redact import redact_text
-from iot_core.streams import id_range, utc_from_ms
+from iot_core.streams import utc_from_ms
 
+#: The two tags of a micro-batch run (readers: compaction, `iot-etl up`'s window lines, status, benchmarks).
+WINDOW_TAG = "iot/window"
+KIND_TAG = "iot/kind"
 #: Unfinished micro-batch runs at which windows of the open hour wait, to go later as one larger run.
 MAX_RUNS_IN_FLIGHT = 1
 _UNFINISHED = [
@@ -54,7 +57,6 @@ UNREACHABLE: tuple[type[Exception], ...] = (
 
 
 def run_request(window: Window, kind: str | None = None, attempt_ms: int = 0) -> RunRequest:
-    start_id, end_id = id_range(window.start_ms, window.end_ms)
     window_config = {"config": {"start_ms": window.start_ms, "end_ms": window.end_ms}}
     return RunRequest(
         run_key=f"heal-{window.run_key}-{attempt_ms}" if attempt_ms else window.run_key,
@@ -66,14 +68,17 @@ def run_request(window: Window, kind: str | None = None, attempt_ms: int = 0) ->
                 "hourly_rollups": window_config,
             }
         },
-        tags={
-            "iot/window": window.short_label,
-            "iot/start_id": start_id,
-            "iot/end_id": end_id,
-            "iot/kind": kind or ("hour" if window.whole_hour else "micro"),
-            "iot/closes_hour": str(window.closes_hour).lower(),
-        },
+        tags=run_tags(window, kind),
     )
+
+
+def run_tags(window: Window, kind: str | None = None) -> dict[str, str]:
+    """The tags a person reads in the runs list: the window and the kind of run (`micro`, `hour`, `heal`).
+    The range itself is in the run config (`start_ms`, `end_ms`), which the assets and checks read."""
+    return {
+        WINDOW_TAG: window.short_label,
+        KIND_TAG: kind or ("hour" if window.whole_hour else "micro"),
+    }
 
 
 def initial_cursor(
