@@ -28,6 +28,7 @@ from dagster_project.windows import (
     floor_to,
     windows_to_heal,
 )
+from iot_core.db_errors import postgres_refusal
 from iot_core.redact import redact_text
 from iot_core.streams import utc_from_ms
 
@@ -193,8 +194,10 @@ def build_micro_window_sensor(interval_s: int) -> SensorDefinition:
         except UNREACHABLE as exc:  # one line per tick, not a traceback; the cursor stays
             service = "Redis" if isinstance(exc, redis_lib.RedisError) else "the database"
             detail = redact_text((str(exc).strip().splitlines() or [type(exc).__name__])[0])
+            refusal = None if service == "Redis" else postgres_refusal(detail, "IOT_DATABASE_URL")
+            problem = f"refused the connection ({refusal.said})" if refusal else f"is unreachable ({detail})"
             return SensorResult(
-                skip_reason=SkipReason(f"{service} is unreachable ({detail}); trying again next tick"),
+                skip_reason=SkipReason(f"{service} {problem}; trying again next tick"),
                 cursor=context.cursor,
             )
 

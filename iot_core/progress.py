@@ -59,3 +59,20 @@ def progress_bar(description: str, total: int | None) -> Iterator[Advance]:
 
     with progress:
         yield advance
+
+
+@contextmanager
+def waiting_for(command: str) -> Iterator[Callable[[list[str]], None]]:
+    """A one-line spinner `<command>: waiting for A, B`; yields the function that names what is still
+    awaited (nothing is shown off a terminal, nor once the list is empty)."""
+    console = _console()
+    if not console.is_terminal:
+        yield lambda _: None
+        return
+    with console.status(f"{command}: starting") as spinner:
+
+        def update(awaited: list[str]) -> None:
+            if awaited:
+                spinner.update(f"{command}: waiting for {', '.join(awaited)}")
+
+        yield update

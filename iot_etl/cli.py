@@ -12,19 +12,40 @@ from typing import TYPE_CHECKING
 
 import click
 
-from iot_core.logs import configure_logging
-from iot_core.settings import get_settings
-from iot_etl.errors import CommandFailed, ExplainingGroup
+from iot_etl.errors import CommandFailed
+from iot_etl.lazy_commands import LazyCommand, LazyGroup
 
 if TYPE_CHECKING:
+    from iot_core.settings import Settings
     from iot_etl.backfill import BackfillState
 
+#: Commands imported only when they run: `iot-etl --help` lists them without paho, cryptography or rich.
+LAZY_COMMANDS = {
+    "simulate": LazyCommand(
+        "simulator.__main__:simulate_command",
+        "A simulated fleet publishing all three formats (with a share of bad messages); prints what it sent.",
+    ),
+    "certs": LazyCommand(
+        "iot_etl.certs:certs",
+        "The device CA and service CA, and the certificates they issue (in IOT_PKI_DIR).",
+    ),
+}
 
-@click.group(cls=ExplainingGroup)
+
+def get_settings() -> Settings:
+    """The settings, imported when a command needs them (pydantic is not loaded for `--help`)."""
+    from iot_core.settings import get_settings as load
+
+    return load()
+
+
+@click.group(cls=LazyGroup, lazy=LAZY_COMMANDS)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.option("--debug", is_flag=True, help="Debug logging, and a traceback when a command fails.")
 def main(verbose: bool, debug: bool) -> None:
     """MQTT -> Redis streams -> Dagster micro-batches -> TimescaleDB/PostgreSQL."""
+    from iot_core.logs import configure_logging
+
     configure_logging(logging.DEBUG if verbose or debug else logging.INFO)
 
 
@@ -112,19 +133,32 @@ def listen() -> None:
 @main.command()
 def status() -> None:
     """Counts in the database and streams, and the broker's dropped-message counter."""
+    from iot_core.db_errors import postgres_refusal
+    from iot_core.progress import waiting_for
     from iot_etl.status import collect, render
 
     settings = get_settings()
-    lines = collect(settings)
+    with waiting_for("status") as waiting:
+        lines = collect(settings, waiting)
     click.echo(render(lines))
     down = {line.part: line.value for line in lines if line.item == "error"}
+    refused = [
+        refusal
+        for line in lines
+        if line.item == "refused"
+        if (refusal := postgres_refusal(line.value, "IOT_DATABASE_URL"))
+    ]
+    what: list[str] = [f"PostgreSQL refused status's connection: {r.said}" for r in refused]
+    todo: list[str] = [r.todo for r in refused]
     if down:
         broker = "IOT_MQTT_SERVICE_HOST/PORT and IOT_PKI_DIR" if settings.security else "IOT_MQTT_HOST/PORT"
         hints = {"database": "IOT_DATABASE_URL", "redis": "IOT_REDIS_URL", "broker": broker}
-        raise CommandFailed(
-            f"{', '.join(down)} unreachable ({'; '.join(f'{p}: {v}' for p, v in down.items())})",
-            f"start {'them' if len(down) > 1 else 'it'} or check {', '.join(hints.get(p, p) for p in down)}",
+        what.append(f"{', '.join(down)} unreachable ({'; '.join(f'{p}: {v}' for p, v in down.items())})")
+        todo.append(
+            f"start {'them' if len(down) > 1 else 'it'} or check {', '.join(hints.get(p, p) for p in down)}"
         )
+    if what:
+        raise CommandFailed("; ".join(what), "; ".join(todo))
 
 
 @main.command()
@@ -338,24 +372,6 @@ def redis_acl_command(out: str | None) -> None:
         os.umask(previous)
     users = ", ".join(u.name for u in acl.users)
     click.echo(f"wrote {path} (users {users}; default user off): load it with `aclfile {path}` in redis.conf")
-
-
-def _add_simulate() -> None:
-    from simulator.__main__ import simulate_command
-
-    main.add_command(simulate_command, name="simulate")
-
-
-_add_simulate()
-
-
-def _add_certs() -> None:
-    from iot_etl.certs import certs
-
-    main.add_command(certs, name="certs")
-
-
-_add_certs()
 
 
 if __name__ == "__main__":

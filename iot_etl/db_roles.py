@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 import psycopg
 from psycopg import sql
 
+from iot_core.db_errors import postgres_refusal
 from iot_core.errors import UserFacingError
 from iot_core.redact import redact_text, redact_url, url_password
 
@@ -82,7 +83,11 @@ def database_errors(url: str, setting: str) -> Iterator[None]:
     except psycopg.Error as exc:
         text = " ".join(str(exc).split()) or type(exc).__name__
         text = redact_text(text, [url_password(url)])
-        if isinstance(exc, psycopg.OperationalError):
+        refusal = postgres_refusal(text, setting) if isinstance(exc, psycopg.OperationalError) else None
+        if refusal is not None:
+            what = f"PostgreSQL at {redact_url(url)} refused the connection: {refusal.said}"
+            todo = refusal.todo
+        elif isinstance(exc, psycopg.OperationalError):
             what, todo = (
                 f"database unreachable at {redact_url(url)}: {text}",
                 f"start PostgreSQL or fix {setting}",

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import errno
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import psycopg
-import pydantic
-import redis
 
+from iot_core.db_errors import postgres_refusal
 from iot_core.errors import UserFacingError
-from iot_core.mqtt import PublishError
 from iot_core.redact import redact_text
-from iot_core.settings import SECRET_FIELDS
+
+if TYPE_CHECKING:
+    import pydantic
 
 PROG = "iot-etl"
 
@@ -34,6 +33,8 @@ class CommandFailed(UserFacingError):
 
 
 def _setting_errors(exc: pydantic.ValidationError) -> str:
+    from iot_core.settings import SECRET_FIELDS
+
     parts = []
     for error in exc.errors(include_url=False):
         message = str(error.get("msg", "")).removeprefix("Value error, ")
@@ -60,23 +61,34 @@ def explain(exc: BaseException) -> str:
     return redact_text(_explain(exc))
 
 
+def _loaded(module: str) -> Any:
+    """`module` if this process has imported it, else None: an exception can only be of a library that is
+    loaded, and `iot-etl --help` should not import psycopg, redis, pydantic or paho to say so."""
+    return sys.modules.get(module)
+
+
 def _explain(exc: BaseException) -> str:
     if isinstance(exc, UserFacingError):
         return str(exc)
-    if isinstance(exc, pydantic.ValidationError):
+    pydantic, psycopg, redis = _loaded("pydantic"), _loaded("psycopg"), _loaded("redis")
+    mqtt = _loaded("iot_core.mqtt")
+    if pydantic and isinstance(exc, pydantic.ValidationError):
         return (
             f"bad setting: {_setting_errors(exc)}; fix it in the environment or .env "
             "(docs/configuration.md lists every IOT_* setting)"
         )
-    if isinstance(exc, psycopg.OperationalError):
+    if psycopg and isinstance(exc, psycopg.OperationalError):
+        refusal = postgres_refusal(str(exc), "IOT_DATABASE_URL")
+        if refusal is not None:
+            return str(refusal)
         return f"database unreachable: {_first_line(exc)}; start PostgreSQL or point IOT_DATABASE_URL at it"
-    if isinstance(exc, psycopg.Error):
+    if psycopg and isinstance(exc, psycopg.Error):
         return f"database error: {_first_line(exc)}; check the database behind IOT_DATABASE_URL"
-    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+    if redis and isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         return f"Redis unreachable: {_first_line(exc)}; start Redis or point IOT_REDIS_URL at it"
-    if isinstance(exc, redis.RedisError):
+    if redis and isinstance(exc, redis.RedisError):
         return f"Redis error: {_first_line(exc)}; check the server behind IOT_REDIS_URL"
-    if isinstance(exc, PublishError):
+    if mqtt and isinstance(exc, mqtt.PublishError):
         return f"MQTT broker down: {_first_line(exc)}"
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
         return f"port in use: {_first_line(exc)}; stop what listens there or configure another port"

@@ -12,6 +12,7 @@ from typing import IO
 import psycopg
 import redis
 
+from iot_core.db_errors import postgres_refusal
 from iot_core.redact import redact_text, redact_url, url_password
 from iot_core.settings import Settings
 from iot_etl.ports import tcp_socket
@@ -55,8 +56,13 @@ def require_postgres(url: str, setting: str) -> None:
         with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S):
             return
     except psycopg.OperationalError as exc:
-        if "does not exist" in str(exc):
+        refusal = postgres_refusal(_one_line(exc, url), setting)
+        if refusal is not None and refusal.kind == "database":
             return
+        if refusal is not None:
+            raise CannotStart(
+                f"PostgreSQL at {redact_url(url)} refused the connection: {refusal.said}; {refusal.todo}"
+            ) from None
         raise CannotStart(
             f"PostgreSQL at {redact_url(url)} is unreachable ({_one_line(exc, url)}); check {setting}"
         ) from None

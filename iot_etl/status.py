@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import urllib.request
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import psycopg
@@ -11,6 +13,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from dagster_project.retention import has_timescaledb
+from iot_core.db_errors import postgres_refusal
 from iot_core.mqtt import MqttEndpoint, TlsFileError, describe_connect_error, new_client
 from iot_core.pki import crl_next_update
 from iot_core.redact import redact_text
@@ -20,6 +23,11 @@ from iot_etl.pki_upkeep import crl_warning, layout_of
 from iot_etl.status_retention import compaction_lines, dagster_runs_line, stream_lines
 
 DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
+#: What Mosquitto's counter covers: the whole broker, not this pipeline alone.
+DROPPED_COVERS = (
+    "(the broker's total since it started, for all its clients: messages a subscriber's full queue "
+    "could not take; this pipeline's share is not counted apart)"
+)
 #: The listener's counter of messages acknowledged but not written (`ingest_listener.metrics`).
 LIMITED_METRIC = "iot_listener_messages_limited"
 
@@ -56,7 +64,11 @@ def database_status(settings: Settings) -> list[StatusLine]:
             lines.append(StatusLine("database", "hourly_rollups", rollups_summary(conn)))
             return lines + [StatusLine(*line) for line in compaction_lines(conn)]
     except psycopg.Error as exc:
-        return [StatusLine("database", "error", redact_text((str(exc).splitlines() or ["error"])[0]))]
+        text = redact_text((str(exc).splitlines() or ["error"])[0])
+        refusal = postgres_refusal(text, "IOT_DATABASE_URL")
+        if refusal is not None:  # the server answered: what it said (`iot-etl status` adds what to do)
+            return [StatusLine("database", "refused", refusal.said)]
+        return [StatusLine("database", "error", text)]
 
 
 def autovacuum_state(conn: psycopg.Connection) -> str:
@@ -129,7 +141,7 @@ def broker_dropped(settings: Settings, timeout_s: float = 6.0) -> StatusLine:
     if refused:
         return StatusLine("broker", "error", f"{endpoint.address} refused status's connection: {refused[0]}")
     if value:
-        return StatusLine("broker", "messages dropped", value[0])
+        return StatusLine("broker", "messages dropped", f"{value[0]} {DROPPED_COVERS}")
     why = (
         "the secured broker keeps no retained messages, so $SYS values arrive only when they change"
         if settings.security
@@ -178,15 +190,32 @@ def listener_limited(settings: Settings, timeout_s: float = 2.0) -> StatusLine:
     )
 
 
-def collect(settings: Settings) -> list[StatusLine]:
-    return [
-        *database_status(settings),
-        *redis_status(settings),
-        StatusLine(*dagster_runs_line(settings)),
-        broker_dropped(settings),
-        listener_limited(settings),
-        *([revocation_list(settings)] if settings.security else []),
+def parts(settings: Settings) -> list[tuple[str, Callable[[], list[StatusLine]]]]:
+    """What `status` asks, in the order it shows the answers: (what it waits for, how to ask)."""
+    asked: list[tuple[str, Callable[[], list[StatusLine]]]] = [
+        ("the database (row counts)", lambda: database_status(settings)),
+        ("Redis (streams, what is not archived)", lambda: redis_status(settings)),
+        ("Dagster's run storage", lambda: [StatusLine(*dagster_runs_line(settings))]),
+        ("the broker's $SYS counter", lambda: [broker_dropped(settings)]),
+        ("the listener's metrics", lambda: [listener_limited(settings)]),
     ]
+    if settings.security:
+        asked.append(("the revocation list", lambda: [revocation_list(settings)]))
+    return asked
+
+
+def collect(settings: Settings, waiting: Callable[[list[str]], None] = lambda _: None) -> list[StatusLine]:
+    """Every part's lines, asked at once (a slow part does not hold up the others); `waiting` hears which
+    parts are still being waited for whenever that changes, and [] at the end."""
+    asked = parts(settings)
+    with ThreadPoolExecutor(max_workers=len(asked), thread_name_prefix="status") as pool:
+        futures = {pool.submit(ask): what for what, ask in asked}
+        pending = set(futures)
+        waiting([what for what, _ in asked])
+        while pending:
+            _, pending = wait(pending, return_when=FIRST_COMPLETED)
+            waiting([futures[f] for f in futures if f in pending])
+    return [line for future in futures for line in future.result()]
 
 
 def render(lines: list[StatusLine]) -> str:
