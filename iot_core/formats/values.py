@@ -34,7 +34,9 @@ class Value:
 
 
 def _number_with_unit(text: str) -> tuple[str, str] | None:
-    """(numeral, unit) when `text` is a number, alone or followed by a unit; None when it is text."""
+    """(numeral, unit) when `text` is a number, alone or followed by a unit; None when it is text.
+    A numeral followed by more than one word (`27.93 °C °C`) is refused (`bad_unit`): neither a reading
+    with a unit nor a text value, and the device should hear of it."""
     match = _NUMBER.match(text)
     if match is None:
         return None
@@ -43,7 +45,11 @@ def _number_with_unit(text: str) -> tuple[str, str] | None:
         return match.group(), ""
     if rest[0].isspace():
         unit = rest.strip()
-        return (match.group(), unit) if len(unit) <= MAX_UNIT and "\n" not in unit else None
+        if len(unit) > MAX_UNIT or "\n" in unit:
+            return None
+        if len(unit.split()) > 1:  # `27.93 °C °C`: one unit is one word, as the vectorised path reads it
+            raise DecodeError("bad_unit", f"unit {unit!r} after the number is more than one word: send one")
+        return match.group(), unit
     return (match.group(), rest) if rest in GLUED_UNITS else None
 
 

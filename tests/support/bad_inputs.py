@@ -74,6 +74,7 @@ BAD_INPUTS: tuple[BadInput, ...] = (
     BadInput("plain_nul_in_text", PLAIN, b"on\x00", "nul_character"),
     BadInput("plain_nul_alone", PLAIN, b"\x00", "nul_character"),
     BadInput("plain_text_too_long", PLAIN, b"x" * 300, "field_too_large"),
+    BadInput("plain_unit_twice", PLAIN, "27.93 °C °C".encode(), "bad_unit"),
     BadInput("plain_payload_too_large", PLAIN, b"1" * (300 * 1024), "payload_too_large"),
     # --- plain JSON payloads ---
     BadInput("plain_json_broken", PLAIN, b"{nope", "bad_json"),
