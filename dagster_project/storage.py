@@ -330,14 +330,27 @@ def _written_if_new(conn: psycopg.Connection, write: Callable[[psycopg.Cursor], 
     return True
 
 
-def _duplicates(frame: pl.DataFrame, key: list[str], what: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(first row per key by raw_id/item, rejections of the later rows): at-least-once repeats."""
+def _duplicates(
+    frame: pl.DataFrame, key: list[str], what: str, content: list[pl.Expr] | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(first row per key by raw_id/item, rejections of the later rows): at-least-once repeats, and with
+    `content` (expressions over a row) repeats whose content differs from the first's, which are conflicts."""
     ordered = frame.sort("raw_id", "item")
     first = ordered.unique(subset=key, keep="first", maintain_order=True)
     later = ordered.join(first.select("raw_id", "item"), on=["raw_id", "item"], how="anti")
     firsts = first.select([*key, pl.col("raw_id").alias("first_raw_id")])
     pairs = later.join(firsts, on=key, how="left").select("raw_id", "item", "first_raw_id", *_event_id(frame))
-    return first, _duplicate_rejections(pairs.rows(), what)
+    if content is None:
+        return first, _duplicate_rejections(pairs.rows(), what)
+    signed = [pl.struct(content).hash().alias("content")]
+    contents = first.select(*key, *signed).rename({"content": "first_content"})
+    differs = (
+        later.select("raw_id", "item", *key, *signed)
+        .join(contents, on=key, how="left")
+        .select("raw_id", "item", (pl.col("content") != pl.col("first_content")).alias("conflict"))
+    )
+    flagged = pairs.join(differs, on=["raw_id", "item"], how="left")
+    return first, _duplicate_rejections(flagged.rows(), what)
 
 
 def _event_id(frame: pl.DataFrame) -> list[str]:
@@ -345,15 +358,33 @@ def _event_id(frame: pl.DataFrame) -> list[str]:
 
 
 def _duplicate_rejections(pairs: list[tuple], what: str) -> pl.DataFrame:
-    """Rejections of (raw_id, item[, event_id]) whose identity was already stored from raw message
-    `first_raw_id`."""
+    """Rejections of (raw_id, item, first_raw_id[, event_id[, conflict]]) whose identity was already stored
+    from raw message `first_raw_id`: a redelivery (`duplicate`), or with `conflict` another content under
+    the same identity, which is refused at the store stage (the device hears of it, with a dead letter)."""
     return REJECTION.frame(
         [
-            (raw_id, item, "duplicate", f"duplicate_{what}", f"same {what} as raw message {first}", "", *eid)
-            for raw_id, item, first, *eid in ((*pair, None)[:4] for pair in pairs)
+            (_conflict if conflict else _redelivery)(raw_id, item, first, eid, what)
+            for raw_id, item, first, eid, conflict in ((*pair, None, None)[:5] for pair in pairs)
         ],
         orient="row",
     )
+
+
+def _redelivery(raw_id: int, item: int, first: int, event_id: str | None, what: str) -> tuple:
+    return (
+        raw_id,
+        item,
+        "duplicate",
+        f"duplicate_{what}",
+        f"same {what} as raw message {first}",
+        "",
+        event_id,
+    )
+
+
+def _conflict(raw_id: int, item: int, first: int, event_id: str | None, what: str) -> tuple:
+    detail = f"same {what} as raw message {first}, with other content: a new event needs a new event_id"
+    return (raw_id, item, "store", DUPLICATE_CONFLICT, detail, "", event_id)
 
 
 def _upsert_staged(
@@ -420,13 +451,32 @@ def store_measurements(
     return stored, pl.concat([dup_in_batch, _duplicate_rejections(pairs, "device, metric and timestamp")])
 
 
+#: The reason of an event whose device and event_id were stored with another content.
+DUPLICATE_CONFLICT = "duplicate_conflict"
+#: What an event says, to tell a redelivery from a conflict: all but its times of arrival, and its device
+#: time only where the device gave a sane one (one replaced by arrival time equals ts_server, which a
+#: redelivery changes).
+_EVENT_CONTENT = [
+    pl.col("event_type"),
+    pl.col("value_num"),
+    pl.col("value_text"),
+    pl.col("unit"),
+    pl.col("meta"),
+    pl.when(pl.col("ts_device") != pl.col("ts_server")).then(pl.col("ts_device")).alias("device_time"),
+]
+_EVENT_CONTENT_SQL = (
+    "({t}.event_type, {t}.value_num, {t}.value_text, {t}.unit, {t}.meta, "
+    "nullif({t}.ts_device, {t}.ts_server))"
+)
+
+
 def store_events(conn: psycopg.Connection, frame: pl.DataFrame, batch_id: int) -> tuple[int, pl.DataFrame]:
     if frame.is_empty():
         return 0, REJECTION.empty()
     devices = device_ids(conn, frame.select("device_key", pl.lit("event").alias("device_kind")))
     keyed = frame.join(devices, on="device_key")
     touch_devices(conn, keyed.select("device_id", pl.col("ts_server").alias("arrived_at")))
-    first, dup_in_batch = _duplicates(keyed, ["device_id", "event_id"], "device and event_id")
+    first, dup_in_batch = _duplicates(keyed, ["device_id", "event_id"], "device and event_id", _EVENT_CONTENT)
     stored, pairs = _upsert_staged(
         conn,
         EVENTS,
@@ -443,8 +493,9 @@ def store_events(conn: psycopg.Connection, frame: pl.DataFrame, batch_id: int) -
              AND (e.event_type, e.value_num, e.value_text, e.unit, e.ts_device, e.meta)
                  IS DISTINCT FROM (excluded.event_type, excluded.value_num, excluded.value_text,
                                    excluded.unit, excluded.ts_device, excluded.meta)""",
-        """SELECT s.raw_id, s.item, e.raw_id, s.event_id FROM stage_events s
-           JOIN events e USING (device_id, event_id) WHERE e.raw_id <> s.raw_id""",
+        f"""SELECT s.raw_id, s.item, e.raw_id, s.event_id, {_EVENT_CONTENT_SQL.format(t="e")}
+               IS DISTINCT FROM {_EVENT_CONTENT_SQL.format(t="s")}
+           FROM stage_events s JOIN events e USING (device_id, event_id) WHERE e.raw_id <> s.raw_id""",
         batch_id,
     )
     return stored, pl.concat([dup_in_batch, _duplicate_rejections(pairs, "device and event_id")])
@@ -463,23 +514,47 @@ def _clear_earlier_batches(cur: psycopg.Cursor, table: str, raw: pl.DataFrame, b
     )
 
 
+#: Rejections a batch took out of `rejected` to write them again (see `store_rejected`): kept for the session
+#: (a batch's pages commit one by one), each row marked with the batch that took it out.
+_REJECTED_EARLIER_DDL = """CREATE TEMP TABLE IF NOT EXISTS rejected_earlier AS
+    SELECT raw_id, item, stage, reason, detail, batch_id, batch_id AS taken_by FROM rejected WITH NO DATA"""
+
+
 def store_rejected(conn: psycopg.Connection, rejected: pl.DataFrame, raw: pl.DataFrame, batch_id: int) -> int:
     """Replace the rejections of the raw messages `raw` (`raw_id`, `arrived_at`): a re-run with a newer
-    decoder may have fewer."""
+    decoder may have fewer. A rejection found again unchanged keeps the batch that first wrote it.
+
+    Rows other batches wrote in the page's arrival span go first, as for the other per-message tables
+    (`_clear_earlier_batches`), but into `rejected_earlier`, from which an identical new row takes its
+    batch back. A row this batch already took out (the span of a neighbouring page, which shares an
+    arrival time with this one) is not taken out again: it may be the one an earlier page put back."""
     if raw.is_empty():
         return 0
     with conn.cursor() as cur:
-        _clear_earlier_batches(cur, "rejected", raw, batch_id)
+        cur.execute(_REJECTED_EARLIER_DDL)
+        cur.execute("DELETE FROM rejected_earlier WHERE taken_by <> %s", (batch_id,))
+        cur.execute(
+            """WITH gone AS (
+                   DELETE FROM rejected r
+                   WHERE arrived_at >= %(first)s AND arrived_at <= %(last)s AND batch_id <> %(b)s
+                     AND NOT EXISTS (SELECT 1 FROM rejected_earlier e
+                                     WHERE (e.raw_id, e.item) = (r.raw_id, r.item))
+                   RETURNING raw_id, item, stage, reason, detail, batch_id)
+               INSERT INTO rejected_earlier SELECT *, %(b)s FROM gone""",
+            {"first": raw["arrived_at"].min(), "last": raw["arrived_at"].max(), "b": batch_id},
+        )
         if rejected.is_empty():
             return 0
         _fresh_stage(cur, STAGED_REJECTION, "stage_rejected")
         _copy(cur, "stage_rejected", STAGED_REJECTION.conform(rejected))
+        columns = STAGED_REJECTION.column_list()
         cur.execute(
-            f"""INSERT INTO rejected ({STAGED_REJECTION.plus("batch_id").column_list()})
-               SELECT {STAGED_REJECTION.column_list()}, %s FROM stage_rejected
+            f"""INSERT INTO rejected ({columns}, batch_id)
+               SELECT {", ".join(f"s.{c}" for c in STAGED_REJECTION.columns)}, coalesce(e.batch_id, %(b)s)
+               FROM stage_rejected s LEFT JOIN rejected_earlier e USING (raw_id, item, stage, reason, detail)
                ON CONFLICT (raw_id, item) DO UPDATE SET stage = excluded.stage, reason = excluded.reason,
                    detail = excluded.detail""",
-            (batch_id,),
+            {"b": batch_id},
         )
         return rejected.height
 
