@@ -34,10 +34,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import redis
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -52,6 +50,7 @@ from ingest_listener.device_limits import (
     device_key,
 )
 from ingest_listener.metrics import ListenerMetrics, MetricsServer
+from ingest_listener.session import session_properties, subscriptions
 from ingest_listener.stream_writer import (
     BufferedStreamWriter,
     Entry,
@@ -197,15 +196,12 @@ class Listener:
         )
         self._started = True
         self.writer.start()
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = s.listener_session_expiry_s
-        properties.ReceiveMaximum = s.listener_receive_maximum
         self.client.connect_async(
             self.endpoint.host,
             self.endpoint.port,
             keepalive=s.mqtt_keepalive_s,
             clean_start=False,
-            properties=properties,
+            properties=session_properties(s, s.listener_receive_maximum),
         )
         self.client.loop_start()
         if self.tls is not None and self.tls.cert is not None:
@@ -363,10 +359,7 @@ class Listener:
             log.warning("no topics configured: nothing to subscribe to")
             self._set_ready()
             return
-        options = SubscribeOptions(
-            qos=self.settings.listener_qos, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
-        )
-        rc, mid = client.subscribe([(topic, options) for topic in topics])
+        rc, mid = client.subscribe(subscriptions(self.settings))
         if rc != mqtt.MQTT_ERR_SUCCESS:
             log.error("subscribe failed to go out: %s (will retry on reconnect)", mqtt.error_string(rc))
             return
