@@ -47,6 +47,9 @@ from iot_etl.window_report import WindowReporter
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT_S = 8.0
+#: services stop last and may take longer: the broker writes its sessions and queues to disk on SIGTERM
+#: (killed while writing, it comes back with its last autosave), PostgreSQL checkpoints
+SERVICE_STOP_TIMEOUT_S = 30.0
 # a code location loads in ~10 s on a quiet machine; under CPU load several times that
 LOAD_TIMEOUT_S = 240.0
 UI_BANNER = "Dagster UI: "
@@ -59,6 +62,9 @@ class Child:
     process: subprocess.Popen | None = None
     # services (embedded PostgreSQL/Redis, the broker) stop after the pipeline's processes
     service: bool = False
+    # producers (the simulator) stop before the pipeline's processes: what they sent is acknowledged while
+    # the listener still takes it
+    producer: bool = False
     stop_signal: int = signal.SIGTERM
     user: str | None = None
     log: Path | None = None
@@ -111,6 +117,7 @@ class Supervisor:
         if self.reaper is None:
             self.reaper = Reaper()
         self.start_services(with_broker)
+        self.prime_listener_session()
         check_services(self.settings)
         # one line for the database instead of the migrations' log line each
         logging.getLogger("iot_etl.migrate").setLevel(logging.WARNING)
@@ -175,6 +182,29 @@ class Supervisor:
             print(embedded.status_line("mqtt", "down", mqtt, detail), flush=True)
             return
         self._start_service(broker, lambda: port_accepts(mqtt.host, mqtt.port))
+
+    def prime_listener_session(self) -> None:
+        """Make the listener's session at the broker before anything publishes: a broker drops a message
+        no subscription matches (acknowledging it to its publisher), so without the session the simulator's
+        first messages and whatever devices sent while `up` started were lost on a new broker (issue 27).
+        One line when the session was made, or why it was not (the listener then subscribes itself)."""
+        from ingest_listener.session import SessionError, prime_session
+        from iot_core.errors import UserFacingError
+        from iot_core.mqtt import MqttEndpoint
+
+        endpoint = MqttEndpoint.for_role(self.settings, "listener")
+        address = embedded.Address(endpoint.host, endpoint.port)
+        if not port_accepts(address.host, address.port):
+            return  # a broker that is down was reported by start_services
+        try:
+            made = prime_session(self.settings)
+        except (SessionError, UserFacingError) as exc:
+            detail = f"no listener session yet ({exc}); the listener subscribes once it connects"
+            print(embedded.status_line("mqtt", "no session", address, detail), flush=True)
+            return
+        if made:
+            detail = "the listener's subscriptions: the broker keeps its messages from now on"
+            print(embedded.status_line("mqtt", "session", address, detail), flush=True)
 
     def _start_secure_broker(self, with_broker: bool) -> None:
         """The broker of devices with certificates: `up`'s own Mosquitto where it is to run one, else the
@@ -298,7 +328,7 @@ class Supervisor:
             ),
         ]
         if with_simulator:
-            self.children.append(Child("simulator", [sys.executable, "-m", "simulator"]))
+            self.children.append(Child("simulator", [sys.executable, "-m", "simulator"], producer=True))
         for child in self.children:
             if child.process is None:
                 child.log, child.pumped = logs / f"{child.name}.log", True
@@ -368,9 +398,14 @@ class Supervisor:
         return [c for c in self.children if c.process is not None and c.process.poll() is not None]
 
     def stop(self) -> None:
-        """The pipeline's processes first, then the services they used."""
+        """In the order that loses nothing the broker acknowledged: the producers (the simulator waits for
+        the broker's acknowledgements of what it sent), then the pipeline's processes (the listener writes
+        what it received, acknowledges it and disconnects; the broker keeps its session and queues for it
+        what devices send meanwhile), then the services (the broker saves sessions and queues on SIGTERM).
+        """
         self.stopping = True
-        self._stop([c for c in self.children if not c.service])
+        self._stop([c for c in self.children if c.producer])
+        self._stop([c for c in self.children if not c.service and not c.producer])
         self._stop([c for c in self.children if c.service])
         if self.reaper is not None:
             self.reaper.close()
@@ -379,14 +414,15 @@ class Supervisor:
         for child in children:
             if child.process and child.process.poll() is None:
                 _signal_group(child.process, child.stop_signal)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
+        signalled = time.monotonic()
         for child in children:
             if not child.process:
                 continue
+            timeout_s = SERVICE_STOP_TIMEOUT_S if child.service else STOP_TIMEOUT_S
             try:
-                child.process.wait(max(0.1, deadline - time.monotonic()))
+                child.process.wait(max(0.1, signalled + timeout_s - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self.say(f"{child.name} did not stop in {STOP_TIMEOUT_S:.0f} s: killing it")
+                self.say(f"{child.name} did not stop in {timeout_s:.0f} s: killing it")
                 _signal_group(child.process, signal.SIGKILL)
                 child.process.wait(5)
             # whatever the child left in its group (run workers, code servers) goes too
