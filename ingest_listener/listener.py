@@ -13,8 +13,9 @@ Why it is built this way (at-least-once from broker to database):
   PUBREC on receipt, after which the broker only repeats PUBREL, never the message; their PUBCOMP is
   therefore still sent on a later connection as long as the broker session is the same one.
 - Subscriptions live in the broker session: when the CONNACK says there is no session, we subscribe
-  again. We also subscribe on the first connection of each process (so changed topic settings take
-  effect), with "retain handling 1" so retained messages are not re-sent for existing subscriptions.
+  again (`iot-etl up` makes the session before anything publishes: `ingest_listener.session`). We also
+  subscribe on the first connection of each process (so changed topic settings take effect), with "retain
+  handling 1" so retained messages are not re-sent for existing subscriptions.
 - Per-device limits (`device_limits`): a message over its device's rate or bytes rate, or with a topic
   longer than 1,024 bytes, is not written. A QoS 1/2 one is acknowledged at once, in paho's thread on the
   connection it arrived on, so the broker neither redelivers it nor holds a receive-maximum slot for it.
