@@ -101,7 +101,10 @@ def check_services(settings: Settings) -> None:
     """Everything `up` starts listens on a free port and finds the services it needs."""
     check_ports(settings)
     require_redis(settings.redis_url.get_secret_value())
-    require_postgres(settings.database_url.get_secret_value(), "IOT_DATABASE_URL")
+    if settings.database_owner_url:  # `up` migrates as the owner, which creates the writer's role
+        require_postgres(settings.database_owner_url.get_secret_value(), "IOT_DATABASE_OWNER_URL")
+    else:
+        require_postgres(settings.database_url.get_secret_value(), "IOT_DATABASE_URL")
     if settings.dagster_pg_url:
         require_postgres(settings.dagster_pg_url.get_secret_value(), "IOT_DAGSTER_PG_URL")
 

@@ -40,6 +40,7 @@ from iot_etl.startup import (
     check_ports,
     check_services,
     require_port_free,
+    require_postgres,
     require_private_ui,
 )
 from iot_etl.state_dir import secure_state_dir
@@ -138,6 +139,8 @@ class Supervisor:
                 dagster.get_secret_value() if dagster else None,
             ):
                 self.say(embedded.status_line("database", "roles", self.settings.database_name(), line))
+            # the pipeline's own role must get in now that it exists
+            require_postgres(self.settings.database_url.get_secret_value(), "IOT_DATABASE_URL")
         home = write_instance_config(self.settings)
         # Dagster's storage set-up logs each of its alembic steps at INFO: nothing a user acts on
         logging.getLogger("alembic").setLevel(logging.WARNING)
