@@ -45,25 +45,27 @@ def recorded_start(database_url: str) -> datetime | None:
     return row[0] if row else None
 
 
-def partitions_start(settings: Settings) -> str:
-    """The first partition key: `IOT_PARTITIONS_START` when set, else the recorded start, else (with one
-    logged line) `FALLBACK_START`."""
+def read_partitions_start(settings: Settings) -> tuple[str, str | None]:
+    """The first partition key and, when it is `FALLBACK_START`, why: `IOT_PARTITIONS_START` when set,
+    else the recorded start, else the fallback."""
     if settings.partitions_start:
-        return settings.partitions_start
+        return settings.partitions_start, None
     try:
         started = recorded_start(settings.database_url.get_secret_value())
     except psycopg.Error as exc:
         detail = redact_text((str(exc).strip().splitlines() or [type(exc).__name__])[0])
-        log.warning(
-            "partitions start at %s: the installation's start is unreadable (%s)", FALLBACK_START, detail
-        )
-        return FALLBACK_START
+        return FALLBACK_START, f"the installation's start is unreadable ({detail})"
     if started is None:
-        log.warning(
-            "partitions start at %s: the database has no installation start (run db migrate)", FALLBACK_START
-        )
-        return FALLBACK_START
-    return started.astimezone(UTC).strftime(KEY_FORMAT)
+        return FALLBACK_START, "the database has no installation start (run db migrate)"
+    return started.astimezone(UTC).strftime(KEY_FORMAT), None
+
+
+def partitions_start(settings: Settings) -> str:
+    """The first partition key (see `read_partitions_start`); a fallback is logged in one line."""
+    start, why = read_partitions_start(settings)
+    if why is not None:
+        log.warning("partitions start at %s: %s", start, why)
+    return start
 
 
 def start_time(start: str) -> datetime:

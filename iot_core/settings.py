@@ -27,6 +27,8 @@ SECRET_FIELDS = (
     "dagster_pg_url",
     "mqtt_password",
 )
+#: The secrets Dagster's resources read (through environment variables: see `Settings.export_secrets`).
+DAGSTER_SECRET_FIELDS = ("database_url", "database_owner_url", "redis_url", "dagster_pg_url", "mqtt_password")
 #: Characters no setting may hold: settings end up in generated configuration files (the broker's, its ACL
 #: files, Redis's ACL file), where a line break would add lines of the attacker's choosing.
 FORBIDDEN_SETTING_CHARS = ("\n", "\r", "\x00")
@@ -376,19 +378,25 @@ class Settings(BaseSettings):
         """Put every set secret into this process's environment and return field -> variable name, so
         that consumers that show their configuration (Dagster) can be handed the variable, not the value.
 
-        A secret goes under its `IOT_*` name when that is unset or holds the same value (values from a
-        `.env` file or defaults are not in the environment yet); a settings object whose value differs
-        from the environment's (one built with explicit values) gets a variable of its own, so that two
-        settings objects in one process never read each other's secrets.
+        A secret goes under its `IOT_*` name when that holds the same value already, or is unset and the
+        value is the setting's default; any other value (one from a `.env` file, or a settings object built
+        with explicit values) gets a variable of its own. Setting the plain name to anything else would be
+        read by every later settings object of the process as its own value: a test's owner URL would
+        become the next command's, two settings objects would read each other's secrets.
+        Only what Dagster's resources read is exported (`DAGSTER_SECRET_FIELDS`).
         """
         names: dict[str, str] = {}
-        for field in SECRET_FIELDS:
+        for field in DAGSTER_SECRET_FIELDS:
             value = getattr(self, field)
             if value is None:
                 continue
             secret = value.get_secret_value()
             name = f"{self.model_config['env_prefix']}{field.upper()}"
-            if os.environ.setdefault(name, secret) != secret:
+            default = type(self).model_fields[field].default
+            is_default = isinstance(default, SecretStr) and default.get_secret_value() == secret
+            if os.environ.get(name) == secret or (name not in os.environ and is_default):
+                os.environ[name] = secret
+            else:
                 name = f"{name}__{hashlib.sha256(secret.encode()).hexdigest()[:12]}"
                 os.environ[name] = secret
             names[field] = name

@@ -75,15 +75,16 @@ def parse_hour(text: str) -> datetime:
 def hour_keys(settings: Settings, first: datetime, last: datetime) -> list[str]:
     """The partition keys of every hour from `first` to `last`, both included, checked against the
     partitions that exist (from the partitions' start, as the code location builds it, to the open hour)."""
-    from dagster_project.partitions import build_hourly_partitions, partitions_start
+    from dagster_project.partitions import build_hourly_partitions, read_partitions_start
 
     if last < first:
         raise UserFacingError(f"--to {last:{KEY_FORMAT}} is before --from {first:{KEY_FORMAT}}", "swap them")
-    first_key = partitions_start(settings)
+    # a start that cannot be read is not checked here: the webserver refuses keys it does not have
+    first_key, unknown = read_partitions_start(settings)
     start = datetime.strptime(first_key, KEY_FORMAT).replace(tzinfo=UTC)
     newest = build_hourly_partitions(first_key).get_last_partition_key()
     end = datetime.strptime(newest, KEY_FORMAT).replace(tzinfo=UTC) if newest else start
-    if first < start or last > end:
+    if (first < start and unknown is None) or last > end:
         raise UserFacingError(
             f"hours {first:{KEY_FORMAT}}..{last:{KEY_FORMAT}} are outside the partitions "
             f"({first_key}..{end:{KEY_FORMAT}})",

@@ -16,4 +16,14 @@ if ! command -v prometheus >/dev/null && command -v apt-get >/dev/null && [ "$(i
     || echo "could not install prometheus: the Prometheus dashboard tests will be skipped" >&2
 fi
 cd "$ROOT"
-exec .venv/bin/python -m pytest "$@"
+# Given test paths or -k/-m, pytest runs just those. Otherwise two lanes: the fast one first (tests that
+# start no process and need no service, in seconds), then the rest; a failing fast lane stops there.
+for arg in "$@"; do
+  case "$arg" in
+    -k|-m|-k*|-m*|tests/*|*.py|*::*) exec .venv/bin/python -m pytest "$@" ;;
+  esac
+done
+echo "fast lane: tests that need no service and start no process"
+.venv/bin/python -m pytest -m "not services and not slow" "$@"
+echo "services lane: tests against PostgreSQL, Redis, Mosquitto and whole processes"
+exec .venv/bin/python -m pytest -m "services or slow" "$@"

@@ -90,6 +90,22 @@ def clean_db(migrated_db: str, settings: Settings) -> Iterator[str]:
 
 
 @pytest.fixture
+def prefix() -> Iterator[str]:
+    """A stream prefix of this test's own; its keys are deleted from the shared Redis afterwards."""
+    import redis
+
+    value = f"test:{uuid.uuid4().hex}:raw"
+    yield value
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        keys = list(client.scan_iter(f"{value}*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
 def up_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """The environment of a private `iot-etl up` (own database, stream prefix, Dagster home, UI port; see
     `tests.support.up`); its database and stream keys are removed after the test."""

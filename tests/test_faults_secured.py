@@ -39,17 +39,6 @@ def broker() -> Iterator[SecureMosquitto]:
         yield b
 
 
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    value = f"test:{uuid4().hex}:raw"
-    yield value
-    client = redis.Redis.from_url(SYSTEM_REDIS)
-    keys = list(client.scan_iter(f"{value}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
 def listener_env(broker: SecureMosquitto, prefix: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOT_")}
     env.update(

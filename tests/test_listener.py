@@ -31,18 +31,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 # --- helpers -------------------------------------------------------------------------------------
 @pytest.fixture
-def prefix() -> Iterator[str]:
-    """A stream prefix of this test's own; its keys are deleted from the system Redis afterwards."""
-    value = f"test:{uuid4().hex}:raw"
-    yield value
-    client = redis.Redis.from_url(SYSTEM_REDIS)
-    keys = list(client.scan_iter(f"{value}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
-@pytest.fixture
 def broker() -> Iterator[PrivateMosquitto]:
     with PrivateMosquitto() as b:
         yield b

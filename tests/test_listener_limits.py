@@ -8,34 +8,19 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator
-from uuid import uuid4
 
 import pytest
-import redis
 
 from ingest_listener import Listener
 from ingest_listener.device_limits import BYTES, RATE, REASONS, TOPIC_TOO_LONG
 from iot_core.settings import Settings
 from iot_etl.status import listener_limited
 from tests.support import PrivateMosquitto, free_port, wait_until
-from tests.test_listener import SYSTEM_REDIS, count, entries, make_settings, started
+from tests.test_listener import count, entries, make_settings, started
 
 pytestmark = pytest.mark.services
 
 FLOOD, CALM = "devices/flood/seq", "devices/calm/seq"
-
-
-@pytest.fixture
-def stream_prefix() -> Iterator[str]:
-    """A stream prefix of this test's own; its keys are deleted from the shared Redis afterwards."""
-    value = f"test:{uuid4().hex}:raw"
-    yield value
-    client = redis.Redis.from_url(SYSTEM_REDIS)
-    keys = list(client.scan_iter(f"{value}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 def received(listener: Listener) -> int:
@@ -78,7 +63,7 @@ def logged_counts(caplog: pytest.LogCaptureFixture, device: str) -> int:
 
 
 def test_a_flooding_device_is_limited_acknowledged_and_never_redelivered(
-    stream_prefix: str, caplog: pytest.LogCaptureFixture
+    prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     rate, burst, flood, calm = 10, 100, 3000, 50
     messages = [(FLOOD, str(i).encode()) for i in range(flood)]
@@ -87,7 +72,7 @@ def test_a_flooding_device_is_limited_acknowledged_and_never_redelivered(
     caplog.set_level(logging.INFO, logger="ingest_listener")
     with PrivateMosquitto() as broker:
         settings = make_settings(
-            broker, stream_prefix, device_max_msgs_per_s=rate, listener_metrics_port=free_port()
+            broker, prefix, device_max_msgs_per_s=rate, listener_metrics_port=free_port()
         )
         listener = started(settings)
         try:
@@ -117,7 +102,7 @@ def test_a_flooding_device_is_limited_acknowledged_and_never_redelivered(
 
 
 def test_long_topics_and_heavy_payloads_are_not_written_nor_redelivered(
-    stream_prefix: str, caplog: pytest.LogCaptureFixture
+    prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     at_limit = "devices/" + "a" * (1024 - len("devices/") - len("/t")) + "/t"
     too_long = "devices/" + "b" * (1025 - len("devices/") - len("/t")) + "/t"
@@ -126,7 +111,7 @@ def test_long_topics_and_heavy_payloads_are_not_written_nor_redelivered(
     caplog.set_level(logging.INFO, logger="ingest_listener")
     with PrivateMosquitto() as broker:
         # 1,000 B/s: a burst of 10,000 bytes, so 2 of 5 payloads of 4,000 bytes fit, plus what refills
-        settings = make_settings(broker, stream_prefix, listener_qos=2, device_max_bytes_per_s=1000)
+        settings = make_settings(broker, prefix, listener_qos=2, device_max_bytes_per_s=1000)
         listener = started(settings)
         try:
             t0 = time.monotonic()

@@ -113,5 +113,6 @@ def test_compose_lets_prometheus_scrape_the_listener() -> None:
     import yaml
 
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
-    listener_env = compose["x-listener-env"]
+    listener_env = compose["services"]["listener"]["environment"]
     assert listener_env["IOT_LISTENER_METRICS_HOST"] == "0.0.0.0"
+    assert "listener:9108" in (ROOT / "deploy" / "prometheus.yml").read_text()

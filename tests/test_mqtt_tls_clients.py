@@ -41,18 +41,6 @@ def broker() -> Iterator[SecureMosquitto]:
         yield b
 
 
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    """A stream prefix of this test's own; its keys are deleted from the system Redis afterwards."""
-    value = f"test:{uuid4().hex}:raw"
-    yield value
-    client = redis.Redis.from_url(SYSTEM_REDIS)
-    keys = list(client.scan_iter(f"{value}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
 def secure_settings(broker: SecureMosquitto, prefix: str, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "security": True,

@@ -5,7 +5,6 @@ listener: a device that joins the group would take a share of the messages, issu
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -25,17 +24,6 @@ def shared_topics() -> list[str]:
     return Settings(
         listener_topics=",".join(f"$share/iot-listeners/{t}" for t in DEFAULT_TOPICS)
     ).listener_topics
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    value = f"test:{uuid.uuid4().hex}:raw"
-    yield value
-    client = redis.Redis.from_url(SYSTEM_REDIS)
-    keys = list(client.scan_iter(f"{value}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 def payloads(prefix: str) -> list[bytes]:

@@ -43,17 +43,6 @@ def broker() -> Iterator[SecureMosquitto]:
         yield b
 
 
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    value = f"test:{uuid4().hex}:raw"
-    yield value
-    client = redis.Redis.from_url(SYSTEM_REDIS)
-    keys = list(client.scan_iter(f"{value}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
 def secure_settings(broker: SecureMosquitto, prefix: str) -> Settings:
     return Settings(
         security=True,
