@@ -34,7 +34,7 @@ from dagster import (
     RunsFilter,
 )
 
-from dagster_project.freshness import SENSOR_NAME as FRESHNESS_SENSOR_NAME
+from dagster_project.freshness import SCHEDULE_NAME as FRESHNESS_SCHEDULE_NAME
 from dagster_project.retention import (
     HourCounts,
     Removed,
@@ -61,11 +61,11 @@ MICRO_TAG = ("iot/kind", "micro")
 HOUR_COUNTS = "hour_counts"
 #: Runs the sensor requests (a window, a whole hour, a window run again): pruned with hour summaries.
 SENSOR_RUN_KINDS = ("micro", "hour", "heal")
-#: Unpartitioned runs that recur for ever (job name or sensor tag): pruned past the retention, the newest
+#: Unpartitioned runs that recur for ever (job name or schedule tag): pruned past the retention, the newest
 #: of each kept so that its asset or check keeps its latest result.
 MAINTENANCE_RUNS = (
     RunsFilter(job_name="compaction_job"),
-    RunsFilter(tags={"dagster/sensor_name": FRESHNESS_SENSOR_NAME}),
+    RunsFilter(tags={"dagster/schedule_name": FRESHNESS_SCHEDULE_NAME}),
 )
 PARTITION_TAG = "dagster/partition"
 SUMMARY_ASSETS = ("raw_messages", "telemetry")

@@ -16,7 +16,7 @@ from dagster_project.freshness import TELEMETRY_FRESHNESS_CHECK
 MICRO_BATCH_JOB = "micro_batch_job"
 # Not partitioned: it looks at the database's background jobs, so it runs with compaction, not per hour.
 TIMESCALE_JOBS_CHECK = AssetSelection.checks(AssetCheckKey(AssetKey("telemetry"), "timescale_jobs_healthy"))
-# Not partitioned either: its sensor evaluates it against the deadline (see `freshness`).
+# Not partitioned either: its schedule evaluates it at each deadline (see `freshness`).
 FRESHNESS_CHECK = AssetSelection.checks(TELEMETRY_FRESHNESS_CHECK)
 
 

@@ -18,7 +18,8 @@ from dagster_project.assets import compaction
 from dagster_project.compaction import keep_from_ms, prune_before, prune_runs
 from dagster_project.dagster_internals import bulk_delete_supported
 from dagster_project.definitions import defs
-from dagster_project.freshness import SENSOR_NAME as FRESHNESS_SENSOR_NAME
+from dagster_project.freshness import JOB_NAME as FRESHNESS_JOB_NAME
+from dagster_project.freshness import SCHEDULE_NAME as FRESHNESS_SCHEDULE_NAME
 from dagster_project.resources import resources_from_settings
 from dagster_project.retention import (
     RetentionRule,
@@ -279,7 +280,10 @@ def test_pruning_takes_heal_runs_and_recurring_maintenance_runs_but_keeps_the_ne
     driver = SensorDriver(settings, instance)
     driver.execute(run_request(windows[0]))
     driver.execute(run_request(windows[1], "heal", int(time.time() * 1000)))
-    maintenance = {"compaction_job": {}, "__ASSET_JOB": {"dagster/sensor_name": FRESHNESS_SENSOR_NAME}}
+    maintenance = {
+        "compaction_job": {},
+        FRESHNESS_JOB_NAME: {"dagster/schedule_name": FRESHNESS_SCHEDULE_NAME},
+    }
     newest = {}
     for job_name, tags in maintenance.items():
         for _ in range(3):
