@@ -100,7 +100,7 @@ def test_users_get_the_commands_the_product_sends_and_passwords_only_as_hashes()
         assert f" ~{prefix} -@all " in line and " resetkeys resetchannels " in line
     assert listener.endswith("-@all +auth +hello +client|setname +ping +xadd")
     assert pipeline.endswith(
-        "-@all +auth +hello +client|setname +ping +xrange +xlen +xtrim +memory|usage +time"
+        "-@all +auth +hello +client|setname +ping +xrange +xlen +xtrim +memory|usage +time +info"
     )
     assert LISTENER_PW not in text and PIPELINE_PW not in text and "#" in listener
 
