@@ -3,7 +3,8 @@
 Stream entries go only below the oldest entry that is not safely archived: the first range of arrival
 time, from the stream's first entry on, that holds entries of this shard and is not covered by a batch
 whose range was landed in `raw_messages` (`batches.landed_at`). Nothing younger than the safety margin
-goes either, archived or not, so a re-run of a recent window can still read the stream.
+goes either, archived or not, so a re-run of a recent window can still read the stream, unless Redis is
+under memory pressure (`trim_horizon_ms`): then the margin gives way and every archived entry goes.
 
 Micro-batch runs older than the run retention are deleted in batches with what `instance.delete_run`
 deletes (Dagster has no run retention of its own; see `run_deletion`), their materializations included:
@@ -54,6 +55,7 @@ from dagster_project.run_deletion import delete_runs
 from dagster_project.storage import landed_ranges
 from dagster_project.verdicts import judged_so_far
 from dagster_project.windows import Window, partition_window, uncovered
+from iot_core.redis_memory import RedisMemory
 from iot_core.streams import EntryId, id_range, utc_from_ms
 
 MICRO_TAG = ("iot/kind", "micro")
@@ -70,6 +72,16 @@ MAINTENANCE_RUNS = (
 PARTITION_TAG = "dagster/partition"
 SUMMARY_ASSETS = ("raw_messages", "telemetry")
 FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
+
+
+def trim_horizon_ms(now_ms: int, margin_ms: int, grace_ms: int, memory: RedisMemory | None) -> int:
+    """The arrival time (ms) below which archived entries may be trimmed. Normally the margin keeps recent
+    archived entries for re-runs; under memory pressure (`RedisMemory.under_pressure`; `memory` None when
+    unknown) it gives way, because a full Redis (`noeviction`) stops the listener acknowledging, and only
+    the grace is kept (a window still closing). Unarchived entries are never trimmed either way:
+    `trim_stream` stops at the first."""
+    pressed = memory is not None and memory.under_pressure
+    return now_ms - max(0 if pressed else margin_ms, grace_ms)
 
 
 def keep_from_ms(

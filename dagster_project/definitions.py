@@ -5,7 +5,7 @@ from __future__ import annotations
 from dagster import Definitions, in_process_executor
 
 from dagster_project.assets import build_ingest_assets, compaction
-from dagster_project.checks import build_hour_checks, timescale_jobs_healthy
+from dagster_project.checks import build_hour_checks, redis_memory, timescale_jobs_healthy
 from dagster_project.freshness import build_freshness_check, build_freshness_schedule, freshness_check_job
 from dagster_project.jobs import build_micro_batch_job, compaction_job
 from dagster_project.partitions import build_hourly_partitions, partitions_start
@@ -25,7 +25,7 @@ def build_definitions(settings: Settings) -> Definitions:
     # materializations and backfills (the implicit asset job) use it too.
     return Definitions(
         assets=[*build_ingest_assets(partitions), compaction],
-        asset_checks=[*build_hour_checks(partitions), timescale_jobs_healthy, freshness],
+        asset_checks=[*build_hour_checks(partitions), timescale_jobs_healthy, redis_memory, freshness],
         jobs=[build_micro_batch_job(partitions), compaction_job, freshness_check_job],
         schedules=[
             build_compaction_schedule(settings.compaction_cron),

@@ -35,8 +35,7 @@ from dagster import (
 )
 
 # The one helper Dagster's own freshness checks use for "the latest tick of a cron before now".
-from dagster._utils.schedules import get_latest_completed_cron_tick
-
+from dagster_project import dagster_internals
 from dagster_project.partitions import KEY_FORMAT, start_time
 
 #: The check on `telemetry` (the name Dagster's factory gave it, kept for links to its page).
@@ -96,7 +95,9 @@ def build_freshness_check(deadline_cron: str, partitions_start: str) -> AssetChe
         if config.deadline_timestamp:
             deadline = datetime.fromtimestamp(config.deadline_timestamp, UTC)
         else:
-            deadline = get_latest_completed_cron_tick(deadline_cron, datetime.now(UTC), "UTC")
+            deadline = dagster_internals.get_latest_completed_cron_tick(
+                deadline_cron, datetime.now(UTC), "UTC"
+            )
         key = due_hour(deadline).strftime(KEY_FORMAT)
         records = context.instance.fetch_materializations(
             AssetRecordsFilter(asset_key=asset_key, asset_partitions=[key]), limit=1
