@@ -39,6 +39,7 @@ from dagster_project.compaction import (
     prune_before,
     prune_runs,
     reasons_metadata,
+    trim_horizon_ms,
     trim_stream,
 )
 from dagster_project.feedback import FeedbackTopics
@@ -56,6 +57,7 @@ from dagster_project.storage import BatchInfo
 from dagster_project.transient import only_transient_faults_retried
 from dagster_project.windows import Window, hours_window
 from iot_core.formats.batch import DECODER_VERSION
+from iot_core.redis_memory import RedisMemory, redis_memory_or_none
 from iot_core.streams import id_range, utc_from_ms
 
 BACKFILL_HOURS_PER_RUN = 6
@@ -261,9 +263,13 @@ def compaction(
     deadline = time.monotonic() + compaction_policy.budget_s
     client = redis.client()
     now_ms = redis.now_ms(client)
-    horizon_ms = now_ms - max(compaction_policy.stream_trim_margin_s * 1000, policy.window_grace_ms)
+    memory_before = redis_memory_or_none(client)
+    horizon_ms = trim_horizon_ms(
+        now_ms, compaction_policy.stream_trim_margin_s * 1000, policy.window_grace_ms, memory_before
+    )
     with database.connect() as conn:
         trimmed = [t for s in redis.streams() if (t := trim_stream(client, conn, s, horizon_ms))]
+    memory_after = redis_memory_or_none(client)
     # retention as the schema owner: TimescaleDB's policies and drop_chunks need ownership
     with owner_database.connect(autocommit=True) as conn:
         retained = apply_retention(
@@ -303,6 +309,10 @@ def compaction(
         metadata={
             "stream_entries_trimmed": record.stream_entries_trimmed,
             "stream_bytes_freed": MetadataValue.int(record.stream_bytes_freed),
+            # under pressure the trim margin gave way: every archived entry was trimmed
+            "redis_under_memory_pressure": bool(memory_before and memory_before.under_pressure),
+            "redis_memory_before": _memory_text(memory_before),
+            "redis_memory_after": _memory_text(memory_after),
             "streams_kept_from": MetadataValue.md(
                 "\n".join(f"- {t.stream}: {utc_from_ms(t.kept_from_ms).isoformat()}" for t in trimmed)
                 or "no entries"
@@ -325,6 +335,10 @@ def compaction(
             "finished_within_budget": all(r.done for r in retained.removed) and pruned.done,
         }
     )
+
+
+def _memory_text(memory: RedisMemory | None) -> str:
+    return memory.describe() if memory else "unknown (the Redis user may not run INFO)"
 
 
 def build_ingest_assets(partitions: PartitionsDefinition) -> list[AssetsDefinition]:

@@ -1,6 +1,6 @@
 """Asset checks. Those per hour partition run with every micro-batch and from the UI on any partition; each
 is its body only (`hour_check` gives it the hour to judge), built on the partitions definition by
-`build_hour_checks`. `timescale_jobs_healthy` is not partitioned.
+`build_hour_checks`. `timescale_jobs_healthy` and `redis_memory` are not partitioned.
 """
 
 from datetime import datetime
@@ -15,7 +15,7 @@ from dagster import (
 )
 
 from dagster_project.hour_check import CheckedHour, HourCheck, hour_check
-from dagster_project.resources import DatabaseResource
+from dagster_project.resources import DatabaseResource, RedisStreamsResource
 from dagster_project.retention import timescale_failed_jobs
 from dagster_project.storage import (
     device_freshness,
@@ -26,6 +26,7 @@ from dagster_project.storage import (
     schema_pass_rate,
 )
 from dagster_project.windows import uncovered
+from iot_core.redis_memory import PRESSURE_SHARE, redis_memory_or_none
 from iot_core.streams import utc_from_ms
 
 SAMPLE = 10
@@ -294,6 +295,38 @@ def timescale_jobs_healthy(database: DatabaseResource) -> AssetCheckResult:
                     for j in failed[:SAMPLE]
                 )
                 or "none"
+            ),
+        },
+    )
+
+
+@asset_check(
+    asset="compaction",
+    description=f"Redis holds less than {PRESSURE_SHARE:.0%} of its maxmemory once compaction has trimmed "
+    "(one INFO memory): above it, what is left is not archived yet or within a window still closing; a "
+    "full Redis (noeviction) makes the listener stop acknowledging. Warns only; passes without a "
+    "maxmemory. Runs with every compaction_job run and from the UI.",
+)
+def redis_memory(redis: RedisStreamsResource) -> AssetCheckResult:
+    memory = redis_memory_or_none(redis.client())
+    if memory is None:
+        return AssetCheckResult(
+            passed=False,
+            severity=AssetCheckSeverity.WARN,
+            description="the pipeline's Redis user may not run INFO: write the ACL file again (iot-etl "
+            "redis-acl) and reload it",
+        )
+    return AssetCheckResult(
+        passed=not memory.under_pressure,
+        severity=AssetCheckSeverity.WARN,
+        description=memory.describe(),
+        metadata={
+            "used_bytes": MetadataValue.int(memory.used_bytes),
+            "maxmemory_bytes": MetadataValue.int(memory.max_bytes),
+            **(
+                {"used_share": MetadataValue.float(round(memory.share, 4))}
+                if memory.share is not None
+                else {}
             ),
         },
     )

@@ -3,7 +3,8 @@
 Stream entries go only below the oldest entry that is not safely archived: the first range of arrival
 time, from the stream's first entry on, that holds entries of this shard and is not covered by a batch
 whose range was landed in `raw_messages` (`batches.landed_at`). Nothing younger than the safety margin
-goes either, archived or not, so a re-run of a recent window can still read the stream.
+goes either, archived or not, so a re-run of a recent window can still read the stream, unless Redis is
+under memory pressure (`trim_horizon_ms`): then the margin gives way and every archived entry goes.
 
 Micro-batch runs older than the run retention are deleted in batches with what `instance.delete_run`
 deletes (Dagster has no run retention of its own; see `run_deletion`), their materializations included:
@@ -34,7 +35,7 @@ from dagster import (
     RunsFilter,
 )
 
-from dagster_project.freshness import SENSOR_NAME as FRESHNESS_SENSOR_NAME
+from dagster_project.freshness import SCHEDULE_NAME as FRESHNESS_SCHEDULE_NAME
 from dagster_project.retention import (
     HourCounts,
     Removed,
@@ -54,6 +55,7 @@ from dagster_project.run_deletion import delete_runs
 from dagster_project.storage import landed_ranges
 from dagster_project.verdicts import judged_so_far
 from dagster_project.windows import Window, partition_window, uncovered
+from iot_core.redis_memory import RedisMemory
 from iot_core.streams import EntryId, id_range, utc_from_ms
 
 MICRO_TAG = ("iot/kind", "micro")
@@ -61,15 +63,25 @@ MICRO_TAG = ("iot/kind", "micro")
 HOUR_COUNTS = "hour_counts"
 #: Runs the sensor requests (a window, a whole hour, a window run again): pruned with hour summaries.
 SENSOR_RUN_KINDS = ("micro", "hour", "heal")
-#: Unpartitioned runs that recur for ever (job name or sensor tag): pruned past the retention, the newest
+#: Unpartitioned runs that recur for ever (job name or schedule tag): pruned past the retention, the newest
 #: of each kept so that its asset or check keeps its latest result.
 MAINTENANCE_RUNS = (
     RunsFilter(job_name="compaction_job"),
-    RunsFilter(tags={"dagster/sensor_name": FRESHNESS_SENSOR_NAME}),
+    RunsFilter(tags={"dagster/schedule_name": FRESHNESS_SCHEDULE_NAME}),
 )
 PARTITION_TAG = "dagster/partition"
 SUMMARY_ASSETS = ("raw_messages", "telemetry")
 FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
+
+
+def trim_horizon_ms(now_ms: int, margin_ms: int, grace_ms: int, memory: RedisMemory | None) -> int:
+    """The arrival time (ms) below which archived entries may be trimmed. Normally the margin keeps recent
+    archived entries for re-runs; under memory pressure (`RedisMemory.under_pressure`; `memory` None when
+    unknown) it gives way, because a full Redis (`noeviction`) stops the listener acknowledging, and only
+    the grace is kept (a window still closing). Unarchived entries are never trimmed either way:
+    `trim_stream` stops at the first."""
+    pressed = memory is not None and memory.under_pressure
+    return now_ms - max(0 if pressed else margin_ms, grace_ms)
 
 
 def keep_from_ms(

@@ -53,6 +53,8 @@ PRIVATE: dict[str, str] = {
     "SqliteEventLogStorage": "dagster._core.storage.event_log.sqlite.sqlite_event_log",
     "SqlEventLogStorageTable": "dagster._core.storage.event_log.schema",
     "AssetCheckExecutionsTable": "dagster._core.storage.event_log.schema",
+    # the freshness check run by hand: the deadline tick before now (freshness.py)
+    "get_latest_completed_cron_tick": "dagster._utils.schedules",
     # the benchmarks' synthetic runs (bench/runs_ui/synth.py)
     "AssetMaterializationPlannedData": "dagster._core.events",
     "StepMaterializationData": "dagster._core.events",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dagster import Definitions, in_process_executor
 
 from dagster_project.assets import build_ingest_assets, compaction
-from dagster_project.checks import build_hour_checks, timescale_jobs_healthy
-from dagster_project.freshness import build_telemetry_freshness
+from dagster_project.checks import build_hour_checks, redis_memory, timescale_jobs_healthy
+from dagster_project.freshness import build_freshness_check, build_freshness_schedule, freshness_check_job
 from dagster_project.jobs import build_micro_batch_job, compaction_job
 from dagster_project.partitions import build_hourly_partitions, partitions_start
 from dagster_project.resources import resources_from_settings
@@ -18,16 +18,20 @@ from iot_core.settings import Settings, get_settings
 def build_definitions(settings: Settings) -> Definitions:
     """Everything of the code location from `settings`; the partitions start where `partitions_start` says
     (the installation's recorded start, read from the database, unless IOT_PARTITIONS_START is set)."""
-    partitions = build_hourly_partitions(partitions_start(settings))
-    freshness = build_telemetry_freshness(settings.freshness_deadline_cron)
+    start = partitions_start(settings)
+    partitions = build_hourly_partitions(start)
+    freshness = build_freshness_check(settings.freshness_deadline_cron, start)
     # In-process: a step per process costs ~14 s per run here. It must be set on Definitions so that UI
     # materializations and backfills (the implicit asset job) use it too.
     return Definitions(
         assets=[*build_ingest_assets(partitions), compaction],
-        asset_checks=[*build_hour_checks(partitions), timescale_jobs_healthy, *freshness.checks],
-        jobs=[build_micro_batch_job(partitions), compaction_job],
-        schedules=[build_compaction_schedule(settings.compaction_cron)],
-        sensors=[build_micro_window_sensor(settings.sensor_interval_s), freshness.sensor],
+        asset_checks=[*build_hour_checks(partitions), timescale_jobs_healthy, redis_memory, freshness],
+        jobs=[build_micro_batch_job(partitions), compaction_job, freshness_check_job],
+        schedules=[
+            build_compaction_schedule(settings.compaction_cron),
+            build_freshness_schedule(settings.freshness_deadline_cron),
+        ],
+        sensors=[build_micro_window_sensor(settings.sensor_interval_s)],
         resources=resources_from_settings(settings),
         executor=in_process_executor,
     )

@@ -1,62 +1,144 @@
-"""Dagster's own freshness check on `telemetry`'s hour partitions, and the sensor that evaluates it.
+"""The freshness check on `telemetry`'s hour partitions, and the schedule that evaluates it at each deadline.
 
-The partitions end one hour ahead (`end_offset=1`), so the partition Dagster expects at a deadline tick is
-the hour that tick falls in: at HH:15 the check passes once hour HH has been materialized, that is once a
-micro-batch run of one of its first windows has finished. It is evaluated by its sensor, not by the
-micro-batch runs: the sensor runs it when it has never run, when it passed and the next deadline has come,
-and when it failed and telemetry has been materialized since.
+At a tick of the deadline cron (`IOT_FRESHNESS_DEADLINE_CRON`, UTC) the hour that tick falls in is due (the
+partitions end one hour ahead): at HH:15 the check passes once hour HH has been materialized, that is once a
+micro-batch run of one of its first windows has finished, and fails (WARN) otherwise. Its schedule runs it
+once per tick, no more often than the deadline needs, and its verdict is the run's `AssetCheckResult`,
+which the check page shows. An hour before the partitions' start (the installation's hour) is not judged:
+the check passes saying that nothing is due yet. A run from the UI judges the latest tick before it.
 
-Dagster 1.13 marks both factories "superseded" in favour of `FreshnessPolicy`; that policy judges the
-newest materialization of any partition, so with the open hour materialized every minute it cannot tell
-that an hour is overdue. The factories' supersession warning is silenced here.
+Dagster's `build_time_partition_freshness_checks` judged the hour before the installation (whose deadline
+tick precedes the first partition) and its sensor asked for a run every minute while the check had no
+result; `FreshnessPolicy` judges the newest materialization of any partition, so with the open hour
+materialized every minute it cannot tell that an hour is overdue.
 """
 
-from __future__ import annotations
-
-import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from dagster import (
+    AssetCheckExecutionContext,
     AssetCheckKey,
+    AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
     AssetKey,
-    DefaultSensorStatus,
-    SensorDefinition,
-    SupersessionWarning,
-    build_sensor_for_freshness_checks,
-    build_time_partition_freshness_checks,
+    AssetRecordsFilter,
+    AssetSelection,
+    Config,
+    DefaultScheduleStatus,
+    MetadataValue,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    asset_check,
+    define_asset_job,
 )
 
-#: The check Dagster's factory defines on `telemetry` (the factory fixes its name).
+# The one helper Dagster's own freshness checks use for "the latest tick of a cron before now".
+from dagster_project import dagster_internals
+from dagster_project.partitions import KEY_FORMAT, start_time
+
+#: The check on `telemetry` (the name Dagster's factory gave it, kept for links to its page).
 TELEMETRY_FRESHNESS_CHECK = AssetCheckKey(AssetKey("telemetry"), "freshness_check")
-SENSOR_NAME = "freshness_checks_sensor"
-SENSOR_INTERVAL_S = 60
+SCHEDULE_NAME = "freshness_check_schedule"
+JOB_NAME = "freshness_check_job"
+#: The check's op, whose config carries the deadline the schedule runs it for.
+CHECK_OP = f"{TELEMETRY_FRESHNESS_CHECK.asset_key.to_python_identifier()}_{TELEMETRY_FRESHNESS_CHECK.name}"
 
 
 @dataclass(frozen=True)
-class TelemetryFreshness:
-    checks: Sequence[AssetChecksDefinition]
-    sensor: SensorDefinition
+class Verdict:
+    passed: bool
+    description: str
+    #: The partition key judged; None when no hour was due (the deadline precedes the partitions' start).
+    hour_key: str | None
 
 
-def build_telemetry_freshness(deadline_cron: str) -> TelemetryFreshness:
-    """The freshness check on `telemetry` with its deadline (`IOT_FRESHNESS_DEADLINE_CRON`, UTC) and the
-    sensor that evaluates it, on from the start."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SupersessionWarning)
-        checks = build_time_partition_freshness_checks(
-            assets=[TELEMETRY_FRESHNESS_CHECK.asset_key],
-            deadline_cron=deadline_cron,
-            timezone="UTC",
+def due_hour(deadline: datetime) -> datetime:
+    """The hour due at `deadline` (a tick of the deadline cron): the hour it falls in."""
+    return deadline.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def judge(deadline: datetime, start: datetime, materialized: bool, ever_materialized: bool) -> Verdict:
+    """The verdict at `deadline` on partitions from `start`: is the hour due materialized?"""
+    due = due_hour(deadline)
+    at = f"{deadline.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    if due < start:
+        first = start.strftime(KEY_FORMAT)
+        return Verdict(True, f"No hour is due at the deadline {at}: the partitions start at {first}.", None)
+    key = due.strftime(KEY_FORMAT)
+    if materialized:
+        return Verdict(True, f"Hour {key} has been materialized (deadline {at}).", key)
+    if not ever_materialized:
+        return Verdict(False, f"telemetry has never been materialized; hour {key} was due at {at}.", key)
+    return Verdict(False, f"Hour {key} is overdue: not materialized by the deadline {at}.", key)
+
+
+class FreshnessConfig(Config):
+    """The deadline tick judged (Unix seconds), set by the schedule; 0 judges the latest tick before now."""
+
+    deadline_timestamp: float = 0.0
+
+
+def build_freshness_check(deadline_cron: str, partitions_start: str) -> AssetChecksDefinition:
+    """The freshness check on `telemetry` for partitions from `partitions_start` (`YYYY-MM-DD-HH:00`)."""
+    start = start_time(partitions_start)
+    asset_key = TELEMETRY_FRESHNESS_CHECK.asset_key
+
+    @asset_check(
+        asset=asset_key,
+        name=TELEMETRY_FRESHNESS_CHECK.name,
+        description=f"Warns when the hour a tick of `{deadline_cron}` (UTC) falls in has not been "
+        "materialized by then; hours before the partitions' start are not judged.",
+    )
+    def freshness_check(context: AssetCheckExecutionContext, config: FreshnessConfig) -> AssetCheckResult:
+        if config.deadline_timestamp:
+            deadline = datetime.fromtimestamp(config.deadline_timestamp, UTC)
+        else:
+            deadline = dagster_internals.get_latest_completed_cron_tick(
+                deadline_cron, datetime.now(UTC), "UTC"
+            )
+        key = due_hour(deadline).strftime(KEY_FORMAT)
+        records = context.instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=asset_key, asset_partitions=[key]), limit=1
+        ).records
+        ever = context.instance.get_latest_materialization_event(asset_key) is not None
+        verdict = judge(deadline, start, bool(records), ever)
+        metadata: dict[str, MetadataValue] = {"deadline": MetadataValue.timestamp(deadline)}
+        if verdict.hour_key is not None:
+            metadata["hour"] = MetadataValue.text(verdict.hour_key)
+        return AssetCheckResult(
+            passed=verdict.passed,
             # a late hour warns; `device_freshness` fails (ERROR) when nothing arrives at all
             severity=AssetCheckSeverity.WARN,
+            description=verdict.description,
+            metadata=metadata,
         )
-        sensor = build_sensor_for_freshness_checks(
-            freshness_checks=checks,
-            minimum_interval_seconds=SENSOR_INTERVAL_S,
-            name=SENSOR_NAME,
-            default_status=DefaultSensorStatus.RUNNING,
-        )
-    return TelemetryFreshness(checks=checks, sensor=sensor)
+
+    return freshness_check
+
+
+def deadline_run_config(context: ScheduleEvaluationContext) -> dict:
+    """The tick's time as the deadline the check judges (the run may start later than its tick)."""
+    tick = context.scheduled_execution_time or datetime.now(UTC)
+    return {"ops": {CHECK_OP: {"config": {"deadline_timestamp": tick.timestamp()}}}}
+
+
+#: The check alone, as its schedule runs it (a named job reads better in the runs list than an anonymous one).
+freshness_check_job = define_asset_job(
+    JOB_NAME,
+    selection=AssetSelection.checks(TELEMETRY_FRESHNESS_CHECK),
+    description="Runs telemetry's `freshness_check` alone: is the hour due at the deadline materialized?",
+)
+
+
+def build_freshness_schedule(deadline_cron: str) -> ScheduleDefinition:
+    return ScheduleDefinition(
+        name=SCHEDULE_NAME,
+        job=freshness_check_job,
+        cron_schedule=deadline_cron,
+        execution_timezone="UTC",
+        run_config_fn=deadline_run_config,
+        default_status=DefaultScheduleStatus.RUNNING,
+        description="Runs telemetry's `freshness_check` at each deadline (IOT_FRESHNESS_DEADLINE_CRON).",
+    )

@@ -16,7 +16,9 @@ from dagster_project.freshness import TELEMETRY_FRESHNESS_CHECK
 MICRO_BATCH_JOB = "micro_batch_job"
 # Not partitioned: it looks at the database's background jobs, so it runs with compaction, not per hour.
 TIMESCALE_JOBS_CHECK = AssetSelection.checks(AssetCheckKey(AssetKey("telemetry"), "timescale_jobs_healthy"))
-# Not partitioned either: its sensor evaluates it against the deadline (see `freshness`).
+# Runs after compaction has trimmed: how close Redis still is to its maxmemory.
+REDIS_MEMORY_CHECK = AssetSelection.checks(AssetCheckKey(AssetKey("compaction"), "redis_memory"))
+# Not partitioned either: its schedule evaluates it at each deadline (see `freshness`).
 FRESHNESS_CHECK = AssetSelection.checks(TELEMETRY_FRESHNESS_CHECK)
 
 
@@ -34,7 +36,7 @@ def build_micro_batch_job(partitions: PartitionsDefinition) -> UnresolvedAssetJo
 
 compaction_job = define_asset_job(
     "compaction_job",
-    selection=AssetSelection.assets("compaction") | TIMESCALE_JOBS_CHECK,
+    selection=AssetSelection.assets("compaction") | TIMESCALE_JOBS_CHECK | REDIS_MEMORY_CHECK,
     description="Trim archived stream entries, apply table retention, prune old micro-batch runs "
     "(each hour keeps one summary materialization).",
 )

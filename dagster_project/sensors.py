@@ -1,6 +1,7 @@
 """The micro-window sensor: one run per closed arrival window, with the exact stream-ID range."""
 
 import json
+from collections.abc import Callable
 
 import psycopg
 import redis as redis_lib
@@ -26,6 +27,8 @@ from dagster_project.windows import (
     closed_windows,
     defer_while_busy,
     floor_to,
+    heal_until,
+    held_range,
     windows_to_heal,
 )
 from iot_core.db_errors import postgres_refusal
@@ -47,6 +50,12 @@ _UNFINISHED = [
 
 def runs_in_flight(context: SensorEvaluationContext) -> int:
     return context.instance.get_runs_count(RunsFilter(job_name=MICRO_BATCH_JOB, statuses=_UNFINISHED))
+
+
+def held_ranges(context: SensorEvaluationContext) -> list[tuple[int, int]]:
+    """The arrival ranges that queued or started runs of any job hold (`held_range`): no heal runs them."""
+    runs = context.instance.get_runs(RunsFilter(statuses=_UNFINISHED))
+    return [held for run in runs if (held := held_range(run.run_config, run.tags)) is not None]
 
 
 #: Errors that mean a service is away for now (not a bug): the tick is skipped with one line.
@@ -101,11 +110,15 @@ def heal_requests(
     cursor_ms: int,
     now_ms: int,
     tried: dict[str, int],
+    held: Callable[[], list[tuple[int, int]]],
 ) -> tuple[list[RunRequest], dict[str, int]]:
-    """Runs for closed ranges behind the cursor that hold entries but were never archived and decoded
-    (their runs failed for good, or died): the pipeline heals itself after an outage."""
+    """Runs for closed windows behind the cursor that hold entries but were never archived and decoded
+    (their runs failed for good, or died) and that no unfinished run holds (`held` reads those): the
+    pipeline heals itself after an outage."""
     lookback_ms = floor_to(now_ms - policy.heal_lookback_hours * HOUR_MS, policy.window_ms)
-    heal_until_ms = min(cursor_ms, now_ms - policy.heal_after_ms)
+    heal_until_ms = heal_until(
+        cursor_ms, now_ms, policy.heal_after_ms, policy.window_grace_ms, policy.window_ms
+    )
     tried = {key: at for key, at in tried.items() if at > lookback_ms}
     if heal_until_ms <= lookback_ms:
         return [], tried
@@ -115,7 +128,7 @@ def heal_requests(
     windows = [
         window
         for window in windows_to_heal(
-            processed, lookback_ms, heal_until_ms, tried, now_ms, policy.heal_after_ms
+            processed, held(), lookback_ms, heal_until_ms, tried, now_ms, policy.heal_after_ms
         )
         if redis.has_entries(client, window.start_ms, window.end_ms)
     ][: policy.max_runs_per_tick]
@@ -136,7 +149,9 @@ def evaluate(
     cursor = state.get("next_ms")
     if cursor is None:
         cursor = initial_cursor(redis, database, now_ms, policy.window_ms)
-    heals, tried = heal_requests(redis, database, policy, cursor, now_ms, state.get("heal", {}))
+    heals, tried = heal_requests(
+        redis, database, policy, cursor, now_ms, state.get("heal", {}), lambda: held_ranges(context)
+    )
     # windows that close within the lead: their runs land them as they close
     windows = closed_windows(
         cursor,

@@ -10,14 +10,19 @@ backlog drains in a few large runs instead of one run per window.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from iot_core.streams import utc_from_ms
 
 HOUR_MS = 3_600_000
 PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
+#: Dagster's tags of a run's partition, or of its partition range (a backfill run over several hours).
+PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,17 +207,45 @@ def split_at_hours(window: Window) -> list[Window]:
     return parts
 
 
+def heal_until(cursor_ms: int, now_ms: int, heal_after_ms: int, grace_ms: int, window_ms: int) -> int:
+    """Where heal ranges end: on a window boundary, no later than the cursor (the windows from the cursor on
+    are the live runs') and no later than the last window closed at least `heal_after_ms` (and the grace)
+    ago. A range ending at `now - heal_after_ms` itself would reach into a window still in flight."""
+    return min(cursor_ms, floor_to(now_ms - max(heal_after_ms, grace_ms), window_ms))
+
+
+def held_range(run_config: Mapping[str, Any], tags: Mapping[str, str]) -> tuple[int, int] | None:
+    """The arrival range [start_ms, end_ms) an unfinished run processes: its configured range (micro, hour
+    and heal runs), else its partitions' hours (a backfill or a UI materialization); None for a run of no
+    hour partition (compaction, the freshness check)."""
+    ops = run_config.get("ops") or {}
+    config = (ops.get("raw_messages") or {}).get("config") or {}
+    if config.get("start_ms") or config.get("end_ms"):
+        return int(config["start_ms"]), int(config["end_ms"])
+    if PARTITION_TAG in tags:
+        window = partition_window(tags[PARTITION_TAG])
+    elif RANGE_START_TAG in tags and RANGE_END_TAG in tags:
+        window = hours_window(tags[RANGE_START_TAG], tags[RANGE_END_TAG])
+    else:
+        return None
+    return window.start_ms, window.end_ms
+
+
 def windows_to_heal(
     processed: list[tuple[int, int]],
+    held: list[tuple[int, int]],
     lookback_start_ms: int,
     heal_until_ms: int,
     last_tried: dict[str, int],
     now_ms: int,
     retry_after_ms: int,
 ) -> list[Window]:
-    """Closed ranges in [lookback_start_ms, heal_until_ms) that no processed batch covers, cut at hours,
-    leaving out those tried again less than `retry_after_ms` ago (`last_tried`: run key -> when)."""
+    """Closed ranges in [lookback_start_ms, heal_until_ms) that no processed batch covers and no unfinished
+    run holds (`held`), cut at hours, leaving out those tried again less than `retry_after_ms` ago
+    (`last_tried`: run key -> when)."""
     gaps = [
-        part for gap in uncovered(processed, lookback_start_ms, heal_until_ms) for part in split_at_hours(gap)
+        part
+        for gap in uncovered([*processed, *held], lookback_start_ms, heal_until_ms)
+        for part in split_at_hours(gap)
     ]
     return [w for w in gaps if now_ms - last_tried.get(w.run_key, -retry_after_ms) >= retry_after_ms]

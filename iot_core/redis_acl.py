@@ -29,8 +29,9 @@ from iot_core.streams import stream_names
 CONNECT_COMMANDS = ("auth", "hello", "client|setname", "ping")
 #: The listener's writer (`ingest_listener.stream_writer`): XADD without MAXLEN, nothing else.
 LISTENER_COMMANDS = ("xadd",)
-#: Micro-batches and the sensor (XRANGE, TIME), compaction (XTRIM, MEMORY USAGE), `status` (XLEN).
-PIPELINE_COMMANDS = ("xrange", "xlen", "xtrim", "memory|usage", "time")
+#: Micro-batches and the sensor (XRANGE, TIME), compaction (XTRIM, MEMORY USAGE), `status` (XLEN), compaction,
+#: `status` and the `redis_memory` check (INFO memory: used memory and `maxmemory`).
+PIPELINE_COMMANDS = ("xrange", "xlen", "xtrim", "memory|usage", "time", "info")
 LISTENER_SETTING = "IOT_LISTENER_REDIS_URL"
 PIPELINE_SETTING = "IOT_REDIS_URL"
 _GLOB_SPECIAL = "*?[]\\"

@@ -266,7 +266,8 @@ class Settings(BaseSettings):
     stream_trim_margin_s: int = Field(
         3600,
         ge=0,
-        description="Stream entries younger than this are never trimmed, even when archived.",
+        description="Archived stream entries younger than this are kept for re-runs, unless Redis is above "
+        "80 % of its maxmemory (then every archived entry is trimmed).",
     )
     retention_raw_days: int = Field(
         90, ge=0, description="Days `raw_messages` (the archive) is kept, by arrival (0: for ever)."

@@ -17,6 +17,7 @@ from iot_core.db_errors import postgres_refusal
 from iot_core.mqtt import MqttEndpoint, TlsFileError, describe_connect_error, new_client
 from iot_core.pki import crl_next_update
 from iot_core.redact import redact_text
+from iot_core.redis_memory import redis_memory_or_none
 from iot_core.settings import Settings
 from iot_core.streams import stream_names
 from iot_etl.pki_upkeep import crl_warning, layout_of
@@ -98,9 +99,21 @@ def redis_status(settings: Settings) -> list[StatusLine]:
     try:
         client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5)
         streams = stream_names(settings.stream_prefix, settings.stream_shards)
-        return [StatusLine(*line) for line in stream_lines(client, streams, settings)]
+        return [redis_memory_line(client)] + [
+            StatusLine(*line) for line in stream_lines(client, streams, settings)
+        ]
     except redis.RedisError as exc:
         return [StatusLine("redis", "error", str(exc))]
+
+
+def redis_memory_line(client: redis.Redis) -> StatusLine:
+    """How close Redis is to its maxmemory (full, with noeviction, the listener stops acknowledging)."""
+    memory = redis_memory_or_none(client)
+    if memory is None:
+        return StatusLine(
+            "redis", "memory", "unknown (the Redis user may not run INFO: run iot-etl redis-acl)"
+        )
+    return StatusLine("redis", "memory", memory.describe())
 
 
 def broker_dropped(settings: Settings, timeout_s: float = 6.0) -> StatusLine:
@@ -194,7 +207,7 @@ def parts(settings: Settings) -> list[tuple[str, Callable[[], list[StatusLine]]]
     """What `status` asks, in the order it shows the answers: (what it waits for, how to ask)."""
     asked: list[tuple[str, Callable[[], list[StatusLine]]]] = [
         ("the database (row counts)", lambda: database_status(settings)),
-        ("Redis (streams, what is not archived)", lambda: redis_status(settings)),
+        ("Redis (memory, streams, what is not archived)", lambda: redis_status(settings)),
         ("Dagster's run storage", lambda: [StatusLine(*dagster_runs_line(settings))]),
         ("the broker's $SYS counter", lambda: [broker_dropped(settings)]),
         ("the listener's metrics", lambda: [listener_limited(settings)]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from datetime import UTC, datetime
 
 import psycopg
@@ -245,6 +246,44 @@ def test_the_sensor_runs_again_a_closed_window_that_was_never_processed(
         driver = SensorDriver(healing, instance)
         driver.cursor = json.dumps({"next_ms": now_window_ms})
         assert all(r.tags["iot/kind"] != "heal" for r in driver.tick()), "a processed range is not run again"
+
+
+def test_the_sensor_heals_no_window_a_queued_or_started_run_still_holds(
+    clean_db: str, settings: Settings
+) -> None:
+    from dagster import DagsterRun, DagsterRunStatus
+
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    seconds, _ = client.time()
+    lost_ms = (int(seconds) // 3600) * 3_600_000 - 3_000_000  # in the previous hour
+    client.xadd(
+        settings.stream_prefix,
+        {"topic": "devices/healme/temperature", "payload": "21", "qos": "1", "retain": "0", "rx_us": "0"},
+        id=f"{lost_ms}-0",
+    )
+    healing = settings.model_copy(update={"sensor_heal_after_s": 10})
+    now_window_ms = int(seconds) * 1000 // settings.window_ms * settings.window_ms
+    window_start = lost_ms // settings.window_ms * settings.window_ms
+    live = run_request(Window(window_start, window_start + settings.window_ms))
+    with DagsterInstance.ephemeral() as instance:
+        run = instance.add_run(
+            DagsterRun(
+                job_name="micro_batch_job",
+                run_id=str(uuid.uuid4()),
+                run_config=live.run_config,
+                tags={**live.tags, "dagster/partition": str(live.partition_key)},
+                status=DagsterRunStatus.STARTED,
+            )
+        )
+        driver = SensorDriver(healing, instance)
+        driver.cursor = json.dumps({"next_ms": now_window_ms})
+        assert [r for r in driver.tick() if r.tags["iot/kind"] == "heal"] == [], "the live run holds it"
+        instance.report_run_failed(run)
+        heals = [r for r in driver.tick() if r.tags["iot/kind"] == "heal"]
+    assert len(heals) == 1
+    config = heals[0].run_config["ops"]["raw_messages"]["config"]
+    assert config["start_ms"] <= lost_ms < config["end_ms"]
+    assert config["end_ms"] % settings.window_ms == 0
 
 
 def test_closed_hours_plot_their_own_totals_and_a_backfill_reports_each_hour(

@@ -18,7 +18,8 @@ from dagster_project.assets import compaction
 from dagster_project.compaction import keep_from_ms, prune_before, prune_runs
 from dagster_project.dagster_internals import bulk_delete_supported
 from dagster_project.definitions import defs
-from dagster_project.freshness import SENSOR_NAME as FRESHNESS_SENSOR_NAME
+from dagster_project.freshness import JOB_NAME as FRESHNESS_JOB_NAME
+from dagster_project.freshness import SCHEDULE_NAME as FRESHNESS_SCHEDULE_NAME
 from dagster_project.resources import resources_from_settings
 from dagster_project.retention import (
     RetentionRule,
@@ -279,7 +280,10 @@ def test_pruning_takes_heal_runs_and_recurring_maintenance_runs_but_keeps_the_ne
     driver = SensorDriver(settings, instance)
     driver.execute(run_request(windows[0]))
     driver.execute(run_request(windows[1], "heal", int(time.time() * 1000)))
-    maintenance = {"compaction_job": {}, "__ASSET_JOB": {"dagster/sensor_name": FRESHNESS_SENSOR_NAME}}
+    maintenance = {
+        "compaction_job": {},
+        FRESHNESS_JOB_NAME: {"dagster/schedule_name": FRESHNESS_SCHEDULE_NAME},
+    }
     newest = {}
     for job_name, tags in maintenance.items():
         for _ in range(3):
@@ -370,8 +374,9 @@ def run_compaction_job(settings: Settings) -> tuple[bool, dict]:
             instance=instance, resources=resources_from_settings(settings)
         )
     assert result.success
-    (evaluation,) = result.get_asset_check_evaluations()
-    assert evaluation.check_name == "timescale_jobs_healthy"
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(evaluations) == {"timescale_jobs_healthy", "redis_memory"}
+    evaluation = evaluations["timescale_jobs_healthy"]
     return evaluation.passed, {k: v.value for k, v in evaluation.metadata.items()}
 
 

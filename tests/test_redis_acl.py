@@ -100,7 +100,7 @@ def test_users_get_the_commands_the_product_sends_and_passwords_only_as_hashes()
         assert f" ~{prefix} -@all " in line and " resetkeys resetchannels " in line
     assert listener.endswith("-@all +auth +hello +client|setname +ping +xadd")
     assert pipeline.endswith(
-        "-@all +auth +hello +client|setname +ping +xrange +xlen +xtrim +memory|usage +time"
+        "-@all +auth +hello +client|setname +ping +xrange +xlen +xtrim +memory|usage +time +info"
     )
     assert LISTENER_PW not in text and PIPELINE_PW not in text and "#" in listener
 
@@ -260,6 +260,7 @@ def test_listener_micro_batch_compaction_and_status_run_with_the_two_users(
         assert status.returncode == 0, status.stderr
         assert f"{before + 2} entries" in status.stdout and "oldest unarchived" in status.stdout
         assert "NOPERM" not in status.stdout + status.stderr
+        assert "maxmemory" in status.stdout  # INFO memory ran as the pipeline's user
 
         trimming = settings.model_copy(update={"stream_trim_margin_s": 0})
         result = materialize([compaction], instance=instance, resources=resources_from_settings(trimming))

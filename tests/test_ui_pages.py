@@ -104,9 +104,9 @@ def test_pages_show_what_a_user_needs_without_the_first_visit_dialog(ui_with_a_r
 
     pages = {
         "asset-graph": (graph, graph_names),
-        "telemetry-checks": (  # Dagster's own freshness check, beside the others
+        "telemetry-checks": (  # the freshness check, beside the others
             f"{base}/assets/telemetry?view=checks&checkDetail=freshness_check",
-            ["reconciliation", "schema_pass_rate", "device_freshness", "Asset is currently fresh"],
+            ["reconciliation", "schema_pass_rate", "device_freshness", "has been materialized (deadline"],
         ),
         "run": (f"{base}/runs/{run_id}", ["micro_batch_job", "raw_messages", "telemetry"]),
     }

@@ -33,8 +33,8 @@ from tests.support.up import WINDOW_S, run_up, started_pids, stop_up, stored_eve
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED_DEFINITIONS = (
-    {"micro_window_sensor", "freshness_checks_sensor"},
-    {"micro_batch_job", "compaction_job", "__ASSET_JOB"},
+    {"micro_window_sensor"},
+    {"micro_batch_job", "compaction_job", "freshness_check_job", "__ASSET_JOB"},
     {("raw_messages",), ("telemetry",), ("hourly_rollups",), ("compaction",)},
 )
 

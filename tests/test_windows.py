@@ -190,7 +190,44 @@ def test_windows_to_heal_are_the_uncovered_parts_cut_at_hours_and_not_retried_to
 
     h = HOUR_MS
     processed = [(10_000, h - 20_000), (h + 5_000, 2 * h)]
-    gaps = windows_to_heal(processed, 0, 2 * h, {}, now_ms=3 * h, retry_after_ms=60_000)
+    gaps = windows_to_heal(processed, [], 0, 2 * h, {}, now_ms=3 * h, retry_after_ms=60_000)
     assert gaps == [Window(0, 10_000), Window(h - 20_000, h), Window(h, h + 5_000)]
     tried = {Window(0, 10_000).run_key: 3 * h - 1_000}
-    assert windows_to_heal(processed, 0, 2 * h, tried, now_ms=3 * h, retry_after_ms=60_000) == gaps[1:]
+    assert windows_to_heal(processed, [], 0, 2 * h, tried, now_ms=3 * h, retry_after_ms=60_000) == gaps[1:]
+
+
+def test_no_heal_covers_a_range_an_unfinished_run_holds() -> None:
+    from dagster_project.windows import windows_to_heal
+
+    held = [(MIN, 3 * MIN)]  # a live run of two windows, still going
+    gaps = windows_to_heal([(0, MIN)], held, 0, 5 * MIN, {}, now_ms=HOUR_MS, retry_after_ms=60_000)
+    assert gaps == [Window(3 * MIN, 5 * MIN)]
+    assert windows_to_heal([], [(0, HOUR_MS)], 0, 5 * MIN, {}, now_ms=HOUR_MS, retry_after_ms=1) == []
+
+
+def test_heal_ranges_end_on_a_window_boundary_behind_the_cursor_and_the_heal_delay() -> None:
+    from dagster_project.windows import heal_until
+
+    # 120 s heal delay at 10:05:30 with 60 s windows: up to 10:03:00, not 10:03:30 (in the window in flight)
+    now = H + 5 * MIN + 30_000
+    assert heal_until(H + 5 * MIN, now, 120_000, 2_000, MIN) == H + 3 * MIN
+    assert heal_until(H + 2 * MIN, now, 120_000, 2_000, MIN) == H + 2 * MIN  # never past the cursor
+    assert heal_until(H + 5 * MIN, now, 0, 2_000, MIN) == H + 5 * MIN  # still a closed window: grace
+    assert heal_until(H + 6 * MIN, H + 6 * MIN + 1_000, 0, 2_000, MIN) == H + 5 * MIN
+
+
+def test_the_range_a_run_holds_is_its_configured_range_else_its_partitions_hours() -> None:
+    from dagster_project.windows import held_range, partition_window
+
+    window = Window(H + MIN, H + 2 * MIN)
+    config = {"ops": {"raw_messages": {"config": {"start_ms": window.start_ms, "end_ms": window.end_ms}}}}
+    assert held_range(config, {"dagster/partition": window.partition_key}) == (window.start_ms, window.end_ms)
+    hour = partition_window(window.partition_key)
+    assert held_range({}, {"dagster/partition": window.partition_key}) == (hour.start_ms, hour.end_ms)
+    next_key = Window(hour.end_ms, hour.end_ms + 1).partition_key
+    backfill = {
+        "dagster/asset_partition_range_start": window.partition_key,
+        "dagster/asset_partition_range_end": next_key,
+    }
+    assert held_range({}, backfill) == (hour.start_ms, hour.end_ms + HOUR_MS)
+    assert held_range({"ops": {"compaction": {"config": {}}}}, {}) is None

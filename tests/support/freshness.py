@@ -1,4 +1,4 @@
-"""Evaluate Dagster's freshness check on telemetry the way its sensor's run request does."""
+"""Evaluate the freshness check on telemetry the way a run from the UI does (the latest deadline tick)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dagster_project.freshness import TELEMETRY_FRESHNESS_CHECK
 
 
 def evaluate_freshness_check(defs: Definitions, instance: DagsterInstance) -> AssetCheckEvaluation:
-    """The freshness check alone, in a run of the implicit asset job (what the sensor requests)."""
+    """The freshness check alone, in a run of the implicit asset job, judging the latest deadline tick."""
     job = defs.resolve_implicit_global_asset_job_def().get_subset(
         asset_selection=set(), asset_check_selection={TELEMETRY_FRESHNESS_CHECK}
     )
