@@ -324,7 +324,10 @@ def test_security_refuses_the_demo_broker_where_no_mosquitto_is_installed(tmp_pa
         IOT_DATABASE_URL=database_url(f"iot_never_{uuid.uuid4().hex[:8]}"),
     )
     env["PATH"] = path_without_mosquitto()
-    result = run_up(env, "--with-broker", "--no-simulator")
+    try:
+        result = run_up(env, "--with-broker", "--no-simulator")
+    finally:
+        remove_system_state(Settings(dagster_home=tmp_path / "state" / "dagster_home"))
     assert result.returncode == 1
     assert "demo broker cannot verify client certificates" in result.stderr, result.stderr
     assert "started code-server" not in result.stdout  # no process of the pipeline was started
