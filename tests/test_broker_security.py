@@ -276,7 +276,8 @@ def test_device_in_the_shared_group_takes_nothing_from_the_listener(
 @pytest.mark.xfail(
     strict=True,
     reason="acl_file cannot refuse a subscription: a device joining the listeners' shared group takes its "
-    "turn and the broker drops it (security-facts); listeners must not use a shared group (compose does)",
+    "turn and the broker drops it (security-facts); listeners must not use a shared group (the default "
+    "listener and compose use none)",
 )
 def test_listeners_in_a_shared_group_lose_a_devices_turns(
     broker: SecureMosquitto, clients: list[TlsClient]
