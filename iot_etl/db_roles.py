@@ -250,6 +250,12 @@ def _grant_writer(conn: psycopg.Connection, database: str, writer: str) -> None:
         *_on_all(WRITER_SEQUENCE_PRIVILEGES, "SEQUENCES", writer),
         sql.SQL("REVOKE INSERT, UPDATE, DELETE ON {} FROM {}").format(sql.Identifier(MIGRATIONS_TABLE), role),
     ]
+    _grant_all(conn, role, statements)
+
+
+def _grant_all(conn: psycopg.Connection, role: sql.Identifier, statements: list[sql.Composable]) -> None:
+    """Run a role's grants in one transaction, with USAGE on TimescaleDB's internal schema where it exists
+    (chunks of hypertables live there)."""
     if _has_timescaledb(conn):
         statements.append(
             sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(TIMESCALE_INTERNAL), role)
@@ -267,13 +273,7 @@ def _grant_reader(conn: psycopg.Connection, owner: _Owner, database: str, reader
         sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database), role),
         *_on_all("SELECT", "TABLES", reader),
     ]
-    if _has_timescaledb(conn):
-        statements.append(
-            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(TIMESCALE_INTERNAL), role)
-        )
-    with conn.transaction():
-        for statement in statements:
-            _execute(conn, statement)
+    _grant_all(conn, role, statements)
     if not (owner.superuser or owner.createrole):
         return [f"reader: {owner.role} may not set {reader}'s default_transaction_read_only (left as it is)"]
     _execute(conn, sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(role))
