@@ -18,12 +18,13 @@ from datetime import UTC, datetime
 import psycopg
 import redis
 
-from dagster_project.batch import decode_window, land_window
-from dagster_project.feedback import FeedbackTopics
-from dagster_project.raw_entries import raw_row
-from dagster_project.retention import hypertables, table_sizes
-from dagster_project.storage import BatchInfo
-from dagster_project.windows import HOUR_MS, Window
+from dagster_project.lib.batch import decode_window, land_window
+from dagster_project.lib.feedback import FeedbackTopics
+from dagster_project.lib.raw_entries import raw_row
+from dagster_project.lib.retention import hypertables
+from dagster_project.lib.storage.batches import BatchInfo
+from dagster_project.lib.storage.compactions import table_sizes
+from dagster_project.lib.windows import HOUR_MS, Window
 from iot_core.formats.batch import DecodeOptions
 from iot_etl.migrate import apply_migrations, ensure_database
 from simulator.messages import MessageFactory

@@ -21,7 +21,7 @@ import uuid
 import paho.mqtt.client as mqtt
 import psycopg
 
-from dagster_project.hour_check import run_range_end_ms
+from dagster_project.defs.quality.hour_check import run_range_end_ms
 from iot_etl.supervisor import launch_up
 
 

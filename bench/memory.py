@@ -55,11 +55,12 @@ def fill_stream(client: redis_lib.Redis, stream: str, n: int, start_ms: int) -> 
 
 def run_once(redis_url: str, stream: str, db_url: str, start_ms: int, end_ms: int, page_rows: int) -> dict:
     """One run's two steps over [start_ms, end_ms), in this process; returns what it measured."""
-    from dagster_project.batch import decode_window, land_window
-    from dagster_project.raw_entries import raw_row
-    from dagster_project.resources import RedisStreamsResource
-    from dagster_project.storage import BatchInfo, reconcile
-    from dagster_project.windows import Window
+    from dagster_project.defs.resources import RedisStreamsResource
+    from dagster_project.lib.batch import decode_window, land_window
+    from dagster_project.lib.raw_entries import raw_row
+    from dagster_project.lib.storage.batches import BatchInfo
+    from dagster_project.lib.storage.quality import reconcile
+    from dagster_project.lib.windows import Window
     from iot_core.formats.batch import DecodeOptions
     from iot_core.streams import utc_from_ms
 

@@ -22,12 +22,13 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from dagster_project.batch import Decoded, decode_window, land_window
-from dagster_project.feedback import FeedbackTopics
-from dagster_project.raw_entries import raw_row
+from dagster_project.lib.batch import Decoded, decode_window, land_window
+from dagster_project.lib.feedback import FeedbackTopics
+from dagster_project.lib.raw_entries import raw_row
+from dagster_project.lib.storage.batches import BatchInfo
+from dagster_project.lib.storage.raw_archive import load_raw
+from dagster_project.lib.windows import HOUR_MS, Window
 from dagster_project.run_launcher import import_preloaded
-from dagster_project.storage import BatchInfo, load_raw
-from dagster_project.windows import HOUR_MS, Window
 from iot_core.formats.batch import DecodeOptions
 from iot_core.rows import STREAM_ENTRY
 from iot_core.settings import Settings

@@ -20,7 +20,7 @@ from bench.runs_ui import bulk
 from bench.runs_ui.instance import scratch_instance
 from bench.runs_ui.synth import plan_run, windows, write_runs
 from dagster_project.dagster_internals import delete_runs_in_bulk
-from dagster_project.windows import HOUR_MS
+from dagster_project.lib.windows import HOUR_MS
 
 WINDOW_MS = 60_000
 CHUNK = 100

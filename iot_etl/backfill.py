@@ -75,7 +75,7 @@ def parse_hour(text: str) -> datetime:
 def hour_keys(settings: Settings, first: datetime, last: datetime) -> list[str]:
     """The partition keys of every hour from `first` to `last`, both included, checked against the
     partitions that exist (from the partitions' start, as the code location builds it, to the open hour)."""
-    from dagster_project.partitions import build_hourly_partitions, read_partitions_start
+    from dagster_project.defs.partitions import build_hourly_partitions, read_partitions_start
 
     if last < first:
         raise UserFacingError(f"--to {last:{KEY_FORMAT}} is before --from {first:{KEY_FORMAT}}", "swap them")

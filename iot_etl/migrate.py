@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from dagster_project.retention import continuous_aggregates
+from dagster_project.lib.retention import continuous_aggregates
 from iot_core.redact import redact_url
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import psycopg
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from dagster_project.retention import has_timescaledb
+from dagster_project.lib.retention import has_timescaledb
 from iot_core.db_errors import postgres_refusal
 from iot_core.mqtt import MqttEndpoint, TlsFileError, describe_connect_error, new_client
 from iot_core.pki import crl_next_update

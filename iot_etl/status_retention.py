@@ -6,8 +6,9 @@ from __future__ import annotations
 import psycopg
 import redis
 
-from dagster_project.compaction import unarchived_from_ms
-from dagster_project.retention import last_compaction, table_sizes, timescale_failed_jobs
+from dagster_project.lib.compaction import unarchived_from_ms
+from dagster_project.lib.retention import timescale_failed_jobs
+from dagster_project.lib.storage.compactions import last_compaction, table_sizes
 from iot_core.settings import Settings
 from iot_core.streams import EntryId, utc_from_ms
 from iot_etl.dagster_instance import dagster_home

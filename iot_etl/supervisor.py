@@ -25,12 +25,7 @@ from iot_etl.child_output import Condenser, Quiet, logs_dir, open_log, pump
 from iot_etl.code_location import location_state
 from iot_etl.code_server import HOST as CODE_SERVER_HOST
 from iot_etl.code_server import code_server_argv, wait_serving, write_workspace
-from iot_etl.dagster_instance import (
-    create_instance_storage,
-    dagster_env,
-    dagster_home,
-    write_instance_config,
-)
+from iot_etl.dagster_instance import create_instance_storage, dagster_env, dagster_home, write_instance_config
 from iot_etl.pki_upkeep import CrlChange, CrlWatch, ensure_pki, layout_of
 from iot_etl.ports import free_local_port
 from iot_etl.reaper import Reaper, die_with_parent

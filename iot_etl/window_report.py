@@ -84,7 +84,7 @@ class RunFailed:
 def _label(start: datetime, end: datetime) -> str:
     # imported here: the code location's package imports Dagster, which `up` must not wait for when it
     # only refuses to start
-    from dagster_project.windows import Window
+    from dagster_project.lib.windows import Window
 
     return Window(int(start.timestamp() * 1000), int(end.timestamp() * 1000)).short_label
 

@@ -1,4 +1,4 @@
--- When this installation started: its partition grid begins at that hour (dagster_project.partitions reads
+-- When this installation started: its partition grid begins at that hour (dagster_project.defs.partitions reads
 -- it when the definitions are built; IOT_PARTITIONS_START overrides it). One row, written where missing:
 -- the hour of the earliest archived message when there is one (a database that holds data already), else
 -- the hour this migration runs.

@@ -14,8 +14,8 @@ import redis
 from dagster import DagsterInstance, build_sensor_context
 
 from dagster_project.definitions import defs
-from dagster_project.sensors import run_request
-from dagster_project.windows import HOUR_MS, Window
+from dagster_project.defs.ingest.sensors import run_request
+from dagster_project.lib.windows import HOUR_MS, Window
 from iot_core.settings import Settings
 from iot_core.streams import stream_for_topic, stream_names
 from tests.support.pipeline import SensorDriver

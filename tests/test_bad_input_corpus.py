@@ -18,8 +18,8 @@ import pytest
 import redis
 from dagster import DagsterInstance, RunRequest, instance_for_test
 
-from dagster_project.assets import RESEND_FEEDBACK_TAG
-from dagster_project.storage import reconcile
+from dagster_project.defs.ingest.assets import RESEND_FEEDBACK_TAG
+from dagster_project.lib.storage.quality import reconcile
 from ingest_listener import Listener
 from iot_core.settings import Settings
 from iot_core.streams import EntryId, utc_from_ms

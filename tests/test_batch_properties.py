@@ -13,11 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dagster_project.batch import decode_window, land_window, window_batch
-from dagster_project.feedback import FeedbackTopics
-from dagster_project.raw_entries import raw_row
-from dagster_project.storage import BatchInfo, reconcile
-from dagster_project.windows import Window
+from dagster_project.lib.batch import decode_window, land_window, window_batch
+from dagster_project.lib.feedback import FeedbackTopics
+from dagster_project.lib.raw_entries import raw_row
+from dagster_project.lib.storage.batches import BatchInfo
+from dagster_project.lib.storage.quality import reconcile
+from dagster_project.lib.windows import Window
 from iot_core.formats.batch import DecodeOptions
 from iot_core.streams import utc_from_ms
 

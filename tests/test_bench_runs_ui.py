@@ -10,7 +10,7 @@ from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 from bench.runs_ui.synth import plan_run, windows, write_runs
 from bench.runs_ui.ui_queries import ui_query
 from bench.runs_ui.webserver import QUERIES
-from dagster_project.windows import HOUR_MS
+from dagster_project.lib.windows import HOUR_MS
 
 
 def test_every_timed_query_is_a_whole_document_of_the_installed_ui() -> None:

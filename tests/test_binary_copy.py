@@ -9,8 +9,8 @@ import polars as pl
 import psycopg
 import pytest
 
-from dagster_project.binary_copy import encode, split_binary
-from dagster_project.storage import _copy
+from dagster_project.lib.binary_copy import encode, split_binary
+from dagster_project.lib.storage.facts import _copy
 
 pytestmark = pytest.mark.services
 

@@ -12,20 +12,19 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from dagster_project.batch import decode_window, land_window
-from dagster_project.raw_entries import raw_row
-from dagster_project.retention import has_timescaledb
-from dagster_project.rollups import refresh_rollups
-from dagster_project.storage import (
-    BatchInfo,
+from dagster_project.lib.batch import decode_window, land_window
+from dagster_project.lib.raw_entries import raw_row
+from dagster_project.lib.retention import has_timescaledb
+from dagster_project.lib.rollups import refresh_rollups
+from dagster_project.lib.storage.batches import BatchInfo, landed_ranges
+from dagster_project.lib.storage.quality import (
     device_freshness,
     duplicate_count,
     implausible_readings,
-    landed_ranges,
     reconcile,
     schema_pass_rate,
 )
-from dagster_project.windows import Window
+from dagster_project.lib.windows import Window
 from iot_core.formats.batch import DECODER_VERSION, DecodeOptions
 
 pytestmark = pytest.mark.services

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from pydantic import SecretStr
 
-from dagster_project.retention import has_timescaledb
+from dagster_project.lib.retention import has_timescaledb
 from iot_core.settings import Settings, get_settings
 from iot_etl.cli import main
 from tests.support import PrivateMosquitto, PrivateRedis, wait_until

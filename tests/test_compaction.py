@@ -14,22 +14,23 @@ import redis
 from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus, materialize
 from pydantic import SecretStr
 
-from dagster_project.assets import compaction
-from dagster_project.compaction import keep_from_ms, prune_before, prune_runs
 from dagster_project.dagster_internals import bulk_delete_supported
 from dagster_project.definitions import defs
-from dagster_project.freshness import JOB_NAME as FRESHNESS_JOB_NAME
-from dagster_project.freshness import SCHEDULE_NAME as FRESHNESS_SCHEDULE_NAME
-from dagster_project.resources import resources_from_settings
-from dagster_project.retention import (
+from dagster_project.defs.ingest.sensors import run_request
+from dagster_project.defs.maintenance.assets import compaction
+from dagster_project.defs.maintenance.runs import prune_before, prune_runs
+from dagster_project.defs.quality.freshness_check import JOB_NAME as FRESHNESS_JOB_NAME
+from dagster_project.defs.quality.freshness_check import SCHEDULE_NAME as FRESHNESS_SCHEDULE_NAME
+from dagster_project.defs.resources import resources_from_settings
+from dagster_project.lib.compaction import keep_from_ms
+from dagster_project.lib.retention import (
     RetentionRule,
     apply_timescale_policies,
     continuous_aggregates,
     hypertables,
     timescale_failed_jobs,
 )
-from dagster_project.sensors import run_request
-from dagster_project.windows import HOUR_MS, Window, floor_to
+from dagster_project.lib.windows import HOUR_MS, Window, floor_to
 from iot_core.settings import Settings
 from iot_etl.dagster_instance import write_instance_config
 from iot_etl.migrate import ensure_database
@@ -173,7 +174,7 @@ def ages_left(conn: psycopg.Connection, rule: RetentionRule, now: datetime) -> t
 
 
 def test_retention_removes_exactly_the_rows_past_their_age(clean_db: str) -> None:
-    from dagster_project.compaction import apply_retention
+    from dagster_project.lib.compaction import apply_retention
 
     now = datetime.now(UTC).replace(microsecond=0)
     with psycopg.connect(clean_db, autocommit=True) as conn:
@@ -485,7 +486,7 @@ def test_ui_still_shows_pruned_hours_materialized_and_checked(clean_db: str, set
 def test_compaction_removes_rollups_past_their_retention(clean_db: str, settings: Settings) -> None:
     """`hourly_rollups` outlives `measurements` (730 against 365 days by default) and goes by its own
     setting: rows on PostgreSQL, chunks of the continuous aggregate on TimescaleDB."""
-    from dagster_project.rollups import refresh_rollups
+    from dagster_project.lib.rollups import refresh_rollups
 
     assert settings.retention_rollups_days > settings.retention_measurements_days
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)

@@ -27,9 +27,9 @@ import redis
 from dagster import DagsterInstance, materialize
 from pydantic import SecretStr
 
-from dagster_project.assets import compaction
-from dagster_project.resources import resources_from_settings
-from dagster_project.windows import Window
+from dagster_project.defs.maintenance.assets import compaction
+from dagster_project.defs.resources import resources_from_settings
+from dagster_project.lib.windows import Window
 from iot_core.settings import Settings
 from iot_etl import embedded
 from tests.support.database import PG_SERVER, database_url, drop_database

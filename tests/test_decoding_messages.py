@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import polars as pl
 import pytest
 
-from dagster_project.validation import MEASUREMENT_SCHEMA, split_valid
+from dagster_project.lib.validation import MEASUREMENT_SCHEMA, split_valid
 from iot_core.formats.batch import DecodeOptions, decode_batch
 from iot_core.formats.errors import DecodeError
 from iot_core.formats.events import decode_event, split_events

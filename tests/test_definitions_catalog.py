@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dagster_project.definitions import build_definitions
-from dagster_project.partitions import build_hourly_partitions
+from dagster_project.defs.partitions import build_hourly_partitions
 from iot_core.settings import Settings
 
 

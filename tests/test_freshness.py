@@ -18,7 +18,8 @@ from dagster import (
 )
 
 from dagster_project.definitions import build_definitions
-from dagster_project.freshness import JOB_NAME, SCHEDULE_NAME, TELEMETRY_FRESHNESS_CHECK, judge
+from dagster_project.defs.quality.freshness_check import JOB_NAME, SCHEDULE_NAME, TELEMETRY_FRESHNESS_CHECK
+from dagster_project.lib.freshness import judge
 from iot_core.settings import Settings
 
 HOUR_KEY = "%Y-%m-%d-%H:00"

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from dagster import DagsterInstance
 
-from dagster_project.retention import continuous_aggregates, has_timescaledb
+from dagster_project.lib.retention import continuous_aggregates, has_timescaledb
 from iot_core.settings import Settings
 from iot_core.streams import utc_from_ms
 from tests.support.hours import ClosedHour
@@ -134,7 +134,7 @@ def test_a_decoder_change_re_decodes_the_whole_hour_with_new_batches_and_no_acks
 
 
 def test_hour_ranges_join_consecutive_hours_only() -> None:
-    from dagster_project.rollups import hour_ranges
+    from dagster_project.lib.rollups import hour_ranges
 
     h = [utc_from_ms(n * 3_600_000) for n in range(6)]
     assert hour_ranges([]) == []

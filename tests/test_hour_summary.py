@@ -11,8 +11,8 @@ import psycopg
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from dagster_project.retention import hour_summary
-from dagster_project.windows import Window
+from dagster_project.lib.hour_summaries import hour_summary
+from dagster_project.lib.windows import Window
 from iot_core.settings import Settings
 from iot_core.streams import utc_from_ms
 from tests.support.hours import ClosedHour, run_micro

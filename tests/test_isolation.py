@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from dagster_project.isolation import store_isolating
-from dagster_project.storage import BatchInfo, open_batch, store_measurements
+from dagster_project.lib.isolation import store_isolating
+from dagster_project.lib.storage.batches import BatchInfo, open_batch
+from dagster_project.lib.storage.facts import store_measurements
 from iot_core.rows import DECODED_MEASUREMENT
 
 pytestmark = pytest.mark.services

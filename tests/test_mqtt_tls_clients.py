@@ -15,7 +15,7 @@ from uuid import uuid4
 import pytest
 import redis
 
-from dagster_project.resources import resources_from_settings
+from dagster_project.defs.resources import resources_from_settings
 from ingest_listener import Listener
 from iot_core.mqtt import ClientTls, MqttEndpoint, Publisher, ThrottledLog, TlsFileError
 from iot_core.pki import revoke, rotate

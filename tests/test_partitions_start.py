@@ -16,7 +16,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from dagster_project.definitions import build_definitions
-from dagster_project.partitions import FALLBACK_START, KEY_FORMAT, partitions_start, recorded_start
+from dagster_project.defs.partitions import FALLBACK_START, KEY_FORMAT, partitions_start, recorded_start
 from iot_core.settings import Settings
 from iot_etl.migrate import SQL_DIR, apply_migrations, ensure_database
 from tests.support.database import database_url, drop_database
@@ -114,8 +114,8 @@ def test_an_unreadable_start_falls_back_with_one_line(
     away = f"postgresql://iot:secret-pw@127.0.0.1:{free_port()}/iot"
     for url in (away, fresh_url):  # nothing listening; a database not migrated
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="dagster_project.partitions"):
+        with caplog.at_level(logging.WARNING, logger="dagster_project.defs.partitions"):
             assert first_key(recorded(settings, url)) == FALLBACK_START
-        lines = [r.getMessage() for r in caplog.records if r.name == "dagster_project.partitions"]
+        lines = [r.getMessage() for r in caplog.records if r.name == "dagster_project.defs.partitions"]
         assert len(lines) == 1 and FALLBACK_START in lines[0], lines
         assert "secret-pw" not in lines[0]

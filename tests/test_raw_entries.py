@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from dagster_project.raw_entries import raw_row
+from dagster_project.lib.raw_entries import raw_row
 from iot_core.formats.batch import decode_batch
 from iot_core.formats.f2_messages import F2Catalog
 

@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from dagster_project.raw_ids import raw_id_span
-from dagster_project.retention import hour_counts
-from dagster_project.rollups import refresh_rollups
-from dagster_project.storage import implausible_readings, reconcile
+from dagster_project.lib.hour_summaries import hour_counts
+from dagster_project.lib.raw_ids import raw_id_span
+from dagster_project.lib.rollups import refresh_rollups
+from dagster_project.lib.storage.quality import implausible_readings, reconcile
 
 pytestmark = pytest.mark.services
 

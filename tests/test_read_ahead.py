@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dagster_project.read_ahead import read_ahead
+from dagster_project.lib.read_ahead import read_ahead
 
 
 def slow(n: int, fail_at: int | None = None) -> Iterator[int]:

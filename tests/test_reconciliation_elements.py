@@ -9,10 +9,11 @@ import uuid
 import psycopg
 import pytest
 
-from dagster_project.batch import decode_window, land_window
-from dagster_project.raw_entries import raw_row
-from dagster_project.storage import BatchInfo, Reconciliation, reconcile
-from dagster_project.windows import Window
+from dagster_project.lib.batch import decode_window, land_window
+from dagster_project.lib.raw_entries import raw_row
+from dagster_project.lib.storage.batches import BatchInfo
+from dagster_project.lib.storage.quality import Reconciliation, reconcile
+from dagster_project.lib.windows import Window
 from iot_core.formats.batch import DECODER_VERSION, DecodeOptions
 from iot_core.streams import utc_from_ms
 

@@ -11,11 +11,11 @@ import psycopg
 import pytest
 from dagster import DagsterInstance, materialize
 
-from dagster_project.assets import build_ingest_assets
-from dagster_project.partitions import build_hourly_partitions, partitions_start
-from dagster_project.resources import resources_from_settings
-from dagster_project.sensors import run_request
-from dagster_project.windows import Window
+from dagster_project.defs.ingest.assets import build_ingest_assets
+from dagster_project.defs.ingest.sensors import run_request
+from dagster_project.defs.partitions import build_hourly_partitions, partitions_start
+from dagster_project.defs.resources import resources_from_settings
+from dagster_project.lib.windows import Window
 from iot_core.settings import Settings
 from iot_core.streams import utc_from_ms
 from tests.support.hours import ClosedHour, check_results, run_micro

@@ -22,8 +22,8 @@ from pydantic import SecretStr
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from dagster_project.assets import compaction
-from dagster_project.resources import resources_from_settings
+from dagster_project.defs.maintenance.assets import compaction
+from dagster_project.defs.resources import resources_from_settings
 from ingest_listener import Listener
 from iot_core.redis_acl import RedisAclError, acl_users, render_acl, stream_key_patterns
 from iot_core.settings import Settings, get_settings

@@ -10,11 +10,11 @@ import redis
 from dagster import DagsterInstance
 from pydantic import SecretStr
 
-from dagster_project.compaction import trim_horizon_ms
 from dagster_project.definitions import defs
-from dagster_project.resources import resources_from_settings
-from dagster_project.sensors import run_request
-from dagster_project.windows import Window, floor_to
+from dagster_project.defs.ingest.sensors import run_request
+from dagster_project.defs.resources import resources_from_settings
+from dagster_project.lib.compaction import trim_horizon_ms
+from dagster_project.lib.windows import Window, floor_to
 from iot_core.redis_memory import PRESSURE_SHARE, RedisMemory
 from iot_core.settings import Settings
 from iot_core.streams import EntryId, stream_names

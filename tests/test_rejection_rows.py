@@ -10,11 +10,12 @@ import uuid
 import psycopg
 import pytest
 
-from dagster_project.batch import Decoded, decode_window, land_window, window_batch
-from dagster_project.feedback import FeedbackTopics
-from dagster_project.raw_entries import raw_row
-from dagster_project.storage import DUPLICATE_CONFLICT, BatchInfo
-from dagster_project.windows import Window
+from dagster_project.lib.batch import Decoded, decode_window, land_window, window_batch
+from dagster_project.lib.feedback import FeedbackTopics
+from dagster_project.lib.raw_entries import raw_row
+from dagster_project.lib.storage.batches import BatchInfo
+from dagster_project.lib.storage.facts import DUPLICATE_CONFLICT
+from dagster_project.lib.windows import Window
 from iot_core.formats.batch import DecodeOptions
 
 pytestmark = pytest.mark.services

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from dagster_project.retention import continuous_aggregates
-from dagster_project.rollups import refresh_rollups
+from dagster_project.lib.retention import continuous_aggregates
+from dagster_project.lib.rollups import refresh_rollups
 from tests.support.rollups import AGGREGATE, ROLLUPS, device_and_metric
 
 pytestmark = pytest.mark.services

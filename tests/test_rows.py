@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from dagster_project.validation import EVENT_SCHEMA, MEASUREMENT_SCHEMA
+from dagster_project.lib.validation import EVENT_SCHEMA, MEASUREMENT_SCHEMA
 from iot_core.rows import DECODED_EVENT, DECODED_MEASUREMENT, STAGED_REJECTION, TABLES, Shape
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
 from dagster_graphql.schema.pipelines.pipeline import GrapheneRun
 
-from dagster_project.hour_check import run_range_end_ms
+from dagster_project.defs.ingest.sensors import KIND_TAG, WINDOW_TAG, run_request
+from dagster_project.defs.quality.hour_check import run_range_end_ms
+from dagster_project.lib.windows import HOUR_MS, Window
 from dagster_project.run_launcher import PID_TAG, STARTED_TAG
-from dagster_project.sensors import KIND_TAG, WINDOW_TAG, run_request
-from dagster_project.windows import HOUR_MS, Window
 
 HOUR = 1_796_083_200_000  # 2026-12-01 00:00 UTC
 MINUTE = Window(HOUR + 60_000, HOUR + 120_000)

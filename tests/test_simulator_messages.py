@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dagster_project.validation import EVENT_SCHEMA, MEASUREMENT_SCHEMA, split_valid
+from dagster_project.lib.validation import EVENT_SCHEMA, MEASUREMENT_SCHEMA, split_valid
 from iot_core.formats.batch import DecodeOptions, decode_batch
 from iot_core.formats.f2 import (
     DatapointSpec,

@@ -17,8 +17,8 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from dagster_project.retention import continuous_aggregates, hypertables
-from dagster_project.rollups import refresh_rollups
+from dagster_project.lib.retention import continuous_aggregates, hypertables
+from dagster_project.lib.rollups import refresh_rollups
 from iot_core.settings import get_settings
 from iot_etl.cli import main
 from iot_etl.migrate import apply_migrations, ensure_database

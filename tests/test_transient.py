@@ -8,7 +8,7 @@ import pytest
 import redis
 from dagster import Failure
 
-from dagster_project.transient import only_transient_faults_retried
+from dagster_project.defs.transient import only_transient_faults_retried
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from dagster_project.resources import resources_from_settings
+from dagster_project.defs.resources import resources_from_settings
 from iot_core.settings import Settings
 from tests.support.ports import free_port
 from tests.support.webserver import webserver

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dagster_project.windows import (
+from dagster_project.lib.windows import (
     HOUR_MS,
     ClosingWindow,
     Window,
@@ -186,7 +186,7 @@ def test_the_hour_closing_window_always_runs_and_skipping_can_be_turned_off() ->
 
 
 def test_windows_to_heal_are_the_uncovered_parts_cut_at_hours_and_not_retried_too_soon() -> None:
-    from dagster_project.windows import windows_to_heal
+    from dagster_project.lib.windows import windows_to_heal
 
     h = HOUR_MS
     processed = [(10_000, h - 20_000), (h + 5_000, 2 * h)]
@@ -197,7 +197,7 @@ def test_windows_to_heal_are_the_uncovered_parts_cut_at_hours_and_not_retried_to
 
 
 def test_no_heal_covers_a_range_an_unfinished_run_holds() -> None:
-    from dagster_project.windows import windows_to_heal
+    from dagster_project.lib.windows import windows_to_heal
 
     held = [(MIN, 3 * MIN)]  # a live run of two windows, still going
     gaps = windows_to_heal([(0, MIN)], held, 0, 5 * MIN, {}, now_ms=HOUR_MS, retry_after_ms=60_000)
@@ -206,7 +206,7 @@ def test_no_heal_covers_a_range_an_unfinished_run_holds() -> None:
 
 
 def test_heal_ranges_end_on_a_window_boundary_behind_the_cursor_and_the_heal_delay() -> None:
-    from dagster_project.windows import heal_until
+    from dagster_project.lib.windows import heal_until
 
     # 120 s heal delay at 10:05:30 with 60 s windows: up to 10:03:00, not 10:03:30 (in the window in flight)
     now = H + 5 * MIN + 30_000
@@ -217,7 +217,7 @@ def test_heal_ranges_end_on_a_window_boundary_behind_the_cursor_and_the_heal_del
 
 
 def test_the_range_a_run_holds_is_its_configured_range_else_its_partitions_hours() -> None:
-    from dagster_project.windows import held_range, partition_window
+    from dagster_project.lib.windows import held_range, partition_window
 
     window = Window(H + MIN, H + 2 * MIN)
     config = {"ops": {"raw_messages": {"config": {"start_ms": window.start_ms, "end_ms": window.end_ms}}}}

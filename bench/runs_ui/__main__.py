@@ -30,8 +30,8 @@ from bench.runs_ui import bulk
 from bench.runs_ui.instance import Scratch, scratch_instance
 from bench.runs_ui.synth import plan_run, windows, write_runs
 from bench.runs_ui.webserver import QUERIES, time_query
-from dagster_project.compaction import MICRO_TAG, prune_runs
-from dagster_project.windows import HOUR_MS, PARTITION_FORMAT
+from dagster_project.defs.maintenance.runs import MICRO_TAG, prune_runs
+from dagster_project.lib.windows import HOUR_MS, PARTITION_FORMAT
 from iot_core.streams import utc_from_ms
 from tests.support.webserver import ROOT, webserver
 

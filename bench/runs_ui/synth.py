@@ -32,7 +32,6 @@ from dagster import (
     MetadataValue,
 )
 
-from dagster_project.compaction import reasons_metadata
 from dagster_project.dagster_internals import (
     PARTITION_NAME_TAG,
     RUN_KEY_TAG,
@@ -40,9 +39,10 @@ from dagster_project.dagster_internals import (
     AssetMaterializationPlannedData,
     StepMaterializationData,
 )
-from dagster_project.jobs import MICRO_BATCH_JOB
-from dagster_project.sensors import run_request
-from dagster_project.windows import Window
+from dagster_project.defs.ingest.jobs import MICRO_BATCH_JOB
+from dagster_project.defs.ingest.sensors import run_request
+from dagster_project.defs.metadata import reasons_metadata
+from dagster_project.lib.windows import Window
 from iot_core.formats.batch import DECODER_VERSION
 from iot_core.streams import id_range, utc_from_ms
 

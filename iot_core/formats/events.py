@@ -6,14 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
 from iot_core.formats.errors import DecodeError
-from iot_core.formats.guards import (
-    DEFAULT_LIMITS,
-    Limits,
-    check_field,
-    check_json,
-    dump_json,
-    parse_json,
-)
+from iot_core.formats.guards import DEFAULT_LIMITS, Limits, check_field, check_json, dump_json, parse_json
 from iot_core.formats.timestamps import parse_device_ts
 from iot_core.formats.values import json_scalar
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import AssetCheckEvaluation, DagsterInstance, Definitions
 
-from dagster_project.freshness import TELEMETRY_FRESHNESS_CHECK
+from dagster_project.defs.quality.freshness_check import TELEMETRY_FRESHNESS_CHECK
 
 
 def evaluate_freshness_check(defs: Definitions, instance: DagsterInstance) -> AssetCheckEvaluation:

@@ -6,9 +6,9 @@ import redis
 from dagster import DagsterInstance, ExecuteInProcessResult
 
 from dagster_project.definitions import defs
-from dagster_project.resources import resources_from_settings
-from dagster_project.sensors import run_request
-from dagster_project.windows import HOUR_MS, Window
+from dagster_project.defs.ingest.sensors import run_request
+from dagster_project.defs.resources import resources_from_settings
+from dagster_project.lib.windows import HOUR_MS, Window
 from iot_core.settings import Settings
 from tests.support.pipeline import execute_request
 

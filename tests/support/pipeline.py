@@ -9,8 +9,8 @@ import redis
 from dagster import DagsterInstance, ExecuteInProcessResult, RunRequest, build_sensor_context
 
 from dagster_project.definitions import defs
-from dagster_project.resources import resources_from_settings
-from dagster_project.sensors import build_micro_window_sensor
+from dagster_project.defs.ingest.sensors import build_micro_window_sensor
+from dagster_project.defs.resources import resources_from_settings
 from iot_core.settings import Settings
 
 

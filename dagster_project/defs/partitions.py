@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 import psycopg
 from dagster import HourlyPartitionsDefinition
 
+from dagster_project.lib.windows import KEY_FORMAT
 from iot_core.redact import redact_text
 from iot_core.settings import Settings
 
 #: A partition key's format (Dagster's hourly keys).
-KEY_FORMAT = "%Y-%m-%d-%H:00"
 #: The start used when the recorded one cannot be read while the definitions load (the database is away,
 #: or not migrated yet): the first hour of this release's partitions before the start was recorded.
 FALLBACK_START = "2026-11-01-00:00"

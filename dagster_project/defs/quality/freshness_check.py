@@ -13,7 +13,6 @@ result; `FreshnessPolicy` judges the newest materialization of any partition, so
 materialized every minute it cannot tell that an hour is overdue.
 """
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from dagster import (
@@ -24,54 +23,28 @@ from dagster import (
     AssetCheckSeverity,
     AssetKey,
     AssetRecordsFilter,
-    AssetSelection,
     Config,
-    DefaultScheduleStatus,
     MetadataValue,
-    ScheduleDefinition,
-    ScheduleEvaluationContext,
     asset_check,
-    define_asset_job,
 )
 
 # The one helper Dagster's own freshness checks use for "the latest tick of a cron before now".
 from dagster_project import dagster_internals
-from dagster_project.partitions import KEY_FORMAT, start_time
+from dagster_project.defs.partitions import KEY_FORMAT, start_time
+from dagster_project.lib.freshness import due_hour, judge
 
 #: The check on `telemetry` (the name Dagster's factory gave it, kept for links to its page).
 TELEMETRY_FRESHNESS_CHECK = AssetCheckKey(AssetKey("telemetry"), "freshness_check")
+
+
 SCHEDULE_NAME = "freshness_check_schedule"
+
+
 JOB_NAME = "freshness_check_job"
+
+
 #: The check's op, whose config carries the deadline the schedule runs it for.
 CHECK_OP = f"{TELEMETRY_FRESHNESS_CHECK.asset_key.to_python_identifier()}_{TELEMETRY_FRESHNESS_CHECK.name}"
-
-
-@dataclass(frozen=True)
-class Verdict:
-    passed: bool
-    description: str
-    #: The partition key judged; None when no hour was due (the deadline precedes the partitions' start).
-    hour_key: str | None
-
-
-def due_hour(deadline: datetime) -> datetime:
-    """The hour due at `deadline` (a tick of the deadline cron): the hour it falls in."""
-    return deadline.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
-def judge(deadline: datetime, start: datetime, materialized: bool, ever_materialized: bool) -> Verdict:
-    """The verdict at `deadline` on partitions from `start`: is the hour due materialized?"""
-    due = due_hour(deadline)
-    at = f"{deadline.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
-    if due < start:
-        first = start.strftime(KEY_FORMAT)
-        return Verdict(True, f"No hour is due at the deadline {at}: the partitions start at {first}.", None)
-    key = due.strftime(KEY_FORMAT)
-    if materialized:
-        return Verdict(True, f"Hour {key} has been materialized (deadline {at}).", key)
-    if not ever_materialized:
-        return Verdict(False, f"telemetry has never been materialized; hour {key} was due at {at}.", key)
-    return Verdict(False, f"Hour {key} is overdue: not materialized by the deadline {at}.", key)
 
 
 class FreshnessConfig(Config):
@@ -116,29 +89,3 @@ def build_freshness_check(deadline_cron: str, partitions_start: str) -> AssetChe
         )
 
     return freshness_check
-
-
-def deadline_run_config(context: ScheduleEvaluationContext) -> dict:
-    """The tick's time as the deadline the check judges (the run may start later than its tick)."""
-    tick = context.scheduled_execution_time or datetime.now(UTC)
-    return {"ops": {CHECK_OP: {"config": {"deadline_timestamp": tick.timestamp()}}}}
-
-
-#: The check alone, as its schedule runs it (a named job reads better in the runs list than an anonymous one).
-freshness_check_job = define_asset_job(
-    JOB_NAME,
-    selection=AssetSelection.checks(TELEMETRY_FRESHNESS_CHECK),
-    description="Runs telemetry's `freshness_check` alone: is the hour due at the deadline materialized?",
-)
-
-
-def build_freshness_schedule(deadline_cron: str) -> ScheduleDefinition:
-    return ScheduleDefinition(
-        name=SCHEDULE_NAME,
-        job=freshness_check_job,
-        cron_schedule=deadline_cron,
-        execution_timezone="UTC",
-        run_config_fn=deadline_run_config,
-        default_status=DefaultScheduleStatus.RUNNING,
-        description="Runs telemetry's `freshness_check` at each deadline (IOT_FRESHNESS_DEADLINE_CRON).",
-    )

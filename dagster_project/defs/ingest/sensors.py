@@ -17,10 +17,10 @@ from dagster import (
     sensor,
 )
 
-from dagster_project.jobs import MICRO_BATCH_JOB
-from dagster_project.resources import BatchPolicyResource, DatabaseResource, RedisStreamsResource
-from dagster_project.storage import landed_ranges, last_processed_end
-from dagster_project.windows import (
+from dagster_project.defs.ingest.jobs import MICRO_BATCH_JOB
+from dagster_project.defs.resources import BatchPolicyResource, DatabaseResource, RedisStreamsResource
+from dagster_project.lib.storage.batches import landed_ranges, last_processed_end
+from dagster_project.lib.windows import (
     HOUR_MS,
     Window,
     choose_windows,

@@ -19,6 +19,8 @@ from iot_core.streams import utc_from_ms
 
 HOUR_MS = 3_600_000
 PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
+#: An hour partition's key, as `PARTITION_FORMAT` writes it for a whole hour.
+KEY_FORMAT = "%Y-%m-%d-%H:00"
 #: Dagster's tags of a run's partition, or of its partition range (a backfill run over several hours).
 PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"

@@ -14,9 +14,9 @@ import redis as redis_lib
 from dagster import ConfigurableResource, EnvVar, Failure
 from pydantic import Field
 
-from dagster_project.retention import RetentionRule
-from dagster_project.rollups import PARTS_KEPT
-from dagster_project.windows import ClosingWindow, Window
+from dagster_project.lib.retention import RetentionRule
+from dagster_project.lib.rollups import PARTS_KEPT
+from dagster_project.lib.windows import ClosingWindow, Window
 from iot_core.formats.batch import DecodeOptions
 from iot_core.mqtt import MqttEndpoint, Publisher
 from iot_core.settings import Settings

@@ -1,4 +1,4 @@
-"""Retention and compaction SQL: age limits per table, TimescaleDB policies, the compaction log.
+"""Retention SQL: age limits per table and TimescaleDB's policies.
 
 On plain PostgreSQL old rows go in batches of a bounded size, each found through an index on the age
 column (oldest first, `ctid` lookups), each its own transaction, under a time budget: a run never holds
@@ -11,15 +11,10 @@ down).
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
-
-from dagster_project.raw_ids import raw_id_span
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,157 +172,3 @@ def timescale_failed_jobs(conn: psycopg.Connection) -> list[JobError]:
            WHERE s.last_run_status = 'Failed' ORDER BY s.job_id"""
     ).fetchall()
     return [JobError(int(a), b, c, d, e) for a, b, c, d, e in rows]
-
-
-@dataclass(frozen=True, slots=True)
-class HourCounts:
-    """What became of the raw messages that arrived in a range: totals that add up over disjoint ranges
-    (a `verdicts.Partial`), so a micro-batch run counts only its own range and the hour-closing run does
-    not read the whole hour again."""
-
-    raw_messages: int
-    measurements: int
-    events: int
-    rejected: int  # rejections that are not redeliveries
-    duplicates: int
-    reject_reasons: dict[str, int]  # every rejection by reason, duplicates included
-
-    def totals(self) -> dict[str, Any]:
-        return {
-            "raw_messages": self.raw_messages,
-            "measurements": self.measurements,
-            "events": self.events,
-            "rejected": self.rejected,
-            "duplicates": self.duplicates,
-            "reject_reasons": self.reject_reasons,
-        }
-
-    def plus(self, totals: dict[str, Any]) -> HourCounts:
-        """These counts and those of the range before (`totals()` of it); reasons by count, then name."""
-        reasons = Counter(totals["reject_reasons"]) + Counter(self.reject_reasons)
-        return HourCounts(
-            self.raw_messages + totals["raw_messages"],
-            self.measurements + totals["measurements"],
-            self.events + totals["events"],
-            self.rejected + totals["rejected"],
-            self.duplicates + totals["duplicates"],
-            dict(sorted(reasons.items(), key=lambda item: (-item[1], item[0]))),
-        )
-
-
-def hour_counts(conn: psycopg.Connection, start: datetime, end: datetime) -> HourCounts:
-    """The counts of the raw messages that arrived in [start, end), from the tables (exact however many
-    runs wrote them)."""
-    row = conn.execute(
-        """WITH r AS (SELECT raw_id FROM raw_messages WHERE arrived_at >= %(s)s AND arrived_at < %(e)s)
-           SELECT (SELECT count(*) FROM r),
-                  (SELECT count(*) FROM measurements
-                   WHERE raw_id BETWEEN %(raw_lo)s AND %(raw_hi)s AND raw_id IN (SELECT raw_id FROM r)),
-                  (SELECT count(*) FROM events
-                   WHERE raw_id BETWEEN %(raw_lo)s AND %(raw_hi)s AND raw_id IN (SELECT raw_id FROM r)),
-                  (SELECT count(*) FROM rejected WHERE arrived_at >= %(s)s AND arrived_at < %(e)s
-                                                   AND stage <> 'duplicate'),
-                  (SELECT count(*) FROM rejected WHERE arrived_at >= %(s)s AND arrived_at < %(e)s
-                                                   AND stage = 'duplicate')""",
-        raw_id_span(conn, start, end).params,
-    ).fetchone()
-    assert row is not None
-    reasons = conn.execute(
-        """SELECT reason, count(*) FROM rejected WHERE arrived_at >= %s AND arrived_at < %s
-           GROUP BY reason ORDER BY count(*) DESC, reason""",
-        (start, end),
-    ).fetchall()
-    return HourCounts(*map(int, row), reject_reasons={reason: int(n) for reason, n in reasons})
-
-
-def hour_summary(
-    conn: psycopg.Connection, start: datetime, end: datetime, counts: HourCounts | None = None
-) -> dict[str, object]:
-    """The totals of one arrival hour: `counts` of it (read from the tables when None), and the lag of
-    the batches that filled it."""
-    if counts is None:
-        counts = hour_counts(conn, start, end)
-    lag = conn.execute(
-        """SELECT count(*), extract(epoch FROM max(finished_at - range_end)),
-                  extract(epoch FROM avg(finished_at - range_end))
-           FROM batches WHERE range_start >= %s AND range_end <= %s AND finished_at IS NOT NULL""",
-        (start, end),
-    ).fetchone()
-    assert lag is not None
-    return {
-        **counts.totals(),
-        "batches": int(lag[0]),
-        "lag_max_s": round(float(lag[1]), 3) if lag[1] is not None else None,
-        "lag_avg_s": round(float(lag[2]), 3) if lag[2] is not None else None,
-    }
-
-
-def summarised(conn: psycopg.Connection, keys: list[str]) -> dict[str, datetime]:
-    """Hour partition key -> when its latest summary was written, for those of `keys` that have one."""
-    rows = conn.execute(
-        "SELECT partition_key, summarised_at FROM summarised_hours WHERE partition_key = ANY(%s)", (keys,)
-    ).fetchall()
-    return dict(rows)
-
-
-def mark_summarised(conn: psycopg.Connection, key: str) -> None:
-    conn.execute(
-        """INSERT INTO summarised_hours (partition_key) VALUES (%s)
-           ON CONFLICT (partition_key) DO UPDATE SET summarised_at = now()""",
-        (key,),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class CompactionRecord:
-    run_id: str
-    started_at: datetime
-    stream_entries_trimmed: int
-    stream_bytes_freed: int
-    rows_deleted: int
-    chunks_dropped: int
-    runs_deleted: int
-    hours_summarised: int
-    details: dict
-
-
-def record_compaction(conn: psycopg.Connection, record: CompactionRecord) -> None:
-    conn.execute(
-        """INSERT INTO compactions (run_id, started_at, stream_entries_trimmed, stream_bytes_freed,
-                                    rows_deleted, chunks_dropped, runs_deleted, hours_summarised, details)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-        (
-            record.run_id,
-            record.started_at,
-            record.stream_entries_trimmed,
-            record.stream_bytes_freed,
-            record.rows_deleted,
-            record.chunks_dropped,
-            record.runs_deleted,
-            record.hours_summarised,
-            Jsonb(record.details),
-        ),
-    )
-
-
-def last_compaction(conn: psycopg.Connection) -> tuple | None:
-    """(finished_at, entries trimmed, bytes freed, rows deleted, chunks dropped, runs deleted) or None."""
-    return conn.execute(
-        """SELECT finished_at, stream_entries_trimmed, stream_bytes_freed, rows_deleted, chunks_dropped,
-                  runs_deleted FROM compactions ORDER BY finished_at DESC LIMIT 1"""
-    ).fetchone()
-
-
-def table_sizes(conn: psycopg.Connection, tables: list[str]) -> dict[str, int]:
-    """Bytes on disk per table, hypertable chunks included."""
-    hyper = hypertables(conn)
-    sizes: dict[str, int] = {}
-    for table in tables:
-        query = (
-            "SELECT hypertable_size(%s::regclass)"
-            if table in hyper
-            else "SELECT pg_total_relation_size(%s::regclass)"
-        )
-        row = conn.execute(query, (table,)).fetchone()
-        sizes[table] = int(row[0] or 0) if row else 0
-    return sizes

@@ -15,26 +15,16 @@ from dataclasses import dataclass, field
 import polars as pl
 import psycopg
 
-from dagster_project.feedback import Feedback, FeedbackTopics, event_feedback
-from dagster_project.isolation import store_isolating
-from dagster_project.read_ahead import read_ahead
-from dagster_project.storage import (
-    BatchInfo,
-    feedback_sent,
-    finish_batch,
-    land_raw,
-    load_f2_catalog,
-    load_raw_pages,
-    mark_landed,
-    open_batch,
-    record_feedback_sent,
-    store_elements,
-    store_events,
-    store_measurements,
-    store_rejected,
-)
-from dagster_project.validation import EVENT_SCHEMA, MEASUREMENT_SCHEMA, split_valid
-from dagster_project.windows import Window
+from dagster_project.lib.feedback import Feedback, FeedbackTopics, event_feedback
+from dagster_project.lib.isolation import store_isolating
+from dagster_project.lib.read_ahead import read_ahead
+from dagster_project.lib.storage.batches import BatchInfo, finish_batch, mark_landed, open_batch
+from dagster_project.lib.storage.catalog import load_f2_catalog
+from dagster_project.lib.storage.facts import store_elements, store_events, store_measurements, store_rejected
+from dagster_project.lib.storage.feedback import feedback_sent, record_feedback_sent
+from dagster_project.lib.storage.raw_archive import land_raw, load_raw_pages
+from dagster_project.lib.validation import EVENT_SCHEMA, MEASUREMENT_SCHEMA, split_valid
+from dagster_project.lib.windows import Window
 from iot_core.formats.batch import DECODER_VERSION, DecodeOptions, decode_batch
 from iot_core.formats.f2_messages import F2Catalog
 from iot_core.rows import REJECTION

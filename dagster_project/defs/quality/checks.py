@@ -1,6 +1,6 @@
-"""Asset checks. Those per hour partition run with every micro-batch and from the UI on any partition; each
-is its body only (`hour_check` gives it the hour to judge), built on the partitions definition by
-`build_hour_checks`. `timescale_jobs_healthy` and `redis_memory` are not partitioned.
+"""Checks per hour partition. They run with every micro-batch and from the UI on any partition; each is
+its body only (`hour_check` gives it the hour to judge), built on the partitions definition by
+`build_hour_checks`.
 """
 
 from datetime import datetime
@@ -11,25 +11,20 @@ from dagster import (
     AssetCheckSeverity,
     MetadataValue,
     PartitionsDefinition,
-    asset_check,
 )
 
-from dagster_project.hour_check import CheckedHour, HourCheck, hour_check
-from dagster_project.resources import DatabaseResource, RedisStreamsResource
-from dagster_project.retention import timescale_failed_jobs
-from dagster_project.storage import (
+from dagster_project.defs.metadata import SAMPLE
+from dagster_project.defs.quality.hour_check import CheckedHour, HourCheck, hour_check
+from dagster_project.lib.storage.batches import landed_ranges
+from dagster_project.lib.storage.quality import (
     device_freshness,
     duplicate_count,
     implausible_readings,
-    landed_ranges,
     reconcile,
     schema_pass_rate,
 )
-from dagster_project.windows import uncovered
-from iot_core.redis_memory import PRESSURE_SHARE, redis_memory_or_none
+from dagster_project.lib.windows import uncovered
 from iot_core.streams import utc_from_ms
-
-SAMPLE = 10
 
 
 @hour_check(
@@ -266,67 +261,6 @@ def device_freshness_check(hour: CheckedHour) -> AssetCheckResult:
             "silent_devices": fresh.silent_total,
             "silent_list": MetadataValue.md(
                 "\n".join(f"- {key}: last seen {seen.isoformat()}" for key, seen in fresh.silent) or "none"
-            ),
-        },
-    )
-
-
-@asset_check(
-    asset="telemetry",
-    description="No TimescaleDB policy job (compression, retention) has failed its last run: a failing "
-    "job means chunks are neither compressed nor dropped. Passes on plain PostgreSQL. Runs with every "
-    "compaction_job run and from the UI.",
-)
-def timescale_jobs_healthy(database: DatabaseResource) -> AssetCheckResult:
-    with database.connect() as conn:
-        failed = timescale_failed_jobs(conn)
-    return AssetCheckResult(
-        passed=not failed,
-        severity=AssetCheckSeverity.ERROR,
-        description=None
-        if not failed
-        else f"{len(failed)} TimescaleDB job(s) failed, the first: {failed[0].proc_name} on "
-        f"{failed[0].table or '-'}: {failed[0].message}",
-        metadata={
-            "failed_jobs": len(failed),
-            "errors": MetadataValue.md(
-                "\n".join(
-                    f"- job {j.job_id} {j.proc_name} {j.table} at {j.finished_at}: {j.message}"
-                    for j in failed[:SAMPLE]
-                )
-                or "none"
-            ),
-        },
-    )
-
-
-@asset_check(
-    asset="compaction",
-    description=f"Redis holds less than {PRESSURE_SHARE:.0%} of its maxmemory once compaction has trimmed "
-    "(one INFO memory): above it, what is left is not archived yet or within a window still closing; a "
-    "full Redis (noeviction) makes the listener stop acknowledging. Warns only; passes without a "
-    "maxmemory. Runs with every compaction_job run and from the UI.",
-)
-def redis_memory(redis: RedisStreamsResource) -> AssetCheckResult:
-    memory = redis_memory_or_none(redis.client())
-    if memory is None:
-        return AssetCheckResult(
-            passed=False,
-            severity=AssetCheckSeverity.WARN,
-            description="the pipeline's Redis user may not run INFO: write the ACL file again (iot-etl "
-            "redis-acl) and reload it",
-        )
-    return AssetCheckResult(
-        passed=not memory.under_pressure,
-        severity=AssetCheckSeverity.WARN,
-        description=memory.describe(),
-        metadata={
-            "used_bytes": MetadataValue.int(memory.used_bytes),
-            "maxmemory_bytes": MetadataValue.int(memory.max_bytes),
-            **(
-                {"used_share": MetadataValue.float(round(memory.share, 4))}
-                if memory.share is not None
-                else {}
             ),
         },
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import DefaultScheduleStatus, ScheduleDefinition
 
-from dagster_project.jobs import compaction_job
+from dagster_project.defs.maintenance.jobs import compaction_job
 
 
 def build_compaction_schedule(cron: str) -> ScheduleDefinition:

@@ -22,14 +22,14 @@ from dagster import (
     asset_check,
 )
 
-from dagster_project.resources import (
+from dagster_project.defs.resources import (
     BatchPolicyResource,
     DatabaseResource,
     QualityPolicyResource,
     RedisStreamsResource,
 )
-from dagster_project.verdicts import P, judged_so_far
-from dagster_project.windows import Window, hours_window
+from dagster_project.lib.verdicts import P, judged_so_far
+from dagster_project.lib.windows import Window, hours_window
 
 
 @dataclass(frozen=True)

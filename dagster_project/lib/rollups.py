@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 
 import psycopg
 
-from dagster_project.raw_ids import RawIdSpan, raw_id_span
-from dagster_project.retention import continuous_aggregates
+from dagster_project.lib.raw_ids import RawIdSpan, raw_id_span
+from dagster_project.lib.retention import continuous_aggregates
 
 HOUR = timedelta(hours=1)
 #: The arrival span of one part of the rollups on plain PostgreSQL (`rollup_parts`).

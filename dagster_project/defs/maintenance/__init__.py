@@ -1,0 +1,1 @@
+"""Maintenance: the `compaction` asset, the checks that run with it, its job and schedule, and run pruning."""

@@ -1,0 +1,335 @@
+"""Facts and rejections: measurements, events and rejected messages stored through staging tables, each
+once (a redelivery is a duplicate, a different fact under the same key a conflict)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import polars as pl
+import psycopg
+
+from dagster_project.lib.binary_copy import encode, split_binary
+from dagster_project.lib.storage.catalog import device_ids, metric_ids, touch_devices
+from iot_core.rows import (
+    EVENTS,
+    MEASUREMENTS,
+    REJECTION,
+    STAGED_ELEMENTS,
+    STAGED_EVENT,
+    STAGED_MEASUREMENT,
+    STAGED_REJECTION,
+    Shape,
+)
+
+
+def _fresh_stage(cur: psycopg.Cursor, shape: Shape, table: str) -> None:
+    """An empty temp table `table` of `shape`: one transaction may stage several pages through it."""
+    cur.execute(shape.staging_ddl(table))
+    cur.execute(f"TRUNCATE {table}")
+
+
+def _copy(cur: psycopg.Cursor, table: str, frame: pl.DataFrame) -> None:
+    """COPY `frame` into `table`: the rows whose columns are all of a fixed width in binary (see
+    `binary_copy`), the rest as CSV that polars writes column-wise (no Python per row).
+
+    In the CSV, strings are always quoted, so an empty string stays distinct from NULL (an unquoted empty
+    field) and no line can read as the end-of-data marker; bytea goes as `\\x` hex; floats are written in
+    their shortest round-trip form, timestamps as ISO-8601 with offset.
+    """
+    columns = ", ".join(frame.columns)
+    binary, text = split_binary(frame)
+    if binary.height:
+        with cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT binary)") as copy:
+            copy.write(encode(binary))
+    if not text.height:
+        return
+    hexed = [name for name, dtype in text.schema.items() if dtype == pl.Binary]
+    if hexed:
+        text = text.with_columns((pl.lit("\\x") + pl.col(c).bin.encode("hex")).alias(c) for c in hexed)
+    data = text.write_csv(include_header=False, quote_style="non_numeric", null_value="")
+    with cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT csv)") as copy:
+        copy.write(data.encode())
+
+
+def _with_batch(shape: Shape, frame: pl.DataFrame, batch_id: int) -> pl.DataFrame:
+    """`frame`'s rows as `shape` (which has `batch_id`), written by batch `batch_id`."""
+    return shape.conform(frame.with_columns(pl.lit(batch_id).alias("batch_id")))
+
+
+def _written_if_new(conn: psycopg.Connection, write: Callable[[psycopg.Cursor], None]) -> bool:
+    """Run `write` (a COPY straight into a table with a unique key) in a savepoint; False, with nothing
+    written, if a row's key is held there already.
+
+    New messages, the usual case, then cost one pass: no staging table and no insert from it. A re-run or a
+    redelivery whose first copy is stored hits the key, and the caller upserts through a staging table
+    instead. A concurrent writer of the same keys makes the COPY wait for it and then fail the same way.
+    """
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            write(cur)
+    except psycopg.errors.UniqueViolation:
+        return False
+    return True
+
+
+def _duplicates(
+    frame: pl.DataFrame, key: list[str], what: str, content: list[pl.Expr] | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(first row per key by raw_id/item, rejections of the later rows): at-least-once repeats, and with
+    `content` (expressions over a row) repeats whose content differs from the first's, which are conflicts."""
+    ordered = frame.sort("raw_id", "item")
+    first = ordered.unique(subset=key, keep="first", maintain_order=True)
+    later = ordered.join(first.select("raw_id", "item"), on=["raw_id", "item"], how="anti")
+    firsts = first.select([*key, pl.col("raw_id").alias("first_raw_id")])
+    pairs = later.join(firsts, on=key, how="left").select("raw_id", "item", "first_raw_id", *_event_id(frame))
+    if content is None:
+        return first, _duplicate_rejections(pairs.rows(), what)
+    signed = [pl.struct(content).hash().alias("content")]
+    contents = first.select(*key, *signed).rename({"content": "first_content"})
+    differs = (
+        later.select("raw_id", "item", *key, *signed)
+        .join(contents, on=key, how="left")
+        .select("raw_id", "item", (pl.col("content") != pl.col("first_content")).alias("conflict"))
+    )
+    flagged = pairs.join(differs, on=["raw_id", "item"], how="left")
+    return first, _duplicate_rejections(flagged.rows(), what)
+
+
+def _event_id(frame: pl.DataFrame) -> list[str]:
+    return ["event_id"] if "event_id" in frame.columns else []
+
+
+def _duplicate_rejections(pairs: list[tuple], what: str) -> pl.DataFrame:
+    """Rejections of (raw_id, item, first_raw_id[, event_id[, conflict]]) whose identity was already stored
+    from raw message `first_raw_id`: a redelivery (`duplicate`), or with `conflict` another content under
+    the same identity, which is refused at the store stage (the device hears of it, with a dead letter)."""
+    return REJECTION.frame(
+        [
+            (_conflict if conflict else _redelivery)(raw_id, item, first, eid, what)
+            for raw_id, item, first, eid, conflict in ((*pair, None, None)[:5] for pair in pairs)
+        ],
+        orient="row",
+    )
+
+
+def _redelivery(raw_id: int, item: int, first: int, event_id: str | None, what: str) -> tuple:
+    return (
+        raw_id,
+        item,
+        "duplicate",
+        f"duplicate_{what}",
+        f"same {what} as raw message {first}",
+        "",
+        event_id,
+    )
+
+
+def _conflict(raw_id: int, item: int, first: int, event_id: str | None, what: str) -> tuple:
+    detail = f"same {what} as raw message {first}, with other content: a new event needs a new event_id"
+    return (raw_id, item, "store", DUPLICATE_CONFLICT, detail, "", event_id)
+
+
+def _upsert_staged(
+    conn: psycopg.Connection,
+    table: Shape,
+    stage: str,
+    shape: Shape,
+    staged: pl.DataFrame,
+    upsert: str,
+    stored_duplicates: str,
+    batch_id: int,
+) -> tuple[int, list[tuple]]:
+    """Write `staged` into `table` and find the staged rows whose identity is held by another raw message;
+    returns (rows written or confirmed, (raw_id, item, first_raw_id) pairs).
+
+    When no staged key is held yet (new messages) the rows are copied straight in. Otherwise they are
+    copied into a temp table and upserted from it: the upsert writes a row unless its key is held already
+    (by another raw message: a duplicate; or by the same one with the same values: a re-run), so when it
+    wrote every staged row none is a duplicate and the look-up is skipped.
+    """
+    rows = _with_batch(table, staged, batch_id)
+    if _written_if_new(conn, lambda cur: _copy(cur, table.name, rows)):
+        return staged.height, []
+    with conn.cursor() as cur:
+        _fresh_stage(cur, shape, stage)
+        _copy(cur, stage, shape.conform(staged))
+        cur.execute(upsert, {"b": batch_id})
+        if cur.rowcount == staged.height:
+            return staged.height, []
+        cur.execute(stored_duplicates)
+        pairs = cur.fetchall()
+    return staged.height - len(pairs), pairs
+
+
+def store_measurements(
+    conn: psycopg.Connection, frame: pl.DataFrame, batch_id: int
+) -> tuple[int, pl.DataFrame]:
+    """Upsert measurements; returns (rows written or confirmed, duplicate rejections)."""
+    if frame.is_empty():
+        return 0, REJECTION.empty()
+    devices = device_ids(conn, frame.select("device_key", "device_kind"))
+    metrics = metric_ids(conn, frame.select("metric", "unit"))
+    keyed = frame.join(devices, on="device_key").join(metrics, on=["metric", "unit"])
+    touch_devices(conn, keyed.select("device_id", "arrived_at"))
+    first, dup_in_batch = _duplicates(keyed, ["device_id", "metric_id", "ts"], "device, metric and timestamp")
+    stored, pairs = _upsert_staged(
+        conn,
+        MEASUREMENTS,
+        "stage_measurements",
+        STAGED_MEASUREMENT,
+        first,
+        f"""INSERT INTO measurements AS m ({MEASUREMENTS.column_list()})
+           SELECT {MEASUREMENTS.without("batch_id").column_list()}, %(b)s FROM stage_measurements
+           ON CONFLICT (device_id, metric_id, ts) DO UPDATE
+           SET value_num = excluded.value_num, value_text = excluded.value_text,
+               batch_id = excluded.batch_id
+           WHERE m.raw_id = excluded.raw_id
+             AND (m.value_num, m.value_text)
+                 IS DISTINCT FROM (excluded.value_num, excluded.value_text)""",
+        """SELECT s.raw_id, s.item, m.raw_id FROM stage_measurements s
+           JOIN measurements m USING (device_id, metric_id, ts) WHERE m.raw_id <> s.raw_id""",
+        batch_id,
+    )
+    return stored, pl.concat([dup_in_batch, _duplicate_rejections(pairs, "device, metric and timestamp")])
+
+
+#: The reason of an event whose device and event_id were stored with another content.
+DUPLICATE_CONFLICT = "duplicate_conflict"
+
+
+#: What an event says, to tell a redelivery from a conflict: all but its times of arrival, and its device
+#: time only where the device gave a sane one (one replaced by arrival time equals ts_server, which a
+#: redelivery changes).
+_EVENT_CONTENT = [
+    pl.col("event_type"),
+    pl.col("value_num"),
+    pl.col("value_text"),
+    pl.col("unit"),
+    pl.col("meta"),
+    pl.when(pl.col("ts_device") != pl.col("ts_server")).then(pl.col("ts_device")).alias("device_time"),
+]
+
+
+_EVENT_CONTENT_SQL = (
+    "({t}.event_type, {t}.value_num, {t}.value_text, {t}.unit, {t}.meta, "
+    "nullif({t}.ts_device, {t}.ts_server))"
+)
+
+
+def store_events(conn: psycopg.Connection, frame: pl.DataFrame, batch_id: int) -> tuple[int, pl.DataFrame]:
+    if frame.is_empty():
+        return 0, REJECTION.empty()
+    devices = device_ids(conn, frame.select("device_key", pl.lit("event").alias("device_kind")))
+    keyed = frame.join(devices, on="device_key")
+    touch_devices(conn, keyed.select("device_id", pl.col("ts_server").alias("arrived_at")))
+    first, dup_in_batch = _duplicates(keyed, ["device_id", "event_id"], "device and event_id", _EVENT_CONTENT)
+    stored, pairs = _upsert_staged(
+        conn,
+        EVENTS,
+        "stage_events",
+        STAGED_EVENT,
+        first,
+        f"""INSERT INTO events AS e ({EVENTS.without("batch_id").column_list()}, batch_id)
+           SELECT {EVENTS.without("batch_id").column_list()}, %(b)s FROM stage_events
+           ON CONFLICT (device_id, event_id) DO UPDATE
+           SET event_type = excluded.event_type, value_num = excluded.value_num,
+               value_text = excluded.value_text, unit = excluded.unit, ts_device = excluded.ts_device,
+               meta = excluded.meta, batch_id = excluded.batch_id
+           WHERE e.raw_id = excluded.raw_id
+             AND (e.event_type, e.value_num, e.value_text, e.unit, e.ts_device, e.meta)
+                 IS DISTINCT FROM (excluded.event_type, excluded.value_num, excluded.value_text,
+                                   excluded.unit, excluded.ts_device, excluded.meta)""",
+        f"""SELECT s.raw_id, s.item, e.raw_id, s.event_id, {_EVENT_CONTENT_SQL.format(t="e")}
+               IS DISTINCT FROM {_EVENT_CONTENT_SQL.format(t="s")}
+           FROM stage_events s JOIN events e USING (device_id, event_id) WHERE e.raw_id <> s.raw_id""",
+        batch_id,
+    )
+    return stored, pl.concat([dup_in_batch, _duplicate_rejections(pairs, "device and event_id")])
+
+
+def _clear_earlier_batches(cur: psycopg.Cursor, table: str, raw: pl.DataFrame, batch_id: int) -> None:
+    """Delete the rows of `table` (one per raw message or element, with its `arrived_at`) that other
+    batches wrote in the arrival span of the page `raw`, which this batch is about to write again.
+
+    Every message of the span is decoded again by this batch: on this page, or on a neighbouring one that
+    shares its first or last arrival time, whose rows are this batch's own and stay. The index on
+    `arrived_at` finds the span (nothing there on a first run) without matching the page's ids."""
+    cur.execute(
+        f"DELETE FROM {table} WHERE arrived_at >= %s AND arrived_at <= %s AND batch_id <> %s",
+        (raw["arrived_at"].min(), raw["arrived_at"].max(), batch_id),
+    )
+
+
+#: Rejections a batch took out of `rejected` to write them again (see `store_rejected`): kept for the session
+#: (a batch's pages commit one by one), each row marked with the batch that took it out.
+_REJECTED_EARLIER_DDL = """CREATE TEMP TABLE IF NOT EXISTS rejected_earlier AS
+    SELECT raw_id, item, stage, reason, detail, batch_id, batch_id AS taken_by FROM rejected WITH NO DATA"""
+
+
+def store_rejected(conn: psycopg.Connection, rejected: pl.DataFrame, raw: pl.DataFrame, batch_id: int) -> int:
+    """Replace the rejections of the raw messages `raw` (`raw_id`, `arrived_at`): a re-run with a newer
+    decoder may have fewer. A rejection found again unchanged keeps the batch that first wrote it.
+
+    Rows other batches wrote in the page's arrival span go first, as for the other per-message tables
+    (`_clear_earlier_batches`), but into `rejected_earlier`, from which an identical new row takes its
+    batch back. A row this batch already took out (the span of a neighbouring page, which shares an
+    arrival time with this one) is not taken out again: it may be the one an earlier page put back."""
+    if raw.is_empty():
+        return 0
+    with conn.cursor() as cur:
+        cur.execute(_REJECTED_EARLIER_DDL)
+        cur.execute("DELETE FROM rejected_earlier WHERE taken_by <> %s", (batch_id,))
+        cur.execute(
+            """WITH gone AS (
+                   DELETE FROM rejected r
+                   WHERE arrived_at >= %(first)s AND arrived_at <= %(last)s AND batch_id <> %(b)s
+                     AND NOT EXISTS (SELECT 1 FROM rejected_earlier e
+                                     WHERE (e.raw_id, e.item) = (r.raw_id, r.item))
+                   RETURNING raw_id, item, stage, reason, detail, batch_id)
+               INSERT INTO rejected_earlier SELECT *, %(b)s FROM gone""",
+            {"first": raw["arrived_at"].min(), "last": raw["arrived_at"].max(), "b": batch_id},
+        )
+        if rejected.is_empty():
+            return 0
+        _fresh_stage(cur, STAGED_REJECTION, "stage_rejected")
+        _copy(cur, "stage_rejected", STAGED_REJECTION.conform(rejected))
+        columns = STAGED_REJECTION.column_list()
+        cur.execute(
+            f"""INSERT INTO rejected ({columns}, batch_id)
+               SELECT {", ".join(f"s.{c}" for c in STAGED_REJECTION.columns)}, coalesce(e.batch_id, %(b)s)
+               FROM stage_rejected s LEFT JOIN rejected_earlier e USING (raw_id, item, stage, reason, detail)
+               ON CONFLICT (raw_id, item) DO UPDATE SET stage = excluded.stage, reason = excluded.reason,
+                   detail = excluded.detail""",
+            {"b": batch_id},
+        )
+        return rejected.height
+
+
+def store_elements(
+    conn: psycopg.Connection, elements: pl.DataFrame, raw: pl.DataFrame, batch_id: int
+) -> None:
+    """Record how many elements the decoder found in each raw message of `raw` (`raw_id`, `arrived_at`)
+    from `elements` (`raw_id`, `elements`), where that is not one: a message without a row had one element
+    (most messages; a row per message cost a fifth of the store step). Rows an earlier batch wrote for these
+    messages go first: a re-run with a newer decoder may find one element where it found several."""
+    if raw.is_empty():
+        return
+    with conn.cursor() as cur:
+        _clear_earlier_batches(cur, "raw_elements", raw, batch_id)
+    several = elements.filter(pl.col("elements") != 1)
+    if several.is_empty():
+        return
+    rows = several.join(raw.select("raw_id", "arrived_at"), on="raw_id", how="left")
+    direct = _with_batch(STAGED_ELEMENTS.plus("batch_id"), rows, batch_id)
+    if _written_if_new(conn, lambda cur: _copy(cur, "raw_elements", direct)):
+        return
+    with conn.cursor() as cur:
+        _fresh_stage(cur, STAGED_ELEMENTS, "stage_elements")
+        _copy(cur, "stage_elements", STAGED_ELEMENTS.conform(rows))
+        cur.execute(
+            f"""INSERT INTO raw_elements AS r ({STAGED_ELEMENTS.column_list()}, batch_id)
+               SELECT {STAGED_ELEMENTS.column_list()}, %s FROM stage_elements
+               ON CONFLICT (raw_id) DO UPDATE
+               SET elements = excluded.elements, batch_id = excluded.batch_id""",
+            (batch_id,),
+        )
