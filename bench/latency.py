@@ -21,7 +21,7 @@ import uuid
 import paho.mqtt.client as mqtt
 import psycopg
 
-from dagster_project.defs.quality.hour_check import run_range_end_ms
+from dagster_project.defs.run_window import configured_range
 from iot_etl.supervisor import launch_up
 
 
@@ -34,9 +34,9 @@ def run_overheads(dagster_home: str, wanted: int, timeout_s: float) -> list[floa
         while time.monotonic() < deadline:
             records = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))
             overheads = [
-                r.end_time - end_ms / 1000
+                r.end_time - configured[1] / 1000
                 for r in records
-                if r.end_time and (end_ms := run_range_end_ms(r.dagster_run.run_config)) is not None
+                if r.end_time and (configured := configured_range(r.dagster_run.run_config)) is not None
             ]
             if len(overheads) >= wanted:
                 return overheads

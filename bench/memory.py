@@ -67,7 +67,6 @@ def run_once(redis_url: str, stream: str, db_url: str, start_ms: int, end_ms: in
     rss_start = _rss_mb()
     window = Window(start_ms, end_ms)
     redis = RedisStreamsResource(url=redis_url, stream_prefix=stream)
-    client = redis.client()
     info = BatchInfo(
         "bench", "bench", utc_from_ms(start_ms), utc_from_ms(end_ms), "0-0", "0-0", [stream], "1"
     )
@@ -75,7 +74,7 @@ def run_once(redis_url: str, stream: str, db_url: str, start_ms: int, end_ms: in
         clock = time.perf_counter()
         pages = (
             [raw_row(stream, entry_id, fields) for entry_id, fields in page]
-            for page in redis.read_range(client, stream, start_ms, end_ms)
+            for page in redis.read_range(stream, window)
         )
         landed = land_window(conn, info, pages)
         conn.commit()

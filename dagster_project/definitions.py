@@ -17,6 +17,7 @@ from dagster_project.defs.quality.freshness_check import build_freshness_check
 from dagster_project.defs.quality.jobs import freshness_check_job
 from dagster_project.defs.quality.schedules import build_freshness_schedule
 from dagster_project.defs.resources import resources_from_settings
+from dagster_project.defs.run_window import RESOURCE_KEY, RunWindowResource
 from iot_core.settings import Settings, get_settings
 
 
@@ -38,7 +39,11 @@ def build_definitions(settings: Settings) -> Definitions:
             build_freshness_schedule(settings.freshness_deadline_cron),
         ],
         sensors=[build_micro_window_sensor(settings.sensor_interval_s)],
-        resources=resources_from_settings(settings),
+        # the run's window is configured per run (the sensor's runs), else whole hours
+        resources={
+            **resources_from_settings(settings),
+            RESOURCE_KEY: RunWindowResource.configure_at_launch(),
+        },
         executor=in_process_executor,
     )
 

@@ -1,6 +1,6 @@
-"""The import graph points one way: iot_etl (CLI) -> listener | dagster_project | simulator -> iot_core; inside
-dagster_project, the code location -> maintenance -> quality -> ingest -> what they share -> the library,
-and neither the library nor the listener, the simulator or the contracts import Dagster."""
+"""The import graph points one way: iot_etl (CLI) -> listener | dagster_project | simulator -> iot_core;
+inside dagster_project, the code location -> maintenance -> quality -> ingest -> what they share -> the
+library, and neither the library nor the listener, the simulator or the contracts import Dagster."""
 
 from __future__ import annotations
 

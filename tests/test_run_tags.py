@@ -1,17 +1,19 @@
-"""A micro-batch run shows a person two tags (its window and its kind); its range is in the run config,
-where the checks read it, and the run worker's pid and start time are hidden tags the runs list leaves out."""
+"""A micro-batch run shows a person two tags (its window and its kind); its range reaches the assets and
+checks once, as the run's window resource, and the run worker's pid and start time are hidden tags the runs
+list leaves out."""
 
 from __future__ import annotations
 
 import uuid
 from pathlib import Path
 
-from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
+import pytest
+from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, Failure, PartitionKeyRange
 from dagster_graphql.schema.pipelines.pipeline import GrapheneRun
 
 from dagster_project.defs.ingest.sensors import KIND_TAG, WINDOW_TAG, run_request
-from dagster_project.defs.quality.hour_check import run_range_end_ms
-from dagster_project.lib.windows import HOUR_MS, Window
+from dagster_project.defs.run_window import RunWindowResource, configured_range
+from dagster_project.lib.windows import HOUR_MS, Window, partition_window
 from dagster_project.run_launcher import PID_TAG, STARTED_TAG
 
 HOUR = 1_796_083_200_000  # 2026-12-01 00:00 UTC
@@ -25,13 +27,33 @@ def test_a_sensor_run_is_tagged_with_its_window_and_kind_only() -> None:
     assert run_request(MINUTE, "heal", attempt_ms=HOUR + 5).tags[KIND_TAG] == "heal"
 
 
-def test_the_range_is_in_the_run_config_where_the_checks_read_its_end() -> None:
+def test_the_range_travels_once_as_the_runs_window_resource_and_reads_back() -> None:
     config = run_request(MINUTE).run_config
-    assert {op["config"]["start_ms"] for op in config["ops"].values()} == {MINUTE.start_ms}
-    assert run_range_end_ms(config) == MINUTE.end_ms
-    # a run without a range (launched from the UI, a backfill) checks the hours as far as they closed
-    assert run_range_end_ms({}) is None
-    assert run_range_end_ms({"ops": {"telemetry": {"config": {"start_ms": 0, "end_ms": 0}}}}) is None
+    assert config == {
+        "resources": {"window": {"config": {"start_ms": MINUTE.start_ms, "end_ms": MINUTE.end_ms}}}
+    }
+    assert configured_range(config) == (MINUTE.start_ms, MINUTE.end_ms)
+    # a run without a range (launched from the UI, a backfill) processes the hours as far as they closed
+    assert configured_range({}) is None
+    assert configured_range({"resources": {"window": {"config": {"start_ms": 0, "end_ms": 0}}}}) is None
+
+
+def test_the_runs_window_resolves_inside_its_partitions_and_refuses_a_range_outside() -> None:
+    keys = PartitionKeyRange(MINUTE.partition_key, MINUTE.partition_key)
+    assert (
+        RunWindowResource(start_ms=MINUTE.start_ms, end_ms=MINUTE.end_ms).resolve(keys, lambda: 0) == MINUTE
+    )
+    hour = partition_window(MINUTE.partition_key)
+    # whole hours: as far as they have closed, never empty
+    closed = hour.start_ms + 90_000
+    assert RunWindowResource().resolve(keys, lambda: closed) == Window(hour.start_ms, closed)
+    assert RunWindowResource().hours_so_far(keys, lambda: closed) == Window(hour.start_ms, closed)
+    # a check in a micro-batch run judges its hour up to the end of the run's range
+    micro = RunWindowResource(start_ms=MINUTE.start_ms, end_ms=MINUTE.end_ms)
+    assert micro.hours_so_far(keys, lambda: closed) == Window(hour.start_ms, MINUTE.end_ms)
+    outside = RunWindowResource(start_ms=hour.end_ms, end_ms=hour.end_ms + 60_000)
+    with pytest.raises(Failure, match="not inside partition"):
+        outside.resolve(keys, lambda: closed)
 
 
 def test_the_runs_list_shows_the_window_kind_and_dagsters_own_tags_not_the_worker(tmp_path: Path) -> None:

@@ -220,14 +220,14 @@ def test_the_range_a_run_holds_is_its_configured_range_else_its_partitions_hours
     from dagster_project.lib.windows import held_range, partition_window
 
     window = Window(H + MIN, H + 2 * MIN)
-    config = {"ops": {"raw_messages": {"config": {"start_ms": window.start_ms, "end_ms": window.end_ms}}}}
-    assert held_range(config, {"dagster/partition": window.partition_key}) == (window.start_ms, window.end_ms)
+    configured = (window.start_ms, window.end_ms)
+    assert held_range(configured, {"dagster/partition": window.partition_key}) == configured
     hour = partition_window(window.partition_key)
-    assert held_range({}, {"dagster/partition": window.partition_key}) == (hour.start_ms, hour.end_ms)
+    assert held_range(None, {"dagster/partition": window.partition_key}) == (hour.start_ms, hour.end_ms)
     next_key = Window(hour.end_ms, hour.end_ms + 1).partition_key
     backfill = {
         "dagster/asset_partition_range_start": window.partition_key,
         "dagster/asset_partition_range_end": next_key,
     }
-    assert held_range({}, backfill) == (hour.start_ms, hour.end_ms + HOUR_MS)
-    assert held_range({"ops": {"compaction": {"config": {}}}}, {}) is None
+    assert held_range(None, backfill) == (hour.start_ms, hour.end_ms + HOUR_MS)
+    assert held_range(None, {}) is None

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import redis as redis_lib
 from dagster import ConfigurableResource, EnvVar, Failure
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from dagster_project.lib.retention import RetentionRule
 from dagster_project.lib.rollups import PARTS_KEPT
@@ -20,7 +20,7 @@ from dagster_project.lib.windows import ClosingWindow, Window
 from iot_core.formats.batch import DecodeOptions
 from iot_core.mqtt import MqttEndpoint, Publisher
 from iot_core.settings import Settings
-from iot_core.streams import EntryId, id_range, stream_names
+from iot_core.streams import EntryId, stream_names
 
 log = logging.getLogger(__name__)
 
@@ -86,45 +86,50 @@ class BatchPolicyResource(ConfigurableResource):
         """How long before its window closes a run is requested: the setting, at most half a window."""
         return min(self.sensor_lead_ms, self.window_ms // 2)
 
-    def closing(self, redis: RedisStreamsResource, client: redis_lib.Redis, window: Window) -> ClosingWindow:
+    def closing(self, redis: RedisStreamsResource, window: Window) -> ClosingWindow:
         """`window` to be read as it closes (runs are requested up to the lead early); a window further
         from closing than the lead is refused."""
-        remaining = window.end_ms + self.window_grace_ms - redis.now_ms(client)
+        remaining = window.end_ms + self.window_grace_ms - redis.now_ms()
         if remaining > self.lead_ms + self.window_grace_ms:
             raise WindowNotClosedError(
                 f"the window ending {window.end_ms} closes in {remaining / 1000:.1f} s; "
                 "runs only process closed windows"
             )
-        return ClosingWindow(window, self.window_grace_ms, LAND_STEP_MS, lambda: redis.now_ms(client))
+        return ClosingWindow(window, self.window_grace_ms, LAND_STEP_MS, redis.now_ms)
 
-    def closed_until_ms(self, redis: RedisStreamsResource, client: redis_lib.Redis) -> int:
+    def closed_until_ms(self, redis: RedisStreamsResource) -> int:
         """The end of what has closed by now (Redis clock, minus the grace)."""
-        return redis.now_ms(client) - self.window_grace_ms
+        return redis.now_ms() - self.window_grace_ms
 
 
 class RedisStreamsResource(ConfigurableResource):
-    """The raw streams: `url` may hold a password, so it is given as an EnvVar."""
+    """The raw streams: `url` may hold a password, so it is given as an EnvVar. The resource owns its
+    client (one connection pool per run or sensor tick), made on first use."""
 
     url: str
     stream_prefix: str
     shards: int = 1
+    _client: redis_lib.Redis | None = PrivateAttr(default=None)
 
     def client(self) -> redis_lib.Redis:
-        return redis_lib.Redis.from_url(self.url, socket_timeout=30, socket_connect_timeout=5)
+        if self._client is None:
+            self._client = redis_lib.Redis.from_url(self.url, socket_timeout=30, socket_connect_timeout=5)
+        return self._client
 
     def streams(self) -> list[str]:
         return stream_names(self.stream_prefix, self.shards)
 
-    def now_ms(self, client: redis_lib.Redis) -> int:
+    def now_ms(self) -> int:
         """Redis's own clock: the one that assigns entry IDs, so the one that decides what has closed."""
-        seconds, micros = client.time()
+        seconds, micros = self.client().time()
         return int(seconds) * 1000 + int(micros) // 1000
 
     def read_range(
-        self, client: redis_lib.Redis, stream: str, start_ms: int, end_ms: int, page: int = 5000
+        self, stream: str, window: Window, page: int = 5000
     ) -> Iterator[list[tuple[bytes, dict[bytes, bytes]]]]:
-        """Entries of [start_ms, end_ms) in pages, each page starting after the previous one's last ID."""
-        low, high = id_range(start_ms, end_ms)
+        """Entries of `window` in pages, each page starting after the previous one's last ID."""
+        low, high = window.id_range
+        client = self.client()
         while True:
             entries = client.xrange(stream, low, high, count=page)
             if not entries:
@@ -135,11 +140,13 @@ class RedisStreamsResource(ConfigurableResource):
             last = EntryId.parse(entries[-1][0])
             low = f"({last}"
 
-    def has_entries(self, client: redis_lib.Redis, start_ms: int, end_ms: int) -> bool:
-        low, high = id_range(start_ms, end_ms)
+    def has_entries(self, window: Window) -> bool:
+        low, high = window.id_range
+        client = self.client()
         return any(client.xrange(stream, low, high, count=1) for stream in self.streams())
 
-    def first_entry_ms(self, client: redis_lib.Redis) -> int | None:
+    def first_entry_ms(self) -> int | None:
+        client = self.client()
         firsts = [client.xrange(stream, "-", "+", count=1) for stream in self.streams()]
         ids = [EntryId.parse(entries[0][0]).ms for entries in firsts if entries]
         return min(ids) if ids else None

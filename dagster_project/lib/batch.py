@@ -28,7 +28,7 @@ from dagster_project.lib.windows import Window
 from iot_core.formats.batch import DECODER_VERSION, DecodeOptions, decode_batch
 from iot_core.formats.f2_messages import F2Catalog
 from iot_core.rows import REJECTION
-from iot_core.streams import id_range, utc_from_ms
+from iot_core.streams import utc_from_ms
 
 #: A rejection as `decode_window` reports it: with the topic and arrival time of its raw message.
 _STORED_REJECTION = REJECTION.without("topic").plus("topic", "arrived_at")
@@ -64,7 +64,7 @@ class Decoded:
 
 def window_batch(run_id: str, partition_key: str, window: Window, streams: list[str]) -> BatchInfo:
     """The batch of run `run_id` over `window` of `streams` (its id range as XRANGE takes it)."""
-    start_id, end_id = id_range(window.start_ms, window.end_ms)
+    start_id, end_id = window.id_range
     return BatchInfo(
         run_id=run_id,
         partition_key=partition_key,

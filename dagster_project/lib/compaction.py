@@ -30,7 +30,7 @@ from dagster_project.lib.retention import (
 from dagster_project.lib.storage.batches import landed_ranges
 from dagster_project.lib.windows import Window, uncovered
 from iot_core.redis_memory import RedisMemory
-from iot_core.streams import EntryId, id_range, utc_from_ms
+from iot_core.streams import EntryId, utc_from_ms
 
 
 def trim_horizon_ms(now_ms: int, margin_ms: int, grace_ms: int, memory: RedisMemory | None) -> int:
@@ -70,7 +70,7 @@ def unarchived_from_ms(
     ranges = landed_ranges(conn, utc_from_ms(first_ms), utc_from_ms(until_ms))
 
     def has_entries(gap: Window) -> bool:
-        low, high = id_range(gap.start_ms, gap.end_ms)
+        low, high = gap.id_range
         return bool(client.xrange(stream, low, high, count=1))
 
     return keep_from_ms(ranges, first_ms, until_ms, has_entries)

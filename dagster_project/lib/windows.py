@@ -13,9 +13,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from iot_core.streams import utc_from_ms
+from iot_core.streams import id_range, utc_from_ms
 
 HOUR_MS = 3_600_000
 PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
@@ -70,6 +69,11 @@ class Window:
     def until(self, end_ms: int) -> Window:
         """This window cut off at `end_ms` (never empty: at least 1 ms)."""
         return Window(self.start_ms, max(self.start_ms + 1, min(self.end_ms, end_ms)))
+
+    @property
+    def id_range(self) -> tuple[str, str]:
+        """The stream entry IDs that bound the window, for XRANGE (both inclusive)."""
+        return id_range(self.start_ms, self.end_ms)
 
     @property
     def run_key(self) -> str:
@@ -216,14 +220,12 @@ def heal_until(cursor_ms: int, now_ms: int, heal_after_ms: int, grace_ms: int, w
     return min(cursor_ms, floor_to(now_ms - max(heal_after_ms, grace_ms), window_ms))
 
 
-def held_range(run_config: Mapping[str, Any], tags: Mapping[str, str]) -> tuple[int, int] | None:
-    """The arrival range [start_ms, end_ms) an unfinished run processes: its configured range (micro, hour
-    and heal runs), else its partitions' hours (a backfill or a UI materialization); None for a run of no
-    hour partition (compaction, the freshness check)."""
-    ops = run_config.get("ops") or {}
-    config = (ops.get("raw_messages") or {}).get("config") or {}
-    if config.get("start_ms") or config.get("end_ms"):
-        return int(config["start_ms"]), int(config["end_ms"])
+def held_range(configured: tuple[int, int] | None, tags: Mapping[str, str]) -> tuple[int, int] | None:
+    """The arrival range [start_ms, end_ms) an unfinished run processes: its `configured` range (micro,
+    hour and heal runs), else its partitions' hours (a backfill or a UI materialization); None for a run of
+    no hour partition (compaction, the freshness check)."""
+    if configured is not None:
+        return configured
     if PARTITION_TAG in tags:
         window = partition_window(tags[PARTITION_TAG])
     elif RANGE_START_TAG in tags and RANGE_END_TAG in tags:

@@ -12,8 +12,6 @@ from dagster import (
     AssetsDefinition,
     BackfillPolicy,
     Backoff,
-    Config,
-    Failure,
     Jitter,
     MaterializeResult,
     MetadataValue,
@@ -29,6 +27,7 @@ from dagster_project.defs.resources import (
     MqttPublisherResource,
     RedisStreamsResource,
 )
+from dagster_project.defs.run_window import RunWindowResource
 from dagster_project.defs.transient import only_transient_faults_retried
 from dagster_project.lib.batch import (
     decode_window,
@@ -43,9 +42,8 @@ from dagster_project.lib.raw_entries import raw_row
 from dagster_project.lib.retention import continuous_aggregates
 from dagster_project.lib.rollups import refresh_rollups
 from dagster_project.lib.storage.batches import BatchInfo
-from dagster_project.lib.windows import Window, hours_window
+from dagster_project.lib.windows import Window
 from iot_core.formats.batch import DECODER_VERSION
-from iot_core.streams import id_range
 
 BACKFILL_HOURS_PER_RUN = 6
 
@@ -62,32 +60,14 @@ TRANSIENT_RETRIES = RetryPolicy(
 )
 
 
-class WindowConfig(Config):
-    """The exact arrival range a run processes; 0/0 means the partitions' whole hours (backfills)."""
-
-    start_ms: int = 0
-    end_ms: int = 0
-
-
 def run_window(
     context: AssetExecutionContext,
-    config: WindowConfig,
+    window: RunWindowResource,
     policy: BatchPolicyResource,
     redis: RedisStreamsResource,
 ) -> Window:
-    """The configured range, checked to lie in the run's partitions; else the partitions' hours as far as
-    they have closed (an open hour is processed only up to its last closed moment)."""
-    keys = context.partition_key_range
-    hours = hours_window(keys.start, keys.end)
-    if not config.start_ms and not config.end_ms:
-        return hours.until(policy.closed_until_ms(redis, redis.client()))
-    if not (hours.start_ms <= config.start_ms < config.end_ms <= hours.end_ms):
-        raise Failure(
-            f"configured range {config.start_ms}..{config.end_ms} is not inside partition(s) "
-            f"{keys.start}..{keys.end}",
-            allow_retries=False,
-        )
-    return Window(config.start_ms, config.end_ms)
+    """The run's arrival range (see `RunWindowResource.resolve`)."""
+    return window.resolve(context.partition_key_range, lambda: policy.closed_until_ms(redis))
 
 
 def batch_info(context: AssetExecutionContext, window: Window, streams: list[str]) -> BatchInfo:
@@ -98,28 +78,27 @@ def batch_info(context: AssetExecutionContext, window: Window, streams: list[str
 
 def raw_messages(
     context: AssetExecutionContext,
-    config: WindowConfig,
+    window: RunWindowResource,
     redis: RedisStreamsResource,
     database: DatabaseResource,
     policy: BatchPolicyResource,
 ) -> MaterializeResult:
     with only_transient_faults_retried():
-        window = run_window(context, config, policy, redis)
-        client = redis.client()
-        closing = policy.closing(redis, client, window)
+        arrival = run_window(context, window, policy, redis)
+        closing = policy.closing(redis, arrival)
         streams = redis.streams()
         pages = (
             [raw_row(stream, entry_id, fields) for entry_id, fields in page]
             for piece in closing.pieces()
             for stream in streams
-            for page in redis.read_range(client, stream, piece.start_ms, piece.end_ms)
+            for page in redis.read_range(stream, piece)
         )
         with database.connect() as conn:
-            landed = land_window(conn, batch_info(context, window, streams), pages)
-        start_id, end_id = id_range(window.start_ms, window.end_ms)
+            landed = land_window(conn, batch_info(context, arrival, streams), pages)
+        start_id, end_id = arrival.id_range
         return MaterializeResult(
             metadata={
-                "range": window.label,
+                "range": arrival.label,
                 "start_id": start_id,
                 "end_id": end_id,
                 "entries_read": landed.read,
@@ -132,22 +111,23 @@ def raw_messages(
 
 def telemetry(
     context: AssetExecutionContext,
-    config: WindowConfig,
+    window: RunWindowResource,
     redis: RedisStreamsResource,
     database: DatabaseResource,
     policy: BatchPolicyResource,
     mqtt: MqttPublisherResource,
 ) -> MaterializeResult:
     with only_transient_faults_retried():
-        window = run_window(context, config, policy, redis)
+        micro = window.configured is not None
+        arrival = run_window(context, window, policy, redis)
         # devices are answered for the runs the sensor requests; re-processing whole hours answers nobody
-        topics = FeedbackTopics(mqtt.ack_topic_template, mqtt.deadletter_topic) if config.end_ms else None
+        topics = FeedbackTopics(mqtt.ack_topic_template, mqtt.deadletter_topic) if micro else None
         resend = context.run.tags.get(RESEND_FEEDBACK_TAG, "").lower() == "true"
         with database.connect() as conn, database.connect(autocommit=True) as reader:
             decoded = decode_window(
                 conn,
-                batch_info(context, window, []),
-                window,
+                batch_info(context, arrival, []),
+                arrival,
                 policy.decode_options(),
                 topics,
                 policy.decode_page_rows,
@@ -174,12 +154,12 @@ def telemetry(
         }
         keys = context.partition_keys
         so_far = None
-        if config.end_ms and len(keys) == 1:
+        if micro and len(keys) == 1:
             # the hour's counts up to this range, of which this run reads only its own range: the run that
             # closes the hour then does not count the whole hour
             with database.connect() as conn:
-                so_far = counted_so_far(conn, keys[0], window.utc_bounds[1])
-        if len(keys) > 1 or window.closes_hour:
+                so_far = counted_so_far(conn, keys[0], arrival.utc_bounds[1])
+        if len(keys) > 1 or arrival.closes_hour:
             # a partition's plotted values are its hour's totals once the hour has closed; a run over several
             # hours reports each hour on its own rather than the range's totals on every hour
             with database.connect() as conn:
@@ -195,13 +175,13 @@ def telemetry(
                 counts = {f"run_{name}": value for name, value in counts.items()}
             else:
                 counts = {
-                    "run_range": window.label,
+                    "run_range": arrival.label,
                     **{f"run_{name}": value for name, value in counts.items()},
                     **summaries[keys[0]],
                 }
         return MaterializeResult(
             metadata={
-                "range": window.label,  # a closed hour's own range replaces it below
+                "range": arrival.label,  # a closed hour's own range replaces it below
                 **counts,
                 # where this run began to count the hour: what came before was counted by earlier runs
                 **({"hour_counts_read_from": so_far[1].isoformat()} if so_far else {}),
@@ -216,19 +196,19 @@ def telemetry(
 
 def hourly_rollups(
     context: AssetExecutionContext,
-    config: WindowConfig,
+    window: RunWindowResource,
     redis: RedisStreamsResource,
     database: DatabaseResource,
     owner_database: DatabaseResource,
     policy: BatchPolicyResource,
 ) -> MaterializeResult:
-    window = run_window(context, config, policy, redis)
+    arrival = run_window(context, window, policy, redis)
     with database.connect(autocommit=True) as conn:
         aggregate = "hourly_rollups" in continuous_aggregates(conn)
     # TimescaleDB lets only a continuous aggregate's owner refresh it; the table is the writer's to upsert
     with (owner_database if aggregate else database).connect(autocommit=True) as conn:
-        written = refresh_rollups(conn, *window.utc_bounds)
-    return MaterializeResult(metadata={"range": window.label, "rollup_rows_written": written})
+        written = refresh_rollups(conn, *arrival.utc_bounds)
+    return MaterializeResult(metadata={"range": arrival.label, "rollup_rows_written": written})
 
 
 def build_ingest_assets(partitions: PartitionsDefinition) -> list[AssetsDefinition]:

@@ -19,6 +19,7 @@ from dagster import (
 
 from dagster_project.defs.ingest.jobs import MICRO_BATCH_JOB
 from dagster_project.defs.resources import BatchPolicyResource, DatabaseResource, RedisStreamsResource
+from dagster_project.defs.run_window import configured_range, run_config_for
 from dagster_project.lib.storage.batches import landed_ranges, last_processed_end
 from dagster_project.lib.windows import (
     HOUR_MS,
@@ -55,7 +56,9 @@ def runs_in_flight(context: SensorEvaluationContext) -> int:
 def held_ranges(context: SensorEvaluationContext) -> list[tuple[int, int]]:
     """The arrival ranges that queued or started runs of any job hold (`held_range`): no heal runs them."""
     runs = context.instance.get_runs(RunsFilter(statuses=_UNFINISHED))
-    return [held for run in runs if (held := held_range(run.run_config, run.tags)) is not None]
+    return [
+        held for run in runs if (held := held_range(configured_range(run.run_config), run.tags)) is not None
+    ]
 
 
 #: Errors that mean a service is away for now (not a bug): the tick is skipped with one line.
@@ -67,24 +70,17 @@ UNREACHABLE: tuple[type[Exception], ...] = (
 
 
 def run_request(window: Window, kind: str | None = None, attempt_ms: int = 0) -> RunRequest:
-    window_config = {"config": {"start_ms": window.start_ms, "end_ms": window.end_ms}}
     return RunRequest(
         run_key=f"heal-{window.run_key}-{attempt_ms}" if attempt_ms else window.run_key,
         partition_key=window.partition_key,
-        run_config={
-            "ops": {
-                "raw_messages": window_config,
-                "telemetry": window_config,
-                "hourly_rollups": window_config,
-            }
-        },
+        run_config=run_config_for(window),
         tags=run_tags(window, kind),
     )
 
 
 def run_tags(window: Window, kind: str | None = None) -> dict[str, str]:
     """The tags a person reads in the runs list: the window and the kind of run (`micro`, `hour`, `heal`).
-    The range itself is in the run config (`start_ms`, `end_ms`), which the assets and checks read."""
+    The range itself reaches the assets and checks as the run's window (`run_window`), not by the tags."""
     return {
         WINDOW_TAG: window.short_label,
         KIND_TAG: kind or ("hour" if window.whole_hour else "micro"),
@@ -99,7 +95,7 @@ def initial_cursor(
     with database.connect() as conn:
         end_ms = last_processed_end(conn)
     if end_ms is None:
-        end_ms = redis.first_entry_ms(redis.client())
+        end_ms = redis.first_entry_ms()
     return floor_to(min(end_ms if end_ms is not None else now_ms, now_ms), window_ms)
 
 
@@ -124,13 +120,12 @@ def heal_requests(
         return [], tried
     with database.connect() as conn:
         processed = landed_ranges(conn, utc_from_ms(lookback_ms), utc_from_ms(heal_until_ms), decoded=True)
-    client = redis.client()
     windows = [
         window
         for window in windows_to_heal(
             processed, held(), lookback_ms, heal_until_ms, tried, now_ms, policy.heal_after_ms
         )
-        if redis.has_entries(client, window.start_ms, window.end_ms)
+        if redis.has_entries(window)
     ][: policy.max_runs_per_tick]
     tried.update({window.run_key: now_ms for window in windows})
     return [run_request(window, "heal", now_ms) for window in windows], tried
@@ -143,8 +138,7 @@ def evaluate(
     policy: BatchPolicyResource,
 ) -> SensorResult:
     """One tick: heal runs for ranges never processed, then runs for the windows closed since the cursor."""
-    client = redis.client()
-    now_ms = redis.now_ms(client)
+    now_ms = redis.now_ms()
     state = json.loads(context.cursor) if context.cursor else {}
     cursor = state.get("next_ms")
     if cursor is None:
@@ -181,7 +175,7 @@ def evaluate(
         now_ms,
         policy.window_grace_ms,
         policy.skip_empty_windows,
-        lambda w: redis.has_entries(client, w.start_ms, w.end_ms),
+        redis.has_entries,
     )
     return SensorResult(
         run_requests=[*heals, *(run_request(window) for window in chosen)],

@@ -39,7 +39,7 @@ def compaction(
     started = datetime.now(UTC)
     deadline = time.monotonic() + compaction_policy.budget_s
     client = redis.client()
-    now_ms = redis.now_ms(client)
+    now_ms = redis.now_ms()
     memory_before = redis_memory_or_none(client)
     horizon_ms = trim_horizon_ms(
         now_ms, compaction_policy.stream_trim_margin_s * 1000, policy.window_grace_ms, memory_before

@@ -36,11 +36,8 @@ from iot_core.streams import utc_from_ms
 def archive_complete(hour: CheckedHour) -> AssetCheckResult:
     window = hour.window
     ranges = landed_ranges(hour.conn, *window.utc_bounds)
-    client = hour.redis.client()
     missing = [
-        gap
-        for gap in uncovered(ranges, window.start_ms, window.end_ms)
-        if hour.redis.has_entries(client, gap.start_ms, gap.end_ms)
+        gap for gap in uncovered(ranges, window.start_ms, window.end_ms) if hour.redis.has_entries(gap)
     ]
     return AssetCheckResult(
         passed=not missing,

@@ -1,17 +1,17 @@
 """One way to declare a check per hour partition: a name, a description and a body that judges an hour.
 
-In a micro-batch run a check looks at its hour up to the end of the run's range; run on its own (from the
-UI, on any partition) it looks at the partition's hours as far as they have closed. The body gets that
+In a micro-batch run a check looks at its hour up to the end of the run's range (the run's window,
+`RunWindowResource`); run on its own (from the UI, on any partition) it looks at the partition's hours as
+far as they have closed. The body gets that
 window with an open connection to the telemetry database, the quality thresholds and the raw streams.
 
 No `from __future__ import annotations` here: Dagster reads the check function's annotations at
 definition time to tell the context and the resources apart.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import psycopg
 from dagster import (
@@ -28,8 +28,9 @@ from dagster_project.defs.resources import (
     QualityPolicyResource,
     RedisStreamsResource,
 )
+from dagster_project.defs.run_window import RunWindowResource
 from dagster_project.lib.verdicts import P, judged_so_far
-from dagster_project.lib.windows import Window, hours_window
+from dagster_project.lib.windows import Window
 
 
 @dataclass(frozen=True)
@@ -60,29 +61,6 @@ class CheckedHour:
 CheckBody = Callable[[CheckedHour], AssetCheckResult]
 
 
-def checked_window(
-    context: AssetCheckExecutionContext, policy: BatchPolicyResource, redis: RedisStreamsResource
-) -> Window:
-    """The partitions' hours, up to the end of the run's range (micro-batch runs) or up to what has
-    closed (anything else)."""
-    keys = context.partition_key_range
-    hours = hours_window(keys.start, keys.end)
-    end_ms = run_range_end_ms(context.run.run_config)
-    if end_ms is not None:
-        return hours.until(end_ms)
-    return hours.until(policy.closed_until_ms(redis, redis.client()))
-
-
-def run_range_end_ms(run_config: Mapping[str, Any]) -> int | None:
-    """The end of a micro-batch run's arrival range: the sensor configures each asset of the run with
-    `start_ms`/`end_ms` (see `sensors.run_request`); None for a run without a range (UI, backfill)."""
-    for op in (run_config.get("ops") or {}).values():
-        end_ms = ((op or {}).get("config") or {}).get("end_ms")
-        if end_ms:
-            return int(end_ms)
-    return None
-
-
 @dataclass(frozen=True)
 class HourCheck:
     """A check per hour partition, built on the partitions definition it is given (see `partitions`)."""
@@ -105,15 +83,17 @@ class HourCheck:
         )
         def hourly(
             context: AssetCheckExecutionContext,
+            window: RunWindowResource,
             redis: RedisStreamsResource,
             database: DatabaseResource,
             policy: BatchPolicyResource,
             quality: QualityPolicyResource,
         ) -> AssetCheckResult:
-            window = checked_window(context, policy, redis)
-            so_far = run_range_end_ms(context.run.run_config) is not None
+            # the hours up to the end of the run's range (micro-batch runs), else up to what has closed
+            checked = window.hours_so_far(context.partition_key_range, lambda: policy.closed_until_ms(redis))
+            so_far = window.configured is not None
             with database.connect() as conn:
-                return body(CheckedHour(window, conn, quality, redis, name, so_far))
+                return body(CheckedHour(checked, conn, quality, redis, name, so_far))
 
         return hourly
 
