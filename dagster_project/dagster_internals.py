@@ -3,8 +3,8 @@
 Dagster keeps no promise for these between releases (`_execute_run_command_body` alone changed its
 signature at least four times). `PRIVATE` maps each name the project uses to the module it lives in, loaded
 on first use (`from dagster_project.dagster_internals import X`), so importing this module costs nothing
-on the run path. `tests/test_dagster_internals.py` resolves every entry and checks the signatures relied
-on: an upgrade that moves or changes one fails there by name, not in a run.
+on the run path. `tests/dagster_project/test_dagster_internals.py` resolves every entry and checks the
+signatures relied on: an upgrade that moves or changes one fails there by name, not in a run.
 
 Who uses what:
 - the forking run launcher (`run_launcher`): the launcher base classes, how `dagster api execute_run`
@@ -82,7 +82,7 @@ FORKSERVER_PRELOAD: tuple[str, ...] = (
 )
 
 #: Dagster versions (prefixes of `dagster.__version__`) whose run and event tables `delete_runs_in_bulk`
-#: was checked against (tests/test_compaction.py: what it leaves is what `delete_run` leaves).
+#: was checked against (tests/dagster_project/test_compaction.py: what it leaves is what `delete_run` leaves).
 BULK_DELETE_CHECKED = ("1.13.",)
 #: The files of an SQLite instance's per-run event database (`<run_id>.db` and its write-ahead log).
 SHARD_SUFFIXES = ("", "-wal", "-shm")

@@ -17,7 +17,6 @@ from dagster_project.defs.quality.freshness_check import build_freshness_check
 from dagster_project.defs.quality.jobs import freshness_check_job
 from dagster_project.defs.quality.schedules import build_freshness_schedule
 from dagster_project.defs.resources import resources_from_settings
-from dagster_project.defs.run_window import RESOURCE_KEY, RunWindowResource
 from iot_core.settings import Settings, get_settings
 
 
@@ -40,10 +39,7 @@ def build_definitions(settings: Settings) -> Definitions:
         ],
         sensors=[build_micro_window_sensor(settings.sensor_interval_s)],
         # the run's window is configured per run (the sensor's runs), else whole hours
-        resources={
-            **resources_from_settings(settings),
-            RESOURCE_KEY: RunWindowResource.configure_at_launch(),
-        },
+        resources=resources_from_settings(settings),
         executor=in_process_executor,
     )
 

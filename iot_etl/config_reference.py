@@ -30,7 +30,8 @@ _HEADER = """\
 # Configuration reference
 
 <!-- Generated from iot_core/settings.py by `python -m iot_etl.config_reference > docs/configuration.md`.
-     Edit the descriptions there, not here: tests/test_project_files.py fails when this file is stale. -->
+     Edit the descriptions there, not here: tests/project/test_project_files.py fails when this file is
+     stale. -->
 
 Every setting is an environment variable `IOT_<NAME>`; a `.env` file in the working directory works too,
 and the environment wins over it. The defaults work against PostgreSQL, Redis and Mosquitto on localhost.

@@ -2,7 +2,7 @@
 asked for): `iot-etl --help` lists them from their one-line summaries without importing them.
 
 The simulator's and the PKI's commands pull in paho, cryptography, rich and the settings; listing them
-should cost none of that. `tests/test_cli_help.py` checks each summary against the command's own.
+should cost none of that. `tests/iot_etl/test_cli_help.py` checks each summary against the command's own.
 """
 
 from __future__ import annotations

@@ -33,8 +33,8 @@ os.environ.update(
         "IOT_LISTENER_METRICS_PORT": "0",
         "IOT_DAGSTER_HOME": _DAGSTER_HOME,
         # tests put data into hours before the session's database was migrated (its recorded start): they
-        # move the partitions' start back as a user importing older data does (tests/test_partitions_start.py
-        # covers the recorded start)
+        # move the partitions' start back as a user importing older data does
+        # (tests/dagster_project/test_partitions_start.py covers the recorded start)
         "IOT_PARTITIONS_START": "2026-11-01-00:00",
     }
 )

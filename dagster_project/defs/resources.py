@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -14,6 +15,8 @@ import redis as redis_lib
 from dagster import ConfigurableResource, EnvVar, Failure
 from pydantic import Field, PrivateAttr
 
+from dagster_project.defs.run_window import RESOURCE_KEY as RUN_WINDOW_KEY
+from dagster_project.defs.run_window import RunWindowResource
 from dagster_project.lib.retention import RetentionRule
 from dagster_project.lib.rollups import PARTS_KEPT
 from dagster_project.lib.windows import ClosingWindow, Window
@@ -255,12 +258,14 @@ class CompactionPolicyResource(ConfigurableResource):
         ]
 
 
-def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResource]:
+def resources_from_settings(settings: Settings) -> dict[str, Any]:
     """Every resource of the code location. Values that can hold a secret reach Dagster as EnvVar, so the
     UI shows the variable's name, never its value."""
     secrets = settings.export_secrets()
     publisher = MqttEndpoint.for_role(settings, "publisher")  # the service listener when IOT_SECURITY is on
     return {
+        # the run's window: configured per run by the sensor (its runs), else whole hours
+        RUN_WINDOW_KEY: RunWindowResource.configure_at_launch(),
         "policy": BatchPolicyResource(
             window_seconds=settings.window_seconds,
             window_grace_ms=settings.window_grace_ms,

@@ -39,7 +39,7 @@ from tests.support.ports import free_port
 
 pytestmark = pytest.mark.services
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TAG = uuid.uuid4().hex[:8]
 IOT_ETL = str(Path(sys.executable).with_name("iot-etl"))
 PASSWORD = f"Pw-{uuid.uuid4().hex}"  # distinctive: searched for in every output

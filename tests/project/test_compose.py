@@ -33,7 +33,7 @@ from tests.support.postgres_server import PrivatePostgres
 from tests.support.private_server import ProcessServer
 from tests.support.processes import descendants, kill_all
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
 CERTS_SCRIPT = ROOT / "deploy" / "certs.sh"
 SCHEMA = json.loads((ROOT / "tests" / "data" / "compose-spec.json").read_text())

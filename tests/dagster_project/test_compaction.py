@@ -470,7 +470,7 @@ def test_ui_still_shows_pruned_hours_materialized_and_checked(clean_db: str, set
         assert pruned.runs_deleted == 2 and instance.get_runs() == []
         assert not any(shard.exists() for shard in shards)
 
-        definitions = str(Path(__file__).resolve().parent.parent / "dagster_project" / "definitions.py")
+        definitions = str(Path(__file__).resolve().parents[2] / "dagster_project" / "definitions.py")
         with define_out_of_process_context(definitions, "defs", instance) as context:
             result = execute_dagster_graphql(context, PARTITIONS_QUERY)
         assert not result.errors, result.errors

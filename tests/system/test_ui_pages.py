@@ -30,7 +30,7 @@ pytestmark = [
         reason="chromium and chromium-driver are not installed (scripts/test.sh installs them)",
     ),
 ]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / ".iot-etl" / "screenshots"
 FIRST_VISIT_DIALOG = "Join the Dagster community"
 #: Closed hours before the current one: (hours back, readings, undecodable payloads), each hour run whole so

@@ -19,7 +19,7 @@ from iot_etl.startup import CannotStart, StackLock
 from tests.support.ports import free_port
 from tests.support.up import run_up
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def assert_refused(result: subprocess.CompletedProcess[str], *fragments: str) -> None:

@@ -18,7 +18,7 @@ import pytest
 from iot_core.settings import Settings
 from tests.support.ports import free_port, port_accepts, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LOG_SOME = (
     "import logging, structlog\n"
     "from iot_core.logs import configure_logging\n"

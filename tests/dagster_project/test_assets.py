@@ -15,6 +15,7 @@ from dagster import DagsterInstance, build_sensor_context
 
 from dagster_project.definitions import defs
 from dagster_project.defs.ingest.sensors import run_request
+from dagster_project.defs.run_window import configured_range
 from dagster_project.lib.windows import HOUR_MS, Window
 from iot_core.settings import Settings
 from iot_core.streams import stream_for_topic, stream_names
@@ -281,9 +282,11 @@ def test_the_sensor_heals_no_window_a_queued_or_started_run_still_holds(
         instance.report_run_failed(run)
         heals = [r for r in driver.tick() if r.tags["iot/kind"] == "heal"]
     assert len(heals) == 1
-    config = heals[0].run_config["ops"]["raw_messages"]["config"]
-    assert config["start_ms"] <= lost_ms < config["end_ms"]
-    assert config["end_ms"] % settings.window_ms == 0
+    configured = configured_range(heals[0].run_config)
+    assert configured is not None
+    start_ms, end_ms = configured
+    assert start_ms <= lost_ms < end_ms
+    assert end_ms % settings.window_ms == 0
 
 
 def test_closed_hours_plot_their_own_totals_and_a_backfill_reports_each_hour(

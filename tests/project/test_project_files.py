@@ -13,7 +13,7 @@ from iot_core.settings import Settings
 from iot_etl.config_reference import render
 from iot_etl.dagster_instance import instance_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class _SecretDefaults(Settings):

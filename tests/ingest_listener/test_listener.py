@@ -26,7 +26,7 @@ from tests.support import PrivateMosquitto, PrivateRedis, free_port, wait_until
 pytestmark = pytest.mark.services
 
 SYSTEM_REDIS = "redis://127.0.0.1:6379/0"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # --- helpers -------------------------------------------------------------------------------------

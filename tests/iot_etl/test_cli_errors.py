@@ -17,7 +17,7 @@ from tests.support.database import database_url, drop_database
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.services
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 IOT_ETL = str(Path(sys.executable).with_name("iot-etl"))
 
 

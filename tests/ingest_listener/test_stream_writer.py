@@ -7,7 +7,6 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from uuid import uuid4
 
 import pytest
 import redis
@@ -33,17 +32,10 @@ BINARY_PAYLOADS = [
 
 
 @pytest.fixture
-def prefix() -> str:
-    return f"test:{uuid4().hex}:raw"
-
-
-@pytest.fixture
 def system_redis(prefix: str) -> Iterator[redis.Redis]:
+    """The shared Redis; the `prefix` fixture deletes this test's keys afterwards."""
     client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
     yield client
-    keys = list(client.scan_iter(f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
     client.close()
 
 

@@ -27,7 +27,7 @@ from tests.support.database import database_url, drop_database
 from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 

@@ -16,7 +16,7 @@ import pytest
 from tests.support.database import database_url, drop_database
 
 pytestmark = pytest.mark.services
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 IOT_ETL = str(Path(sys.executable).with_name("iot-etl"))
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

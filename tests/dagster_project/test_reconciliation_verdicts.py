@@ -35,7 +35,7 @@ def archive_only(settings: Settings, instance: DagsterInstance, window: Window) 
     request = run_request(window)
     result = materialize(
         build_ingest_assets(build_hourly_partitions(partitions_start(settings)))[:1],  # raw_messages
-        run_config={"ops": {"raw_messages": request.run_config["ops"]["raw_messages"]}},
+        run_config=request.run_config,
         partition_key=request.partition_key,
         instance=instance,
         tags=request.tags,

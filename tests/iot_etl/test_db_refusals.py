@@ -19,7 +19,7 @@ from iot_etl.startup import CannotStart, require_postgres
 from tests.support.postgres_server import PrivatePostgres
 
 pytestmark = pytest.mark.services
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 IOT_ETL = str(Path(sys.executable).with_name("iot-etl"))
 #: the driver's texts as psycopg 3.3 gives them for PostgreSQL 15's answers (and libpq's own)
 SAID = {

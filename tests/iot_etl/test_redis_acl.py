@@ -37,7 +37,7 @@ pytestmark = pytest.mark.services
 LISTENER, LISTENER_PW = "iot-listener", "l1sten-S3CRET-pw"
 PIPELINE, PIPELINE_PW = "iot-pipeline", "p1pe-S3CRET-pw"
 NO_RETRY = Retry(NoBackoff(), 0)
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 IOT_ETL = str(Path(sys.executable).with_name("iot-etl"))
 
 

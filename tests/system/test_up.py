@@ -31,7 +31,7 @@ from tests.support.processes import group_members, wait_gone
 from tests.support.up import WINDOW_S, run_up, started_pids, stop_up, stored_event
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXPECTED_DEFINITIONS = (
     {"micro_window_sensor"},
     {"micro_batch_job", "compaction_job", "freshness_check_job", "__ASSET_JOB"},

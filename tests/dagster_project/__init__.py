@@ -1,0 +1,1 @@
+"""The Dagster side: assets, checks, sensor, compaction, the library beneath them."""

@@ -1,0 +1,1 @@
+"""The listener: stream writes, per-device limits, sessions, shared subscriptions."""

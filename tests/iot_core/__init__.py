@@ -1,0 +1,1 @@
+"""The contracts: decoders and their guards, row shapes, device ids, MQTT clients over TLS."""

@@ -1,0 +1,1 @@
+"""The CLI: commands, migrations, roles, certificates, the embedded services, supervision parts."""

@@ -1,0 +1,1 @@
+"""The repository as users read it: layers, generated references, compose, dashboards."""

@@ -1,0 +1,1 @@
+"""The simulator: its messages, its publishing, per-device certificates."""

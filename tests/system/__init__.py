@@ -1,0 +1,1 @@
+"""The whole product as processes: `iot-etl up`, faults, graceful stops, the UI, logs."""
