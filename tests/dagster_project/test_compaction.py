@@ -37,6 +37,7 @@ from iot_etl.migrate import ensure_database
 from tests.support.database import database_url, drop_database
 from tests.support.pipeline import SensorDriver
 from tests.support.rollups import device_and_metric
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.services
 
@@ -395,10 +396,12 @@ def test_timescale_jobs_healthy_fails_when_a_job_has_failed(clean_db: str, setti
             "SELECT add_job('test_failing_job', interval '1 hour', initial_start => now())"
         ).fetchone()
         try:
-            deadline = time.monotonic() + 240
-            while not any(j.job_id == job_id for j in timescale_failed_jobs(conn)):
-                assert time.monotonic() < deadline, "the background scheduler never ran the job"
-                time.sleep(2)
+            wait_until(
+                lambda: any(j.job_id == job_id for j in timescale_failed_jobs(conn)),
+                240,
+                interval_s=2,
+                what="the background scheduler to run the job",
+            )
             passed, metadata = run_compaction_job(settings)
             assert not passed
             assert metadata["failed_jobs"] >= 1

@@ -33,6 +33,7 @@ from dagster_project.run_launcher import (
 from iot_core.settings import Settings
 from iot_etl.dagster_instance import FORKING_RUN_LAUNCHER, instance_config
 from tests.support.retrying_job import retrying_job
+from tests.support.waiting import wait_until
 
 T = TypeVar("T")
 #: the grace, a few polls, and slack for a loaded machine
@@ -78,10 +79,9 @@ def test_a_pid_taken_by_another_process_is_not_the_worker() -> None:
 def test_an_unreaped_worker_counts_as_dead() -> None:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     tags = worker_tags(psutil.Process(child.pid))
-    deadline = time.monotonic() + 30
-    while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE:
-        assert time.monotonic() < deadline, "the child did not exit"
-        time.sleep(0.05)
+    wait_until(
+        lambda: psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE, 30, what="the child to exit"
+    )
     try:
         assert ForkingRunLauncher().check_run_worker_health(run_with(tags)).status == WorkerStatus.FAILED
     finally:
@@ -130,13 +130,14 @@ def test_a_run_canceled_while_its_step_waits_to_retry_ends_within_the_grace(tmp_
             target=work, args=(serialize_value(instance.get_ref()), run.run_id)
         )
         worker.start()
-        deadline = time.monotonic() + 120
-        while not instance.get_records_for_run(
-            run.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY
-        ).records:
+
+        def asked_to_retry() -> bool:
+            if instance.get_records_for_run(run.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY).records:
+                return True
             assert worker.is_alive(), "the worker ended before its step asked to retry"
-            assert time.monotonic() < deadline, "the step never asked to retry"
-            time.sleep(0.2)
+            return False
+
+        wait_until(asked_to_retry, 120, interval_s=0.2, what="the step to ask to retry")
         instance.report_run_canceling(not_none(instance.get_run_by_id(run.run_id)))
         canceling = time.monotonic()
         worker.join(CANCELED_WITHIN_S)

@@ -21,7 +21,8 @@ import redis
 from ingest_listener import Listener
 from iot_core.settings import Settings
 from iot_core.streams import stream_for_topic, stream_names
-from tests.support import PrivateMosquitto, PrivateRedis, free_port, wait_until
+from tests.support import PrivateMosquitto, PrivateRedis, free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.services
 

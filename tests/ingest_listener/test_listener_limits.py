@@ -16,7 +16,8 @@ from ingest_listener.device_limits import BYTES, RATE, REASONS, TOPIC_TOO_LONG
 from iot_core.settings import Settings
 from iot_etl.status import listener_limited
 from tests.ingest_listener.test_listener import count, entries, make_settings, started
-from tests.support import PrivateMosquitto, free_port, wait_until
+from tests.support import PrivateMosquitto, free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.services
 

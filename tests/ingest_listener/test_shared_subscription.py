@@ -12,7 +12,8 @@ import redis
 from ingest_listener import Listener
 from iot_core.settings import DEFAULT_TOPICS, Settings
 from iot_core.streams import stream_names
-from tests.support import PrivateMosquitto, wait_until
+from tests.support import PrivateMosquitto
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.services
 

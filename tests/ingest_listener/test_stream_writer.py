@@ -16,7 +16,8 @@ from redis.retry import Retry
 from ingest_listener.metrics import ListenerMetrics
 from ingest_listener.stream_writer import BufferedStreamWriter, Entry, StreamWriter, entry_for_message
 from iot_core.streams import stream_for_topic
-from tests.support import PrivateRedis, wait_until
+from tests.support import PrivateRedis
+from tests.support.waiting import wait_until
 
 # like the listener's own client: the writer does the retrying, redis-py must not retry (and block) itself
 NO_RETRY = Retry(NoBackoff(), 0)

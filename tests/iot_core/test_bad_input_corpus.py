@@ -24,10 +24,11 @@ from ingest_listener import Listener
 from iot_core.settings import Settings
 from iot_core.streams import EntryId, utc_from_ms
 from simulator.messages import MessageFactory
-from tests.support import PrivateMosquitto, wait_until
+from tests.support import PrivateMosquitto
 from tests.support.bad_inputs import BAD_INPUTS
 from tests.support.pipeline import SensorDriver
 from tests.support.stored import expected_events, expected_readings, read_stored
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.services
 GOOD = 120
@@ -72,7 +73,7 @@ class Subscriber:
         delivered after them, so once it is here, so are they."""
         self.sentinels += 1
         broker.publish_many([(SENTINEL_TOPIC, json.dumps({"sentinel": self.sentinels}))])
-        assert wait_until(lambda: self._received_sentinels() >= self.sentinels, timeout=30), (
+        assert wait_until(lambda: self._received_sentinels() >= self.sentinels, timeout_s=30), (
             "sentinel not delivered"
         )
         with self.lock:
@@ -90,7 +91,7 @@ class Subscriber:
 def _wait_for_window_start(client: redis.Redis, window_ms: int, budget_ms: int) -> None:
     """Wait until the current window has at least `budget_ms` left, so a short burst fits in one window."""
     assert wait_until(
-        lambda: _redis_ms(client) % window_ms < window_ms - budget_ms, timeout=window_ms / 1000 + 5
+        lambda: _redis_ms(client) % window_ms < window_ms - budget_ms, timeout_s=window_ms / 1000 + 5
     )
 
 
@@ -141,7 +142,7 @@ def test_every_bad_input_kind_is_rejected_with_its_reason_and_every_good_one_sto
             assert listener.wait_ready(10), "listener did not connect and subscribe"
             _wait_for_window_start(client, local.window_ms, budget_ms=6000)
             broker.publish_many(published)
-            assert wait_until(lambda: client.xlen(local.stream_prefix) >= len(published), timeout=60)
+            assert wait_until(lambda: client.xlen(local.stream_prefix) >= len(published), timeout_s=60)
             entries = client.xrange(local.stream_prefix)
             assert len(entries) == len(published), "the listener wrote each message exactly once"
             first_ms, last_ms = (EntryId.parse(entries[i][0]).ms for i in (0, -1))

@@ -22,9 +22,9 @@ from iot_core.pki import revoke, rotate
 from iot_core.settings import Settings
 from iot_core.streams import stream_names
 from iot_etl.broker import write_secure_broker_config
-from tests.support import wait_until
 from tests.support.ports import wait_for_port
 from tests.support.secure_broker import SecureMosquitto
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.services
 
@@ -82,7 +82,7 @@ def payloads(settings: Settings) -> list[bytes]:
 
 def wait_for_payloads(settings: Settings, expected: set[bytes]) -> set[bytes]:
     """The distinct payloads in the stream once all of `expected` arrived (or the wait gave up)."""
-    wait_until(lambda: expected <= set(payloads(settings)), WAIT_S, interval=0.2)
+    wait_until(lambda: expected <= set(payloads(settings)), WAIT_S, interval_s=0.2)
     return set(payloads(settings))
 
 

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from iot_core.errors import UserFacingError
 from iot_etl.backfill import DagsterUi
 from tests.support.database import database_url, drop_database
 from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,11 +98,14 @@ def test_backfill_reprocesses_an_hour_and_follows_it_to_the_end(project: dict[st
         ),
     ]
     try:
-        deadline = time.monotonic() + 240
-        while not _serving(port):
-            assert time.monotonic() < deadline, "the webserver did not come up"
+
+        def serving() -> bool:
+            if _serving(port):
+                return True
             assert all(p.poll() is None for p in processes)
-            time.sleep(1)
+            return False
+
+        wait_until(serving, 240, interval_s=1, what="the webserver to come up")
         key = hour.strftime("%Y-%m-%dT%H")
         result = subprocess.run(
             [str(BIN / "iot-etl"), "backfill", "--from", key, "--to", key],

@@ -39,6 +39,7 @@ from iot_etl.broker_config import (
 from iot_etl.cli import main
 from tests.support import PrivateMosquitto
 from tests.support.broker_crash import measure_crash_loss
+from tests.support.waiting import wait_until
 
 
 def _directives(text: str) -> dict[str, list[str]]:
@@ -134,9 +135,7 @@ def test_broker_queues_beyond_1000_for_stopped_subscriber_across_restart() -> No
 
         sub = _Subscriber(broker, "cfg-test-sub")
         try:
-            deadline = time.monotonic() + 20
-            while len(sub.received) < n and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_until(lambda: len(sub.received) >= n, 20)
             time.sleep(0.2)
             assert sorted(int(p) for p in sub.received) == list(range(n))
         finally:

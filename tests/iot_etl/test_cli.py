@@ -19,7 +19,8 @@ from pydantic import SecretStr
 from dagster_project.lib.retention import has_timescaledb
 from iot_core.settings import Settings, get_settings
 from iot_etl.cli import main
-from tests.support import PrivateMosquitto, PrivateRedis, wait_until
+from tests.support import PrivateMosquitto, PrivateRedis
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.services
 
@@ -86,7 +87,7 @@ def test_listen_through_the_cli_ingests_and_stops_on_sigterm() -> None:
                 broker.publish_many([(f"devices/cli-{run}/temperature", b"21.5")], qos=1)
                 return client.xlen(stream) > 0
 
-            assert wait_until(landed, timeout=60, interval=0.5), "no stream entry within 60 s"
+            assert wait_until(landed, timeout_s=60, interval_s=0.5), "no stream entry within 60 s"
             entry = client.xrange(stream, count=1)[0][1]
             assert entry[b"topic"] == f"devices/cli-{run}/temperature".encode()
             assert entry[b"payload"] == b"21.5"

@@ -32,6 +32,7 @@ from tests.support.embedded_state import copy_repository, remove_system_state
 from tests.support.ports import free_port
 from tests.support.processes import wait_gone
 from tests.support.up import WINDOW_S, base_env, path_without_mosquitto, publish, stop_up, stored_event
+from tests.support.waiting import wait_until
 
 
 def defaults(**values: object) -> Settings:
@@ -208,18 +209,17 @@ def processes_using(*markers: str) -> dict[int, str]:
 
 
 def wait_for_value(url: str, device: str, timeout_s: float) -> float:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def temperature_row() -> tuple[float] | None:
         with contextlib.suppress(psycopg.OperationalError), psycopg.connect(url) as conn:
-            row = conn.execute(
+            return conn.execute(
                 """SELECT x.value_num FROM measurements x JOIN devices d USING (device_id)
                    JOIN metrics m USING (metric_id) WHERE d.device_key = %s AND m.name = 'temperature'""",
                 (device,),
             ).fetchone()
-            if row:
-                return row[0]
-        time.sleep(0.5)
-    raise AssertionError(f"no measurement of {device} within {timeout_s} s")
+        return None
+
+    (value,) = wait_until(temperature_row, timeout_s, interval_s=0.5, what=f"a measurement of {device}")
+    return value
 
 
 @pytest.mark.slow
@@ -318,9 +318,7 @@ def test_up_without_mosquitto_runs_the_demo_broker_end_to_end(up_env: dict[str, 
                 ],
             )
             assert wait_for_value(up_env["IOT_DATABASE_URL"], device, WINDOW_S + 90) == 27.93
-            deadline = time.monotonic() + 60
-            while not acks and time.monotonic() < deadline:
-                time.sleep(0.2)
+            wait_until(lambda: acks, 60, interval_s=0.2)
             assert [json.loads(a)["status"] for a in acks] == ["stored"], acks
         finally:
             subscriber.loop_stop()

@@ -29,8 +29,9 @@ from iot_core.redis_acl import RedisAclError, acl_users, render_acl, stream_key_
 from iot_core.settings import Settings, get_settings
 from iot_etl import embedded
 from iot_etl.cli import main
-from tests.support import PrivateMosquitto, PrivateRedis, free_port, wait_until
+from tests.support import PrivateMosquitto, PrivateRedis, free_port
 from tests.support.pipeline import SensorDriver
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.services
 

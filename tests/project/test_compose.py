@@ -27,11 +27,12 @@ import yaml
 
 from iot_core.settings import Settings
 from iot_etl.dagster_instance import instance_config
-from tests.support import PrivateRedis, free_port, wait_until
+from tests.support import PrivateRedis, free_port
 from tests.support.compose import MissingVariable, interpolate, load, read_env_file, resolve, variables
 from tests.support.postgres_server import PrivatePostgres
 from tests.support.private_server import ProcessServer
 from tests.support.processes import descendants, kill_all
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
@@ -547,7 +548,9 @@ def test_the_crl_service_re_signs_the_list_and_stops_on_sigterm(
     )
     left: set[int] = set()
     try:
-        assert wait_until(lambda: crl.read_bytes() != before, timeout=120), "the broker's copy was re-signed"
+        assert wait_until(lambda: crl.read_bytes() != before, timeout_s=120), (
+            "the broker's copy was re-signed"
+        )
         left = descendants(process.pid)  # its `sleep`: a container's end would take it
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0

@@ -32,9 +32,10 @@ from dashboard_preview.queries import (
     variable_values,
 )
 from iot_core.settings import Settings
-from tests.support import free_port, wait_until
+from tests.support import free_port
 from tests.support.fill import fill_through_the_pipeline
 from tests.support.prometheus import PROMETHEUS, private_listener, scraped_listener
+from tests.support.waiting import wait_until
 
 
 def provisioned_datasources() -> dict[str, dict]:
@@ -302,7 +303,9 @@ def test_every_panel_expression_answers_from_a_prometheus_scraping_a_listener(
 
         # the preview draws the listener panels from the same Prometheus, once messages went through
         assert scraped.publish_for(settings, 5) > 0
-        assert wait_until(lambda: scraped.query("sum(iot_listener_entries_written_total) > 0"), 30, 0.5)
+        assert wait_until(
+            lambda: scraped.query("sum(iot_listener_entries_written_total) > 0"), 30, interval_s=0.5
+        )
         source = PrometheusSource(scraped.prometheus_url, TimeRange.last(2 / 60))
         (health,) = [
             r

@@ -22,8 +22,8 @@ from iot_core.streams import stream_names
 from iot_etl.cli import main
 from simulator.messages import MessageFactory
 from simulator.run import run_simulation
-from tests.support import wait_until
 from tests.support.secure_broker import SecureMosquitto
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.services
 
@@ -105,7 +105,7 @@ def test_every_device_publishes_over_its_own_connection_with_its_certificate(
         assert (report.total, report.acked, report.failed, report.skipped) == (300, 300, 0, 0)
         assert report.messages is not None
         sent = {(m.topic.encode(), m.payload) for m in report.messages}
-        assert wait_until(lambda: sent <= stream_messages(settings), WAIT_S, interval=0.2)
+        assert wait_until(lambda: sent <= stream_messages(settings), WAIT_S, interval_s=0.2)
     senders = {m.topic.split("/")[2 if m.topic.startswith("qs/") else 1] for m in report.messages}
     assert senders == set(fleet())  # every device of the fleet sent something
     log = broker.log_text()[log_start:]
@@ -147,7 +147,7 @@ def test_without_certs_dir_the_simulator_connects_as_the_simulator_service(
         assert (report.acked, report.failed) == (50, 0)
         assert report.messages is not None
         sent = {(m.topic.encode(), m.payload) for m in report.messages}
-        assert wait_until(lambda: sent <= stream_messages(settings), WAIT_S, interval=0.2)
+        assert wait_until(lambda: sent <= stream_messages(settings), WAIT_S, interval_s=0.2)
     assert re.search(
         r"New client connected from \S+ as iot-etl-simulator-\S+ \(.*u'iot-etl-simulator'\)",
         broker.log_text(),

@@ -23,6 +23,7 @@ from iot_core.settings import Settings
 from simulator.__main__ import main, simulate_command
 from simulator.expected import SentMessage
 from simulator.run import run_simulation
+from tests.support.waiting import wait_until
 
 TOPIC_FILTERS = ("devices/#", "qs/v1/+/events", "stat/#", "tele/#")
 
@@ -62,13 +63,13 @@ class Subscriber:
     def wait_for(self, messages: list[SentMessage], timeout_s: float = 10.0) -> Counter[tuple[str, bytes]]:
         """What of `messages` has not arrived when all of it did or the timeout passed."""
         wanted = Counter((m.topic, m.payload) for m in messages)
-        deadline = time.monotonic() + timeout_s
-        while True:
+
+        def missing() -> Counter[tuple[str, bytes]]:
             with self.lock:
-                missing = wanted - self.received
-            if not missing or time.monotonic() > deadline:
-                return missing
-            time.sleep(0.05)
+                return wanted - self.received
+
+        wait_until(lambda: not missing(), timeout_s)
+        return missing()
 
 
 @pytest.fixture

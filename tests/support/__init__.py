@@ -5,7 +5,7 @@ temporary directory, so a test can stop, restart or wipe them without touching t
 """
 
 from tests.support.mosquitto import PrivateMosquitto
-from tests.support.ports import free_port, wait_for_port, wait_until
+from tests.support.ports import free_port, wait_for_port
 from tests.support.redis_server import PrivateRedis
 
-__all__ = ["PrivateMosquitto", "PrivateRedis", "free_port", "wait_for_port", "wait_until"]
+__all__ = ["PrivateMosquitto", "PrivateRedis", "free_port", "wait_for_port"]

@@ -21,7 +21,7 @@ from paho.mqtt.properties import Properties
 
 from iot_etl.broker_config import Autosave
 from tests.support.mosquitto import PrivateMosquitto
-from tests.support.ports import wait_until
+from tests.support.waiting import wait_until
 
 MARKER = b"end-of-queue"
 

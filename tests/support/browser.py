@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from tests.support.ports import free_port, wait_for_port
+from tests.support.waiting import wait_until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -122,24 +123,23 @@ class Browser:
         """The page's visible text once every one of `texts` is in it; AssertionError naming the missing
         ones when they are not within `timeout_s`."""
         wanted = list(texts)
-        deadline = time.monotonic() + timeout_s
-        while True:
+
+        def shown_with_all() -> str | None:
             shown = self.visible_text()
-            missing = [text for text in wanted if text not in shown]
-            if not missing:
-                return shown
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{missing} not shown at {self._call('GET', '/url')}")
-            time.sleep(0.5)
+            return shown if all(text in shown for text in wanted) else None
+
+        if (shown := wait_until(shown_with_all, timeout_s, interval_s=0.5)) is not None:
+            return shown
+        missing = [text for text in wanted if text not in self.visible_text()]
+        raise AssertionError(f"{missing} not shown at {self._call('GET', '/url')}")
 
     def wait_for_texts_gone(self, texts: Iterable[str], timeout_s: float = 60) -> None:
         """Until none of `texts` (spinners, "Loading…") is visible any more."""
         unwanted = list(texts)
-        deadline = time.monotonic() + timeout_s
-        while any(text in (shown := self.visible_text()) for text in unwanted):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"still shown after {timeout_s} s: {shown[:500]}")
-            time.sleep(0.5)
+        if not wait_until(
+            lambda: not any(text in self.visible_text() for text in unwanted), timeout_s, interval_s=0.5
+        ):
+            raise AssertionError(f"still shown after {timeout_s} s: {self.visible_text()[:500]}")
 
     def open(self, url: str, expect: Iterable[str], timeout_s: float = 90) -> str:
         """Load `url`; its visible text once `expect` is all shown."""
@@ -148,14 +148,17 @@ class Browser:
 
     def _find(self, xpath: str, timeout_s: float = 30) -> dict[str, str]:
         """The first element at `xpath`, waiting for it while the page (re)renders."""
-        deadline = time.monotonic() + timeout_s
-        while True:
+        query = {"using": "xpath", "value": xpath}
+
+        def element() -> dict[str, str] | None:
             try:
-                return self._call("POST", "/element", {"using": "xpath", "value": xpath})
+                return self._call("POST", "/element", query)
             except RuntimeError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+                return None
+
+        if found := wait_until(element, timeout_s, interval_s=0.5):
+            return found
+        return self._call("POST", "/element", query)  # raises the WebDriver's error: no such element
 
     def click_button(self, label: str) -> None:
         """Click the first button whose visible text is `label`."""

@@ -26,6 +26,7 @@ from tests.support.ports import free_port
 from tests.support.postgres_server import PrivatePostgres
 from tests.support.processes import group_members, wait_gone
 from tests.support.redis_server import PrivateRedis
+from tests.support.waiting import wait_until
 
 WINDOW_S = 10
 HEAL_AFTER_S = 20
@@ -138,10 +139,9 @@ class FaultStack:
     def wait_idle(self, timeout_s: float = 300) -> None:
         """Until no run is queued, starting, running or canceling: an earlier phase's last runs and heals
         would otherwise take the run slots a phase means to catch."""
-        deadline = time.monotonic() + timeout_s
-        while busy := self.runs(["QUEUED", "STARTING", "STARTED", "CANCELING"]):
-            assert time.monotonic() < deadline, f"runs still in flight after {timeout_s:.0f} s: {busy}"
-            time.sleep(1)
+        in_flight = ["QUEUED", "STARTING", "STARTED", "CANCELING"]
+        if not wait_until(lambda: not self.runs(in_flight), timeout_s, interval_s=1):
+            raise AssertionError(f"runs still in flight after {timeout_s:.0f} s: {self.runs(in_flight)}")
 
     def terminate(self, run_id: str) -> str:
         """The UI's Terminate button; the mutation's result type (TerminateRunSuccess when accepted)."""
@@ -264,13 +264,13 @@ def wait_accounted(
 ) -> tuple[Accounting, float]:
     """Poll until every message is stored or rejected and the whole stream is archived (or time is up);
     the last accounting and how long it took from `since` (a `time.monotonic()`: the fault's end)."""
-    started = since
-    while True:
+
+    def complete() -> Accounting | None:
         result = account(stack, tag, messages)
-        elapsed = time.monotonic() - started
-        if result.complete or elapsed > timeout_s:
-            return result, elapsed
-        time.sleep(5)
+        return result if result.complete else None
+
+    result = wait_until(complete, since + timeout_s - time.monotonic(), interval_s=5)
+    return result or account(stack, tag, messages), time.monotonic() - since
 
 
 def tags(run: dict[str, object]) -> dict[str, str]:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
-from collections.abc import Callable
 
 from iot_etl.ports import free_local_port
+from tests.support.waiting import wait_until
 
 #: the product's: a port outside the kernel's ephemeral range, which no outgoing connection can take first
 free_port = free_local_port
@@ -26,22 +25,11 @@ def wait_for_port(
     host: str, port: int, timeout: float = 10.0, process: subprocess.Popen[bytes] | None = None
 ) -> None:
     """Block until host:port accepts connections; fail early if `process` exits meanwhile."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def accepts() -> bool:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"process exited with {process.returncode} before {host}:{port} opened")
-        if port_accepts(host, port):
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"{host}:{port} did not accept connections within {timeout} s")
+        return port_accepts(host, port)
 
-
-def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
-    """Poll `predicate` until it returns something true (-> True) or `timeout` passes (-> False)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
+    if not wait_until(accepts, timeout, interval_s=0.02):
+        raise TimeoutError(f"{host}:{port} did not accept connections within {timeout} s")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 from pathlib import Path
+
+from tests.support.waiting import wait_until
 
 
 def group_members(pgids: set[int]) -> dict[int, str]:
@@ -68,9 +69,5 @@ def alive(pid: int) -> bool:
 
 def wait_gone(pids: set[int], timeout_s: float) -> set[int]:
     """Poll until none of `pids` is alive or the time is up; return those still alive."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        left = {pid for pid in pids if alive(pid)}
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.1)
+    wait_until(lambda: not any(alive(pid) for pid in pids), timeout_s, interval_s=0.1)
+    return {pid for pid in pids if alive(pid)}

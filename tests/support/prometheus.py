@@ -23,7 +23,8 @@ from ingest_listener import Listener
 from iot_core.mqtt import MqttEndpoint, Publisher
 from iot_core.settings import Settings
 from simulator.messages import MessageFactory
-from tests.support.ports import free_port, wait_for_port, wait_until
+from tests.support.ports import free_port, wait_for_port
+from tests.support.waiting import wait_until
 
 PROMETHEUS = shutil.which("prometheus")
 
@@ -117,7 +118,7 @@ def scraped_listener(settings: Settings, workdir: Path, *, samples: int = 3) -> 
             raise TimeoutError("the listener did not become ready")
         wait_for_port("127.0.0.1", prom_port, timeout=60, process=prometheus)
         scraped = ScrapedListener(listener, topic_root, f"http://127.0.0.1:{prom_port}")
-        if not wait_until(lambda: scraped.samples_scraped() >= samples, 90, interval=0.5):
+        if not wait_until(lambda: scraped.samples_scraped() >= samples, 90, interval_s=0.5):
             raise TimeoutError("Prometheus did not scrape the listener")
         yield scraped
     finally:

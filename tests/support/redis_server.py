@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tests.support.private_server import ProcessServer
+from tests.support.waiting import wait_until
 
 _NO_RETRY = Retry(NoBackoff(), 0)  # redis-py's default retries would re-send SHUTDOWN with backoff
 
@@ -129,17 +129,17 @@ class PrivateRedis(ProcessServer):
         """PING answers LOADING while a snapshot is read; wait for a real PONG. With an ACL file an anonymous
         PING gets NOAUTH, which Redis answers even while loading: such a server counts as ready once it
         answers at all."""
-        deadline = time.monotonic() + timeout
         with self.client(socket_timeout=2, retry=_NO_RETRY) as client:
-            while True:
+
+            def loaded() -> bool:
                 try:
                     client.ping()
-                    return
                 except redis.AuthenticationError:
                     if self.aclfile is None:
                         raise
-                    return
                 except redis.BusyLoadingError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
+                    return False
+                return True
+
+            if not wait_until(loaded, timeout, interval_s=0.02):
+                raise TimeoutError(f"still loading its data set after {timeout} s")

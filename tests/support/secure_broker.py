@@ -20,8 +20,7 @@ from __future__ import annotations
 import os
 import ssl
 import threading
-import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from iot_core.settings import Settings
 from iot_etl.broker import write_secure_broker_config
 from tests.support.ports import free_port, wait_for_port
 from tests.support.private_server import ProcessServer
+from tests.support.waiting import wait_until
 
 WAIT_S = 20.0  # generous: the machine is shared; nothing asserts on how long a wait took
 
@@ -60,14 +60,9 @@ class TlsClient:
 
     def wait_connected(self) -> bool:
         """True once CONNACK success arrived; False when the connection ended (or never began) instead."""
-        deadline = time.monotonic() + WAIT_S
-        while time.monotonic() < deadline:
-            if self.connected.is_set():
-                return True
-            if self.closed.is_set():
-                return False
-            time.sleep(0.02)
-        raise TimeoutError("neither CONNACK nor a closed connection")
+        if not wait_until(lambda: self.connected.is_set() or self.closed.is_set(), WAIT_S, interval_s=0.02):
+            raise TimeoutError("neither CONNACK nor a closed connection")
+        return self.connected.is_set()
 
     def subscribe(self, topics: Iterable[str], qos: int = 1) -> list[ReasonCode]:
         rc, mid = self.client.subscribe([(t, qos) for t in topics])
@@ -85,13 +80,9 @@ class TlsClient:
             self.acked.wait_for(lambda: info.mid in self.pubacks or self.closed.is_set(), WAIT_S)
         return self.pubacks.get(info.mid)
 
-    def wait_for(self, predicate: object, timeout: float = WAIT_S) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():  # type: ignore[operator]
-                return True
-            time.sleep(0.02)
-        return False
+    def wait_for(self, predicate: Callable[[], object], timeout: float = WAIT_S) -> bool:
+        """Whether `predicate` came true within `timeout`."""
+        return bool(wait_until(predicate, timeout, interval_s=0.02))
 
     def close(self) -> None:
         """Disconnect (a clean DISCONNECT: the broker keeps a session with an expiry) and stop the loop."""

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from iot_etl.code_location import location_state
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,10 +47,8 @@ def webserver(env: dict[str, str], port: int, timeout_s: float = 600) -> Iterato
             start_new_session=True,
         )
         try:
-            while not _loaded(port, process, Path(log.name)):
-                if time.monotonic() - started > timeout_s:
-                    raise RuntimeError(f"dagster-webserver did not load the code location in {timeout_s} s")
-                time.sleep(1)
+            if not wait_until(lambda: _loaded(port, process, Path(log.name)), timeout_s, interval_s=1):
+                raise RuntimeError(f"dagster-webserver did not load the code location in {timeout_s} s")
             yield time.monotonic() - started
         finally:
             os.killpg(process.pid, signal.SIGTERM)

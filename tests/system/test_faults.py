@@ -31,6 +31,7 @@ from tests.support.fault_stack import (
     wait_accounted,
 )
 from tests.support.postgres_server import PG_BIN
+from tests.support.waiting import wait_until
 
 pytestmark = [
     pytest.mark.services,
@@ -56,10 +57,7 @@ def publish_and_wait(stack: FaultStack, tag: str, after_sent: int) -> tuple[Publ
     stack.ensure_up()
     messages = messages_for(tag, COUNT)
     publisher = Publisher(stack.broker, messages, RATE)
-    deadline = time.monotonic() + 120
-    while publisher.sent < after_sent:
-        assert time.monotonic() < deadline, "publishing stalled"
-        time.sleep(0.1)
+    wait_until(lambda: publisher.sent >= after_sent, 120, interval_s=0.1, what="publishing to go on")
     return publisher, messages
 
 
@@ -136,10 +134,12 @@ def test_a_run_terminated_is_canceled_and_its_window_healed(stack: FaultStack, w
                 run = instance.get_run_by_id(run_id)
                 assert run is not None
                 instance.report_run_canceling(run)
-        deadline = time.monotonic() + CANCEL_GRACE_S + 4 * CANCEL_POLL_S + 30
-        while not any(r["runId"] == run_id for r in stack.runs(["CANCELED"])):
-            assert time.monotonic() < deadline, f"run {run_id} was not canceled"
-            time.sleep(1)
+        wait_until(
+            lambda: any(r["runId"] == run_id for r in stack.runs(["CANCELED"])),
+            CANCEL_GRACE_S + 4 * CANCEL_POLL_S + 30,
+            interval_s=1,
+            what=f"run {run_id} to be canceled",
+        )
         canceled = time.monotonic()
     assert publisher.wait() == COUNT
     result, healed_s = wait_accounted(stack, tag, messages, canceled, HEAL_BUDGET_S)
@@ -158,15 +158,16 @@ def landing_held(stack: FaultStack) -> Iterator[None]:
 def started_run(stack: FaultStack, before: set[str]) -> tuple[str, int]:
     """The id and worker pid of the first run of this phase seen STARTED with its worker's pid recorded
     (a hidden tag, which GraphQL leaves out: read from the instance)."""
-    deadline = time.monotonic() + 240
     with DagsterInstance.from_config(stack.env["IOT_DAGSTER_HOME"]) as instance:
-        while True:
+
+        def with_worker() -> tuple[str, int] | None:
             for run in stack.runs(["STARTED"]):
                 record = None if run["runId"] in before else instance.get_run_by_id(str(run["runId"]))
                 if record is not None and PID_TAG in record.tags:
                     return record.run_id, int(record.tags[PID_TAG])
-            assert time.monotonic() < deadline, "no run of this phase started"
-            time.sleep(0.2)
+            return None
+
+        return wait_until(with_worker, 240, interval_s=0.2, what="a run of this phase to start")
 
 
 def test_run_worker_sigkilled_mid_run(stack: FaultStack) -> None:
@@ -181,10 +182,12 @@ def test_run_worker_sigkilled_mid_run(stack: FaultStack) -> None:
         run_id, pid = started_run(stack, before)
         os.kill(pid, signal.SIGKILL)
         killed = time.monotonic()
-    deadline = killed + 2 * RUN_MONITORING_POLL_S + 60
-    while not any(r["runId"] == run_id for r in stack.runs(["FAILURE"])):
-        assert time.monotonic() < deadline, f"run {run_id} was not failed after its worker died"
-        time.sleep(2)
+    wait_until(
+        lambda: any(r["runId"] == run_id for r in stack.runs(["FAILURE"])),
+        killed + 2 * RUN_MONITORING_POLL_S + 60 - time.monotonic(),
+        interval_s=2,
+        what=f"run {run_id} to be failed after its worker died",
+    )
     failed_after_s = time.monotonic() - killed
     assert publisher.wait() == COUNT
     result, healed_s = wait_accounted(stack, tag, messages, killed, HEAL_BUDGET_S)
@@ -216,10 +219,8 @@ def test_daemon_sigkilled_while_a_run_starts(stack: FaultStack) -> None:
     tag = f"dm{uuid.uuid4().hex[:6]}"
     before = run_ids(stack)
     publisher, messages = publish_and_wait(stack, tag, after_sent=1)
-    deadline = time.monotonic() + 240
-    while not (starting := stack.runs(["STARTING"])):  # a window's run lasts ~2 s in STARTING
-        assert time.monotonic() < deadline, "no run was seen starting"
-        time.sleep(0.1)
+    # a window's run lasts ~2 s in STARTING
+    starting = wait_until(lambda: stack.runs(["STARTING"]), 240, interval_s=0.1, what="a run starting")
     processes = stack.children()
     os.kill(stack.child_pid("dagster-daemon"), signal.SIGKILL)
     stack.wait_up_gone(processes)  # a child that dies stops `up` and all the rest (exit status 1)
@@ -233,10 +234,12 @@ def test_daemon_sigkilled_while_a_run_starts(stack: FaultStack) -> None:
     # the run seen STARTING does not stay so: run monitoring fails it after its STARTING timeout. One that
     # got to STARTED before its worker died stays STARTED until the one-hour runtime limit; its window is
     # processed all the same (the heal run above), which is what this test requires.
-    deadline = time.monotonic() + 300 + HEAL_AFTER_S
-    while any(run["runId"] == stuck for run in stack.runs(["QUEUED", "STARTING"])):
-        assert time.monotonic() < deadline, f"run {stuck} stayed starting"
-        time.sleep(5)
+    wait_until(
+        lambda: not any(run["runId"] == stuck for run in stack.runs(["QUEUED", "STARTING"])),
+        300 + HEAL_AFTER_S,
+        interval_s=5,
+        what=f"run {stuck} to leave STARTING",
+    )
     [final] = [run["status"] for run in stack.runs() if run["runId"] == stuck]
     # the starting run may be an earlier phase's last window, queued before this phase began
     report(f"dagster-daemon SIGKILLed, run STARTING, then {final}", result, healed_s, stack, before - {stuck})

@@ -22,9 +22,9 @@ import redis
 
 from iot_core.settings import Settings
 from iot_core.streams import stream_names
-from tests.support import wait_until
 from tests.support.secure_broker import SecureMosquitto
 from tests.support.up import ROOT
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.services
 SYSTEM_REDIS = "redis://127.0.0.1:6379/0"
@@ -141,16 +141,16 @@ def test_listener_sigkilled_mid_burst_loses_nothing(broker: SecureMosquitto, pre
     listener = start_listener(env)
     device = Device(broker)
     try:
-        wait_until(lambda: device.publish(-1) or b"-1" in stored(prefix), WAIT_S, interval=0.5)
+        wait_until(lambda: device.publish(-1) or b"-1" in stored(prefix), WAIT_S, interval_s=0.5)
         sender = device.stream(0, 3000, rate=500)
-        wait_until(lambda: len(stored(prefix)) > 500, WAIT_S, interval=0.1)
+        wait_until(lambda: len(stored(prefix)) > 500, WAIT_S, interval_s=0.1)
         os.killpg(listener.pid, signal.SIGKILL)
         listener.wait(10)
         sender.join(WAIT_S)
         listener = start_listener(env)
-        assert wait_until(lambda: len(device.acked()) >= 3001, WAIT_S, interval=0.2)
+        assert wait_until(lambda: len(device.acked()) >= 3001, WAIT_S, interval_s=0.2)
         acked = set(device.acked())
-        wait_until(lambda: acked <= stored(prefix), WAIT_S, interval=0.5)
+        wait_until(lambda: acked <= stored(prefix), WAIT_S, interval_s=0.5)
         assert acked - stored(prefix) == set()
     finally:
         device.close()
@@ -166,9 +166,9 @@ def test_broker_fault_mid_stream_loses_nothing_acknowledged_before_its_last_snap
     listener = start_listener(env)
     device = Device(broker)
     try:
-        wait_until(lambda: device.publish(-1) or b"-1" in stored(prefix), WAIT_S, interval=0.5)
+        wait_until(lambda: device.publish(-1) or b"-1" in stored(prefix), WAIT_S, interval_s=0.5)
         sender = device.stream(0, 2000, rate=400)
-        wait_until(lambda: len(device.acked()) > 800, WAIT_S, interval=0.05)
+        wait_until(lambda: len(device.acked()) > 800, WAIT_S, interval_s=0.05)
         crashed_at = time.monotonic()
         if fault == "sigkill":
             broker.kill()
@@ -176,9 +176,9 @@ def test_broker_fault_mid_stream_loses_nothing_acknowledged_before_its_last_snap
             broker.stop()
         broker.start()
         sender.join(WAIT_S)
-        wait_until(lambda: device.connected.is_set(), WAIT_S, interval=0.2)
+        wait_until(lambda: device.connected.is_set(), WAIT_S, interval_s=0.2)
         device.publish(99_999)  # after the fault: every message's fate is settled once it is in
-        assert wait_until(lambda: b"99999" in stored(prefix), WAIT_S, interval=0.5)
+        assert wait_until(lambda: b"99999" in stored(prefix), WAIT_S, interval_s=0.5)
         acked = device.acked()
         lost = set(acked) - stored(prefix)
         if fault == "restart":
@@ -202,7 +202,7 @@ def test_the_listener_runs_on_its_service_certificate(broker: SecureMosquitto, p
     listener = start_listener(env)
     device = Device(broker)
     try:
-        assert wait_until(lambda: device.publish(-1) or b"-1" in stored(prefix), WAIT_S, interval=0.5)
+        assert wait_until(lambda: device.publish(-1) or b"-1" in stored(prefix), WAIT_S, interval_s=0.5)
         assert "u'iot-etl-listener'" in broker.log_text()
     finally:
         device.close()

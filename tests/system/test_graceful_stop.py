@@ -28,8 +28,9 @@ from iot_core.settings import Settings
 from iot_core.streams import stream_names
 from iot_etl.reaper import Reaper
 from iot_etl.supervisor import Child, Supervisor, launch_up
-from tests.support.ports import free_port, wait_until
+from tests.support.ports import free_port
 from tests.support.up import private_up_env, stop_up
+from tests.support.waiting import wait_until
 
 pytestmark = [
     pytest.mark.services,
@@ -188,7 +189,7 @@ def launch_when_devices_publish(env: dict[str, str], tag: str) -> tuple[subproce
     assert not code_server_log.exists()
     with ThreadPoolExecutor(1) as pool:
         launched = pool.submit(launch_up, env, "--no-simulator", "--with-broker", timeout_s=300)
-        assert wait_until(lambda: code_server_log.exists() or launched.done(), 300, 0.05)
+        assert wait_until(lambda: code_server_log.exists() or launched.done(), 300, interval_s=0.05)
         if launched.done():
             launched.result()  # raises what stopped `up`
         devices = Devices(int(env["IOT_MQTT_PORT"]), tag, DEVICES, RATE_PER_DEVICE)
@@ -219,7 +220,7 @@ def test_sigterm_while_devices_publish_loses_nothing_the_broker_acknowledged(up_
                     RATE_PER_DEVICE,
                 )
             try:
-                assert wait_until(lambda d=devices: len(d.acked()) >= ACKED_BEFORE_STOP, 120, 0.1)
+                assert wait_until(lambda d=devices: len(d.acked()) >= ACKED_BEFORE_STOP, 120, interval_s=0.1)
                 assert stop_up(up) == 0
             finally:
                 mine = devices.close()
@@ -231,7 +232,7 @@ def test_sigterm_while_devices_publish_loses_nothing_the_broker_acknowledged(up_
             print(f"\nstop {repetition + 1}: {len(mine)} messages acknowledged by the broker")
         wanted = set(acked)
         assert len(wanted) == len(acked)
-        wait_until(lambda: wanted <= set(stream_arrivals(up_env)), 120, 0.5)
+        wait_until(lambda: wanted <= set(stream_arrivals(up_env)), 120, interval_s=0.5)
     finally:
         stop_up(up)
     arrivals = stream_arrivals(up_env)

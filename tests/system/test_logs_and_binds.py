@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from iot_core.settings import Settings
-from tests.support.ports import free_port, port_accepts, wait_until
+from tests.support.ports import free_port, port_accepts
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 LOG_SOME = (

@@ -20,9 +20,10 @@ from iot_core.settings import Settings
 from iot_core.streams import EntryId
 from simulator.expected import REJECT_REASONS
 from simulator.run import run_simulation
-from tests.support import PrivateMosquitto, wait_until
+from tests.support import PrivateMosquitto
 from tests.support.pipeline import SensorDriver
 from tests.support.stored import expected_events, expected_readings, read_stored
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.services
 PUBLISHED = 600
@@ -70,7 +71,7 @@ def test_simulated_mix_is_stored_or_rejected_exactly_and_reruns_change_nothing(
                 local, rate=1000, count=PUBLISHED, seed=7, bad_share=0.15, devices=4, keep_messages=True
             )
             client = redis.Redis.from_url(local.redis_url.get_secret_value())
-            assert wait_until(lambda: client.xlen(local.stream_prefix) >= PUBLISHED, timeout=30)
+            assert wait_until(lambda: client.xlen(local.stream_prefix) >= PUBLISHED, timeout_s=30)
         finally:
             assert listener.stop() == 0
     assert report.total == PUBLISHED and report.messages is not None

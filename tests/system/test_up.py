@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -29,6 +30,7 @@ from tests.support.database import database_url, drop_database
 from tests.support.ports import free_port
 from tests.support.processes import group_members, wait_gone
 from tests.support.up import WINDOW_S, run_up, started_pids, stop_up, stored_event
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,16 +55,19 @@ class Subscriber:
             self.client.subscribe(topic, qos=1)
         self.client.loop_start()
 
-    def wait_for(self, predicate, timeout_s: float) -> tuple[str, dict]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                topic, body = self.messages.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if predicate(topic, body):
-                return topic, body
-        raise AssertionError("expected MQTT message did not arrive")
+    def wait_for(self, predicate: Callable[[str, dict], bool], timeout_s: float) -> tuple[str, dict]:
+        """The first message `predicate` accepts; those it passes over are consumed."""
+
+        def next_accepted() -> tuple[str, dict] | None:
+            while True:
+                try:
+                    topic, body = self.messages.get_nowait()
+                except queue.Empty:
+                    return None
+                if predicate(topic, body):
+                    return topic, body
+
+        return wait_until(next_accepted, timeout_s, interval_s=0.1, what="the expected MQTT message")
 
     def close(self) -> None:
         self.client.disconnect()
@@ -70,17 +75,12 @@ class Subscriber:
 
 
 def wait_for_row(url: str, sql: str, params: tuple, timeout_s: float) -> tuple:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with psycopg.connect(url) as conn:
-                row = conn.execute(sql, params).fetchone()
-            if row:
-                return row
-        except psycopg.OperationalError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"no row for {sql!r} {params} within {timeout_s} s")
+    def row() -> tuple | None:
+        with contextlib.suppress(psycopg.OperationalError), psycopg.connect(url) as conn:
+            return conn.execute(sql, params).fetchone()
+        return None
+
+    return wait_until(row, timeout_s, interval_s=0.5, what=f"a row for {sql!r} {params}")
 
 
 def loaded_definitions(port: int) -> tuple[set[str], set[str], set[tuple[str, ...]]]:
@@ -193,15 +193,16 @@ def test_broker_command_runs_the_project_configuration(up_env: dict[str, str]) -
         text=True,
     )
     try:
-        deadline = time.monotonic() + 15
         client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        while True:
+
+        def connected() -> bool:
             try:
                 client.connect("127.0.0.1", port)
-                break
             except OSError:
-                assert time.monotonic() < deadline, "the project's broker did not come up"
-                time.sleep(0.2)
+                return False
+            return True
+
+        wait_until(connected, 15, interval_s=0.2, what="the project's broker to come up")
         client.disconnect()
         config = Path(up_env["IOT_DAGSTER_HOME"]).parent / "broker" / "mosquitto.conf"
         assert "max_queued_messages 0" in config.read_text()
@@ -283,10 +284,12 @@ def test_sigkilled_up_takes_every_process_with_it_and_one_up_per_home(up_env: di
         threading.Thread(target=publish_until, args=(stop_publishing, topic), daemon=True).start()
         groups = started_pids(banner)
         assert len(groups) == 4, banner  # code server, listener, daemon, webserver
-        deadline = time.monotonic() + 120
-        while sum("multiprocessing.forkserver" in cmd for cmd in group_members(groups).values()) < 2:
-            assert time.monotonic() < deadline, "no run worker started"
-            time.sleep(0.1)
+        wait_until(
+            lambda: sum("multiprocessing.forkserver" in cmd for cmd in group_members(groups).values()) >= 2,
+            120,
+            interval_s=0.1,
+            what="a run worker to start",
+        )
         processes = group_members(groups)
         os.kill(up.pid, signal.SIGKILL)
         up.wait(10)

@@ -21,6 +21,7 @@ from iot_etl.supervisor import launch_up
 from tests.support.mosquitto import PrivateMosquitto
 from tests.support.redis_server import PrivateRedis
 from tests.support.up import WINDOW_S, publish, stop_up, stored_event
+from tests.support.waiting import wait_until
 
 WINDOW_LINE = re.compile(
     r"^window (?P<start>\d\d:\d\d:\d\d)-(?P<end>\d\d:\d\d:\d\d)  messages (?P<messages>\d+)  "
@@ -40,12 +41,12 @@ class Output:
 
     def wait_for(self, pattern: re.Pattern[str] | str, timeout_s: float, start: int = 0) -> re.Match[str]:
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for line in self.lines[start:]:
-                if match := regex.search(line):
-                    return match
-            time.sleep(0.2)
+
+        def first_match() -> re.Match[str] | None:
+            return next((m for line in self.lines[start:] if (m := regex.search(line))), None)
+
+        if match := wait_until(first_match, timeout_s, interval_s=0.2):
+            return match
         raise AssertionError(
             f"no line like {regex.pattern!r} within {timeout_s} s:\n" + "\n".join(self.lines)
         )
@@ -53,8 +54,7 @@ class Output:
 
 def publish_in_one_window(port: int, messages: list[tuple[str, str]]) -> datetime:
     """Publish away from a window's end so that all land in one window; returns when."""
-    while time.time() % WINDOW_S > WINDOW_S - 3:
-        time.sleep(0.1)
+    wait_until(lambda: time.time() % WINDOW_S <= WINDOW_S - 3, WINDOW_S, interval_s=0.1)
     sent = datetime.now(UTC)
     publish(port, messages)
     return sent

@@ -16,7 +16,6 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -37,6 +36,7 @@ from tests.support.ports import free_port
 from tests.support.processes import descendants
 from tests.support.redis_server import PrivateRedis
 from tests.support.up import ROOT, base_env, path_without_mosquitto, run_up, stop_up, stored_event
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.services
 DEVICE = "f2-aabbccddee01"  # a seeded F2 controller: one certificate publishes all three formats
@@ -44,16 +44,6 @@ DEVICE = "f2-aabbccddee01"  # a seeded F2 controller: one certificate publishes 
 
 def _secret(label: str) -> str:
     return f"{label}-{uuid.uuid4().hex[:10]}"
-
-
-def _wait(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def _rows(url: str, sql: str, params: tuple = ()) -> list[tuple]:
@@ -244,7 +234,7 @@ def test_secured_stack_stores_a_certified_device_revokes_it_and_leaks_no_secret(
             ]:
                 assert device.publish(topic, payload) == mqtt.MQTT_ERR_SUCCESS
             db = env["IOT_DATABASE_URL"]
-            stored = _wait(
+            stored = wait_until(
                 lambda: (
                     _rows(
                         owner_url,
@@ -260,7 +250,8 @@ def test_secured_stack_stores_a_certified_device_revokes_it_and_leaks_no_secret(
                     )
                 ),
                 120,
-                "the three formats in the database",
+                interval_s=0.5,
+                what="the three formats in the database",
             )
             assert stored
             # the pipeline wrote as the writer role, which owns nothing
@@ -284,7 +275,12 @@ def test_secured_stack_stores_a_certified_device_revokes_it_and_leaks_no_secret(
             assert device.disconnected.wait(60), "the revoked device's session stayed up"
             device.close()
             device = None
-            _wait(lambda: "broker restarted" in "".join(output), 60, "the broker's restart line")
+            wait_until(
+                lambda: "broker restarted" in "".join(output),
+                60,
+                interval_s=0.5,
+                what="the broker's restart line",
+            )
             assert not _can_connect(pki, DEVICE, tls_port)
 
             # no secret in any child's argv, the logs, the Dagster home, the output or the UI
