@@ -16,7 +16,7 @@ from dagster import DagsterInstance
 from dagster_project.lib.retention import continuous_aggregates, has_timescaledb
 from iot_core.settings import Settings
 from iot_core.streams import utc_from_ms
-from tests.iot_etl.test_lineage import F2_TOPIC, f2_payload
+from tests.support.f2_messages import F2_TOPIC, f2_payload
 from tests.support.hours import ClosedHour
 from tests.support.reference import REFERENCE_004_EVENT
 from tests.support.rollups import AGGREGATE, ROLLUPS

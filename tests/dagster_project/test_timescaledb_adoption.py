@@ -22,9 +22,9 @@ from dagster_project.lib.rollups import refresh_rollups
 from iot_core.settings import get_settings
 from iot_etl.cli import main
 from iot_etl.migrate import apply_migrations, ensure_database
-from tests.dagster_project.test_history import AGGREGATE, ROLLUPS
 from tests.support.database import server_preloads_timescaledb
 from tests.support.postgres_server import PrivatePostgres
+from tests.support.rollups import AGGREGATE, ROLLUPS
 
 pytestmark = pytest.mark.services
 

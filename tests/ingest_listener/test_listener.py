@@ -18,15 +18,13 @@ from uuid import uuid4
 import pytest
 import redis
 
-from ingest_listener import Listener
-from iot_core.settings import Settings
 from iot_core.streams import stream_for_topic, stream_names
 from tests.support import PrivateMosquitto, PrivateRedis, free_port
+from tests.support.listener import SYSTEM_REDIS, count, entries, make_settings, started
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.services
 
-SYSTEM_REDIS = "redis://127.0.0.1:6379/0"
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -37,61 +35,12 @@ def broker() -> Iterator[PrivateMosquitto]:
         yield b
 
 
-def make_settings(broker: PrivateMosquitto, prefix: str, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "mqtt_host": broker.host,
-        "mqtt_port": broker.port,
-        "redis_url": SYSTEM_REDIS,
-        "stream_prefix": prefix,
-        "stream_shards": 1,
-        "listener_client_id": f"test-listener-{uuid4().hex[:10]}",
-        "listener_metrics_port": 0,
-        "listener_topics": ["devices/#", "qs/v1/+/events", "stat/#", "tele/#"],
-        "listener_qos": 1,
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
-
-
-def entries(settings: Settings, client: redis.Redis | None = None) -> list[dict[bytes, bytes]]:
-    """All entries of all the settings' streams (field dicts)."""
-    own = client is None
-    client = client or redis.Redis.from_url(settings.redis_url.get_secret_value())
-    try:
-        out: list[dict[bytes, bytes]] = []
-        for stream in stream_names(settings.stream_prefix, settings.stream_shards):
-            out.extend(fields for _id, fields in client.xrange(stream))
-        return out
-    finally:
-        if own:
-            client.close()
-
-
-def count(settings: Settings, client: redis.Redis | None = None) -> int:
-    own = client is None
-    client = client or redis.Redis.from_url(settings.redis_url.get_secret_value())
-    try:
-        return sum(client.xlen(s) for s in stream_names(settings.stream_prefix, settings.stream_shards))
-    finally:
-        if own:
-            client.close()
-
-
 def numbered(n: int, start: int = 0, devices: int = 10) -> list[tuple[str, bytes]]:
     return [(f"devices/d{i % devices}/seq", str(i).encode()) for i in range(start, start + n)]
 
 
 def payload_numbers(rows: list[dict[bytes, bytes]]) -> list[int]:
     return sorted(int(r[b"payload"]) for r in rows)
-
-
-def started(settings: Settings) -> Listener:
-    listener = Listener(settings)
-    listener.start()
-    if not listener.wait_ready(10):
-        listener.stop()
-        raise AssertionError("listener did not connect and subscribe within 10 s")
-    return listener
 
 
 # --- tests ---------------------------------------------------------------------------------------

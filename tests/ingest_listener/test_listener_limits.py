@@ -15,8 +15,8 @@ from ingest_listener import Listener
 from ingest_listener.device_limits import BYTES, RATE, REASONS, TOPIC_TOO_LONG
 from iot_core.settings import Settings
 from iot_etl.status import listener_limited
-from tests.ingest_listener.test_listener import count, entries, make_settings, started
 from tests.support import PrivateMosquitto, free_port
+from tests.support.listener import count, entries, make_settings, started
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.services

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import json
-
 import psycopg
 import pytest
 from click.testing import CliRunner
 from dagster import DagsterInstance
 
-from iot_core.formats.f2 import encode_reply, to_hex
 from iot_core.settings import Settings
 from iot_etl.cli import main
+from tests.support.f2_messages import F2_TOPIC, f2_payload
 from tests.support.hours import ClosedHour
 from tests.support.reference import REFERENCE_004_EVENT
 
 pytestmark = pytest.mark.services
-
-F2_TOPIC = "tele/f2-aabbccddee01/sensor-mode/J1/sensor-1"
-
-
-def f2_payload(timestamp: str) -> str:
-    """A th-sensor reply: temperature 0x0929 = 23.45 °C (2 decimals), humidity 0x022B = 55.5 %RH."""
-    return json.dumps({"timestamp": timestamp, "data": to_hex(encode_reply(1, bytes.fromhex("0929022B")))})
 
 
 def lineage(*args: str) -> str:
