@@ -1,5 +1,9 @@
-"""`iot-etl backfill`: launch a Dagster backfill of `raw_messages` + `telemetry` over a range of hour
-partitions through the running webserver's GraphQL API, and follow it to its end."""
+"""`iot-etl backfill`: launch a Dagster backfill of `raw_messages`, `telemetry` and `hourly_rollups` over a
+range of hour partitions through the running webserver's GraphQL API, and follow it to its end.
+
+The hour-assets are materialized before the backfill ends: each run goes on with the checks of its hours,
+and the backfill ends when its last run does. While the assets are done and runs are not, the progress
+says which runs and steps it waits for."""
 
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ from datetime import UTC, datetime, timedelta
 from iot_core.errors import UserFacingError
 from iot_core.settings import Settings
 
-ASSETS = ("raw_messages", "telemetry")
+ASSETS = ("raw_messages", "telemetry", "hourly_rollups")
+#: How many of a backfill's unfinished runs the progress names.
+RUNS_SHOWN = 3
 KEY_FORMAT = "%Y-%m-%d-%H:%M"  # the hourly partitions' key format
 FINISHED_OK = {"COMPLETED", "COMPLETED_SUCCESS"}
 FINISHED_BAD = {"FAILED", "COMPLETED_FAILED", "CANCELED"}
@@ -36,6 +42,7 @@ query Follow($id: String!) {
     ... on PartitionBackfill {
       id status numPartitions partitionNames
       error { message }
+      unfinishedRuns(limit: 3) { id status stepStats { stepKey status } }
       assetBackfillData { assetBackfillStatuses {
         ... on AssetPartitionsStatusCounts {
           assetKey { path }
@@ -149,6 +156,8 @@ class BackfillState:
     failed: int
     in_progress: int
     error: str = ""
+    #: what the backfill waits for once its hour-assets are done: `run <id> <step>` of unfinished runs
+    waiting: tuple[str, ...] = ()
 
     @property
     def succeeded(self) -> bool:
@@ -158,11 +167,23 @@ class BackfillState:
     def finished(self) -> bool:
         return self.status in FINISHED_OK | FINISHED_BAD
 
+    @property
+    def assets_done(self) -> bool:
+        return self.targeted > 0 and self.done + self.failed >= self.targeted
+
+    def waiting_for(self) -> str:
+        """What an unfinished backfill whose hour-assets are done waits for, in words."""
+        if self.finished or not self.assets_done:
+            return ""
+        runs = ", ".join(self.waiting) if self.waiting else "Dagster to mark it finished"
+        return f"waiting for {runs}"
+
     def line(self) -> str:
-        return (
+        text = (
             f"backfill {self.backfill_id} {self.status}: {self.done}/{self.targeted} hour-assets "
             f"materialized, {self.in_progress} in progress, {self.failed} failed"
         )
+        return f"{text}; {self.waiting_for()}" if self.waiting_for() else text
 
 
 def launch(ui: DagsterUi, keys: list[str], title: str) -> str:
@@ -198,7 +219,15 @@ def state(ui: DagsterUi, backfill_id: str) -> BackfillState:
         failed=sum(s["numPartitionsFailed"] for s in counts),
         in_progress=sum(s["numPartitionsInProgress"] for s in counts),
         error=((node.get("error") or {}).get("message") or "").strip(),
+        waiting=tuple(run_waits(run) for run in (node.get("unfinishedRuns") or [])[:RUNS_SHOWN]),
     )
+
+
+def run_waits(run: dict) -> str:
+    """`run <id> <steps in progress>` (its checks, after the assets), or its status before it started."""
+    steps = [s["stepKey"] for s in run.get("stepStats") or [] if s.get("status") == "IN_PROGRESS"]
+    doing = ", ".join(steps) if steps else str(run.get("status", "")).lower()
+    return f"run {str(run['id'])[:8]} ({doing})"
 
 
 def follow(

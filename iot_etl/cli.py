@@ -168,10 +168,11 @@ def status() -> None:
 @click.option("--to", "last", required=True, help="Last hour (UTC), included.")
 @click.option("--no-wait", is_flag=True, help="Launch and print the backfill's id without following it.")
 def backfill(first: str, last: str, no_wait: bool) -> None:
-    """Re-process whole hours from the raw archive: a Dagster backfill of raw_messages + telemetry over
-    the hour partitions, launched through the running webserver and followed to its end."""
+    """Re-process whole hours from the raw archive: a Dagster backfill of raw_messages, telemetry and
+    hourly_rollups over the hour partitions, launched through the running webserver and followed to its
+    end (its runs' checks included)."""
     from iot_core.progress import progress_bar, shown
-    from iot_etl.backfill import DagsterUi, follow, hour_keys, launch, parse_hour, ui_url
+    from iot_etl.backfill import ASSETS, DagsterUi, follow, hour_keys, launch, parse_hour, ui_url
 
     settings = get_settings()
     keys = hour_keys(settings, parse_hour(first), parse_hour(last))
@@ -180,19 +181,20 @@ def backfill(first: str, last: str, no_wait: bool) -> None:
     backfill_id = launch(ui, keys, f"iot-etl backfill {keys[0]}..{keys[-1]}")
     link = f"{base}/runs/b/{backfill_id}?tab=partitions"
     click.echo(
-        f"backfill {backfill_id}: {len(keys)} hour(s) {keys[0]}..{keys[-1]} of raw_messages, telemetry; "
-        f"{link}"
+        f"backfill {backfill_id}: {len(keys)} hour(s) {keys[0]}..{keys[-1]} of {', '.join(ASSETS)}; {link}"
     )
     if no_wait:
         return
-    with progress_bar("backfill", total=len(keys) * 2) as advance:
+    # one step more than the hour-assets: the bar is full when the backfill has ended, its checks run
+    targeted = len(keys) * len(ASSETS)
+    with progress_bar("backfill", total=targeted + 1) as advance:
         to_terminal = shown()
 
         def on_change(now: BackfillState) -> None:
             advance(
-                completed=now.done + now.failed,
-                total=now.targeted or len(keys) * 2,
-                description=f"backfill {now.status.lower()}",
+                completed=now.done + now.failed + (1 if now.finished else 0),
+                total=(now.targeted or targeted) + 1,
+                description=now.waiting_for() or f"backfill {now.status.lower()}",
             )
             if not to_terminal:
                 click.echo(now.line(), err=True)

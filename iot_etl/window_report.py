@@ -2,8 +2,9 @@
 failed Dagster run (from the Dagster instance), each saying what happened in words a user reads.
 
 Windows are shown in UTC (the partitions' and the run tags' clock), without the date when it is today's.
-The lag is the batch's `finished_at` minus the window's end: how long after a window closed its data was
-queryable.
+The lag is the age of the window's oldest message when its data became queryable: the batch's
+`finished_at` minus `oldest_arrival` (the window's end for a window without messages). A run that took
+several windows at once shows how long its first message waited, not how long after the last window closed.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ class WindowDone:
     rejected: int
     duplicates: int
     finished_at: datetime
+    oldest_arrival: datetime | None = None
 
     def line(self, today: datetime) -> str:
-        lag = (self.finished_at - self.end).total_seconds()
+        lag = (self.finished_at - (self.oldest_arrival or self.end)).total_seconds()
         text = (
             f"window {human_window(_label(self.start, self.end), today)}  messages {self.messages}  "
             f"stored {self.stored}  rejected {self.rejected}"
@@ -117,7 +119,7 @@ class WindowFeed:
                 return []
             rows = conn.execute(
                 """SELECT batch_id, range_start, range_end, raw_count, measurement_count + event_count,
-                          rejected_count, duplicate_count, finished_at
+                          rejected_count, duplicate_count, finished_at, oldest_arrival
                    FROM batches WHERE finished_at >= %s ORDER BY finished_at, batch_id""",
                 (self._since,),
             ).fetchall()

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable
 from contextlib import closing
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import polars as pl
 import psycopg
@@ -27,7 +28,7 @@ from dagster_project.lib.validation import EVENT_SCHEMA, MEASUREMENT_SCHEMA, spl
 from dagster_project.lib.windows import Window
 from iot_core.formats.batch import DECODER_VERSION, DecodeOptions, decode_batch
 from iot_core.formats.f2_messages import F2Catalog
-from iot_core.rows import REJECTION
+from iot_core.rows import REJECTION, STREAM_ENTRY
 from iot_core.streams import utc_from_ms
 
 #: A rejection as `decode_window` reports it: with the topic and arrival time of its raw message.
@@ -62,8 +63,14 @@ class Decoded:
         return dict(counts.iter_rows())
 
 
-def window_batch(run_id: str, partition_key: str, window: Window, streams: list[str]) -> BatchInfo:
-    """The batch of run `run_id` over `window` of `streams` (its id range as XRANGE takes it)."""
+_ARRIVED_AT = STREAM_ENTRY.columns.index("arrived_at")
+
+
+def window_batch(
+    run_id: str, partition_key: str, window: Window, streams: list[str], backfill: str | None = None
+) -> BatchInfo:
+    """The batch of run `run_id` (of `backfill`, if any) over `window` of `streams` (its id range as
+    XRANGE takes it)."""
     start_id, end_id = window.id_range
     return BatchInfo(
         run_id=run_id,
@@ -74,6 +81,7 @@ def window_batch(run_id: str, partition_key: str, window: Window, streams: list[
         end_id=end_id,
         streams=streams,
         decoder_version=DECODER_VERSION,
+        backfill=backfill,
     )
 
 
@@ -81,10 +89,14 @@ def land_window(conn: psycopg.Connection, info: BatchInfo, pages: Iterable[list[
     """Archive the stream entries of a closed range (pages of `STREAM_ENTRY` tuples), once each."""
     batch_id = open_batch(conn, info)
     read = new = 0
+    oldest: datetime | None = None
     for rows in pages:
         read += len(rows)
         new += land_raw(conn, rows, batch_id)
-    mark_landed(conn, batch_id, read)
+        if rows:
+            first = min(row[_ARRIVED_AT] for row in rows)
+            oldest = first if oldest is None else min(oldest, first)
+    mark_landed(conn, batch_id, read, oldest)
     return Landed(batch_id, read, new)
 
 

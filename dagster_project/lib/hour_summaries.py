@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 
 from dagster_project.lib.raw_ids import raw_id_span
-from dagster_project.lib.verdicts import judged_so_far
+from dagster_project.lib.verdicts import ReadFrom, judged_so_far
 from dagster_project.lib.windows import partition_window
 
 
@@ -80,12 +80,12 @@ def hour_summary(
     conn: psycopg.Connection, start: datetime, end: datetime, counts: HourCounts | None = None
 ) -> dict[str, object]:
     """The totals of one arrival hour: `counts` of it (read from the tables when None), and the lag of
-    the batches that filled it."""
+    the batches that filled it (the age of each batch's oldest message when it finished)."""
     if counts is None:
         counts = hour_counts(conn, start, end)
     lag = conn.execute(
-        """SELECT count(*), extract(epoch FROM max(finished_at - range_end)),
-                  extract(epoch FROM avg(finished_at - range_end))
+        """SELECT count(*), extract(epoch FROM max(finished_at - coalesce(oldest_arrival, range_end))),
+                  extract(epoch FROM avg(finished_at - coalesce(oldest_arrival, range_end)))
            FROM batches WHERE range_start >= %s AND range_end <= %s AND finished_at IS NOT NULL""",
         (start, end),
     ).fetchone()
@@ -117,7 +117,7 @@ def mark_summarised(conn: psycopg.Connection, key: str) -> None:
 HOUR_COUNTS = "hour_counts"
 
 
-def counted_so_far(conn: psycopg.Connection, key: str, end: datetime) -> tuple[HourCounts, datetime]:
+def counted_so_far(conn: psycopg.Connection, key: str, end: datetime) -> tuple[HourCounts, ReadFrom]:
     """The counts of hour partition `key` up to `end`, and where they began to be read: only what
     follows the counts an earlier run of the hour kept, while they still hold (see `verdicts`); these are
     kept in turn for the next run. `conn` must be fresh."""

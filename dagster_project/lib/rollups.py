@@ -19,6 +19,8 @@ from dagster_project.lib.retention import continuous_aggregates
 HOUR = timedelta(hours=1)
 #: The arrival span of one part of the rollups on plain PostgreSQL (`rollup_parts`).
 SLOT = timedelta(minutes=1)
+#: A refresh of a longer range commits this much at a time (whole slots).
+CHUNK = timedelta(minutes=5)
 #: How far a reading's time may be ahead of its arrival (the decoder's sanity bound can be at most this).
 MAX_AHEAD = timedelta(days=1)
 #: Parts are kept this long after their minute (compaction removes older ones).
@@ -78,8 +80,18 @@ def _upsert_table(conn: psycopg.Connection, start: datetime, end: datetime) -> i
     every device-metric hour they touch up to date in `hourly_rollups`: a recent hour by merging its
     parts, an older one (a reading a day late, a backfill) from its measurements. An hour left without
     numeric readings (re-decoded as text) loses its rollup row. Concurrent refreshes take turns (the parts'
-    table lock), so no merge sees a half-written minute."""
+    table lock), so no merge sees a half-written minute; a long range (a backfill) goes `CHUNK` at a time,
+    each its own transaction, so a live run's refresh waits for one chunk at most, not for the backfill."""
     lo, hi = _minute(start), _minute(end - timedelta(microseconds=1)) + SLOT
+    written: set[tuple] = set()
+    while lo < hi:
+        written |= _upsert_chunk(conn, lo, min(hi, lo + CHUNK))
+        lo += CHUNK
+    return len(written)
+
+
+def _upsert_chunk(conn: psycopg.Connection, lo: datetime, hi: datetime) -> set[tuple]:
+    """`_upsert_table` over whole minutes [lo, hi) in one transaction; the rollup keys it wrote."""
     with conn.transaction(), conn.cursor() as cur:
         bounds = {"lo": lo, "hi": hi}
         cur.execute(
@@ -127,10 +139,11 @@ def _upsert_table(conn: psycopg.Connection, start: datetime, end: datetime) -> i
                 ON CONFLICT (device_id, metric_id, hour) DO UPDATE
                 SET count = excluded.count, min_value = excluded.min_value, max_value = excluded.max_value,
                     avg_value = excluded.avg_value, last_value = excluded.last_value,
-                    last_ts = excluded.last_ts, updated_at = excluded.updated_at""",
+                    last_ts = excluded.last_ts, updated_at = excluded.updated_at
+                RETURNING device_id, metric_id, hour""",
             {"merged": PARTS_MERGED},
         )
-        return cur.rowcount
+        return set(cur.fetchall())
 
 
 #: The rollups of the hours in `rollup_keys`: merged from their parts for an hour of the last

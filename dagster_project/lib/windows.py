@@ -24,6 +24,8 @@ KEY_FORMAT = "%Y-%m-%d-%H:00"
 PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+#: Dagster's tag on the runs of a backfill (its id).
+BACKFILL_TAG = "dagster/backfill"
 
 
 @dataclass(frozen=True, slots=True)

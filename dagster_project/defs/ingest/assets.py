@@ -42,7 +42,7 @@ from dagster_project.lib.raw_entries import raw_row
 from dagster_project.lib.retention import continuous_aggregates
 from dagster_project.lib.rollups import refresh_rollups
 from dagster_project.lib.storage.batches import BatchInfo
-from dagster_project.lib.windows import Window
+from dagster_project.lib.windows import BACKFILL_TAG, Window
 from iot_core.formats.batch import DECODER_VERSION
 
 BACKFILL_HOURS_PER_RUN = 6
@@ -73,7 +73,8 @@ def run_window(
 def batch_info(context: AssetExecutionContext, window: Window, streams: list[str]) -> BatchInfo:
     keys = context.partition_key_range
     partition_key = keys.start if keys.start == keys.end else f"{keys.start}..{keys.end}"
-    return window_batch(context.run.run_id, partition_key, window, streams)
+    backfill = context.run.tags.get(BACKFILL_TAG)
+    return window_batch(context.run.run_id, partition_key, window, streams, backfill)
 
 
 def raw_messages(
@@ -184,7 +185,7 @@ def telemetry(
                 "range": arrival.label,  # a closed hour's own range replaces it below
                 **counts,
                 # where this run began to count the hour: what came before was counted by earlier runs
-                **({"hour_counts_read_from": so_far[1].isoformat()} if so_far else {}),
+                **({"hour_counts_read_from": so_far[1].at.isoformat()} if so_far else {}),
                 "feedback_published": f"{acks}/{len(owed)}",
                 "feedback_already_sent": len(decoded.feedback) - len(owed),
                 **{f"seconds_{stage}": round(s, 4) for stage, s in decoded.seconds.items()},

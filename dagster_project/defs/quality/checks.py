@@ -3,8 +3,6 @@ its body only (`hour_check` gives it the hour to judge), built on the partitions
 `build_hour_checks`.
 """
 
-from datetime import datetime
-
 from dagster import (
     AssetCheckResult,
     AssetChecksDefinition,
@@ -89,14 +87,9 @@ def reconciliation(hour: CheckedHour) -> AssetCheckResult:
             "unaccounted_raw_ids": MetadataValue.text(
                 ", ".join(str(raw_id) for raw_id in rec.unaccounted_sample) or "none"
             ),
-            **_read_from(judged_from),
+            **judged_from.metadata(),
         },
     )
-
-
-def _read_from(judged_from: datetime) -> dict[str, str]:
-    """Where a check began to read: the part before it was judged earlier and has not been written since."""
-    return {"read_from": judged_from.isoformat()}
 
 
 def _severity(share: float, warn: float, error: float) -> AssetCheckSeverity | None:
@@ -135,7 +128,7 @@ def schema_pass_rate_check(hour: CheckedHour) -> AssetCheckResult:
             "rejected": rate.rejected,
             "reject_share": round(rate.reject_share, 4),
             "pass_rate": round(1 - rate.reject_share, 4),
-            **_read_from(judged_from),
+            **judged_from.metadata(),
             **{f"rejected_{fmt}": n for fmt, n in sorted(by_format.items())},
             "rejects": MetadataValue.md(
                 "| format | stage | reason | messages | example |\n|---|---|---|---|---|\n"
@@ -180,7 +173,7 @@ def plausibility(hour: CheckedHour) -> AssetCheckResult:
             "implausible": implausible,
             "implausible_share": round(share, 4),
             "metrics_checked": len(metrics),
-            **_read_from(judged_from),
+            **judged_from.metadata(),
             "implausible_by_metric": MetadataValue.md(
                 "| metric | range | implausible | readings | example |\n|---|---|---|---|---|\n"
                 + "\n".join(
@@ -218,7 +211,7 @@ def duplicates(hour: CheckedHour) -> AssetCheckResult:
             "raw": dup.raw,
             "duplicates": dup.duplicates,
             "duplicate_share": round(dup.share, 4),
-            **_read_from(judged_from),
+            **judged_from.metadata(),
             **{f"duplicates_{fmt}": n for fmt, n in dup.by_format.items()},
         },
     )

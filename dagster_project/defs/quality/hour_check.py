@@ -29,8 +29,8 @@ from dagster_project.defs.resources import (
     RedisStreamsResource,
 )
 from dagster_project.defs.run_window import RunWindowResource
-from dagster_project.lib.verdicts import P, judged_so_far
-from dagster_project.lib.windows import Window
+from dagster_project.lib.verdicts import P, ReadFrom, judged_so_far
+from dagster_project.lib.windows import BACKFILL_TAG, Window
 
 
 @dataclass(frozen=True)
@@ -46,16 +46,19 @@ class CheckedHour:
     #: a micro-batch run's check of its hour up to the end of the run's range: a check may then reuse its
     #: verdict over the hour's earlier part (see `verdicts`)
     so_far: bool = False
+    #: a backfill's run: it judges its hours whole where a backfill (its own) has rewritten them
+    backfill: bool = False
 
     def judged(
         self, judge: Callable[[datetime, datetime], P], keep: Callable[[P], bool] = lambda _: True
-    ) -> tuple[P, datetime]:
-        """`judge` over the checked window, and where it began to read: in a micro-batch run only what
-        follows the check's kept verdict of the hour (see `verdicts`), else the whole window."""
+    ) -> tuple[P, ReadFrom]:
+        """`judge` over the checked window, and where it began to read: in a micro-batch or backfill run
+        only what follows the check's kept verdict of the hour (see `verdicts`), else the whole window."""
         start, end = self.window.utc_bounds
         if self.so_far:
-            return judged_so_far(self.conn, self.check, start, end, judge, keep)
-        return judge(start, end), start
+            provisional = not self.backfill
+            return judged_so_far(self.conn, self.check, start, end, judge, keep, provisional=provisional)
+        return judge(start, end), ReadFrom(start)
 
 
 CheckBody = Callable[[CheckedHour], AssetCheckResult]
@@ -91,9 +94,12 @@ class HourCheck:
         ) -> AssetCheckResult:
             # the hours up to the end of the run's range (micro-batch runs), else up to what has closed
             checked = window.hours_so_far(context.partition_key_range, lambda: policy.closed_until_ms(redis))
-            so_far = window.configured is not None
+            # micro-batch and backfill runs judge on from the kept verdict and keep theirs; a check run on
+            # its own (from the UI) judges the hours afresh
+            backfill = BACKFILL_TAG in context.run.tags
+            so_far = window.configured is not None or backfill
             with database.connect() as conn:
-                return body(CheckedHour(checked, conn, quality, redis, name, so_far))
+                return body(CheckedHour(checked, conn, quality, redis, name, so_far, backfill))
 
         return hourly
 

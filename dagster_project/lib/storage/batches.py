@@ -19,6 +19,8 @@ class BatchInfo:
     end_id: str
     streams: Sequence[str]
     decoder_version: str
+    #: the backfill whose run writes the batch (None for the sensor's runs and runs from the UI)
+    backfill: str | None = None
 
 
 def open_batch(conn: psycopg.Connection, info: BatchInfo) -> int:
@@ -26,8 +28,8 @@ def open_batch(conn: psycopg.Connection, info: BatchInfo) -> int:
     calling transaction, which writes the batch's rows (see `verdicts`): every writer opens its batch."""
     row = conn.execute(
         """INSERT INTO batches (run_id, partition_key, range_start, range_end, start_id, end_id, streams,
-                                decoder_version, written_xid)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, pg_current_xact_id())
+                                decoder_version, backfill, written_xid)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, pg_current_xact_id())
            ON CONFLICT (run_id) DO UPDATE SET decoder_version = excluded.decoder_version,
                                               written_xid = excluded.written_xid
            RETURNING batch_id""",
@@ -40,6 +42,7 @@ def open_batch(conn: psycopg.Connection, info: BatchInfo) -> int:
             info.end_id,
             list(info.streams),
             info.decoder_version,
+            info.backfill,
         ),
     ).fetchone()
     assert row is not None
@@ -57,11 +60,13 @@ def finish_batch(conn: psycopg.Connection, batch_id: int, **counts: int) -> None
     )
 
 
-def mark_landed(conn: psycopg.Connection, batch_id: int, read: int) -> None:
-    """The batch's range is archived: `read` stream entries were read from it."""
+def mark_landed(conn: psycopg.Connection, batch_id: int, read: int, oldest: datetime | None) -> None:
+    """The batch's range is archived: `read` stream entries were read from it, the oldest arrived at
+    `oldest` (None when there was none)."""
     conn.execute(
-        "UPDATE batches SET raw_count = %s, landed_at = clock_timestamp() WHERE batch_id = %s",
-        (read, batch_id),
+        """UPDATE batches SET raw_count = %s, oldest_arrival = %s, landed_at = clock_timestamp()
+           WHERE batch_id = %s""",
+        (read, oldest, batch_id),
     )
 
 
