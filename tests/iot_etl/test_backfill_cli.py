@@ -118,11 +118,11 @@ def test_backfill_reprocesses_an_hour_and_follows_it_to_the_end(project: dict[st
         assert result.returncode == 0, result.stderr
         first, *_, last = result.stdout.splitlines()
         assert f"1 hour(s) {hour:%Y-%m-%d-%H:00}" in first and f"127.0.0.1:{port}/runs/b/" in first
-        assert "completed: 2 of 2 hour-assets materialized" in last
+        assert "completed: 3 of 3 hour-assets materialized" in last
         # progress, one line per change when stderr is not a terminal
         progress = result.stderr.splitlines()
         assert progress and all(line.startswith("backfill ") for line in progress)
-        assert "COMPLETED_SUCCESS: 2/2" in progress[-1]
+        assert "COMPLETED_SUCCESS: 3/3" in progress[-1]
         with psycopg.connect(project["IOT_DATABASE_URL"]) as conn:
             (raw,) = conn.execute("SELECT count(*) FROM raw_messages").fetchone()
             (values,) = conn.execute("SELECT array_agg(value_num) FROM measurements").fetchone()
