@@ -40,11 +40,14 @@ class WindowDone:
     duplicates: int
     finished_at: datetime
     oldest_arrival: datetime | None = None
+    #: the backfill whose run wrote the batch: its range is what it re-processed, not a live window
+    backfill: str | None = None
 
     def line(self, today: datetime) -> str:
         lag = (self.finished_at - (self.oldest_arrival or self.end)).total_seconds()
+        what = f"backfill {self.backfill}" if self.backfill else "window"
         text = (
-            f"window {human_window(_label(self.start, self.end), today)}  messages {self.messages}  "
+            f"{what} {human_window(_label(self.start, self.end), today)}  messages {self.messages}  "
             f"stored {self.stored}  rejected {self.rejected}"
         )
         if self.duplicates:
@@ -119,7 +122,7 @@ class WindowFeed:
                 return []
             rows = conn.execute(
                 """SELECT batch_id, range_start, range_end, raw_count, measurement_count + event_count,
-                          rejected_count, duplicate_count, finished_at, oldest_arrival
+                          rejected_count, duplicate_count, finished_at, oldest_arrival, backfill
                    FROM batches WHERE finished_at >= %s ORDER BY finished_at, batch_id""",
                 (self._since,),
             ).fetchall()

@@ -27,6 +27,21 @@ def test_a_windows_lag_is_the_age_of_its_oldest_message_when_it_became_queryable
     # a window without messages (no oldest arrival): measured from its end
     empty = WindowDone(2, END - timedelta(minutes=1), END, 0, 0, 0, 0, END + timedelta(seconds=2))
     assert empty.line(END).endswith("lag 2.0 s")
+    # a backfill's batch says so: the range it re-processed, and how old its oldest message was
+    backfill = WindowDone(
+        3,
+        END - timedelta(minutes=10),
+        END,
+        5,
+        5,
+        0,
+        0,
+        END + timedelta(minutes=3),
+        oldest_arrival=END - timedelta(minutes=10),
+        backfill="lmlcfyoo",
+    )
+    assert backfill.line(END).startswith("backfill lmlcfyoo 11:51:00-12:01:00  messages 5")
+    assert backfill.line(END).endswith("lag 780.0 s")
 
 
 def test_a_backfill_whose_assets_are_done_says_which_runs_and_steps_it_waits_for() -> None:
