@@ -27,12 +27,13 @@ def wait_until(
     deadline = time.monotonic() + timeout_s
     while True:
         value = predicate()
-        if value or time.monotonic() >= deadline:
+        left_s = deadline - time.monotonic()
+        if value or left_s <= 0:
             break
-        time.sleep(interval_s)
+        time.sleep(min(interval_s, left_s))
     if value or what is None:
         return value
     shown = repr(value)
     if len(shown) > _SHOWN_CHARS:
         shown = shown[:_SHOWN_CHARS] + "..."
-    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what} (last: {shown})")
+    raise AssertionError(f"timed out after {round(timeout_s, 1):g} s waiting for {what} (last: {shown})")
