@@ -35,7 +35,7 @@ def test_a_run_checks_its_hour_at_most_every_interval_and_always_when_it_closes_
     plan, checked = plan_checks([window(15)], HOUR + 16 * MIN, checked, every)
     assert plan == [True]
     # the window that closes the hour checks however recently another did
-    plan, _ = plan_checks([window(58), window(59)], HOUR + 60 * MIN, HOUR + 59 * MIN, every)
+    plan, _ = plan_checks([window(58), window(59)], HOUR + 60 * MIN, checked + 1, every)
     assert plan == [False, True] and window(59).end_ms == HOUR + HOUR_MS
     # 0: every run checks
     assert plan_checks([window(1), window(2)], HOUR + 3 * MIN, HOUR + 3 * MIN, 0)[0] == [True, True]
