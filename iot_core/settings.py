@@ -162,14 +162,6 @@ class Settings(BaseSettings):
         "the run lands what has closed while it waits, so little is left to land at the close.",
     )
     sensor_max_runs_per_tick: int = Field(60, ge=1, description="Upper bound of run requests per tick.")
-    checks_every_s: int = Field(
-        300,
-        ge=0,
-        description="The hour's checks run with a micro-batch run at most this often (each reads what came "
-        "since the last), and always with the run that closes an hour, a heal and a catch-up run; the "
-        "other runs only store. While a run with checks is in flight, the UI's Checks tab shows them "
-        "as running rather than their last result. 0: checks with every run.",
-    )
     sensor_heal_after_s: int = Field(
         900,
         ge=10,

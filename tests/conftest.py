@@ -30,8 +30,6 @@ os.environ.update(
         "IOT_WINDOW_SECONDS": "10",
         "IOT_WINDOW_GRACE_MS": "500",
         "IOT_SENSOR_SKIP_EMPTY_WINDOWS": "true",
-        # every run checks its hour, as the tests of the checks expect (the cadence has its own test)
-        "IOT_CHECKS_EVERY_S": "0",
         "IOT_LISTENER_METRICS_PORT": "0",
         "IOT_DAGSTER_HOME": _DAGSTER_HOME,
         # tests put data into hours before the session's database was migrated (its recorded start): they

@@ -58,11 +58,6 @@ class BatchPolicyResource(ConfigurableResource):
         "closed is run again (and again after as long, while it fails)."
     )
     heal_lookback_hours: int = Field(description="How far back the sensor looks for ranges to run again.")
-    checks_every_ms: int = Field(
-        default=0,
-        description="The hour's checks run with a micro-batch run at most this often (always with one "
-        "that closes an hour, a heal and a catch-up run); 0: with every run.",
-    )
     device_timezone: str = Field(description="Zone of naive device timestamps.")
     device_ts_max_future_s: int = Field(
         description="A device timestamp further ahead of arrival is not sane."
@@ -279,7 +274,6 @@ def resources_from_settings(settings: Settings) -> dict[str, Any]:
             max_runs_per_tick=settings.sensor_max_runs_per_tick,
             heal_after_ms=settings.sensor_heal_after_s * 1000,
             heal_lookback_hours=settings.sensor_heal_lookback_hours,
-            checks_every_ms=settings.checks_every_s * 1000,
             device_timezone=settings.device_timezone,
             device_ts_max_future_s=settings.device_ts_max_future_s,
             device_ts_min_year=settings.device_ts_min_year,

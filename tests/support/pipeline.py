@@ -17,17 +17,8 @@ from iot_core.settings import Settings
 def execute_request(
     request: RunRequest, instance: DagsterInstance, resources: dict, *, raise_on_error: bool = True
 ) -> ExecuteInProcessResult:
-    """`request` (as the sensor makes it) through `micro_batch_job`, in this process: with the checks it
-    selects (`asset_check_keys`; None: all of the job's)."""
-    job = defs.resolve_job_def("micro_batch_job")
-    if request.asset_selection is not None or request.asset_check_keys is not None:
-        job = job.get_subset(
-            asset_selection=set(request.asset_selection) if request.asset_selection is not None else None,
-            asset_check_selection=(
-                set(request.asset_check_keys) if request.asset_check_keys is not None else None
-            ),
-        )
-    return job.execute_in_process(
+    """`request` (as the sensor makes it) through `micro_batch_job`, in this process."""
+    return defs.resolve_job_def("micro_batch_job").execute_in_process(
         run_config=request.run_config,
         partition_key=request.partition_key,
         instance=instance,

@@ -6,7 +6,6 @@ from collections.abc import Callable
 import psycopg
 import redis as redis_lib
 from dagster import (
-    AssetKey,
     DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
@@ -18,7 +17,7 @@ from dagster import (
     sensor,
 )
 
-from dagster_project.defs.ingest.jobs import MICRO_BATCH_ASSETS, MICRO_BATCH_JOB
+from dagster_project.defs.ingest.jobs import MICRO_BATCH_JOB
 from dagster_project.defs.resources import BatchPolicyResource, DatabaseResource, RedisStreamsResource
 from dagster_project.defs.run_window import configured_range, run_config_for
 from dagster_project.lib.storage.batches import landed_ranges, last_processed_end
@@ -54,19 +53,6 @@ def runs_in_flight(context: SensorEvaluationContext) -> int:
     return context.instance.get_runs_count(RunsFilter(job_name=MICRO_BATCH_JOB, statuses=_UNFINISHED))
 
 
-def plan_checks(windows: list[Window], now_ms: int, checked_ms: int, every_ms: int) -> tuple[list[bool], int]:
-    """Which of the live runs of `windows` check their hour: one that closes an hour (a catch-up run of a
-    whole hour included), and else one at most every `every_ms` since the last that did (`checked_ms`);
-    and when the last of them did. A run without checks only stores: while a run with checks is in
-    flight the UI shows them running, not their last result."""
-    plan = []
-    for window in windows:
-        checks = window.closes_hour or now_ms - checked_ms >= every_ms
-        checked_ms = now_ms if checks else checked_ms
-        plan.append(checks)
-    return plan, checked_ms
-
-
 def held_ranges(context: SensorEvaluationContext) -> list[tuple[int, int]]:
     """The arrival ranges that queued or started runs of any job hold (`held_range`): no heal runs them."""
     runs = context.instance.get_runs(RunsFilter(statuses=_UNFINISHED))
@@ -83,18 +69,11 @@ UNREACHABLE: tuple[type[Exception], ...] = (
 )
 
 
-def run_request(
-    window: Window, kind: str | None = None, attempt_ms: int = 0, *, checks: bool = True
-) -> RunRequest:
-    """The run of `window`: with the job's checks of its hour, or (`checks` False) only storing it."""
+def run_request(window: Window, kind: str | None = None, attempt_ms: int = 0) -> RunRequest:
     return RunRequest(
         run_key=f"heal-{window.run_key}-{attempt_ms}" if attempt_ms else window.run_key,
         partition_key=window.partition_key,
         run_config=run_config_for(window),
-        # the job's assets and all its checks, or the assets alone (both named: a subset of the checks
-        # alone keeps every check)
-        asset_selection=None if checks else [AssetKey(name) for name in MICRO_BATCH_ASSETS],
-        asset_check_keys=None if checks else [],
         tags=run_tags(window, kind),
     )
 
@@ -186,12 +165,10 @@ def evaluate(
         )
         return SensorResult(
             skip_reason=SkipReason(reason),
-            cursor=json.dumps({"next_ms": cursor, "heal": tried, **_checked(state)}),
+            cursor=json.dumps({"next_ms": cursor, "heal": tried}),
         )
     if not windows:
-        return SensorResult(
-            run_requests=heals, cursor=json.dumps({"next_ms": cursor, "heal": tried, **_checked(state)})
-        )
+        return SensorResult(run_requests=heals, cursor=json.dumps({"next_ms": cursor, "heal": tried}))
     chosen, next_ms = choose_windows(
         windows,
         cursor,
@@ -200,17 +177,10 @@ def evaluate(
         policy.skip_empty_windows,
         redis.has_entries,
     )
-    checks, checked_ms = plan_checks(chosen, now_ms, int(state.get("checked_ms", 0)), policy.checks_every_ms)
-    live = [run_request(window, checks=c) for window, c in zip(chosen, checks, strict=True)]
     return SensorResult(
-        run_requests=[*heals, *live],
-        cursor=json.dumps({"next_ms": next_ms, "heal": tried, "checked_ms": checked_ms}),
+        run_requests=[*heals, *(run_request(window) for window in chosen)],
+        cursor=json.dumps({"next_ms": next_ms, "heal": tried}),
     )
-
-
-def _checked(state: dict) -> dict[str, int]:
-    """The cursor's record of when a live run last checked its hour, carried over unchanged."""
-    return {"checked_ms": int(state["checked_ms"])} if "checked_ms" in state else {}
 
 
 def build_micro_window_sensor(interval_s: int) -> SensorDefinition:
