@@ -14,6 +14,7 @@ Who uses what:
   Dagster versions it was checked against (`bulk_delete_supported`);
 - `iot_etl.code_server`: the gRPC client that pings the code server;
 - the benchmarks (`bench.runs_ui`): Dagster's storage tables and event classes to write synthetic runs;
+- `iot-etl status`: the newest evaluated executions of each check (`completed_check_executions`);
 - `jobs`: the type `define_asset_job` returns.
 """
 
@@ -53,6 +54,8 @@ PRIVATE: dict[str, str] = {
     "SqliteEventLogStorage": "dagster._core.storage.event_log.sqlite.sqlite_event_log",
     "SqlEventLogStorageTable": "dagster._core.storage.event_log.schema",
     "AssetCheckExecutionsTable": "dagster._core.storage.event_log.schema",
+    # `iot-etl status`: the newest completed evaluations of a check (`completed_check_executions`)
+    "AssetCheckExecutionRecordStatus": "dagster._core.storage.asset_check_execution_record",
     # the freshness check run by hand: the deadline tick before now (freshness.py)
     "get_latest_completed_cron_tick": "dagster._utils.schedules",
     # the benchmarks' synthetic runs (bench/runs_ui/synth.py)
@@ -200,3 +203,13 @@ def delete_runs_in_bulk(instance: DagsterInstance, run_ids: Sequence[str]) -> No
             for suffix in SHARD_SUFFIXES:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(events.path_for_shard(run_id) + suffix)
+
+
+def completed_check_executions(instance: DagsterInstance, key: Any, limit: int) -> list[Any]:
+    """The newest evaluated (passed or failed) executions of asset check `key`, newest first: the event log
+    storage's check history, which Dagster's public API does not offer."""
+    status = __getattr__("AssetCheckExecutionRecordStatus")
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        key, limit=limit, status={status.SUCCEEDED, status.FAILED}
+    )
+    return list(history)

@@ -21,6 +21,7 @@ from iot_core.redis_memory import redis_memory_or_none
 from iot_core.settings import Settings
 from iot_core.streams import stream_names
 from iot_etl.pki_upkeep import crl_warning, layout_of
+from iot_etl.status_checks import check_lines
 from iot_etl.status_retention import compaction_lines, dagster_runs_line, stream_lines
 
 DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
@@ -209,6 +210,7 @@ def parts(settings: Settings) -> list[tuple[str, Callable[[], list[StatusLine]]]
         ("the database (row counts)", lambda: database_status(settings)),
         ("Redis (memory, streams, what is not archived)", lambda: redis_status(settings)),
         ("Dagster's run storage", lambda: [StatusLine(*dagster_runs_line(settings))]),
+        ("the checks' newest results", lambda: [StatusLine(*line) for line in check_lines(settings)]),
         ("the broker's $SYS counter", lambda: [broker_dropped(settings)]),
         ("the listener's metrics", lambda: [listener_limited(settings)]),
     ]

@@ -84,6 +84,11 @@ def compaction_lines(conn: psycopg.Connection) -> list[Line]:
     return lines
 
 
+def error_text(exc: BaseException) -> str:
+    """`error: <the first line of what it said>`, for a status line whose part raised."""
+    return f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+
+
 def dagster_runs_line(settings: Settings) -> Line:
     """Runs in Dagster's storage (all, and micro-batch ones), when the instance has been configured."""
     home = dagster_home(settings)
@@ -97,4 +102,4 @@ def dagster_runs_line(settings: Settings) -> Line:
             micro = instance.get_runs_count(RunsFilter(tags={"iot/kind": "micro"}))
         return ("dagster", "runs", f"{total} ({micro} micro-batch)")
     except Exception as exc:  # status reports every part, whatever one of them raises
-        return ("dagster", "runs", f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        return ("dagster", "runs", error_text(exc))
