@@ -7,9 +7,6 @@ from here; no other module reads the environment. Values come from `IOT_*` envir
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -17,21 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-#: Settings that can hold a password (in a URL or on their own); kept as SecretStr, never logged or shown.
-SECRET_FIELDS = (
-    "database_url",
-    "database_owner_url",
-    "database_reader_url",
-    "redis_url",
-    "listener_redis_url",
-    "dagster_pg_url",
-    "mqtt_password",
-)
-#: The secrets Dagster's resources read (through environment variables: see `Settings.export_secrets`).
-DAGSTER_SECRET_FIELDS = ("database_url", "database_owner_url", "redis_url", "dagster_pg_url", "mqtt_password")
-#: Characters no setting may hold: settings end up in generated configuration files (the broker's, its ACL
-#: files, Redis's ACL file), where a line break would add lines of the attacker's choosing.
-FORBIDDEN_SETTING_CHARS = ("\n", "\r", "\x00")
+from iot_core.settings_validation import refuse_line_breaks, split_topics
+
 DEFAULT_TOPICS = ("devices/#", "qs/v1/+/events", "stat/#", "tele/#")
 
 
@@ -327,28 +311,9 @@ class Settings(BaseSettings):
         256 * 1024 * 1024, ge=0, description="Per-client queue bound of the generated broker config."
     )
 
-    @field_validator("listener_topics", mode="before")
-    @classmethod
-    def _split_topics(cls, value: object) -> object:
-        if isinstance(value, str):
-            if value.lstrip().startswith("["):
-                return json.loads(value)
-            return [t.strip() for t in value.split(",") if t.strip()]
-        return value
-
-    @model_validator(mode="after")
-    def _refuse_line_breaks(self) -> Settings:
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            values = value if isinstance(value, list) else [value]
-            for item in values:
-                text = item.get_secret_value() if isinstance(item, SecretStr) else item
-                if isinstance(text, str | Path) and any(c in str(text) for c in FORBIDDEN_SETTING_CHARS):
-                    raise ValueError(
-                        f"IOT_{name.upper()} holds a line break or NUL character; settings are written into "
-                        "configuration files, so remove it"
-                    )
-        return self
+    # what every value is checked for, and how a topic list is read: iot_core.settings_validation
+    _split_topics = field_validator("listener_topics", mode="before")(split_topics)
+    _refuse_line_breaks = model_validator(mode="after")(refuse_line_breaks)
 
     @model_validator(mode="after")
     def _check_window(self) -> Settings:
@@ -374,34 +339,6 @@ class Settings(BaseSettings):
 
     def database_name(self) -> str:
         return self.database_url.get_secret_value().rsplit("/", 1)[-1].split("?", 1)[0]
-
-    def export_secrets(self) -> dict[str, str]:
-        """Put every set secret into this process's environment and return field -> variable name, so
-        that consumers that show their configuration (Dagster) can be handed the variable, not the value.
-
-        A secret goes under its `IOT_*` name when that holds the same value already, or is unset and the
-        value is the setting's default; any other value (one from a `.env` file, or a settings object built
-        with explicit values) gets a variable of its own. Setting the plain name to anything else would be
-        read by every later settings object of the process as its own value: a test's owner URL would
-        become the next command's, two settings objects would read each other's secrets.
-        Only what Dagster's resources read is exported (`DAGSTER_SECRET_FIELDS`).
-        """
-        names: dict[str, str] = {}
-        for field in DAGSTER_SECRET_FIELDS:
-            value = getattr(self, field)
-            if value is None:
-                continue
-            secret = value.get_secret_value()
-            name = f"{self.model_config['env_prefix']}{field.upper()}"
-            default = type(self).model_fields[field].default
-            is_default = isinstance(default, SecretStr) and default.get_secret_value() == secret
-            if os.environ.get(name) == secret or (name not in os.environ and is_default):
-                os.environ[name] = secret
-            else:
-                name = f"{name}__{hashlib.sha256(secret.encode()).hexdigest()[:12]}"
-                os.environ[name] = secret
-            names[field] = name
-        return names
 
 
 @lru_cache(maxsize=1)

@@ -19,7 +19,8 @@ from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
 from iot_core.redact import MASK, redact_url
-from iot_core.settings import SECRET_FIELDS, Settings
+from iot_core.settings import Settings
+from iot_core.settings_secrets import SECRET_FIELDS
 
 #: A section comment of settings.py: `    # --- storage -----...`.
 _SECTION = re.compile(r"^\s*# -+ (?P<title>.+?) -+\s*$")

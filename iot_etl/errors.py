@@ -33,7 +33,7 @@ class CommandFailed(UserFacingError):
 
 
 def _setting_errors(exc: pydantic.ValidationError) -> str:
-    from iot_core.settings import SECRET_FIELDS
+    from iot_core.settings_secrets import SECRET_FIELDS
 
     parts = []
     for error in exc.errors(include_url=False):

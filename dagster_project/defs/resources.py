@@ -23,6 +23,7 @@ from dagster_project.lib.windows import ClosingWindow, Window
 from iot_core.formats.batch import DecodeOptions
 from iot_core.mqtt import MqttEndpoint, Publisher
 from iot_core.settings import Settings
+from iot_core.settings_secrets import export_secrets
 from iot_core.streams import EntryId, stream_names
 
 log = logging.getLogger(__name__)
@@ -261,7 +262,7 @@ class CompactionPolicyResource(ConfigurableResource):
 def resources_from_settings(settings: Settings) -> dict[str, Any]:
     """Every resource of the code location. Values that can hold a secret reach Dagster as EnvVar, so the
     UI shows the variable's name, never its value."""
-    secrets = settings.export_secrets()
+    secrets = export_secrets(settings)
     publisher = MqttEndpoint.for_role(settings, "publisher")  # the service listener when IOT_SECURITY is on
     return {
         # the run's window: configured per run by the sensor (its runs), else whole hours
