@@ -20,8 +20,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from iot_core.errors import UserFacingError
-from iot_core.pki import PkiError, check_cert_and_key
+from iot_core.pki_errors import PkiError
 from iot_core.pki_layout import SERVICE_ROLES, PkiLayout
+from iot_core.pki_pair import check_cert_and_key
 from iot_core.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,9 +1,9 @@
 """Where `iot-etl certs` keeps certificates and keys: paths only, no cryptography.
 
 The listener, the simulator, the ACK publisher and the broker configuration find their files here;
-`iot_core.pki` writes them. The device CA and the service CA are two independent roots: a device
-certificate never verifies against the service CA (security-facts: Mosquitto has no partial chain, so
-two issuing CAs under one root would be accepted on both listeners).
+the `iot_core.pki_*` modules write them. The device CA and the service CA are two independent roots: a
+device certificate never verifies against the service CA (security-facts: Mosquitto has no partial chain,
+so two issuing CAs under one root would be accepted on both listeners).
 """
 
 from __future__ import annotations

@@ -29,8 +29,10 @@ from pathlib import Path
 from cryptography import x509
 
 from iot_core.errors import UserFacingError
-from iot_core.pki import PkiError, check_cert_and_key, read_crls
+from iot_core.pki_crl import read_crls
+from iot_core.pki_errors import PkiError
 from iot_core.pki_layout import PkiLayout
+from iot_core.pki_pair import check_cert_and_key
 from iot_core.settings import Settings
 from iot_etl.broker_config import (
     ConfigValueError,

@@ -17,8 +17,21 @@ from pathlib import Path
 import click
 from cryptography import x509
 
-from iot_core import pki
+from iot_core.pki_crl import crl_next_update, revoke, write_crl
+from iot_core.pki_errors import PkiError
+from iot_core.pki_index import list_certs
+from iot_core.pki_issue import (
+    DEVICE_DAYS,
+    SERVER_DAYS,
+    SERVICE_DAYS,
+    init_pki,
+    issue_device,
+    issue_server,
+    issue_service,
+    rotate,
+)
 from iot_core.pki_layout import SERVICE_ROLES, PkiLayout
+from iot_core.pki_x509 import san_texts
 from iot_core.settings import get_settings
 
 
@@ -32,7 +45,7 @@ class CertsError(click.ClickException):
 def _refusals() -> Iterator[None]:
     try:
         yield
-    except pki.PkiError as exc:
+    except PkiError as exc:
         raise CertsError(str(exc)) from None
 
 
@@ -88,7 +101,7 @@ def init_command() -> None:
     settings = get_settings()
     layout = PkiLayout(settings.pki_dir)
     with _refusals():
-        created = pki.init_pki(layout, crl_days=settings.crl_days)
+        created = init_pki(layout, crl_days=settings.crl_days)
     if created:
         click.echo(
             f"certs: wrote {layout.device_ca_cert}, {layout.device_ca_key}, {layout.service_ca_cert}, "
@@ -106,35 +119,35 @@ def init_command() -> None:
     metavar="DNS:NAME|IP:ADDR",
     help="Subject alternative name (repeatable; default DNS:localhost, IP:127.0.0.1, IP:::1).",
 )
-@click.option("--days", type=click.IntRange(1, 3650), default=pki.SERVER_DAYS, show_default=True)
+@click.option("--days", type=click.IntRange(1, 3650), default=SERVER_DAYS, show_default=True)
 def server_command(sans: tuple[str, ...], days: int) -> None:
     """Issue the broker's certificate (service CA, serverAuth); replaces an existing one."""
     layout = _layout()
     with _refusals():
-        cert = pki.issue_server(layout, list(sans), days=days)
-    _wrote(f"server ({', '.join(pki.san_texts(cert))})", layout.server_cert, layout.server_key, cert)
+        cert = issue_server(layout, list(sans), days=days)
+    _wrote(f"server ({', '.join(san_texts(cert))})", layout.server_cert, layout.server_key, cert)
 
 
 @certs.command("device")
 @click.argument("device_id", metavar="ID")
-@click.option("--days", type=click.IntRange(1, 3650), default=pki.DEVICE_DAYS, show_default=True)
+@click.option("--days", type=click.IntRange(1, 3650), default=DEVICE_DAYS, show_default=True)
 def device_command(device_id: str, days: int) -> None:
     """Issue a device certificate (device CA, CN = ID) in devices/ID.pem and devices/ID.key."""
     layout = _layout()
     with _refusals():
-        cert = pki.issue_device(layout, device_id, days=days)
+        cert = issue_device(layout, device_id, days=days)
     _wrote(f"device {device_id}", *layout.device(device_id), cert)
 
 
 @certs.command("service")
 @click.argument("role", metavar="|".join(SERVICE_ROLES))
 @click.option("--name", default=None, help="Certificate name (default: the role); CN = iot-etl-NAME.")
-@click.option("--days", type=click.IntRange(1, 3650), default=pki.SERVICE_DAYS, show_default=True)
+@click.option("--days", type=click.IntRange(1, 3650), default=SERVICE_DAYS, show_default=True)
 def service_command(role: str, name: str | None, days: int) -> None:
     """Issue a service certificate (service CA, OU = ROLE) in services/NAME.pem and services/NAME.key."""
     layout = _layout()
     with _refusals():
-        cert = pki.issue_service(layout, role, name, days=days)
+        cert = issue_service(layout, role, name, days=days)
     _wrote(f"service {name or role} ({role})", *layout.service(name or role), cert)
 
 
@@ -147,7 +160,7 @@ def revoke_command(target: str) -> None:
     """
     layout = _layout()
     with _refusals():
-        serials = pki.revoke(layout, target, next_update=dt.timedelta(days=get_settings().crl_days))
+        serials = revoke(layout, target, next_update=dt.timedelta(days=get_settings().crl_days))
     if serials:
         click.echo(f"revoked {target}: serial {', '.join(serials)}; wrote {layout.crl}")
     else:
@@ -166,8 +179,8 @@ def crl_command(next_update: dt.timedelta | None) -> None:
     settings = get_settings()
     layout = PkiLayout(settings.pki_dir)
     with _refusals():
-        pki.write_crl(layout, next_update or dt.timedelta(days=settings.crl_days))
-    until = pki.crl_next_update(layout)
+        write_crl(layout, next_update or dt.timedelta(days=settings.crl_days))
+    until = crl_next_update(layout)
     click.echo(f"wrote {layout.crl} (next update {until:%Y-%m-%d %H:%M} UTC)")
 
 
@@ -179,8 +192,8 @@ def rotate_command(target: str, revoke_old: bool) -> None:
     settings = get_settings()
     layout = PkiLayout(settings.pki_dir)
     with _refusals():
-        cert = pki.rotate(layout, target, revoke_old, next_update=dt.timedelta(days=settings.crl_days))
-    info = next(i for i in pki.list_certs(layout) if i.serial == f"{cert.serial_number:x}")
+        cert = rotate(layout, target, revoke_old, next_update=dt.timedelta(days=settings.crl_days))
+    info = next(i for i in list_certs(layout) if i.serial == f"{cert.serial_number:x}")
     assert info.path is not None
     _wrote(f"rotated {target}", info.path, info.path.with_suffix(".key"), cert)
     if revoke_old:
@@ -192,13 +205,13 @@ def list_command() -> None:
     """Every certificate issued: kind, name, serial, not after, status."""
     layout = _layout()
     with _refusals():
-        infos = pki.list_certs(layout)
+        infos = list_certs(layout)
     rows = [("KIND", "NAME", "SERIAL", "NOT AFTER", "STATUS")]
     rows += [(i.kind, i.name, i.serial, f"{i.not_after:%Y-%m-%d %H:%M}", i.status()) for i in infos]
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
     for row in rows:
         click.echo("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]))
-    until = pki.crl_next_update(layout)
+    until = crl_next_update(layout)
     click.echo(
         f"CRL: next update {until:%Y-%m-%d %H:%M} UTC" if until else "CRL: none; run `iot-etl certs crl`"
     )

@@ -18,15 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from iot_core.pki import (
-    crl_needs_refresh,
-    crl_next_update,
-    init_pki,
-    issue_device,
-    issue_server,
-    issue_service,
-    write_crl,
-)
+from iot_core.pki_crl import crl_needs_refresh, crl_next_update, write_crl
+from iot_core.pki_issue import init_pki, issue_device, issue_server, issue_service
 from iot_core.pki_layout import SERVICE_ROLES, PkiLayout
 from iot_core.settings import Settings
 

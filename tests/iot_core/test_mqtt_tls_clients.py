@@ -18,7 +18,8 @@ import redis
 from dagster_project.defs.resources import resources_from_settings
 from ingest_listener import Listener
 from iot_core.mqtt import ClientTls, MqttEndpoint, Publisher, ThrottledLog, TlsFileError
-from iot_core.pki import revoke, rotate
+from iot_core.pki_crl import revoke
+from iot_core.pki_issue import rotate
 from iot_core.settings import Settings
 from iot_core.streams import stream_names
 from iot_etl.broker import write_secure_broker_config

@@ -21,7 +21,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from iot_core.formats.topics import parse_topic, topic_device
-from iot_core.pki import init_pki, issue_server, issue_service
+from iot_core.pki_issue import init_pki, issue_server, issue_service
 from iot_core.pki_layout import PkiLayout
 from iot_core.settings import get_settings
 from iot_etl.broker import broker_account

@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from iot_core.formats.topics import parse_topic
-from iot_core.pki import init_pki, issue_device, revoke
+from iot_core.pki_crl import revoke
+from iot_core.pki_issue import init_pki, issue_device
 from iot_core.pki_layout import PkiLayout
 from iot_core.settings import DEFAULT_TOPICS
 from iot_etl.broker_config import PACKET_OVERHEAD_BYTES

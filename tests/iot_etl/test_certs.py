@@ -21,8 +21,11 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from iot_core.pki import PkiError, check_cert_and_key, crl_needs_refresh, list_certs, read_crls
+from iot_core.pki_crl import crl_needs_refresh, read_crls
+from iot_core.pki_errors import PkiError
+from iot_core.pki_index import list_certs
 from iot_core.pki_layout import PkiLayout
+from iot_core.pki_pair import check_cert_and_key
 from iot_core.settings import get_settings
 from iot_etl.cli import main
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from iot_core.pki import crl_next_update, revoke, write_crl
+from iot_core.pki_crl import crl_next_update, revoke, write_crl
 from iot_core.settings import Settings
 from iot_etl.pki_upkeep import CrlChange, CrlWatch, crl_warning, ensure_pki, layout_of, server_sans
 

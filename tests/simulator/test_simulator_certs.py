@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from ingest_listener import Listener
 from iot_core.device_ids import validate_device_id
-from iot_core.pki import init_pki, issue_device
+from iot_core.pki_issue import init_pki, issue_device
 from iot_core.pki_layout import PkiLayout
 from iot_core.settings import Settings
 from iot_core.streams import stream_names

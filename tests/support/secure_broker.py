@@ -1,7 +1,7 @@
 """`SecureMosquitto`: a real Mosquitto of a test's own running the product's TLS configuration.
 
-The PKI (`iot_core.pki`: two CAs, the broker's certificate, one service certificate per role) lives in the
-broker's temporary directory unless the test brings its own; the broker's directory is what
+The PKI (`iot_core.pki_issue`: two CAs, the broker's certificate, one service certificate per role) lives
+in the broker's temporary directory unless the test brings its own; the broker's directory is what
 `iot_etl.broker.write_secure_broker_config` writes, and the broker is started the way an operator starts
 it, `mosquitto -c DIR/mosquitto.conf` (as root here: it drops to the `mosquitto` user, so this exercises the
 files' ownership too). Usage::
@@ -29,7 +29,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from iot_core.pki import init_pki, issue_device, issue_server, issue_service
+from iot_core.pki_issue import init_pki, issue_device, issue_server, issue_service
 from iot_core.pki_layout import SERVICE_ROLES, PkiLayout
 from iot_core.settings import Settings
 from iot_etl.broker import write_secure_broker_config
