@@ -59,14 +59,10 @@ from ingest_listener.stream_writer import (
     entry_for_message,
     rx_now_us,
 )
-from iot_core.mqtt import (
-    ClientTls,
-    MqttEndpoint,
-    ThrottledLog,
-    current_connect_error,
-    describe_connect_error,
-    new_client,
-)
+from iot_core.mqtt.client import current_connect_error, describe_connect_error, new_client
+from iot_core.mqtt.endpoint import MqttEndpoint
+from iot_core.mqtt.throttled_log import ThrottledLog
+from iot_core.mqtt.tls import ClientTls
 from iot_core.settings import Settings
 from iot_core.streams import stream_names
 

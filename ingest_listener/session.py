@@ -23,7 +23,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from iot_core.mqtt import MqttEndpoint, describe_connect_error, new_client
+from iot_core.mqtt.client import describe_connect_error, new_client
+from iot_core.mqtt.endpoint import MqttEndpoint
 from iot_core.settings import Settings
 
 #: How long `prime_session` waits for the broker's CONNACK and SUBACK, and for its own DISCONNECT to leave.

@@ -71,7 +71,7 @@ def _explain(exc: BaseException) -> str:
     if isinstance(exc, UserFacingError):
         return str(exc)
     pydantic, psycopg, redis = _loaded("pydantic"), _loaded("psycopg"), _loaded("redis")
-    mqtt = _loaded("iot_core.mqtt")
+    mqtt = _loaded("iot_core.mqtt.publisher")
     if pydantic and isinstance(exc, pydantic.ValidationError):
         return (
             f"bad setting: {_setting_errors(exc)}; fix it in the environment or .env "

@@ -14,7 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dagster_project.lib.retention import has_timescaledb
 from iot_core.db_errors import postgres_refusal
-from iot_core.mqtt import MqttEndpoint, TlsFileError, describe_connect_error, new_client
+from iot_core.mqtt.client import describe_connect_error, new_client
+from iot_core.mqtt.endpoint import MqttEndpoint
+from iot_core.mqtt.tls import TlsFileError
 from iot_core.pki_crl import crl_next_update
 from iot_core.redact import redact_text
 from iot_core.redis_memory import redis_memory_or_none

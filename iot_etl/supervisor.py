@@ -188,7 +188,7 @@ class Supervisor:
         One line when the session was made, or why it was not (the listener then subscribes itself)."""
         from ingest_listener.session import SessionError, prime_session
         from iot_core.errors import UserFacingError
-        from iot_core.mqtt import MqttEndpoint
+        from iot_core.mqtt.endpoint import MqttEndpoint
 
         endpoint = MqttEndpoint.for_role(self.settings, "listener")
         address = embedded.Address(endpoint.host, endpoint.port)

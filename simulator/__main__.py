@@ -19,7 +19,8 @@ import click
 
 from iot_core.errors import UserFacingError
 from iot_core.logs import configure_logging
-from iot_core.mqtt import MqttEndpoint, PublishError
+from iot_core.mqtt.endpoint import MqttEndpoint
+from iot_core.mqtt.publisher import PublishError
 from iot_core.progress import Advance, progress_bar
 from iot_core.settings import get_settings
 from simulator.expected import KINDS

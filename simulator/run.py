@@ -22,7 +22,8 @@ from zoneinfo import ZoneInfo
 
 from iot_core.errors import UserFacingError
 from iot_core.formats.topics import topic_device
-from iot_core.mqtt import MqttEndpoint, Publisher
+from iot_core.mqtt.endpoint import MqttEndpoint
+from iot_core.mqtt.publisher import Publisher
 from iot_core.pki_layout import PkiLayout
 from iot_core.settings import Settings
 from simulator.expected import KINDS, SentMessage

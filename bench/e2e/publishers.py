@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.e2e import messages
-from iot_core.mqtt import MqttEndpoint, Publisher
+from iot_core.mqtt.endpoint import MqttEndpoint
+from iot_core.mqtt.publisher import Publisher
 
 #: How long after the last process connected they all start.
 START_DELAY_S = 0.5

@@ -21,7 +21,8 @@ from dagster_project.lib.retention import RetentionRule
 from dagster_project.lib.rollups import PARTS_KEPT
 from dagster_project.lib.windows import ClosingWindow, Window
 from iot_core.formats.batch import DecodeOptions
-from iot_core.mqtt import MqttEndpoint, Publisher
+from iot_core.mqtt.endpoint import MqttEndpoint
+from iot_core.mqtt.publisher import Publisher
 from iot_core.settings import Settings
 from iot_core.settings_secrets import export_secrets
 from iot_core.streams import EntryId, stream_names

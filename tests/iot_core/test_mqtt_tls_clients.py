@@ -17,7 +17,10 @@ import redis
 
 from dagster_project.defs.resources import resources_from_settings
 from ingest_listener import Listener
-from iot_core.mqtt import ClientTls, MqttEndpoint, Publisher, ThrottledLog, TlsFileError
+from iot_core.mqtt.endpoint import MqttEndpoint
+from iot_core.mqtt.publisher import Publisher
+from iot_core.mqtt.throttled_log import ThrottledLog
+from iot_core.mqtt.tls import ClientTls, TlsFileError
 from iot_core.pki_crl import revoke
 from iot_core.pki_issue import rotate
 from iot_core.settings import Settings

@@ -18,7 +18,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from click.testing import CliRunner
 
-from iot_core.mqtt import MqttEndpoint, PublishError, new_client
+from iot_core.mqtt.client import new_client
+from iot_core.mqtt.endpoint import MqttEndpoint
+from iot_core.mqtt.publisher import PublishError
 from iot_core.settings import Settings
 from simulator.__main__ import main, simulate_command
 from simulator.expected import SentMessage

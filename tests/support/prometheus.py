@@ -20,7 +20,8 @@ from pathlib import Path
 import yaml
 
 from ingest_listener import Listener
-from iot_core.mqtt import MqttEndpoint, Publisher
+from iot_core.mqtt.endpoint import MqttEndpoint
+from iot_core.mqtt.publisher import Publisher
 from iot_core.settings import Settings
 from simulator.messages import MessageFactory
 from tests.support.ports import free_port, wait_for_port
