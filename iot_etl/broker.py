@@ -34,13 +34,9 @@ from iot_core.pki_errors import PkiError
 from iot_core.pki_layout import PkiLayout
 from iot_core.pki_pair import check_cert_and_key
 from iot_core.settings import Settings
-from iot_etl.broker_config import (
-    ConfigValueError,
-    TlsFiles,
-    config_path,
-    render_broker_config,
-    render_tls_broker_config,
-)
+from iot_etl.broker_config import render_broker_config
+from iot_etl.broker_values import ConfigValueError, config_path
+from iot_etl.tls_broker_config import TlsFiles, render_tls_broker_config
 
 #: The user Mosquitto switches to when started as root (and no `user` line says otherwise).
 BROKER_USER = "mosquitto"

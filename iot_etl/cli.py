@@ -311,7 +311,8 @@ def broker_config(
     from pathlib import Path
 
     from iot_etl.broker import BrokerConfigError, check_broker_pki, write_secure_broker_config
-    from iot_etl.broker_config import TRUSTED_NETWORK_ONLY, ConfigValueError, render_broker_config
+    from iot_etl.broker_config import TRUSTED_NETWORK_ONLY, render_broker_config
+    from iot_etl.broker_values import ConfigValueError
     from iot_etl.state_dir import restrict_umask
 
     restrict_umask()

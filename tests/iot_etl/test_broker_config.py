@@ -25,18 +25,16 @@ from iot_core.pki_issue import init_pki, issue_server, issue_service
 from iot_core.pki_layout import PkiLayout
 from iot_core.settings import get_settings
 from iot_etl.broker import broker_account
-from iot_etl.broker_config import (
-    AUTOSAVE,
+from iot_etl.broker_acl import topic_matches
+from iot_etl.broker_config import AUTOSAVE, Autosave, render_broker_config
+from iot_etl.broker_values import ConfigValueError
+from iot_etl.cli import main
+from iot_etl.tls_broker_config import (
     PACKET_OVERHEAD_BYTES,
-    Autosave,
-    ConfigValueError,
     TlsBrokerConfig,
     TlsFiles,
-    render_broker_config,
     render_tls_broker_config,
-    topic_matches,
 )
-from iot_etl.cli import main
 from tests.support import PrivateMosquitto
 from tests.support.broker_crash import measure_crash_loss
 from tests.support.waiting import wait_until

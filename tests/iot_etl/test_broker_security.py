@@ -24,7 +24,7 @@ from iot_core.pki_crl import revoke
 from iot_core.pki_issue import init_pki, issue_device
 from iot_core.pki_layout import PkiLayout
 from iot_core.settings import DEFAULT_TOPICS
-from iot_etl.broker_config import PACKET_OVERHEAD_BYTES
+from iot_etl.tls_broker_config import PACKET_OVERHEAD_BYTES
 from tests.support.secure_broker import SecureMosquitto, TlsClient, close_all
 
 pytestmark = pytest.mark.services
