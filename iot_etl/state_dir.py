@@ -5,7 +5,7 @@ Redis's append-only file), keys, passwords and logs. `up` runs under umask 077, 
 group and other permissions off whatever an earlier start or version left there, the state folder's own
 included (0700). Nothing in it is for another user: what a service running as another user must reach when
 `up` runs as root (the embedded PostgreSQL's data, the TLS broker's files) lives in root's
-`/var/lib/iot-etl` instead (`iot_etl.embedded.system_state_dir`).
+`/var/lib/iot-etl` instead (`iot_etl.embedded.system_state`).
 """
 
 from __future__ import annotations

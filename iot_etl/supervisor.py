@@ -19,13 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from iot_core.settings import Settings
-from iot_etl import embedded
 from iot_etl.broker import BrokerNotInstalledError
 from iot_etl.child_output import Condenser, Quiet, logs_dir, open_log, pump
 from iot_etl.code_location import location_state
 from iot_etl.code_server import HOST as CODE_SERVER_HOST
 from iot_etl.code_server import code_server_argv, wait_serving, write_workspace
 from iot_etl.dagster_instance import create_instance_storage, dagster_env, dagster_home, write_instance_config
+from iot_etl.embedded.brokers import broker_process, secure_broker_process
+from iot_etl.embedded.decision import should_embed, should_embed_broker, should_embed_secure_broker
+from iot_etl.embedded.postgres import postgres_process
+from iot_etl.embedded.readiness import postgres_answers, redis_answers, wait_ready
+from iot_etl.embedded.service import Address, ServiceProcess, services_dir, status_line, url_address
+from iot_etl.embedded.valkey import redis_process
 from iot_etl.pki_upkeep import CrlChange, CrlWatch, ensure_pki, layout_of
 from iot_etl.ports import free_local_port
 from iot_etl.reaper import Reaper, die_with_parent
@@ -109,7 +114,7 @@ class Supervisor:
         self.secure_state()
         if self.settings.security:
             for line in ensure_pki(self.settings):
-                self.say(embedded.status_line("pki", "ready", self.settings.pki_dir.resolve(), line))
+                self.say(status_line("pki", "ready", self.settings.pki_dir.resolve(), line))
         if self.reaper is None:
             self.reaper = Reaper()
         self.start_services(with_broker)
@@ -121,7 +126,7 @@ class Supervisor:
         created = ensure_database(owner)
         applied = apply_migrations(owner)
         done = f"{'created, ' if created else ''}{len(applied)} migration(s) applied"
-        self.say(embedded.status_line("database", "ready", self.settings.database_name(), done))
+        self.say(status_line("database", "ready", self.settings.database_name(), done))
         dagster = self.settings.dagster_pg_url
         if dagster:
             ensure_database(dagster.get_secret_value())
@@ -133,7 +138,7 @@ class Supervisor:
                 reader.get_secret_value() if reader else None,
                 dagster.get_secret_value() if dagster else None,
             ):
-                self.say(embedded.status_line("database", "roles", self.settings.database_name(), line))
+                self.say(status_line("database", "roles", self.settings.database_name(), line))
             # the pipeline's own role must get in now that it exists
             require_postgres(self.settings.database_url.get_secret_value(), "IOT_DATABASE_URL")
         home = write_instance_config(self.settings)
@@ -147,7 +152,7 @@ class Supervisor:
     def secure_state(self) -> None:
         """Everything `up` keeps is private to its user (see `iot_etl.state_dir`)."""
         home = dagster_home(self.settings)
-        services = embedded.services_dir(self.settings)
+        services = services_dir(self.settings)
         state = home.parent
         owned = [home, logs_dir(self.settings), services, state / "broker", self.settings.pki_dir.resolve()]
         secure_state_dir(state, owned)
@@ -155,29 +160,27 @@ class Supervisor:
     def start_services(self, with_broker: bool) -> None:
         """Start PostgreSQL, Redis and the broker where `up` is to run them; one line per service."""
         settings = self.settings
-        self._start_url_service(
-            "postgresql", "database_url", 5432, embedded.postgres_answers, embedded.postgres_process
-        )
-        self._start_url_service("redis", "redis_url", 6379, embedded.redis_answers, embedded.redis_process)
+        self._start_url_service("postgresql", "database_url", 5432, postgres_answers, postgres_process)
+        self._start_url_service("redis", "redis_url", 6379, redis_answers, redis_process)
         if settings.security:
             self._start_secure_broker(with_broker)
             return
-        mqtt = embedded.Address(settings.mqtt_host, settings.mqtt_port)
+        mqtt = Address(settings.mqtt_host, settings.mqtt_port)
         if with_broker:
             require_port_free(mqtt.host, mqtt.port, "IOT_MQTT_PORT")
         elif port_accepts(mqtt.host, mqtt.port):
-            print(embedded.status_line("mqtt", "reachable", mqtt), flush=True)
+            print(status_line("mqtt", "reachable", mqtt), flush=True)
             return
-        elif not embedded.should_embed_broker(settings):
-            print(embedded.status_line("mqtt", "down", mqtt, "the listener retries until a broker answers"))
+        elif not should_embed_broker(settings):
+            print(status_line("mqtt", "down", mqtt, "the listener retries until a broker answers"))
             return
         try:
-            broker = embedded.broker_process(settings)
+            broker = broker_process(settings)
         except BrokerNotInstalledError as exc:
             if with_broker:
                 raise
             detail = f"no broker available: {exc}; the listener retries until one answers"
-            print(embedded.status_line("mqtt", "down", mqtt, detail), flush=True)
+            print(status_line("mqtt", "down", mqtt, detail), flush=True)
             return
         self._start_service(broker, lambda: port_accepts(mqtt.host, mqtt.port))
 
@@ -191,38 +194,36 @@ class Supervisor:
         from iot_core.mqtt.endpoint import MqttEndpoint
 
         endpoint = MqttEndpoint.for_role(self.settings, "listener")
-        address = embedded.Address(endpoint.host, endpoint.port)
+        address = Address(endpoint.host, endpoint.port)
         if not port_accepts(address.host, address.port):
             return  # a broker that is down was reported by start_services
         try:
             made = prime_session(self.settings)
         except (SessionError, UserFacingError) as exc:
             detail = f"no listener session yet ({exc}); the listener subscribes once it connects"
-            print(embedded.status_line("mqtt", "no session", address, detail), flush=True)
+            print(status_line("mqtt", "no session", address, detail), flush=True)
             return
         if made:
             detail = "the listener's subscriptions: the broker keeps its messages from now on"
-            print(embedded.status_line("mqtt", "session", address, detail), flush=True)
+            print(status_line("mqtt", "session", address, detail), flush=True)
 
     def _start_secure_broker(self, with_broker: bool) -> None:
         """The broker of devices with certificates: `up`'s own Mosquitto where it is to run one, else the
         one answering on the service listener's address. Never the demo broker (no client certificates)."""
         settings = self.settings
-        service = embedded.Address(settings.mqtt_service_host, settings.mqtt_service_port)
+        service = Address(settings.mqtt_service_host, settings.mqtt_service_port)
         if with_broker:
             require_port_free(settings.mqtt_host, settings.mqtt_tls_port, "IOT_MQTT_TLS_PORT")
             require_port_free(service.host, service.port, "IOT_MQTT_SERVICE_PORT")
         elif port_accepts(service.host, service.port):
             detail = "service listener; restart that broker after a revocation"
-            print(embedded.status_line("mqtt", "reachable", service, detail), flush=True)
+            print(status_line("mqtt", "reachable", service, detail), flush=True)
             return
-        elif not embedded.should_embed_secure_broker(settings):
-            print(
-                embedded.status_line("mqtt", "down", service, "the listener retries until a broker answers")
-            )
+        elif not should_embed_secure_broker(settings):
+            print(status_line("mqtt", "down", service, "the listener retries until a broker answers"))
             return
         try:
-            broker = embedded.secure_broker_process(settings)
+            broker = secure_broker_process(settings)
         except BrokerNotInstalledError as exc:
             raise CannotStart(
                 f"IOT_SECURITY needs Mosquitto ({exc}); the demo broker cannot verify client certificates"
@@ -238,9 +239,9 @@ class Supervisor:
         self._stop([child])
         self.children.remove(child)
         child.process = None
-        service = embedded.Address(self.settings.mqtt_service_host, self.settings.mqtt_service_port)
+        service = Address(self.settings.mqtt_service_host, self.settings.mqtt_service_port)
         self.broker = self._start_service(
-            embedded.secure_broker_process(self.settings), lambda: port_accepts(service.host, service.port)
+            secure_broker_process(self.settings), lambda: port_accepts(service.host, service.port)
         )
         self.say(f"broker restarted: {why}")
 
@@ -249,7 +250,7 @@ class Supervisor:
         child = self.broker
         if child is not None and child.process is not None and child.process.poll() is None:
             # the broker reads copies in its own folder: write them again, then have it read them
-            embedded.secure_broker_process(self.settings)
+            secure_broker_process(self.settings)
             child.process.send_signal(signal.SIGHUP)
             self.say(f"broker reloaded: {why}")
 
@@ -259,24 +260,24 @@ class Supervisor:
         field_name: str,
         default_port: int,
         answers: Callable[[str], bool],
-        make_process: Callable[[Settings], embedded.ServiceProcess],
+        make_process: Callable[[Settings], ServiceProcess],
     ) -> None:
         """The service at the URL setting `field_name`: reported reachable, else started here where `up`
         may run it, else reported down; one line either way."""
         url = getattr(self.settings, field_name).get_secret_value()
-        address = embedded.url_address(url, default_port)
+        address = url_address(url, default_port)
         if answers(url):
-            print(embedded.status_line(name, "reachable", address), flush=True)
-        elif embedded.should_embed(self.settings, field_name, address.host):
+            print(status_line(name, "reachable", address), flush=True)
+        elif should_embed(self.settings, field_name, address.host):
             service = make_process(self.settings)
             if service.settings is not None:  # the embedded server's credentials, for `up` and its children
                 self.settings = service.settings
                 url = getattr(self.settings, field_name).get_secret_value()
             self._start_service(service, lambda: answers(url))
         else:
-            print(embedded.status_line(name, "down", address), flush=True)
+            print(status_line(name, "down", address), flush=True)
 
-    def _start_service(self, service: embedded.ServiceProcess, ready: Callable[[], bool]) -> Child:
+    def _start_service(self, service: ServiceProcess, ready: Callable[[], bool]) -> Child:
         child = Child(
             service.name,
             service.argv,
@@ -288,10 +289,8 @@ class Supervisor:
         self._spawn(child, dict(os.environ), announce=False)
         assert child.process is not None
         process = child.process
-        embedded.wait_ready(
-            ready, f"the embedded {service.name} (log {service.log})", lambda: process.poll() is None
-        )
-        print(embedded.status_line(service.name, "started", service.address, service.detail), flush=True)
+        wait_ready(ready, f"the embedded {service.name} (log {service.log})", lambda: process.poll() is None)
+        print(status_line(service.name, "started", service.address, service.detail), flush=True)
         return child
 
     def start(self, home: Path, with_simulator: bool) -> None:

@@ -31,7 +31,9 @@ from dagster_project.defs.maintenance.assets import compaction
 from dagster_project.defs.resources import resources_from_settings
 from dagster_project.lib.windows import Window
 from iot_core.settings import Settings
-from iot_etl import embedded
+from iot_etl.embedded.postgres import PG_PASSWORD_FILE, postgres_dir, postgres_process
+from iot_etl.embedded.readiness import wait_ready
+from iot_etl.embedded.service import ServiceProcess
 from tests.support.database import PG_SERVER, database_url, drop_database
 from tests.support.embedded_state import remove_system_state
 from tests.support.hours import ClosedHour, run_micro
@@ -232,14 +234,14 @@ def services_base() -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def running(service: embedded.ServiceProcess) -> Iterator[str]:
+def running(service: ServiceProcess) -> Iterator[str]:
     """The embedded server running; yields the URL with its password that `up` goes on with."""
     assert service.settings is not None
     url = service.settings.database_url.get_secret_value()
     with open(service.log, "ab") as log:
         process = subprocess.Popen(service.argv, user=service.user, stdout=log, stderr=subprocess.STDOUT)
     try:
-        embedded.wait_ready(lambda: _connects(url), "embedded PostgreSQL", lambda: process.poll() is None)
+        wait_ready(lambda: _connects(url), "embedded PostgreSQL", lambda: process.poll() is None)
         yield url
     finally:
         process.send_signal(service.stop_signal)
@@ -260,11 +262,11 @@ def test_embedded_postgresql_takes_no_connection_without_its_password(
     plain = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
     settings = Settings(database_url=SecretStr(plain), dagster_home=services_base / "home")
     request.addfinalizer(lambda: remove_system_state(settings))
-    service = embedded.postgres_process(settings)
-    workdir = embedded.postgres_dir(settings)
+    service = postgres_process(settings)
+    workdir = postgres_dir(settings)
     hba = (workdir / "data" / "pg_hba.conf").read_text()
     assert "trust" not in hba and "scram-sha-256" in hba
-    password_file = workdir / embedded.PG_PASSWORD_FILE
+    password_file = workdir / PG_PASSWORD_FILE
     assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
     password = password_file.read_text().strip()
     assert password not in " ".join(service.argv)
@@ -283,7 +285,7 @@ def test_embedded_postgresql_takes_no_connection_without_its_password(
 
     # a cluster an earlier version made with trust: the superuser gets the password, trust goes
     (workdir / "data" / "pg_hba.conf").write_text("host all all 127.0.0.1/32 trust\n")
-    again = embedded.postgres_process(settings)
+    again = postgres_process(settings)
     assert "trust" not in (workdir / "data" / "pg_hba.conf").read_text()
     with running(again) as url:
         psycopg.connect(url).close()

