@@ -22,7 +22,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 
 from dagster_project.defs.run_window import configured_range
-from iot_etl.supervisor import launch_up
+from iot_etl.launch import launch_up
 
 
 def run_overheads(dagster_home: str, wanted: int, timeout_s: float) -> list[float]:

@@ -34,7 +34,7 @@ from bench.endurance.sample import Sampler
 from bench.endurance.summary import summarize, table
 from iot_core.settings import Settings
 from iot_core.streams import stream_names
-from iot_etl.supervisor import REPO_ROOT
+from iot_etl.children import REPO_ROOT
 from tests.support.mosquitto import PrivateMosquitto
 
 SAMPLE_EVERY_S = 30.0

@@ -116,7 +116,7 @@ def up(no_simulator: bool, with_broker: bool) -> None:
     """Check the services, migrate, then run the listener, Dagster (webserver + daemon) and the simulator
     until Ctrl-C; the UI address is printed once the code location has loaded."""
     from iot_etl.state_dir import restrict_umask
-    from iot_etl.supervisor import run_up
+    from iot_etl.up import run_up
 
     restrict_umask()
     sys.exit(run_up(get_settings(), with_simulator=not no_simulator, with_broker=with_broker))

@@ -21,7 +21,8 @@ import psutil
 
 from bench.e2e.baselines.common import TABLE
 from bench.e2e.steps import RunSteps, run_steps
-from iot_etl.supervisor import REPO_ROOT, launch_up
+from iot_etl.children import REPO_ROOT
+from iot_etl.launch import launch_up
 from tests.support.mosquitto import PrivateMosquitto
 from tests.support.ports import free_port
 from tests.support.redis_server import PrivateRedis

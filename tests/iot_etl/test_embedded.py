@@ -31,9 +31,9 @@ from iot_etl.embedded.postgres_copy import PG_MANIFEST, PG_PARTS, manifest, post
 from iot_etl.embedded.service import services_dir
 from iot_etl.embedded.system_state import ORIGIN_FILE, SYSTEM_STATE_DIR, system_state_dir
 from iot_etl.embedded.valkey import redis_process
+from iot_etl.launch import launch_up
 from iot_etl.startup import CannotStart
 from iot_etl.state_dir import readable_by_others, secure_state_dir
-from iot_etl.supervisor import launch_up
 from tests.support.embedded_state import copy_repository, remove_system_state
 from tests.support.ports import free_port
 from tests.support.processes import wait_gone

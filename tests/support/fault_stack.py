@@ -20,7 +20,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import psycopg
 
-from iot_etl.supervisor import launch_up
+from iot_etl.launch import launch_up
 from tests.support.mosquitto import PrivateMosquitto
 from tests.support.ports import free_port
 from tests.support.postgres_server import PrivatePostgres

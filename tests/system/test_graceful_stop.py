@@ -26,8 +26,10 @@ import redis
 
 from iot_core.settings import Settings
 from iot_core.streams import stream_names
+from iot_etl.children import Child
+from iot_etl.launch import launch_up
 from iot_etl.reaper import Reaper
-from iot_etl.supervisor import Child, Supervisor, launch_up
+from iot_etl.supervisor import Supervisor
 from tests.support.ports import free_port
 from tests.support.up import private_up_env, stop_up
 from tests.support.waiting import wait_until

@@ -25,7 +25,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 
-from iot_etl.supervisor import launch_up
+from iot_etl.launch import launch_up
 from tests.support.database import database_url, drop_database
 from tests.support.ports import free_port
 from tests.support.processes import group_members, wait_gone

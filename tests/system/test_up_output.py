@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from iot_etl.child_output import Condenser, Quiet
-from iot_etl.supervisor import launch_up
+from iot_etl.launch import launch_up
 from tests.support.mosquitto import PrivateMosquitto
 from tests.support.redis_server import PrivateRedis
 from tests.support.up import WINDOW_S, publish, stop_up, stored_event

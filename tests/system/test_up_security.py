@@ -27,8 +27,8 @@ import pytest
 from iot_core.formats.f2 import encode_datapoints, encode_reply, to_hex
 from iot_core.redis_acl import render_acl, write_acl_file
 from iot_core.settings import Settings
+from iot_etl.launch import launch_up
 from iot_etl.state_dir import readable_by_others
-from iot_etl.supervisor import launch_up
 from simulator.fleet import SENSOR_MODELS
 from tests.support.database import database_url, drop_database
 from tests.support.embedded_state import remove_system_state
