@@ -30,8 +30,9 @@ from iot_core.formats.f2 import (
 )
 from iot_core.rows import DECODE_INPUT
 from simulator.expected import KINDS, REJECT_REASONS, SentMessage
+from simulator.f2_devices import F2_VALUE_RANGES, MODBUS_SENSORS
 from simulator.fleet import F2_CONTROLLERS, SENSOR_MODELS
-from simulator.messages import F2_VALUE_RANGES, MODBUS_SENSORS, MessageFactory
+from simulator.messages import MessageFactory
 from tests.support.fleet import fleet_catalog
 
 T0 = datetime(2026, 11, 23, 15, 13, 10, 543400, tzinfo=UTC)
