@@ -7,20 +7,15 @@ Why it is built this way (at-least-once from broker to database):
   flight to us, which also bounds the buffer while Redis is down.
 - `manual_ack=True`: a QoS 1/2 message is acknowledged only after its XADD succeeded (see
   `BufferedStreamWriter.on_written`). Until then the broker owns it and redelivers it if we die.
-- Packet ids are only meaningful on the connection they arrived on. Each connection gets a new
-  *generation*; an entry written after its connection is gone is not acknowledged with its stale id
-  (the broker redelivers it; the duplicate is acceptable). QoS 2 flows are different: paho sends
-  PUBREC on receipt, after which the broker only repeats PUBREL, never the message; their PUBCOMP is
-  therefore still sent on a later connection as long as the broker session is the same one.
+- Packet ids are only meaningful on the connection they arrived on: which written entry is acknowledged
+  on which connection is `ingest_listener.acks`.
 - Subscriptions live in the broker session: when the CONNACK says there is no session, we subscribe
   again (`iot-etl up` makes the session before anything publishes: `ingest_listener.session`). We also
   subscribe on the first connection of each process (so changed topic settings take effect), with "retain
   handling 1" so retained messages are not re-sent for existing subscriptions.
-- Per-device limits (`device_limits`): a message over its device's rate or bytes rate, or with a topic
-  longer than 1,024 bytes, is not written. A QoS 1/2 one is acknowledged at once, in paho's thread on the
-  connection it arrived on, so the broker neither redelivers it nor holds a receive-maximum slot for it.
-  Such an ack can overtake the acks of earlier messages still being written (as a retried entry's can);
-  MQTT 5 asks for PUBACKs in arrival order [MQTT-4.6.0-2], Mosquitto matches them by packet id.
+- A message becomes an entry in paho's thread (`ingest_listener.intake`), unless it is over its device's
+  limits (`device_limits`): then it is not written, and a QoS 1/2 one is acknowledged at once.
+- A failing connection is logged once per cause per period (`ingest_listener.connection_attempts`).
 """
 
 from __future__ import annotations
@@ -40,25 +35,14 @@ from paho.mqtt.reasoncodes import ReasonCode
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ingest_listener.device_limits import (
-    BYTES,
-    MAX_TOPIC_BYTES,
-    RATE,
-    REASONS,
-    TOPIC_TOO_LONG,
-    DeviceLimiter,
-    LimitLog,
-    device_key,
-)
+from ingest_listener.acks import AckGate
+from ingest_listener.connection_attempts import ConnectionAttempts
+from ingest_listener.device_limits import REASONS
+from ingest_listener.intake import MessageIntake
 from ingest_listener.metrics import ListenerMetrics, MetricsServer
+from ingest_listener.paho_log import PAHO_LOG, PahoLogTap
 from ingest_listener.session import session_properties, subscriptions
-from ingest_listener.stream_writer import (
-    BufferedStreamWriter,
-    Entry,
-    StreamWriter,
-    entry_for_message,
-    rx_now_us,
-)
+from ingest_listener.stream_writer import BufferedStreamWriter, StreamWriter
 from iot_core.mqtt.client import current_connect_error, describe_connect_error, new_client
 from iot_core.mqtt.endpoint import MqttEndpoint
 from iot_core.mqtt.throttled_log import ThrottledLog
@@ -70,33 +54,6 @@ log = logging.getLogger(__name__)
 
 RECONNECT_MIN_DELAY_S = 1
 RECONNECT_MAX_DELAY_S = 30
-PAHO_LOG = logging.getLogger("ingest_listener.paho")
-
-
-def _drop_not_connected_noise(record: logging.LogRecord) -> bool:
-    """paho's loop logs "Client is not connected" as an ERROR whenever it spins without a socket
-    (broker unreachable, or right after our own DISCONNECT). We log those situations ourselves, in
-    words an operator can act on; this one is noise."""
-    return not str(record.msg).startswith("Client is not connected")
-
-
-PAHO_LOG.addFilter(_drop_not_connected_noise)
-
-
-class _PahoLogTap(logging.LoggerAdapter):
-    """paho's logger for one client, which hands the socket error of a failing connection to `on_error`
-    instead of logging it: a broker that ends every TLS 1.3 connection (refusing the certificate after
-    the handshake) would otherwise put one ERROR line per attempt in the log."""
-
-    def __init__(self, logger: logging.Logger, on_error: Any) -> None:
-        super().__init__(logger, {})
-        self._on_error = on_error
-
-    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
-        failing = level >= logging.ERROR and args and str(msg).startswith("failed to receive on socket")
-        if failing and self._on_error(args[0]):
-            return
-        super().log(level, msg, *args, **kwargs)
 
 
 def redis_client_for(settings: Settings) -> redis.Redis:
@@ -130,11 +87,12 @@ class Listener:
         self.metrics = ListenerMetrics()
         self._own_redis = redis_client is None
         self._redis = redis_client if redis_client is not None else redis_client_for(settings)
+        self._acks = AckGate(lambda mid, qos: self.client.ack(mid, qos), self.metrics)
         self.writer = BufferedStreamWriter(
             StreamWriter(self._redis),
             flush_count=settings.listener_flush_count,
             flush_ms=settings.listener_flush_ms,
-            on_written=self._ack_written,
+            on_written=self._acks.ack_written,
             metrics=self.metrics,
         )
         self._metrics_server: MetricsServer | None = None
@@ -143,12 +101,6 @@ class Listener:
                 self.metrics, settings.listener_metrics_port, settings.listener_metrics_host
             )
 
-        # Connection state. `_generation`/`_session` are written in paho's thread (on_connect) and read
-        # there (on_message); the ack path reads them under `_ack_lock` together with `_connected`.
-        self._ack_lock = threading.Lock()
-        self._connected = False
-        self._generation = 0
-        self._session = 0
         self._connections = 0
         self._subscribe_mid: int | None = None
 
@@ -158,18 +110,7 @@ class Listener:
         self._stopping = False
         self._started = False
         self._stopped = False
-        self._qos_counters = {q: self.metrics.messages_received.labels(qos=str(q)) for q in (0, 1, 2)}
-        # Limits: used in paho's thread only (and by stop() once that thread is gone).
-        self._limiter = DeviceLimiter(settings.device_max_msgs_per_s, settings.device_max_bytes_per_s)
-        self._limit_log = LimitLog(
-            {
-                RATE: f"IOT_DEVICE_MAX_MSGS_PER_S={settings.device_max_msgs_per_s:g}",
-                BYTES: f"IOT_DEVICE_MAX_BYTES_PER_S={settings.device_max_bytes_per_s}",
-                TOPIC_TOO_LONG: f"topic longer than {MAX_TOPIC_BYTES} bytes",
-            }
-        )
-        self._limit_log_at = 0.0  # when the limit log is next asked for lines that are due
-        self._limited_counters = {r: self.metrics.messages_limited.labels(reason=r) for r in REASONS}
+        self._intake = MessageIntake(settings, self.writer, self.metrics, self._acks, log)
         self.client = self._make_client()
 
     # --- public API -------------------------------------------------------------------------------
@@ -255,12 +196,10 @@ class Listener:
             if self.client.disconnect() == mqtt.MQTT_ERR_SUCCESS:
                 self._disconnected.wait(max(0.5, min(3.0, deadline - time.monotonic())))
             self.client.loop_stop()
-            with self._ack_lock:
-                self._connected = False  # whatever happened above, no ack may follow the disconnect
+            self._acks.connection_down()  # whatever happened above, no ack may follow the disconnect
             # 3. stragglers that arrived after step 1 are written too (not acked: redelivered later)
             left = self.writer.close(timeout=max(0.5, deadline - time.monotonic()))
-            for line in self._limit_log.flush():
-                log.warning(line)
+            self._intake.flush_limit_log()
             if self._metrics_server is not None:
                 self._metrics_server.stop()
         if self._own_redis:
@@ -299,19 +238,16 @@ class Listener:
         self.endpoint = MqttEndpoint.for_role(self.settings, "listener")
         self.tls = ClientTls.for_endpoint(self.endpoint)  # TlsFileError (one line) when a file is unusable
         self.connect_log = ThrottledLog(log, self.CONNECT_LOG_PERIOD_S)
-        self._mqtt_up = False  # the current connection got a successful CONNACK
-        self._attempt_noted = False  # the current attempt's failure is counted in connect_log
-        self._socket_error: BaseException | None = None
-        self._rotating = False  # we ended the connection to present a rotated certificate
+        self._attempts = ConnectionAttempts(log, self.endpoint.address, self.connect_log)
         client = new_client(self.endpoint, self.settings.listener_client_id, manual_ack=True, tls=self.tls)
         client.reconnect_delay_set(min_delay=RECONNECT_MIN_DELAY_S, max_delay=RECONNECT_MAX_DELAY_S)
-        client.enable_logger(_PahoLogTap(PAHO_LOG, self._on_socket_error))  # type: ignore[arg-type]
+        client.enable_logger(PahoLogTap(PAHO_LOG, self._attempts.socket_error))  # type: ignore[arg-type]
         client.on_pre_connect = self._on_pre_connect
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
+        client.on_message = self._intake.on_message
         return client
 
     def _on_connect(
@@ -323,17 +259,11 @@ class Listener:
         _properties: Properties | None,
     ) -> None:
         if reason_code.is_failure:
-            self._note_failure(f"the broker refused the connection: {reason_code}")
+            self._attempts.failed(f"the broker refused the connection: {reason_code}")
             return
-        self._mqtt_up = True
-        self._rotating = False
-        failed = self.connect_log.reset()
+        failed = self._attempts.connected()
         first = self._connections == 0
-        with self._ack_lock:
-            self._generation += 1
-            if not flags.session_present:
-                self._session += 1
-            self._connected = True
+        self._acks.connection_up(flags.session_present)
         self._connections += 1
         self.metrics.mqtt_connects.inc()
         self.metrics.mqtt_connected.set(1)
@@ -389,26 +319,13 @@ class Listener:
         self.metrics.ready.set(1)
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
-        self._note_failure(describe_connect_error(current_connect_error()))
+        self._attempts.failed(describe_connect_error(current_connect_error()))
 
     def _on_pre_connect(self, _client: mqtt.Client, _userdata: Any) -> None:
         """Before each connection attempt (paho's thread): a new attempt, with a rotated certificate."""
-        self._mqtt_up = False
-        self._attempt_noted = False
-        self._socket_error = None
+        self._attempts.attempt()
         if self.tls is not None:
             self.tls.reload_if_changed()
-
-    def _on_socket_error(self, error: BaseException) -> bool:
-        """paho's socket error (read or write); True when it is ours to report (the attempt failed)."""
-        self._socket_error = error
-        return not self._mqtt_up
-
-    def _note_failure(self, cause: str) -> None:
-        """Count a failed connection attempt; one line per cause per CONNECT_LOG_PERIOD_S."""
-        if not self._attempt_noted:
-            self._attempt_noted = True
-            self.connect_log.note(cause, f"cannot connect to the broker at {self.endpoint.address}: {cause}")
 
     def _watch_certificate(self) -> None:
         """Every CERT_WATCH_S until stopped: when the client certificate was rotated on disk, end the
@@ -417,13 +334,13 @@ class Listener:
         again, and acks of the old connection are not sent on the new one (generations)."""
         assert self.tls is not None
         while not self._stop_requested.wait(self.CERT_WATCH_S):
-            if self._stopping or not self._mqtt_up or not self.tls.rotated_on_disk():
+            if self._stopping or not self._attempts.up or not self.tls.rotated_on_disk():
                 continue
             sock = self.client.socket()
             if not isinstance(sock, socket.socket):
                 continue
             log.info("client certificate %s was rotated: reconnecting with it", self.tls.cert)
-            self._rotating = True
+            self._attempts.rotating = True
             # the plain socket's shutdown: the TLS object stays paho's, which sees the connection end
             # (OSError: already closed, paho reconnects anyway)
             with contextlib.suppress(OSError):
@@ -437,100 +354,11 @@ class Listener:
         reason_code: ReasonCode,
         _properties: Properties | None,
     ) -> None:
-        # Under the ack lock: once this returns, no ack for the old connection can be queued any more
-        # (paho clears its outgoing queue on reconnect, which happens after this callback).
-        with self._ack_lock:
-            self._connected = False
+        # Once this returns, no ack for the old connection can be queued any more (paho clears its
+        # outgoing queue on reconnect, which happens after this callback).
+        self._acks.connection_down()
         self._ready.clear()
         self.metrics.ready.set(0)
         self.metrics.mqtt_connected.set(0)
         self._disconnected.set()
-        was_up, self._mqtt_up = self._mqtt_up, False
-        if self._stopping:
-            return
-        if not was_up:  # the attempt failed: TLS refused after the handshake, or CONNACK refused
-            error = self._socket_error
-            self._note_failure(
-                describe_connect_error(error)
-                if error is not None
-                else f"the broker closed the connection before accepting it ({reason_code})"
-            )
-        elif self._rotating:
-            log.info("disconnected to present the rotated certificate; reconnecting")
-        else:
-            error = self._socket_error
-            log.warning(
-                "disconnected from the broker (%s%s); reconnecting",
-                reason_code,
-                f": {describe_connect_error(error)}" if error is not None else "",
-            )
-
-    def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
-        rx_us = rx_now_us()
-        try:
-            try:
-                topic: str | bytes = message.topic
-            except UnicodeDecodeError:  # brokers reject such topics; keep the bytes if one slips through
-                topic = message._topic
-            self._qos_counters[message.qos].inc()
-            if self._over_limit(topic, message):
-                return
-            s = self.settings
-            entry = entry_for_message(
-                topic,
-                message.payload,
-                message.qos,
-                bool(message.retain),
-                prefix=s.stream_prefix,
-                shards=s.stream_shards,
-                rx_us=rx_us,
-                mid=message.mid,
-                generation=self._generation,
-                session=self._session,
-            )
-            self.writer.add(entry)
-        except Exception:  # never kill paho's thread; an unbuffered QoS>0 message is redelivered
-            log.exception("could not buffer a message (mid %s)", message.mid)
-
-    def _over_limit(self, topic: str | bytes, message: mqtt.MQTTMessage) -> bool:
-        """True for a message that is not written: over its device's limits or with a topic longer than
-        `MAX_TOPIC_BYTES`. It is then counted, noted for the log and, at QoS 1/2, acknowledged."""
-        now = time.monotonic()
-        if now >= self._limit_log_at:
-            self._limit_log_at = now + 1.0
-            for line in self._limit_log.due(now):
-                log.warning(line)
-        too_long = len(message._topic) > MAX_TOPIC_BYTES
-        if not too_long and not self._limiter.enabled:
-            return False
-        device = device_key(topic if isinstance(topic, str) else topic.decode("utf-8", "replace"))
-        reason = TOPIC_TOO_LONG if too_long else self._limiter.check(device, len(message.payload), now)
-        if reason is None:
-            return False
-        self._limited_counters[reason].inc()
-        self._limit_log.record(device, reason, now)
-        if message.qos:
-            with self._ack_lock:  # this thread runs on_connect/on_disconnect: the connection is this one
-                if self._connected:
-                    self.client.ack(message.mid, message.qos)
-        return True
-
-    # --- acknowledgements (writer thread) ---------------------------------------------------------
-    def _ack_written(self, entries: list[Entry]) -> None:
-        """Acknowledge the written QoS 1/2 entries whose connection (or QoS 2 session) is current."""
-        sent = skipped = 0
-        with self._ack_lock:
-            connected, generation, session = self._connected, self._generation, self._session
-            for entry in entries:
-                if entry.qos == 0:
-                    continue
-                current = entry.generation == generation or (entry.qos == 2 and entry.session == session)
-                if connected and current:
-                    self.client.ack(entry.mid, entry.qos)
-                    sent += 1
-                else:
-                    skipped += 1
-        if sent:
-            self.metrics.acks_sent.inc(sent)
-        if skipped:
-            self.metrics.acks_skipped.inc(skipped)
+        self._attempts.disconnected(reason_code, self._stopping)
