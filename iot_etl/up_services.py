@@ -35,6 +35,18 @@ def port_accepts(host: str, port: int) -> bool:
         return False
 
 
+def _broker_left_alone(address: Address, embed: bool, reachable_detail: str = "") -> bool:
+    """Whether `up` leaves the broker at `address` as it is, said in one line: one answers there, or none
+    does and `up` is not to start one (`embed` False)."""
+    if port_accepts(address.host, address.port):
+        print(status_line("mqtt", "reachable", address, reachable_detail), flush=True)
+        return True
+    if not embed:
+        print(status_line("mqtt", "down", address, "the listener retries until a broker answers"))
+        return True
+    return False
+
+
 class ServiceStarts:
     """Starting and restarting the services; mixed into `Supervisor`, which holds the state they use."""
 
@@ -60,11 +72,7 @@ class ServiceStarts:
         mqtt = Address(settings.mqtt_host, settings.mqtt_port)
         if with_broker:
             require_port_free(mqtt.host, mqtt.port, "IOT_MQTT_PORT")
-        elif port_accepts(mqtt.host, mqtt.port):
-            print(status_line("mqtt", "reachable", mqtt), flush=True)
-            return
-        elif not should_embed_broker(settings):
-            print(status_line("mqtt", "down", mqtt, "the listener retries until a broker answers"))
+        elif _broker_left_alone(mqtt, should_embed_broker(settings)):
             return
         try:
             broker = broker_process(settings)
@@ -107,12 +115,11 @@ class ServiceStarts:
         if with_broker:
             require_port_free(settings.mqtt_host, settings.mqtt_tls_port, "IOT_MQTT_TLS_PORT")
             require_port_free(service.host, service.port, "IOT_MQTT_SERVICE_PORT")
-        elif port_accepts(service.host, service.port):
-            detail = "service listener; restart that broker after a revocation"
-            print(status_line("mqtt", "reachable", service, detail), flush=True)
-            return
-        elif not should_embed_secure_broker(settings):
-            print(status_line("mqtt", "down", service, "the listener retries until a broker answers"))
+        elif _broker_left_alone(
+            service,
+            should_embed_secure_broker(settings),
+            "service listener; restart that broker after a revocation",
+        ):
             return
         try:
             broker = secure_broker_process(settings)
