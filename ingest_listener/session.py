@@ -5,7 +5,7 @@ A broker answers a QoS 1 publish that no subscription matches with PUBACK reason
 subscribers", a success code) and drops the message. On a broker that has never seen the listener's client
 id (a new broker, a new state folder, a new client id), every message published before the listener's
 first SUBSCRIBE is dropped that way while its publisher counts it as acknowledged: `iot-etl up` starting its
-simulator beside the listener lost the simulator's first 6-14 messages of each fresh start so (issue 27),
+simulator beside the listener lost the simulator's first 6-14 messages of each fresh start so,
 and devices publishing to `up`'s new broker while `up` starts lost everything until the listener ran.
 `prime_session` connects as the listener (its client id, certificate and session expiry), subscribes as it
 does and leaves; from then on the broker keeps every matching message in the session for the listener.

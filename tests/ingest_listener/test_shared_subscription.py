@@ -1,6 +1,6 @@
 """Listener replicas behind an MQTT shared subscription, as docs/scaling.md describes them: the broker
 hands each message to one replica, so together they write every message exactly once. (compose.yaml runs one
-listener: a device that joins the group would take a share of the messages, issue 24.)"""
+listener: a device that joins the group would take a share of the messages.)"""
 
 from __future__ import annotations
 

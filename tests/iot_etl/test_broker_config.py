@@ -156,7 +156,7 @@ def test_broker_crash_loses_at_most_the_last_snapshot_period() -> None:
     assert result.lost <= result.acked_within[span], result
 
 
-# --- the TLS broker (issue 24) ------------------------------------------------------------------------
+# --- the TLS broker ------------------------------------------------------------------------------------
 
 
 def _tls(**overrides: object) -> TlsBrokerConfig:

@@ -1,6 +1,6 @@
 """compose.yaml as `docker compose` reads it: valid against the Compose Specification, settings that exist,
-no password in the file, a start order that only waits on health checks that exist, and the secure setup
-(issue 24): no anonymous broker, least-privilege Redis and PostgreSQL users, ports on 127.0.0.1 only.
+no password in the file, a start order that only waits on health checks that exist, and the secure setup:
+no anonymous broker, least-privilege Redis and PostgreSQL users, ports on 127.0.0.1 only.
 
 No Docker engine here: the file is parsed with the example .env, and what the `certs` service generates is
 rendered by running its script (deploy/certs.sh) with the environment compose gives it, then served by a
