@@ -84,6 +84,7 @@ class MessageIntake:
                 mid=message.mid,
                 generation=self._acks.generation,
                 session=self._acks.session,
+                redelivered=bool(message.dup),
             )
             self._writer.add(entry)
         except Exception:  # never kill paho's thread; an unbuffered QoS>0 message is redelivered

@@ -6,7 +6,8 @@ written and reports exactly those entries through `on_written`; the listener ack
 apart, the buffering, batching and retry rules can be tested against a real Redis without a broker.
 
 - One entry per message, payload bytes untouched (no decoding anywhere), fields `topic`, `payload`,
-  `qos`, `retain`, `rx_us`. No MAXLEN: entries are trimmed only after they are landed in the database.
+  `qos`, `retain`, `rx_us`, and `dup` = 1 on a message the broker sent again. No MAXLEN: entries are
+  trimmed only after they are landed in the database.
 - Entries are buffered and written with one pipelined round trip (the XADDs sent at once, then each
   reply read) when `flush_count` are waiting or the oldest has waited `flush_ms`.
 - When Redis is unreachable nothing is dropped and nothing is reported written: the batch is kept
@@ -72,8 +73,10 @@ def entry_for_message(
     mid: int = 0,
     generation: int = 0,
     session: int = 0,
+    redelivered: bool = False,
 ) -> Entry:
-    """The stream entry of one MQTT message: its stream by device shard, fields as in the contract."""
+    """The stream entry of one MQTT message: its stream by device shard, fields as in the contract (`dup`
+    only on a message the broker sent again, MQTT's DUP flag)."""
     topic_text = topic if isinstance(topic, str) else topic.decode("utf-8", "replace")
     fields: Fields = {
         "topic": topic,
@@ -82,6 +85,8 @@ def entry_for_message(
         "retain": "1" if retain else "0",
         "rx_us": str(rx_now_us() if rx_us is None else rx_us),
     }
+    if redelivered:
+        fields["dup"] = "1"
     return Entry(
         stream=stream_for_topic(topic_text, prefix, shards),
         fields=fields,

@@ -36,6 +36,8 @@ COLUMNS: dict[str, Column] = {
     "payload": Column(pl.Binary(), "bytea"),
     "qos": Column(pl.Int16(), "smallint"),
     "retain": Column(pl.Boolean(), "boolean"),
+    #: the broker sent the message again (MQTT DUP): a copy of one it sent before may be archived already
+    "redelivered": Column(pl.Boolean(), "boolean"),
     "rx_us": Column(pl.Int64(), "bigint"),
     # dimensions
     "device_key": Column(pl.String(), "text"),
@@ -124,6 +126,7 @@ RAW_MESSAGES = Shape(
         "qos",
         "retain",
         "rx_us",
+        "redelivered",
         "batch_id",
     ),
 )
@@ -160,6 +163,9 @@ TABLES: tuple[Shape, ...] = (RAW_MESSAGES, MEASUREMENTS, EVENTS, REJECTED)
 STREAM_ENTRY = RAW_MESSAGES.without("raw_id", "batch_id")
 #: What the decoder reads of each landed message.
 DECODE_INPUT = Shape("decode_input", ("raw_id", "topic", "payload", "rx_us", "arrived_at"))
+#: A page of archived messages as the store step reads them: what the decoder reads, and whether the
+#: broker sent the message again (its earlier copy may be archived already).
+RAW_PAGE = DECODE_INPUT.plus("redelivered")
 #: A decoded reading, with its device and metric still as keys (ids are assigned on storing).
 DECODED_MEASUREMENT = Shape(
     "decoded_measurement",

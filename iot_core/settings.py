@@ -146,6 +146,13 @@ class Settings(BaseSettings):
         "the run lands what has closed while it waits, so little is left to land at the close.",
     )
     sensor_max_runs_per_tick: int = Field(60, ge=1, description="Upper bound of run requests per tick.")
+    redelivery_horizon_s: int = Field(
+        900,
+        ge=0,
+        description="A message the broker sent again (MQTT DUP, after a broker restart or a listener "
+        "reconnect) is a duplicate of an identical message of the same device that arrived at most this "
+        "long before it (a plain reading without a device time would otherwise be stored twice); 0: off.",
+    )
     sensor_heal_after_s: int = Field(
         900,
         ge=10,

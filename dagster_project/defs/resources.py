@@ -68,6 +68,11 @@ class BatchPolicyResource(ConfigurableResource):
     max_payload_bytes: int = Field(description="A larger payload is rejected unread.")
     max_field_chars: int = Field(description="A longer text field or value is rejected.")
     max_meta_bytes: int = Field(description="A larger event `meta` (as JSON) is rejected.")
+    redelivery_horizon_s: int = Field(
+        default=900,
+        description="A message the broker sent again is a duplicate of an identical one arrived at most "
+        "this long before it.",
+    )
     decode_page_rows: int = Field(
         default=50_000, description="Raw messages decoded and stored at a time within a window's run."
     )
@@ -283,6 +288,7 @@ def resources_from_settings(settings: Settings) -> dict[str, Any]:
             max_field_chars=settings.max_field_chars,
             max_meta_bytes=settings.max_meta_bytes,
             decode_page_rows=settings.decode_page_rows,
+            redelivery_horizon_s=settings.redelivery_horizon_s,
         ),
         "redis": RedisStreamsResource(
             url=EnvVar(secrets["redis_url"]),

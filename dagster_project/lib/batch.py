@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable
 from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import polars as pl
 import psycopg
@@ -24,11 +24,12 @@ from dagster_project.lib.storage.catalog import load_f2_catalog
 from dagster_project.lib.storage.facts import store_elements, store_events, store_measurements, store_rejected
 from dagster_project.lib.storage.feedback import feedback_sent, record_feedback_sent
 from dagster_project.lib.storage.raw_archive import land_raw, load_raw_pages
+from dagster_project.lib.storage.redeliveries import copy_rejections, redelivered_copies
 from dagster_project.lib.validation import EVENT_SCHEMA, MEASUREMENT_SCHEMA, split_valid
 from dagster_project.lib.windows import Window
 from iot_core.formats.batch import DECODER_VERSION, DecodeOptions, decode_batch
 from iot_core.formats.f2_messages import F2Catalog
-from iot_core.rows import REJECTION, STREAM_ENTRY
+from iot_core.rows import DECODE_INPUT, REJECTION, STREAM_ENTRY
 from iot_core.streams import utc_from_ms
 
 #: A rejection as `decode_window` reports it: with the topic and arrival time of its raw message.
@@ -64,6 +65,8 @@ class Decoded:
 
 
 _ARRIVED_AT = STREAM_ENTRY.columns.index("arrived_at")
+#: How long after its first copy a message the broker sent again is still recognised as a copy.
+REDELIVERY_HORIZON = timedelta(minutes=15)
 
 
 def window_batch(
@@ -108,6 +111,7 @@ def decode_window(
     topics: FeedbackTopics | None,
     page_rows: int | None = None,
     reader: psycopg.Connection | None = None,
+    redelivery_horizon: timedelta = REDELIVERY_HORIZON,
 ) -> Decoded:
     """Decode, validate and store the archived messages of `window`; `topics=None` builds no feedback.
 
@@ -121,6 +125,8 @@ def decode_window(
 
     With a `reader` (a second connection, seeing what is committed) the next page is loaded on it while
     the current one is decoded and stored; the window must then be archived by a committed transaction.
+    A message the broker sent again whose first copy arrived at most `redelivery_horizon` before it is a
+    duplicate of that copy (`storage.redeliveries`).
     """
     totals = _Totals()
     batch_id = open_batch(conn, info)
@@ -137,7 +143,7 @@ def decode_window(
             if raw is None:
                 break
             open_batch(conn, info)  # this page's transaction writes the batch's rows
-            _decode_page(conn, raw, catalog, options, topics, batch_id, totals)
+            _decode_page(conn, raw, catalog, options, topics, batch_id, totals, redelivery_horizon)
             clock = time.perf_counter()
             conn.commit()
             totals.lap("store", clock)
@@ -193,9 +199,12 @@ def _decode_page(
     topics: FeedbackTopics | None,
     batch_id: int,
     totals: _Totals,
+    redelivery_horizon: timedelta,
 ) -> None:
     clock = time.perf_counter()
-    decoded = decode_batch(raw, catalog, options)
+    copies = redelivered_copies(conn, raw, redelivery_horizon)
+    originals = raw.join(copies.select("raw_id"), on="raw_id", how="anti") if copies.height else raw
+    decoded = decode_batch(originals.select(DECODE_INPUT.columns), catalog, options)
     clock = totals.lap("decode", clock)
     measurements, bad_measurements = split_valid(decoded.measurements, MEASUREMENT_SCHEMA)
     events, bad_events = split_valid(decoded.events, EVENT_SCHEMA)
@@ -203,7 +212,7 @@ def _decode_page(
     stored_m, dup_m = store_isolating(conn, measurements, batch_id, store_measurements)
     stored_e, dup_e = store_isolating(conn, events, batch_id, store_events)
     rejected = (
-        pl.concat([decoded.rejected, bad_measurements, bad_events, dup_m, dup_e])
+        pl.concat([copy_rejections(copies), decoded.rejected, bad_measurements, bad_events, dup_m, dup_e])
         .select(REJECTION.without("topic").columns)
         .join(raw.select("raw_id", "topic", "arrived_at"), on="raw_id", how="left")
         .unique(subset=["raw_id", "item"], keep="first", maintain_order=True)
@@ -215,7 +224,8 @@ def _decode_page(
     totals.measurements += stored_m
     totals.events += stored_e
     totals.duplicates += (
-        dup_m.filter(pl.col("stage") == "duplicate").height
+        copies.height
+        + dup_m.filter(pl.col("stage") == "duplicate").height
         + dup_e.filter(pl.col("stage") == "duplicate").height
     )
     totals.rejected.append(rejected)

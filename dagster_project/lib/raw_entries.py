@@ -47,4 +47,5 @@ def raw_row(stream: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> t
         _int(fields.get(b"qos"), 0),
         fields.get(b"retain") == b"1",
         _int(fields.get(b"rx_us"), eid.ms * 1000),
+        fields.get(b"dup") == b"1",
     )

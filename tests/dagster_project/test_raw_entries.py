@@ -31,7 +31,10 @@ def test_listener_entry_is_archived_untouched() -> None:
         1,
         True,
         17,
+        False,
     )
+    # a message the broker sent again
+    assert raw_row("iot:raw", b"1795392000123-5", {**fields, b"dup": b"1"})[-1] is True
 
 
 def test_foreign_entry_is_kept_with_its_fields_and_rejected_with_a_reason() -> None:

@@ -73,6 +73,11 @@ def test_entry_fields_and_shard() -> None:
     assert one.stream == "iot:raw"
     assert one.fields["retain"] == "0" and one.fields["qos"] == "0"
     assert abs(int(one.fields["rx_us"]) - time.time_ns() // 1000) < 5_000_000
+    assert "dup" not in one.fields  # only a message the broker sent again carries it
+    again = entry_for_message(
+        "devices/dev-7/temp", b"1", 1, False, prefix="iot:raw", shards=1, redelivered=True
+    )
+    assert again.fields["dup"] == "1"
 
 
 @pytest.mark.services

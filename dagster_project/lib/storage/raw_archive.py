@@ -9,7 +9,7 @@ import polars as pl
 import psycopg
 
 from dagster_project.lib.storage.facts import _fresh_stage, _written_if_new
-from iot_core.rows import DECODE_INPUT, STREAM_ENTRY
+from iot_core.rows import RAW_PAGE, STREAM_ENTRY
 
 _STAGED_RAW = STREAM_ENTRY.plus("batch_id")
 
@@ -40,14 +40,14 @@ def land_raw(conn: psycopg.Connection, rows: Sequence[tuple], batch_id: int) -> 
 
 def load_raw(conn: psycopg.Connection, start: datetime, end: datetime) -> pl.DataFrame:
     """The archived messages that arrived in [start, end), in arrival order."""
-    return pl.concat([DECODE_INPUT.empty(), *load_raw_pages(conn, start, end, page=None)])
+    return pl.concat([RAW_PAGE.empty(), *load_raw_pages(conn, start, end, page=None)])
 
 
 def load_raw_pages(
     conn: psycopg.Connection, start: datetime, end: datetime, page: int | None
 ) -> Iterator[pl.DataFrame]:
     """The archived messages that arrived in [start, end), in arrival order, `page` rows at a time (all at
-    once with None), each page a `DECODE_INPUT` frame.
+    once with None), each page a `RAW_PAGE` frame.
 
     Read as CSV that polars parses (no Python object per row); pages follow the primary key, so each
     page is one index range scan however large the window is. The first page is a tenth of the others (at
@@ -80,7 +80,7 @@ PAGE_GROWTH = 3
 #: One line per raw message: integers, and hex for every text or bytes field (no quoting to get wrong).
 _RAW_PAGE_LINE = """concat_ws(',', raw_id, encode(convert_to(topic, 'UTF8'), 'hex'),
                    encode(payload, 'hex'), rx_us, (extract(epoch FROM arrived_at) * 1000000)::bigint,
-                   encode(convert_to(stream, 'UTF8'), 'hex'), entry_ms, entry_seq)"""
+                   encode(convert_to(stream, 'UTF8'), 'hex'), entry_ms, entry_seq, redelivered::int)"""
 
 
 _RAW_PAGE_SCHEMA = {
@@ -92,6 +92,7 @@ _RAW_PAGE_SCHEMA = {
     "stream": pl.String,
     "entry_ms": pl.Int64,
     "entry_seq": pl.Int64,
+    "redelivered": pl.Int8,
 }
 
 
@@ -115,7 +116,7 @@ def _raw_page(
         params,
     ).fetchone()
     if row is None or row[0] is None:
-        return DECODE_INPUT.empty(), None
+        return RAW_PAGE.empty(), None
     lines = pl.read_csv(row[0].encode(), has_header=False, schema=_RAW_PAGE_SCHEMA, quote_char=None)
     # an empty field is read as null; every column is NOT NULL, so it is the empty text or bytes
     text = [pl.col(c).fill_null("").str.decode("hex").cast(pl.String) for c in ("topic", "stream")]
@@ -123,6 +124,7 @@ def _raw_page(
         *text,
         pl.col("payload").fill_null("").str.decode("hex"),
         pl.col("arrived_us").cast(pl.Datetime("us", "UTC")).alias("arrived_at"),
+        pl.col("redelivered").cast(pl.Boolean),
     )
     key = tuple(lines.select("arrived_at", "stream", "entry_ms", "entry_seq").row(-1))
-    return DECODE_INPUT.conform(lines), key
+    return RAW_PAGE.conform(lines), key
