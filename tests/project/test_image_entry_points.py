@@ -12,8 +12,11 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 import yaml
 
+from iot_core.errors import UserFacingError
+from iot_etl.dagster_instance import load_run_launcher
 from tests.support.compose import DOCKER_LAUNCHER, ROOT, resolved
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -78,3 +81,16 @@ def test_the_classes_the_instances_name_import() -> None:
         ("dagster_project.run_launcher", "ForkingRunLauncher"),
     ):
         assert hasattr(importlib.import_module(module), name), f"{module}.{name}"
+
+
+def test_the_celery_launcher_file_loads_with_its_urls_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = ROOT / "deploy" / "celery" / "run_launcher.yaml"
+    monkeypatch.delenv("DAGSTER_CELERY_BROKER_URL", raising=False)
+    with pytest.raises(UserFacingError, match="DAGSTER_CELERY_BROKER_URL"):
+        load_run_launcher(path)
+    monkeypatch.setenv("DAGSTER_CELERY_BROKER_URL", "redis://celery:secret@broker:6379/0")
+    monkeypatch.setenv("DAGSTER_CELERY_BACKEND_URL", "redis://celery:secret@broker:6379/1")
+    block = load_run_launcher(path)
+    assert block["class"] == "CeleryRunLauncher" and "secret" not in path.read_text()
