@@ -15,7 +15,10 @@ Who uses what:
 - `iot_etl.code_server`: the gRPC client that pings the code server;
 - the benchmarks (`bench.runs_ui`): Dagster's storage tables and event classes to write synthetic runs;
 - `iot-etl status`: the newest evaluated executions of each check (`completed_check_executions`);
-- `jobs`: the type `define_asset_job` returns.
+- `jobs`: the type `define_asset_job` returns;
+- `iot_etl.dagster_instance` and the deployment tests: an instance configuration and a configurable
+  class's config checked as Dagster checks them when it loads them (`check_instance_config`,
+  `configurable_class_config`), without opening storage or constructing a run launcher.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import importlib
 import importlib.machinery
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import dagster
@@ -70,6 +73,15 @@ PRIVATE: dict[str, str] = {
     "DagsterGrpcClient": "dagster._grpc.client",
     # jobs.py (a return type)
     "UnresolvedAssetJobDefinition": "dagster._core.definitions.unresolved_asset_job_definition",
+    # instance configuration checked as Dagster loads it (check_instance_config, configurable_class_config)
+    "dagster_instance_config": "dagster._core.instance.config",
+    "process_config": "dagster._config",
+    "resolve_to_config_type": "dagster._config",
+}
+#: The classes behind `storage:` in dagster.yaml (what `InstanceRef.from_dir` builds from each kind).
+STORAGE_CLASSES = {
+    "postgres": ("dagster_postgres", "DagsterPostgresStorage"),
+    "sqlite": ("dagster._core.storage.sqlite_storage", "DagsterSqliteStorage"),
 }
 
 #: Private modules the run launcher's forkserver imports once so that run workers start with them: how a
@@ -213,3 +225,47 @@ def completed_check_executions(instance: DagsterInstance, key: Any, limit: int) 
         key, limit=limit, status={status.SUCCEEDED, status.FAILED}
     )
     return list(history)
+
+
+def configurable_class_config(module: str, class_name: str, config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`config` processed by the class's own `config_type()`, as `ConfigurableClassData.rehydrate` does
+    before it constructs the class (defaults filled in, `{env: NAME}` read from the environment); the class
+    is imported, not constructed. DagsterInvalidConfigError when the config does not fit."""
+    from dagster._config import process_config, resolve_to_config_type
+    from dagster._serdes import ConfigurableClassData
+
+    # the module as the instance names it: `dagster.core.*` is Dagster's public alias of `dagster._core.*`
+    module = ConfigurableClassData(module, class_name, "{}").module_name
+    klass = getattr(importlib.import_module(module), class_name)
+    result = process_config(resolve_to_config_type(klass.config_type()), dict(config))
+    if not result.success:
+        raise dagster.DagsterInvalidConfigError(
+            f"Errors in the config of {module}.{class_name}", result.errors, config
+        )
+    return result.value or {}
+
+
+def check_instance_config(home: str | os.PathLike[str]) -> dict[str, Mapping[str, Any]]:
+    """`home`/dagster.yaml checked as loading the instance checks it, without opening its storage or
+    constructing its classes: the instance's schema, then each configurable class (storage, run launcher,
+    run coordinator, compute logs, scheduler) against its own. Returns each class's processed config by
+    key (`storage` for the `storage:` block); DagsterInvalidConfigError at the first that does not fit."""
+    from dagster._core.instance.config import dagster_instance_config
+
+    config, _ = dagster_instance_config(os.fspath(home))
+    processed: dict[str, Mapping[str, Any]] = {}
+    for key, block in config.items():
+        if key == "storage":
+            [(kind, storage_config)] = block.items()
+            module, class_name = (
+                (storage_config["module"], storage_config["class"])
+                if kind == "custom"
+                else STORAGE_CLASSES[kind]
+            )
+            inner = storage_config.get("config", {}) if kind == "custom" else storage_config
+            processed[key] = configurable_class_config(module, class_name, inner or {})
+        elif isinstance(block, Mapping) and {"module", "class"} <= set(block):
+            processed[key] = configurable_class_config(
+                block["module"], block["class"], block.get("config") or {}
+            )
+    return processed

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -92,14 +93,27 @@ def db_migrate() -> None:
 
 
 @main.command("dagster-instance")
-def dagster_instance() -> None:
+@click.option(
+    "--run-launcher",
+    "run_launcher_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML file with the run launcher block (module, class, config) to use instead of the one "
+    "IOT_DAGSTER_RUN_LAUNCHER selects, e.g. deploy/docker-launcher/run_launcher.yaml.",
+)
+def dagster_instance(run_launcher_file: Path | None) -> None:
     """Write dagster.yaml into IOT_DAGSTER_HOME (SQLite, or PostgreSQL with IOT_DAGSTER_PG_URL)."""
-    from iot_etl.dagster_instance import PG_PASSWORD_ENV, dagster_env, write_instance_config
+    from iot_etl.dagster_instance import (
+        PG_PASSWORD_ENV,
+        dagster_env,
+        load_run_launcher,
+        write_instance_config,
+    )
     from iot_etl.state_dir import restrict_umask
 
     restrict_umask()
     settings = get_settings()
-    click.echo(f"DAGSTER_HOME={write_instance_config(settings)}")
+    launcher = load_run_launcher(run_launcher_file) if run_launcher_file else None
+    click.echo(f"DAGSTER_HOME={write_instance_config(settings, launcher)}")
     if dagster_env(settings):
         click.echo(f"Dagster reads the storage password from {PG_PASSWORD_ENV}: set it where Dagster runs")
 

@@ -3,11 +3,14 @@ one-time creation of the instance's storage."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
 
+from iot_core.errors import UserFacingError
 from iot_core.settings import Settings
 
 # Dagster reads the storage password from this variable; `iot-etl up` sets it for its children from
@@ -30,17 +33,21 @@ RUN_MAX_RUNTIME_S = 3600
 RUN_MONITORING_POLL_S = 30
 # The run launcher `forking` selects (IOT_DAGSTER_RUN_LAUNCHER); `default` leaves Dagster's own in place.
 FORKING_RUN_LAUNCHER = {"module": "dagster_project.run_launcher", "class": "ForkingRunLauncher"}
+# The keys of a run launcher block in dagster.yaml.
+LAUNCHER_KEYS = {"module", "class", "config"}
 # Only launchers that can re-attach to a run (Kubernetes, Docker) resume runs; the default one cannot.
 RUN_MAX_RESUME_ATTEMPTS = 0
 # Concurrency-pool slots of a run that ended without releasing them (crash) are freed after this long.
 RUN_FREE_SLOTS_AFTER_END_S = 300
 
 
-def instance_config(settings: Settings) -> dict:
+def instance_config(settings: Settings, run_launcher: Mapping[str, Any] | None = None) -> dict:
     """SQLite in DAGSTER_HOME by default, PostgreSQL when IOT_DAGSTER_PG_URL is set.
 
     Queued runs with a 1 s dequeue interval (the 5 s default adds up to 5 s to every micro-batch) and
     at most two at once, so a backfill of many hours cannot starve the listener on a small machine.
+    `run_launcher` (module, class, config) replaces the launcher IOT_DAGSTER_RUN_LAUNCHER selects: one of
+    Dagster's own, to start runs elsewhere (`load_run_launcher`).
     """
     config: dict = {
         "run_coordinator": {
@@ -67,7 +74,9 @@ def instance_config(settings: Settings) -> dict:
             "sensor": {"purge_after_days": {"skipped": 1, "failure": 30, "success": 30}},
         },
     }
-    if settings.dagster_run_launcher == "forking":
+    if run_launcher is not None:
+        config["run_launcher"] = dict(run_launcher)
+    elif settings.dagster_run_launcher == "forking":
         config["run_launcher"] = FORKING_RUN_LAUNCHER
     if settings.dagster_pg_url:
         url = settings.dagster_pg_url.get_secret_value()
@@ -112,12 +121,41 @@ def dagster_home(settings: Settings) -> Path:
     return settings.dagster_home.expanduser().resolve()
 
 
-def write_instance_config(settings: Settings) -> Path:
+def write_instance_config(settings: Settings, run_launcher: Mapping[str, Any] | None = None) -> Path:
     home = dagster_home(settings)
     home.mkdir(parents=True, exist_ok=True)
     path = home / "dagster.yaml"
-    path.write_text(yaml.safe_dump(instance_config(settings), sort_keys=False), encoding="utf-8")
+    config = instance_config(settings, run_launcher)
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return home
+
+
+class RunLauncherFileError(UserFacingError):
+    """A run launcher file that is not a `module`, `class` and `config` block its class accepts."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what, "correct the file given to --run-launcher")
+
+
+def load_run_launcher(path: Path) -> dict[str, Any]:
+    """The run launcher block of `path` (YAML: `module`, `class`, optional `config`), its config checked
+    against the launcher class's own schema, as the daemon checks it when it starts (the class is imported,
+    not constructed). `{env: NAME}` values must be set where this runs, as they must where Dagster runs."""
+    from dagster_project.dagster_internals import configurable_class_config
+
+    block = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(block, dict) or not {"module", "class"} <= set(block) or set(block) - LAUNCHER_KEYS:
+        raise RunLauncherFileError(f"{path}: a run launcher is `module`, `class` and `config` (a mapping)")
+    config = block.get("config") or {}
+    if not isinstance(config, dict):
+        raise RunLauncherFileError(f"{path}: `config` is a mapping")
+    try:
+        configurable_class_config(block["module"], block["class"], config)
+    except Exception as exc:  # an unknown module or class, or a config the class refuses
+        errors = [e.message.split(" Expected:")[0] for e in getattr(exc, "errors", [])] or [str(exc)]
+        what = " ".join("; ".join(errors).split())
+        raise RunLauncherFileError(f"{path}: {block['module']}.{block['class']}: {what}") from exc
+    return {"module": block["module"], "class": block["class"], "config": config}
 
 
 def create_instance_storage(home: Path) -> None:

@@ -28,25 +28,30 @@ import yaml
 from iot_core.settings import Settings
 from iot_etl.dagster_instance import instance_config
 from tests.support import PrivateRedis, free_port
-from tests.support.compose import MissingVariable, interpolate, load, read_env_file, resolve, variables
+from tests.support.compose import (
+    COMPOSE,
+    DOCKER_LAUNCHER,
+    PASSWORDS,
+    ROOT,
+    MissingVariable,
+    env_of,
+    example_env,
+    interpolate,
+    load,
+    mounts,
+    read_env_file,
+    resolve,
+    resolved,
+    user_of,
+    variables,
+)
 from tests.support.postgres_server import PrivatePostgres
 from tests.support.private_server import ProcessServer
 from tests.support.processes import descendants, kill_all
 from tests.support.waiting import wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
-COMPOSE = ROOT / "compose.yaml"
 CERTS_SCRIPT = ROOT / "deploy" / "certs.sh"
 SCHEMA = json.loads((ROOT / "tests" / "data" / "compose-spec.json").read_text())
-PASSWORDS = {
-    "POSTGRES_PASSWORD": "pg-secret_1",
-    "WRITER_DB_PASSWORD": "wr-secret_2",
-    "GRAFANA_DB_PASSWORD": "gr-secret_3",
-    "DAGSTER_DB_PASSWORD": "dg-secret_4",
-    "REDIS_PIPELINE_PASSWORD": "rp-secret_5",
-    "REDIS_LISTENER_PASSWORD": "rl-secret_6",
-    "GRAFANA_ADMIN_PASSWORD": "ga-secret_7",
-}
 #: Services that connect to MQTT, and the service certificate (role) each connects with.
 MQTT_CLIENTS = {
     "listener": "listener",
@@ -58,35 +63,9 @@ MQTT_CLIENTS = {
 DAGSTER = ("code-server", "dagster-webserver", "dagster-daemon")
 
 
-def example_env() -> dict[str, str]:
-    """.env.example with the passwords a user is asked to fill in."""
-    return {**read_env_file(ROOT / ".env.example"), **PASSWORDS}
-
-
-def resolved() -> dict[str, Any]:
-    return resolve(load(COMPOSE), example_env())
-
-
 def schema_errors(document: Any) -> list[str]:
     validator = jsonschema.Draft7Validator(SCHEMA)
     return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document)]
-
-
-def env_of(service: dict[str, Any]) -> dict[str, str]:
-    return {k: str(v) for k, v in (service.get("environment") or {}).items()}
-
-
-def mounts(service: dict[str, Any]) -> dict[str, str]:
-    """Target -> source[:ro] of a service's volumes."""
-    out = {}
-    for volume in service.get("volumes", []):
-        source, target, *mode = volume.split(":")
-        out[target] = ":".join([source, *mode])
-    return out
-
-
-def user_of(url: str) -> str:
-    return urlsplit(url).username or ""
 
 
 def test_compose_file_is_valid_against_the_compose_specification() -> None:
@@ -295,7 +274,9 @@ def test_no_password_is_written_in_the_file() -> None:
 
 def test_env_example_names_every_variable_the_file_reads_and_leaves_passwords_empty() -> None:
     example = read_env_file(ROOT / ".env.example")
-    assert variables(json.dumps(load(COMPOSE))) == set(example)
+    read = variables(json.dumps(load(COMPOSE))) | variables(json.dumps(load(DOCKER_LAUNCHER)))
+    assert read == set(example)
+    assert example["DOCKER_GID"] == "", "the host's own: `stat -c %g /var/run/docker.sock`"
     assert all(example[p] == "" for p in PASSWORDS)
     assert example["PROXY_PASSWORD_HASH"] == "" and example["PROXY_BIND"] == "127.0.0.1"
     assert not any(k.startswith("IOT_") for k in example), "Settings would read them from .env too"
