@@ -126,8 +126,8 @@ RAW_MESSAGES = Shape(
         "qos",
         "retain",
         "rx_us",
-        "redelivered",
         "batch_id",
+        "redelivered",
     ),
 )
 MEASUREMENTS = Shape(
