@@ -195,6 +195,13 @@ def _top_down(board: Mapping[str, Any]) -> list[dict[str, Any]]:
     return sorted(flat, key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]))
 
 
+def at_least(interval: str, minimum: str | None) -> str:
+    """`$__interval` of a panel with a minimum interval (its `interval`), as Grafana takes it: never less."""
+    if minimum and interval_seconds(minimum) > interval_seconds(interval):
+        return minimum
+    return interval
+
+
 def panel_data(
     conn: psycopg.Connection,
     board: Mapping[str, Any],
@@ -216,7 +223,7 @@ def panel_data(
                     target["rawSql"],
                     time_from=span.start,
                     time_to=span.end,
-                    interval=interval,
+                    interval=at_least(interval, panel.get("interval")),
                     variables=variables,
                 )
                 cursor = conn.execute(sql)

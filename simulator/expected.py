@@ -18,7 +18,7 @@ class ExpectedReading:
 
     device_key: str
     metric: str
-    unit: str  # '' when none
+    unit: str  # as sent, '' when none (stored in its canonical spelling: iot_core.formats.units)
     value_num: float | None
     value_text: str | None
     ts: datetime | None  # UTC-aware device timestamp; None: the arrival time is used
@@ -34,7 +34,7 @@ class ExpectedEvent:
     schema: int
     value_num: float | None
     value_text: str | None
-    unit: str | None
+    unit: str | None  # as sent (stored in its canonical spelling)
     ts_device: datetime | None
     meta: dict = field(default_factory=dict)
 

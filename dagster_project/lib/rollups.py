@@ -170,3 +170,39 @@ _FRESH = """
 
 def _minute(at: datetime) -> datetime:
     return at.replace(second=0, microsecond=0)
+
+
+def recompute_keys(conn: psycopg.Connection, keys: list[tuple[int, int, datetime]]) -> None:
+    """Recompute the rollups of these (device, metric, reading hour) keys from their readings, where
+    `hourly_rollups` is a table. A run brings up to date the keys its own readings touch, so a key whose
+    readings were deleted, not written (a message re-processed under another metric), would keep its old
+    counts; a continuous aggregate needs nothing, the run refreshes every key of the hours it touches."""
+    if not keys or "hourly_rollups" in continuous_aggregates(conn):
+        return
+    devices, metrics, hours = (list(column) for column in zip(*keys, strict=True))
+    conn.execute(
+        """WITH keys AS (SELECT DISTINCT * FROM unnest(%s::integer[], %s::integer[], %s::timestamptz[])
+                         AS k (device_id, metric_id, hour)),
+                fresh AS (
+                    SELECT k.hour, k.device_id, k.metric_id, count(*) AS count, min(m.value_num) AS min_value,
+                           max(m.value_num) AS max_value, avg(m.value_num) AS avg_value,
+                           (array_agg(m.value_num ORDER BY m.ts DESC))[1] AS last_value, max(m.ts) AS last_ts
+                    FROM keys k
+                    JOIN measurements m ON m.device_id = k.device_id AND m.metric_id = k.metric_id
+                         AND m.ts >= k.hour AND m.ts < k.hour + interval '1 hour'
+                    WHERE m.value_num IS NOT NULL
+                    GROUP BY k.hour, k.device_id, k.metric_id),
+                emptied AS (
+                    DELETE FROM hourly_rollups h USING keys k
+                    WHERE h.device_id = k.device_id AND h.metric_id = k.metric_id AND h.hour = k.hour
+                      AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.device_id = k.device_id
+                                      AND f.metric_id = k.metric_id AND f.hour = k.hour))
+           INSERT INTO hourly_rollups (hour, device_id, metric_id, count, min_value, max_value, avg_value,
+                                       last_value, last_ts, updated_at)
+           SELECT *, clock_timestamp() FROM fresh
+           ON CONFLICT (device_id, metric_id, hour) DO UPDATE
+           SET count = excluded.count, min_value = excluded.min_value, max_value = excluded.max_value,
+               avg_value = excluded.avg_value, last_value = excluded.last_value, last_ts = excluded.last_ts,
+               updated_at = excluded.updated_at""",
+        (devices, metrics, hours),
+    )

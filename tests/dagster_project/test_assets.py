@@ -69,7 +69,7 @@ def test_window_lands_decodes_and_reruns_idempotently(clean_db: str, settings: S
             assert event == (
                 "esp32-01-1707523200000",
                 23.5,
-                "C",
+                "°C",  # sent as "C": stored in its canonical spelling
                 datetime(2024, 2, 10, tzinfo=UTC),
                 {"sensor": "dht22", "location": "living_room"},
             )

@@ -47,7 +47,7 @@ def test_lineage_of_each_format_and_of_raw_ids(clean_db: str, settings: Settings
     assert f"run {run.run_id}" in out and url in out and "arrived: " in out
 
     out = lineage("--device", "esp32-01", "--event-id", "esp32-01-1707523200000")
-    assert "event: esp32-01 temperature esp32-01-1707523200000" in out and "= 23.5 C" in out
+    assert "event: esp32-01 temperature esp32-01-1707523200000" in out and "= 23.5 °C" in out  # sent as C
     assert '"event_id": "esp32-01-1707523200000"' in out and url in out
 
     out = lineage("--device", "f2-aabbccddee01", "--metric", "J1.sensor-1.temperature", "--at", f2_ts)

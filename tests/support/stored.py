@@ -2,7 +2,8 @@
 
 `read_stored` returns the archive by message (topic, payload) -> raw ids, every rejection per raw id,
 fact rows per raw id, and the stored readings and events as tuples that the simulator's and the bad-input
-corpus's expected rows (`simulator.expected`) turn into with `expected_readings` / `expected_events`.
+corpus's expected rows (`simulator.expected`) turn into with `expected_readings` / `expected_events` (units
+in their canonical spelling, `iot_core.formats.units`).
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 
 import psycopg
 
+from iot_core.formats.units import canonical_unit
 from simulator.expected import SentMessage
 
 
@@ -68,12 +70,18 @@ def read_stored(url: str) -> Stored:
 
 
 def expected_readings(messages: Iterable[SentMessage]) -> Counter[tuple]:
+    """The readings as stored: the unit a message sent in its canonical spelling."""
     return Counter(
-        (r.device_key, r.metric, r.unit, r.value_num, r.value_text, r.ts)
+        (r.device_key, r.metric, canonical_unit(r.unit), r.value_num, r.value_text, r.ts)
         for m in messages
         for r in m.readings
     )
 
 
 def expected_events(messages: Iterable[SentMessage]) -> Counter[tuple]:
-    return Counter((*astuple(e)[:-1], json.dumps(e.meta, sort_keys=True)) for m in messages for e in m.events)
+    """The events as stored: the unit an event sent in its canonical spelling."""
+    return Counter(
+        (*astuple(replace(e, unit=canonical_unit(e.unit)))[:-1], json.dumps(e.meta, sort_keys=True))
+        for m in messages
+        for e in m.events
+    )

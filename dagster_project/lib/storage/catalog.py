@@ -59,6 +59,8 @@ def device_ids(conn: psycopg.Connection, devices: pl.DataFrame) -> pl.DataFrame:
 
 
 def metric_ids(conn: psycopg.Connection, metrics: pl.DataFrame) -> pl.DataFrame:
+    """metric, unit -> metric_id, registering metrics seen for the first time. Units are looked up as
+    given: the caller spells them canonically first (`canonical_unit_expr`)."""
     rows = metrics.unique(maintain_order=True).rows()
     return _ids(
         conn,
@@ -69,6 +71,17 @@ def metric_ids(conn: psycopg.Connection, metrics: pl.DataFrame) -> pl.DataFrame:
         2,
         {"metric": pl.String, "unit": pl.String, "metric_id": pl.Int32},
     )
+
+
+def respelled_metric_ids(conn: psycopg.Connection, names: list[str]) -> list[int]:
+    """The ids of the metrics of these names whose unit is not in its canonical spelling: a database that
+    stored two spellings of one unit before sql/020 keeps both metrics (that migration renamed the rest)."""
+    if not names:
+        return []
+    rows = conn.execute(
+        "SELECT metric_id FROM metrics WHERE name = ANY(%s) AND unit <> canonical_unit(unit)", (names,)
+    ).fetchall()
+    return [int(metric_id) for (metric_id,) in rows]
 
 
 def touch_devices(conn: psycopg.Connection, seen: pl.DataFrame) -> None:

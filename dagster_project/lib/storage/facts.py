@@ -9,7 +9,9 @@ import polars as pl
 import psycopg
 
 from dagster_project.lib.binary_copy import encode, split_binary
-from dagster_project.lib.storage.catalog import device_ids, metric_ids, touch_devices
+from dagster_project.lib.rollups import recompute_keys
+from dagster_project.lib.storage.catalog import device_ids, metric_ids, respelled_metric_ids, touch_devices
+from iot_core.formats.units import canonical_unit_expr
 from iot_core.rows import (
     EVENTS,
     MEASUREMENTS,
@@ -164,13 +166,16 @@ def _upsert_staged(
 def store_measurements(
     conn: psycopg.Connection, frame: pl.DataFrame, batch_id: int
 ) -> tuple[int, pl.DataFrame]:
-    """Upsert measurements; returns (rows written or confirmed, duplicate rejections)."""
+    """Upsert measurements, each unit in its canonical spelling (`iot_core.formats.units`); returns (rows
+    written or confirmed, duplicate rejections)."""
     if frame.is_empty():
         return 0, REJECTION.empty()
+    frame = frame.with_columns(canonical_unit_expr("unit"))
     devices = device_ids(conn, frame.select("device_key", "device_kind"))
     metrics = metric_ids(conn, frame.select("metric", "unit"))
     keyed = frame.join(devices, on="device_key").join(metrics, on=["metric", "unit"])
     touch_devices(conn, keyed.select("device_id", "arrived_at"))
+    _drop_respelled_copies(conn, keyed)
     first, dup_in_batch = _duplicates(keyed, ["device_id", "metric_id", "ts"], "device, metric and timestamp")
     stored, pairs = _upsert_staged(
         conn,
@@ -193,6 +198,22 @@ def store_measurements(
     return stored, pl.concat([dup_in_batch, _duplicate_rejections(pairs, "device, metric and timestamp")])
 
 
+def _drop_respelled_copies(conn: psycopg.Connection, keyed: pl.DataFrame) -> None:
+    """Delete the readings that these raw messages were stored as under a metric whose unit is spelled
+    otherwise (`respelled_metric_ids`; none in most databases, then this is one look-up in `metrics`), and
+    recompute their rollups: a message stored before sql/020 and processed again is stored under the
+    canonical metric, once."""
+    respelled = respelled_metric_ids(conn, keyed["metric"].unique().to_list())
+    if not respelled:
+        return
+    gone = conn.execute(
+        """DELETE FROM measurements WHERE raw_id = ANY(%s) AND metric_id = ANY(%s)
+           RETURNING device_id, metric_id, date_trunc('hour', ts, 'UTC')""",
+        (keyed["raw_id"].unique().to_list(), respelled),
+    ).fetchall()
+    recompute_keys(conn, gone)
+
+
 #: The reason of an event whose device and event_id were stored with another content.
 DUPLICATE_CONFLICT = "duplicate_conflict"
 
@@ -210,15 +231,20 @@ _EVENT_CONTENT = [
 ]
 
 
+#: An event's unit stored before sql/020 may be spelled otherwise: a redelivery is compared with its
+#: canonical spelling (a re-run of the same raw message rewrites it in that spelling).
 _EVENT_CONTENT_SQL = (
-    "({t}.event_type, {t}.value_num, {t}.value_text, {t}.unit, {t}.meta, "
+    "({t}.event_type, {t}.value_num, {t}.value_text, canonical_unit({t}.unit), {t}.meta, "
     "nullif({t}.ts_device, {t}.ts_server))"
 )
 
 
 def store_events(conn: psycopg.Connection, frame: pl.DataFrame, batch_id: int) -> tuple[int, pl.DataFrame]:
+    """Upsert events, each unit in its canonical spelling; returns (rows written or confirmed, duplicate
+    and conflict rejections)."""
     if frame.is_empty():
         return 0, REJECTION.empty()
+    frame = frame.with_columns(canonical_unit_expr("unit"))
     devices = device_ids(conn, frame.select("device_key", pl.lit("event").alias("device_kind")))
     keyed = frame.join(devices, on="device_key")
     touch_devices(conn, keyed.select("device_id", pl.col("ts_server").alias("arrived_at")))
