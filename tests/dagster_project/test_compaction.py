@@ -28,7 +28,7 @@ from dagster_project.lib.retention import (
     apply_timescale_policies,
     continuous_aggregates,
     hypertables,
-    timescale_failed_jobs,
+    policy_job,
 )
 from dagster_project.lib.windows import HOUR_MS, Window, floor_to
 from iot_core.settings import Settings
@@ -37,10 +37,12 @@ from iot_etl.migrate import ensure_database
 from tests.support.database import database_url, drop_database
 from tests.support.pipeline import SensorDriver
 from tests.support.rollups import device_and_metric
+from tests.support.status import failed_job
 
 pytestmark = pytest.mark.services
 
 WINDOW_MS = 10_000
+COMPRESSION = {"measurements": "7 days", "raw_messages": "2 days"}
 
 
 @pytest.fixture(autouse=True)
@@ -181,11 +183,11 @@ def test_retention_removes_exactly_the_rows_past_their_age(clean_db: str) -> Non
         conn.execute("DELETE FROM measurements; DELETE FROM events")
         seed_ages(conn, now)
         hyper = hypertables(conn)
-        spent = apply_retention(conn, RULES, now, 100, time.monotonic() - 1, "1 day", "7 days")
+        spent = apply_retention(conn, RULES, now, 100, time.monotonic() - 1, "1 day", COMPRESSION)
         plain = [r for r in spent.removed if r.table not in hyper]
         assert plain and all(not r.done and r.rows == 0 for r in plain)  # no budget: nothing deleted
 
-        outcome = apply_retention(conn, RULES, now, 100, time.monotonic() + 300, "1 day", "7 days")
+        outcome = apply_retention(conn, RULES, now, 100, time.monotonic() + 300, "1 day", COMPRESSION)
         for rule in RULES:
             old, new = ages_left(conn, rule, now)
             if rule.table in hyper:
@@ -387,24 +389,11 @@ def test_timescale_jobs_healthy_fails_when_a_job_has_failed(clean_db: str, setti
             passed, metadata = run_compaction_job(settings)
             assert passed and metadata["failed_jobs"] == 0
             pytest.skip("not a TimescaleDB server (IOT_TEST_PG_SERVER): the check passes")
-        conn.execute(
-            """CREATE OR REPLACE PROCEDURE test_failing_job(job_id int, config jsonb) LANGUAGE plpgsql AS
-               $$ BEGIN RAISE EXCEPTION 'deliberate failure for the health check'; END $$"""
-        )
-        (job_id,) = conn.execute(
-            "SELECT add_job('test_failing_job', interval '1 hour', initial_start => now())"
-        ).fetchone()
-        try:
-            deadline = time.monotonic() + 240
-            while not any(j.job_id == job_id for j in timescale_failed_jobs(conn)):
-                assert time.monotonic() < deadline, "the background scheduler never ran the job"
-                time.sleep(2)
+        with failed_job(conn):
             passed, metadata = run_compaction_job(settings)
-            assert not passed
-            assert metadata["failed_jobs"] >= 1
-            assert "deliberate failure" in metadata["errors"]
-        finally:
-            conn.execute("SELECT delete_job(%s)", (job_id,))
+        assert not passed
+        assert metadata["failed_jobs"] >= 1
+        assert "deliberate failure" in metadata["errors"]
 
 
 def test_status_names_the_oldest_unarchived_entry_and_the_last_compaction(
@@ -524,8 +513,10 @@ def test_compaction_removes_rollups_past_their_retention(clean_db: str, settings
         # with later hours. How many chunks this run dropped is not asserted: the retention policy's own
         # background job may have dropped them first.
         assert hours[-2:] == kept and ages[0] not in hours
-        changed = metadata["policies_changed"].value
-        assert f"hourly_rollups: drop after {settings.retention_rollups_days} days" in changed
+        # its retention policy is the setting's (made by this compaction or an earlier one)
+        with psycopg.connect(clean_db) as conn:
+            job = policy_job(conn, "hourly_rollups", "policy_retention")
+        assert job is not None and job[1]["drop_after"] == f"{settings.retention_rollups_days} days"
     else:
         assert hours == kept
         assert removed == {"rows": 2, "chunks": 0, "done": True}
