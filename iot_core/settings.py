@@ -300,14 +300,10 @@ class Settings(BaseSettings):
         "1 day", description="TimescaleDB chunk interval of the hypertables (new chunks)."
     )
     timescale_compress_after: str = Field(
-        "7 days",
-        description="TimescaleDB compresses `measurements` chunks older than this (compaction keeps the "
-        "compression policy so; `db migrate` adds none of its own).",
+        "7 days", description="TimescaleDB compresses `measurements` chunks older than this."
     )
     timescale_compress_raw_after: str = Field(
-        "2 days",
-        description="TimescaleDB compresses `raw_messages` chunks (the archive: written once, read again "
-        "only by re-runs and backfills) older than this.",
+        "2 days", description="TimescaleDB compresses `raw_messages` chunks (the archive) older than this."
     )
     dagster_run_retention_days: float = Field(
         7.0,

@@ -15,7 +15,6 @@ from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus, mat
 from pydantic import SecretStr
 
 from dagster_project.dagster_internals import bulk_delete_supported
-from dagster_project.definitions import defs
 from dagster_project.defs.ingest.sensors import run_request
 from dagster_project.defs.maintenance.assets import compaction
 from dagster_project.defs.maintenance.runs import prune_before, prune_runs
@@ -25,7 +24,6 @@ from dagster_project.defs.resources import resources_from_settings
 from dagster_project.lib.compaction import keep_from_ms
 from dagster_project.lib.retention import (
     RetentionRule,
-    apply_timescale_policies,
     continuous_aggregates,
     hypertables,
     policy_job,
@@ -37,7 +35,6 @@ from iot_etl.migrate import ensure_database
 from tests.support.database import database_url, drop_database
 from tests.support.pipeline import SensorDriver
 from tests.support.rollups import device_and_metric
-from tests.support.status import failed_job
 
 pytestmark = pytest.mark.services
 
@@ -352,48 +349,6 @@ def test_sub_day_retention_prunes_once_the_hour_closed_and_resummarises_a_late_r
         latest = instance.get_latest_materialization_event(AssetKey("telemetry"))
         assert latest is not None and latest.asset_materialization.partition == key
         assert latest.asset_materialization.metadata["raw_messages"].value == 12
-
-
-def test_timescale_policies_follow_the_settings(clean_db: str) -> None:
-    with psycopg.connect(clean_db, autocommit=True) as conn:
-        if "raw_messages" not in hypertables(conn):
-            pytest.skip("not a TimescaleDB server (IOT_TEST_PG_SERVER)")
-        changed = apply_timescale_policies(conn, "raw_messages", "6 hours", "3 days", 30)
-        assert any("drop after 30 days" in c for c in changed)
-        assert any("compress after 3 days" in c for c in changed)
-        assert apply_timescale_policies(conn, "raw_messages", "6 hours", "3 days", 30) == []
-        (interval,) = conn.execute(
-            "SELECT time_interval FROM timescaledb_information.dimensions "
-            "WHERE hypertable_name = 'raw_messages'"
-        ).fetchone()
-        assert interval == timedelta(hours=6)
-        apply_timescale_policies(conn, "raw_messages", "1 day", "2 days", 90)
-
-
-def run_compaction_job(settings: Settings) -> tuple[bool, dict]:
-    """compaction_job in-process: (did timescale_jobs_healthy pass, its metadata)."""
-    with DagsterInstance.ephemeral() as instance:
-        result = defs.resolve_job_def("compaction_job").execute_in_process(
-            instance=instance, resources=resources_from_settings(settings)
-        )
-    assert result.success
-    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert set(evaluations) == {"timescale_jobs_healthy", "redis_memory"}
-    evaluation = evaluations["timescale_jobs_healthy"]
-    return evaluation.passed, {k: v.value for k, v in evaluation.metadata.items()}
-
-
-def test_timescale_jobs_healthy_fails_when_a_job_has_failed(clean_db: str, settings: Settings) -> None:
-    with psycopg.connect(clean_db, autocommit=True) as conn:
-        if not hypertables(conn):
-            passed, metadata = run_compaction_job(settings)
-            assert passed and metadata["failed_jobs"] == 0
-            pytest.skip("not a TimescaleDB server (IOT_TEST_PG_SERVER): the check passes")
-        with failed_job(conn):
-            passed, metadata = run_compaction_job(settings)
-        assert not passed
-        assert metadata["failed_jobs"] >= 1
-        assert "deliberate failure" in metadata["errors"]
 
 
 def test_status_names_the_oldest_unarchived_entry_and_the_last_compaction(

@@ -1,8 +1,9 @@
 """TimescaleDB's policies have one source, the settings: `db migrate` adds none of its own, compaction makes
 each one what the settings say, and a compaction that finds them so changes nothing: the same jobs, by
 id, compaction after compaction (the continuous aggregate's retention policy, looked for under the name
-that TimescaleDB before 2.20 reported, was replaced by every compaction). Runs where the suite's server
-has TimescaleDB (`IOT_TEST_PG_SERVER`)."""
+that TimescaleDB before 2.20 reported, was replaced by every compaction). A failed job fails the
+`timescale_jobs_healthy` check. Runs where the suite's server has TimescaleDB (`IOT_TEST_PG_SERVER`); the
+check passes on plain PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ import psycopg
 import pytest
 from dagster import DagsterInstance, materialize
 
+from dagster_project.definitions import defs
 from dagster_project.defs.maintenance.assets import compaction
 from dagster_project.defs.resources import resources_from_settings
-from dagster_project.lib.retention import has_timescaledb, policy_job
+from dagster_project.lib.retention import apply_timescale_policies, has_timescaledb, hypertables, policy_job
 from iot_core.settings import Settings
 from iot_etl.migrate import apply_migrations, ensure_database
 from tests.support.database import database_url, drop_database
+from tests.support.status import failed_job
 
 pytestmark = pytest.mark.services
 
@@ -95,3 +98,45 @@ def test_compaction_keeps_each_policy_as_the_settings_say_and_its_job_too(
         }
     assert settings_say == as_intervals
     assert as_intervals[("policy_compression", "raw_messages")] == timedelta(days=2)
+
+
+def test_timescale_policies_follow_the_settings(clean_db: str) -> None:
+    with psycopg.connect(clean_db, autocommit=True) as conn:
+        if "raw_messages" not in hypertables(conn):
+            pytest.skip("not a TimescaleDB server (IOT_TEST_PG_SERVER)")
+        changed = apply_timescale_policies(conn, "raw_messages", "6 hours", "3 days", 30)
+        assert any("drop after 30 days" in c for c in changed)
+        assert any("compress after 3 days" in c for c in changed)
+        assert apply_timescale_policies(conn, "raw_messages", "6 hours", "3 days", 30) == []
+        (interval,) = conn.execute(
+            "SELECT time_interval FROM timescaledb_information.dimensions "
+            "WHERE hypertable_name = 'raw_messages'"
+        ).fetchone()
+        assert interval == timedelta(hours=6)
+        apply_timescale_policies(conn, "raw_messages", "1 day", "2 days", 90)
+
+
+def run_compaction_job(settings: Settings) -> tuple[bool, dict]:
+    """compaction_job in-process: (did timescale_jobs_healthy pass, its metadata)."""
+    with DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def("compaction_job").execute_in_process(
+            instance=instance, resources=resources_from_settings(settings)
+        )
+    assert result.success
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(evaluations) == {"timescale_jobs_healthy", "redis_memory"}
+    evaluation = evaluations["timescale_jobs_healthy"]
+    return evaluation.passed, {k: v.value for k, v in evaluation.metadata.items()}
+
+
+def test_timescale_jobs_healthy_fails_when_a_job_has_failed(clean_db: str, settings: Settings) -> None:
+    with psycopg.connect(clean_db, autocommit=True) as conn:
+        if not hypertables(conn):
+            passed, metadata = run_compaction_job(settings)
+            assert passed and metadata["failed_jobs"] == 0
+            pytest.skip("not a TimescaleDB server (IOT_TEST_PG_SERVER): the check passes")
+        with failed_job(conn):
+            passed, metadata = run_compaction_job(settings)
+        assert not passed
+        assert metadata["failed_jobs"] >= 1
+        assert "deliberate failure" in metadata["errors"]
