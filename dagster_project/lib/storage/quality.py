@@ -49,8 +49,9 @@ def reconcile(conn: psycopg.Connection, start: datetime, end: datetime, sample: 
     Joins against per-message aggregates rather than correlated EXISTS subqueries, whose subplans fail
     under TimescaleDB's parallel, chunk-wise plans. The rule's start is read once (a scalar subquery):
     joined as a table, `one_element_implied` (one row, never analysed: estimated at 2,260) multiplied the
-    plan's estimated cost past `jit_above_cost`, and every run paid 70-250 ms of JIT compilation for a
-    query that runs in 4 ms.
+    plan's estimated cost by as much (40,720 against 1,729 for a range of 1,200 of 100,000 readings), and
+    once the tables' estimates grew (30 days of compressed history on TimescaleDB) it passed
+    `jit_above_cost`: each run paid 70-250 ms of JIT compilation for a query that runs in 4 ms.
     """
     row = conn.execute(
         """WITH r AS (SELECT raw_id, batch_id AS landed_by FROM raw_messages
