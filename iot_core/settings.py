@@ -291,7 +291,10 @@ class Settings(BaseSettings):
         "1 day", description="TimescaleDB chunk interval of the hypertables (new chunks)."
     )
     timescale_compress_after: str = Field(
-        "7 days", description="TimescaleDB compresses hypertable chunks older than this."
+        "7 days", description="TimescaleDB compresses `measurements` chunks older than this."
+    )
+    timescale_compress_raw_after: str = Field(
+        "2 days", description="TimescaleDB compresses `raw_messages` chunks (the archive) older than this."
     )
     dagster_run_retention_days: float = Field(
         7.0,

@@ -146,10 +146,12 @@ def listen() -> None:
 
 @main.command()
 def status() -> None:
-    """Counts in the database and streams, and the broker's dropped-message counter."""
+    """Counts in the database and streams, TimescaleDB's jobs, and the broker's dropped-message counter;
+    exits non-zero when a part does not answer or a TimescaleDB job failed its last run."""
     from iot_core.db_errors import postgres_refusal
     from iot_core.progress import waiting_for
     from iot_etl.status import collect, render
+    from iot_etl.status_timescale import failed_job_items
 
     settings = get_settings()
     with waiting_for("status") as waiting:
@@ -164,6 +166,10 @@ def status() -> None:
     ]
     what: list[str] = [f"PostgreSQL refused status's connection: {r.said}" for r in refused]
     todo: list[str] = [r.todo for r in refused]
+    failed = failed_job_items([(line.part, line.item, line.value) for line in lines])
+    if failed:
+        what.append(f"{len(failed)} TimescaleDB job(s) failed their last run ({', '.join(failed)})")
+        todo.append("see their lines above and docs/troubleshooting.md")
     if down:
         broker = "IOT_MQTT_SERVICE_HOST/PORT and IOT_PKI_DIR" if settings.security else "IOT_MQTT_HOST/PORT"
         hints = {"database": "IOT_DATABASE_URL", "redis": "IOT_REDIS_URL", "broker": broker}

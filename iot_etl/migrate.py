@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from dagster_project.lib.chunks import enable_raw_id_skipping
 from dagster_project.lib.retention import continuous_aggregates
 from iot_core.redact import redact_url
 
@@ -21,13 +22,18 @@ SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 _LOCK_KEY = 0x10E7_E71  # advisory lock: two migrators never interleave
 
 
-#: Whole-file checksums recorded by releases that hashed comments too, or whose 004 created the extension
-#: without checking that it is preloaded; databases migrated by them stay valid.
+#: Checksums recorded by earlier releases: whole-file ones of releases that hashed comments too; of 004 also
+#: the release whose 004 created the extension without checking that it is preloaded, and the one whose
+#: 004 read `shared_preload_libraries` (which a schema owner that is no superuser may not) and added
+#: policies of its own. Databases migrated by them stay valid.
 RELEASED_CHECKSUMS: dict[str, tuple[str, ...]] = {
     "001": ("4120b405d36d2f5b77e9799ecbf83d6507e8d90c0458e6c76ce65e78e6b8f471",),
     "002": ("423a3bad50d654052eb28aa09f4017a4658e46cbedb4ccface90cf2020649715",),
     "003": ("540f0c5eeb112227bbcee5cee9e9d8b1942c968c5636437005570e32031deac4",),
-    "004": ("971c53fd061f7a5aed5d8e5161c85d12e1746a3165ef714a0c775108b2ce6d85",),
+    "004": (
+        "971c53fd061f7a5aed5d8e5161c85d12e1746a3165ef714a0c775108b2ce6d85",
+        "b45013a7ac57466515e5c6d3f7c56ae29256234197ae3faa0003b02dd7a83480",
+    ),
 }
 
 
@@ -158,11 +164,12 @@ def _unlocked_after(conn: psycopg.Connection) -> Iterator[None]:
 
 def adopt_timescaledb(conn: psycopg.Connection) -> list[str]:
     """Make the database what the migrations would have made had TimescaleDB been there when 004 ran:
-    `iot_adopt_timescaledb()` (sql/010) converts what is not converted yet, in one transaction. Then a
-    continuous aggregate `hourly_rollups` that is empty while `measurements` has numeric readings (just
-    created, or its first fill failed) is filled, outside a transaction block as TimescaleDB requires.
-    `conn` is in autocommit mode. Returns what was done (or why nothing was), one line each; no line
-    when nothing was to do or the function is not there yet."""
+    `iot_adopt_timescaledb()` (sql/010, sql/018) converts what is not converted yet, in one transaction.
+    Then a continuous aggregate `hourly_rollups` that is empty while `measurements` has numeric readings
+    (just created, or its first fill failed) is filled, outside a transaction block as TimescaleDB
+    requires. Then chunk skipping by raw id is turned on (`chunks.enable_raw_id_skipping`), before the
+    first chunk is compressed in a new database. `conn` is in autocommit mode. Returns what was done (or
+    why nothing was), one line each; no line when nothing was to do or the function is not there yet."""
     if conn.execute("SELECT to_regprocedure('iot_adopt_timescaledb()')").fetchone() == (None,):
         return []
     with conn.transaction():
@@ -171,7 +178,7 @@ def adopt_timescaledb(conn: psycopg.Connection) -> list[str]:
         conn.execute("CALL refresh_continuous_aggregate('hourly_rollups', NULL, NULL)")
         (rows,) = conn.execute("SELECT count(*) FROM hourly_rollups").fetchone() or (0,)
         lines.append(f"hourly_rollups: filled from measurements ({rows} rows)")
-    return lines
+    return lines + enable_raw_id_skipping(conn)
 
 
 def _rollups_unfilled(conn: psycopg.Connection) -> bool:

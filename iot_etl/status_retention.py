@@ -1,5 +1,5 @@
 """The status lines about growth: stream memory and what is not archived yet, table sizes, the last
-compaction, TimescaleDB job errors, and Dagster's run count. Each is (part, item, value)."""
+compaction, TimescaleDB's jobs and chunk skipping, and Dagster's run count. Each is (part, item, value)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import psycopg
 import redis
 
 from dagster_project.lib.compaction import unarchived_from_ms
-from dagster_project.lib.retention import timescale_failed_jobs
 from dagster_project.lib.storage.compactions import last_compaction, table_sizes
 from iot_core.settings import Settings
 from iot_core.streams import EntryId, utc_from_ms
 from iot_etl.dagster_instance import dagster_home
+from iot_etl.status_timescale import job_lines, skipping_lines
 
 Line = tuple[str, str, str]
 TABLES = ["raw_messages", "measurements", "events", "rejected", "batches"]
@@ -77,11 +77,7 @@ def compaction_lines(conn: psycopg.Connection) -> list[Line]:
             f"{last[3]} rows, {last[4]} chunks, {last[5]} runs",
         )
     )
-    for job in timescale_failed_jobs(conn):
-        lines.append(
-            ("timescaledb", f"job {job.job_id} {job.proc_name} {job.table}", f"FAILED: {job.message}")
-        )
-    return lines
+    return lines + job_lines(conn) + skipping_lines(conn)
 
 
 def error_text(exc: BaseException) -> str:

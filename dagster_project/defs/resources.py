@@ -245,10 +245,15 @@ class CompactionPolicyResource(ConfigurableResource):
     delete_batch_rows: int = Field(description="Rows per DELETE statement on plain tables.")
     budget_s: int = Field(description="Time a run may spend deleting rows and pruning runs.")
     chunk_interval: str = Field(description="TimescaleDB chunk interval.")
-    compress_after: str = Field(description="TimescaleDB compresses chunks older than this.")
+    compress_after: str = Field(description="TimescaleDB compresses measurements chunks older than this.")
+    compress_raw_after: str = Field(description="TimescaleDB compresses raw_messages chunks older than this.")
     run_retention_days: float = Field(
         description="Micro-batch runs older than this many days (fractions allowed) are deleted."
     )
+
+    def compression(self) -> dict[str, str]:
+        """How old a hypertable's chunks get before they are compressed, by hypertable."""
+        return {"measurements": self.compress_after, "raw_messages": self.compress_raw_after}
 
     def rules(self) -> list[RetentionRule]:
         return [
@@ -332,6 +337,7 @@ def resources_from_settings(settings: Settings) -> dict[str, Any]:
             budget_s=settings.compaction_budget_s,
             chunk_interval=settings.timescale_chunk_interval,
             compress_after=settings.timescale_compress_after,
+            compress_raw_after=settings.timescale_compress_raw_after,
             run_retention_days=settings.dagster_run_retention_days,
         ),
     }

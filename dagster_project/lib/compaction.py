@@ -1,5 +1,5 @@
 """What compaction does to the streams and the tables (no Dagster): trim archived stream entries, apply
-retention.
+retention, compress again what writes into compressed history left partial.
 
 Stream entries go only below the oldest entry that is not safely archived: the first range of arrival
 time, from the stream's first entry on, that holds entries of this shard and is not covered by a batch
@@ -10,13 +10,14 @@ under memory pressure (`trim_horizon_ms`): then the margin gives way and every a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import psycopg
 import redis as redis_lib
 
+from dagster_project.lib.chunks import Recompressed, recompress_partial
 from dagster_project.lib.retention import (
     Removed,
     RetentionRule,
@@ -97,6 +98,7 @@ def trim_stream(
 class RetentionOutcome:
     removed: list[Removed] = field(default_factory=list)
     policies_changed: list[str] = field(default_factory=list)
+    recompressed: list[Recompressed] = field(default_factory=list)
 
 
 def apply_retention(
@@ -106,18 +108,19 @@ def apply_retention(
     batch_rows: int,
     deadline: float,
     chunk_interval: str,
-    compress_after: str,
+    compression: Mapping[str, str],
 ) -> RetentionOutcome:
-    """Hypertables: policies from the settings, then their old chunks dropped now; continuous aggregates:
-    the same for the retention policy; plain tables: old rows deleted in bounded batches. `conn` is in
-    autocommit mode."""
+    """Hypertables: policies from the settings (`compression`: compress after, by hypertable), then their
+    old chunks dropped now, and chunks left partial by writes into compressed history compressed again
+    (until `deadline`); continuous aggregates: the same for the retention policy; plain tables: old rows
+    deleted in bounded batches. `conn` is in autocommit mode."""
     outcome = RetentionOutcome()
     hyper = hypertables(conn)
     aggregates = continuous_aggregates(conn)
     for rule in rules:
         if rule.table in hyper:
             outcome.policies_changed += apply_timescale_policies(
-                conn, rule.table, chunk_interval, compress_after, rule.days
+                conn, rule.table, chunk_interval, compression.get(rule.table), rule.days
             )
         elif rule.table in aggregates:
             outcome.policies_changed += apply_retention_policy(conn, rule.table, rule.days)
@@ -128,4 +131,5 @@ def apply_retention(
             outcome.removed.append(drop_old_chunks(conn, rule.table, cutoff))
         else:
             outcome.removed.append(delete_older(conn, rule, cutoff, batch_rows, deadline))
+    outcome.recompressed = recompress_partial(conn, sorted(hyper), deadline)
     return outcome

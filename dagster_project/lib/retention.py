@@ -82,24 +82,29 @@ def drop_old_chunks(conn: psycopg.Connection, table: str, cutoff: datetime) -> R
     return Removed(table, chunks=int(row[0]) if row else 0)
 
 
-def _job_table(conn: psycopg.Connection, relation: str) -> str:
-    """The name TimescaleDB's jobs give `relation`: a continuous aggregate's policies run on its
-    materialization hypertable."""
+def policy_job(conn: psycopg.Connection, relation: str, proc: str) -> tuple[int, dict] | None:
+    """(job id, config) of `relation`'s policy job `proc` (`policy_compression`, `policy_retention`), or
+    None. The jobs view names a continuous aggregate's policies by the aggregate since TimescaleDB 2.20
+    and by its materialization hypertable before: both names are looked for, so the policy is found on
+    either (looked for under one name only, it was never found on the other, and every compaction
+    replaced it)."""
     row = conn.execute(
-        """SELECT materialization_hypertable_name FROM timescaledb_information.continuous_aggregates
-           WHERE view_name = %s""",
-        (relation,),
+        """SELECT j.job_id, j.config FROM timescaledb_information.jobs j
+           WHERE j.proc_name = %(proc)s
+             AND ((j.hypertable_schema = current_schema() AND j.hypertable_name = %(relation)s)
+                  OR (j.hypertable_schema, j.hypertable_name) IN (
+                      SELECT c.materialization_hypertable_schema, c.materialization_hypertable_name
+                      FROM timescaledb_information.continuous_aggregates c
+                      WHERE c.view_schema = current_schema() AND c.view_name = %(relation)s))
+           ORDER BY j.job_id LIMIT 1""",
+        {"proc": proc, "relation": relation},
     ).fetchone()
-    return row[0] if row else relation
+    return (int(row[0]), row[1] or {}) if row else None
 
 
 def _policy(conn: psycopg.Connection, table: str, proc: str, key: str) -> str | None:
-    row = conn.execute(
-        f"""SELECT (config->>'{key}')::interval::text FROM timescaledb_information.jobs
-            WHERE proc_name = %s AND hypertable_name = %s""",
-        (proc, _job_table(conn, table)),
-    ).fetchone()
-    return row[0] if row else None
+    job = policy_job(conn, table, proc)
+    return str(job[1][key]) if job and key in job[1] else None
 
 
 def _same_interval(conn: psycopg.Connection, current: str | None, wanted: str | None) -> bool:
@@ -110,17 +115,23 @@ def _same_interval(conn: psycopg.Connection, current: str | None, wanted: str | 
 
 
 def apply_timescale_policies(
-    conn: psycopg.Connection, table: str, chunk_interval: str, compress_after: str, drop_after_days: int
+    conn: psycopg.Connection,
+    table: str,
+    chunk_interval: str,
+    compress_after: str | None,
+    drop_after_days: int,
 ) -> list[str]:
     """Make the hypertable's chunk interval and its compression and retention policies those of the
-    settings (policies replaced only when they differ); returns what changed, for the run's metadata."""
+    settings (policies replaced only when they differ; `compress_after` None: its compression policy is
+    left as it is); returns what changed, for the run's metadata."""
     changed: list[str] = []
     conn.execute("SELECT set_chunk_time_interval(%s::regclass, %s::interval)", (table, chunk_interval))
     row = conn.execute(
-        "SELECT compression_enabled FROM timescaledb_information.hypertables WHERE hypertable_name = %s",
+        """SELECT compression_enabled FROM timescaledb_information.hypertables
+           WHERE hypertable_schema = current_schema() AND hypertable_name = %s""",
         (table,),
     ).fetchone()
-    if row and row[0]:
+    if compress_after is not None and row and row[0]:
         current = _policy(conn, table, "policy_compression", "compress_after")
         if not _same_interval(conn, current, compress_after):
             conn.execute("SELECT remove_compression_policy(%s::regclass, if_exists => true)", (table,))
@@ -145,30 +156,3 @@ def apply_retention_policy(conn: psycopg.Connection, relation: str, drop_after_d
             "SELECT add_retention_policy(%s::regclass, drop_after => %s::interval)", (relation, wanted)
         )
     return [f"{relation}: drop after {wanted or 'never'} (was {current or 'never'})"]
-
-
-@dataclass(frozen=True, slots=True)
-class JobError:
-    job_id: int
-    proc_name: str
-    table: str
-    finished_at: datetime | None
-    message: str
-
-
-def timescale_failed_jobs(conn: psycopg.Connection) -> list[JobError]:
-    """Policy jobs (compression, retention, ...) whose last run failed, with their latest error."""
-    if not has_timescaledb(conn):
-        return []
-    rows = conn.execute(
-        """SELECT s.job_id, j.proc_name, coalesce(c.view_name, j.hypertable_name, ''), e.finish_time,
-                  coalesce(e.err_message, 'last run failed')
-           FROM timescaledb_information.job_stats s
-           JOIN timescaledb_information.jobs j USING (job_id)
-           LEFT JOIN timescaledb_information.continuous_aggregates c
-                  ON c.materialization_hypertable_name = j.hypertable_name
-           LEFT JOIN LATERAL (SELECT finish_time, err_message FROM timescaledb_information.job_errors x
-                              WHERE x.job_id = s.job_id ORDER BY finish_time DESC LIMIT 1) e ON true
-           WHERE s.last_run_status = 'Failed' ORDER BY s.job_id"""
-    ).fetchall()
-    return [JobError(int(a), b, c, d, e) for a, b, c, d, e in rows]

@@ -58,19 +58,33 @@ def hour_ranges(hours: list[datetime]) -> list[tuple[datetime, datetime]]:
     return ranges
 
 
+def rollup_hours(conn: psycopg.Connection, start: datetime, end: datetime) -> list[datetime]:
+    """The reading hours of the measurements that arrived in [start, end): the hours a refresh recomputes
+    on TimescaleDB. Found by the range's raw ids, so it reads the range's rows, not the hours'."""
+    return _hours(conn, raw_id_span(conn, start, end))
+
+
+def _hours(conn: psycopg.Connection, span: RawIdSpan) -> list[datetime]:
+    return [hour for (hour,) in conn.execute(f"SELECT DISTINCT hour FROM ({_touched(span)}) t", span.params)]
+
+
 def _refresh_aggregate(conn: psycopg.Connection, start: datetime, end: datetime) -> int:
     if not conn.autocommit:
         raise psycopg.ProgrammingError(
             "hourly_rollups is a continuous aggregate: refresh it on a connection in autocommit mode"
         )
     span = raw_id_span(conn, start, end)
-    hours = [hour for (hour,) in conn.execute(f"SELECT DISTINCT hour FROM ({_touched(span)}) t", span.params)]
+    hours = _hours(conn, span)
     for low, high in hour_ranges(hours):
         conn.execute("CALL refresh_continuous_aggregate('hourly_rollups', %s, %s)", (low, high))
+    if not hours:
+        return 0
+    # bounded by the hours too: only the aggregate's chunks that hold them are read, not its history
     row = conn.execute(
         f"""SELECT count(*) FROM hourly_rollups h
-            JOIN ({_touched(span)}) t USING (device_id, metric_id, hour)""",
-        span.params,
+            JOIN ({_touched(span)}) t USING (device_id, metric_id, hour)
+            WHERE h.hour >= %(first)s AND h.hour <= %(last)s""",
+        {**span.params, "first": min(hours), "last": max(hours)},
     ).fetchone()
     return int(row[0]) if row else 0
 

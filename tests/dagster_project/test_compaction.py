@@ -15,7 +15,6 @@ from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus, mat
 from pydantic import SecretStr
 
 from dagster_project.dagster_internals import bulk_delete_supported
-from dagster_project.definitions import defs
 from dagster_project.defs.ingest.sensors import run_request
 from dagster_project.defs.maintenance.assets import compaction
 from dagster_project.defs.maintenance.runs import prune_before, prune_runs
@@ -25,10 +24,9 @@ from dagster_project.defs.resources import resources_from_settings
 from dagster_project.lib.compaction import keep_from_ms
 from dagster_project.lib.retention import (
     RetentionRule,
-    apply_timescale_policies,
     continuous_aggregates,
     hypertables,
-    timescale_failed_jobs,
+    policy_job,
 )
 from dagster_project.lib.windows import HOUR_MS, Window, floor_to
 from iot_core.settings import Settings
@@ -37,11 +35,11 @@ from iot_etl.migrate import ensure_database
 from tests.support.database import database_url, drop_database
 from tests.support.pipeline import SensorDriver
 from tests.support.rollups import device_and_metric
-from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.services
 
 WINDOW_MS = 10_000
+COMPRESSION = {"measurements": "7 days", "raw_messages": "2 days"}
 
 
 @pytest.fixture(autouse=True)
@@ -182,11 +180,11 @@ def test_retention_removes_exactly_the_rows_past_their_age(clean_db: str) -> Non
         conn.execute("DELETE FROM measurements; DELETE FROM events")
         seed_ages(conn, now)
         hyper = hypertables(conn)
-        spent = apply_retention(conn, RULES, now, 100, time.monotonic() - 1, "1 day", "7 days")
+        spent = apply_retention(conn, RULES, now, 100, time.monotonic() - 1, "1 day", COMPRESSION)
         plain = [r for r in spent.removed if r.table not in hyper]
         assert plain and all(not r.done and r.rows == 0 for r in plain)  # no budget: nothing deleted
 
-        outcome = apply_retention(conn, RULES, now, 100, time.monotonic() + 300, "1 day", "7 days")
+        outcome = apply_retention(conn, RULES, now, 100, time.monotonic() + 300, "1 day", COMPRESSION)
         for rule in RULES:
             old, new = ages_left(conn, rule, now)
             if rule.table in hyper:
@@ -353,63 +351,6 @@ def test_sub_day_retention_prunes_once_the_hour_closed_and_resummarises_a_late_r
         assert latest.asset_materialization.metadata["raw_messages"].value == 12
 
 
-def test_timescale_policies_follow_the_settings(clean_db: str) -> None:
-    with psycopg.connect(clean_db, autocommit=True) as conn:
-        if "raw_messages" not in hypertables(conn):
-            pytest.skip("not a TimescaleDB server (IOT_TEST_PG_SERVER)")
-        changed = apply_timescale_policies(conn, "raw_messages", "6 hours", "3 days", 30)
-        assert any("drop after 30 days" in c for c in changed)
-        assert any("compress after 3 days" in c for c in changed)
-        assert apply_timescale_policies(conn, "raw_messages", "6 hours", "3 days", 30) == []
-        (interval,) = conn.execute(
-            "SELECT time_interval FROM timescaledb_information.dimensions "
-            "WHERE hypertable_name = 'raw_messages'"
-        ).fetchone()
-        assert interval == timedelta(hours=6)
-        apply_timescale_policies(conn, "raw_messages", "1 day", "2 days", 90)
-
-
-def run_compaction_job(settings: Settings) -> tuple[bool, dict]:
-    """compaction_job in-process: (did timescale_jobs_healthy pass, its metadata)."""
-    with DagsterInstance.ephemeral() as instance:
-        result = defs.resolve_job_def("compaction_job").execute_in_process(
-            instance=instance, resources=resources_from_settings(settings)
-        )
-    assert result.success
-    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert set(evaluations) == {"timescale_jobs_healthy", "redis_memory"}
-    evaluation = evaluations["timescale_jobs_healthy"]
-    return evaluation.passed, {k: v.value for k, v in evaluation.metadata.items()}
-
-
-def test_timescale_jobs_healthy_fails_when_a_job_has_failed(clean_db: str, settings: Settings) -> None:
-    with psycopg.connect(clean_db, autocommit=True) as conn:
-        if not hypertables(conn):
-            passed, metadata = run_compaction_job(settings)
-            assert passed and metadata["failed_jobs"] == 0
-            pytest.skip("not a TimescaleDB server (IOT_TEST_PG_SERVER): the check passes")
-        conn.execute(
-            """CREATE OR REPLACE PROCEDURE test_failing_job(job_id int, config jsonb) LANGUAGE plpgsql AS
-               $$ BEGIN RAISE EXCEPTION 'deliberate failure for the health check'; END $$"""
-        )
-        (job_id,) = conn.execute(
-            "SELECT add_job('test_failing_job', interval '1 hour', initial_start => now())"
-        ).fetchone()
-        try:
-            wait_until(
-                lambda: any(j.job_id == job_id for j in timescale_failed_jobs(conn)),
-                240,
-                interval_s=2,
-                what="the background scheduler to run the job",
-            )
-            passed, metadata = run_compaction_job(settings)
-            assert not passed
-            assert metadata["failed_jobs"] >= 1
-            assert "deliberate failure" in metadata["errors"]
-        finally:
-            conn.execute("SELECT delete_job(%s)", (job_id,))
-
-
 def test_status_names_the_oldest_unarchived_entry_and_the_last_compaction(
     clean_db: str, settings: Settings
 ) -> None:
@@ -527,8 +468,10 @@ def test_compaction_removes_rollups_past_their_retention(clean_db: str, settings
         # with later hours. How many chunks this run dropped is not asserted: the retention policy's own
         # background job may have dropped them first.
         assert hours[-2:] == kept and ages[0] not in hours
-        changed = metadata["policies_changed"].value
-        assert f"hourly_rollups: drop after {settings.retention_rollups_days} days" in changed
+        # its retention policy is the setting's (made by this compaction or an earlier one)
+        with psycopg.connect(clean_db) as conn:
+            job = policy_job(conn, "hourly_rollups", "policy_retention")
+        assert job is not None and job[1]["drop_after"] == f"{settings.retention_rollups_days} days"
     else:
         assert hours == kept
         assert removed == {"rows": 2, "chunks": 0, "done": True}

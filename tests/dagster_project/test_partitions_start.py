@@ -93,7 +93,8 @@ def test_a_database_with_messages_starts_at_the_hour_of_its_earliest_one(
                 "retain, rx_us, batch_id) VALUES (%s, 's', %s, 0, 't', '\\x00', 1, false, 0, 1)",
                 (at, n),
             )
-    assert apply_migrations(fresh_url)[0] == "017"
+    later = sorted(path.name.split("_")[0] for path in SQL_DIR.glob("*.sql") if path.name >= "017")
+    assert apply_migrations(fresh_url) == later
     assert recorded_start(fresh_url) == datetime(2026, 10, 20, 5, tzinfo=UTC)
     assert first_key(recorded(settings, fresh_url)) == "2026-10-20-05:00"
 

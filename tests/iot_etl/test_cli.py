@@ -20,6 +20,7 @@ from dagster_project.lib.retention import has_timescaledb
 from iot_core.settings import Settings, get_settings
 from iot_etl.cli import main
 from tests.support import PrivateMosquitto, PrivateRedis
+from tests.support.status import assert_exit, settled
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.services
@@ -106,8 +107,8 @@ def test_db_migrate_is_idempotent(migrated_db: str) -> None:
 
 
 def test_status_reports_each_part(clean_db: str, settings: Settings) -> None:
-    result = CliRunner().invoke(main, ["status"])
-    assert result.exit_code == 0, result.output
+    result, failed = settled(lambda: CliRunner().invoke(main, ["status"]), clean_db)
+    assert_exit(result.exit_code, result.output, failed)
     lines = result.output.splitlines()
     assert any(line.startswith("database engine") for line in lines)
     with psycopg.connect(clean_db) as conn:

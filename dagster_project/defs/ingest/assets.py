@@ -38,10 +38,11 @@ from dagster_project.lib.batch import (
     owed_feedback,
     window_batch,
 )
+from dagster_project.lib.chunks import recompress_partial
 from dagster_project.lib.feedback import FeedbackTopics
 from dagster_project.lib.hour_summaries import counted_so_far
 from dagster_project.lib.raw_entries import raw_row
-from dagster_project.lib.retention import continuous_aggregates
+from dagster_project.lib.retention import continuous_aggregates, hypertables
 from dagster_project.lib.rollups import refresh_rollups
 from dagster_project.lib.storage.batches import BatchInfo
 from dagster_project.lib.windows import BACKFILL_TAG, Window
@@ -212,7 +213,16 @@ def hourly_rollups(
     # TimescaleDB lets only a continuous aggregate's owner refresh it; the table is the writer's to upsert
     with (owner_database if aggregate else database).connect(autocommit=True) as conn:
         written = refresh_rollups(conn, *arrival.utc_bounds)
-    return MaterializeResult(metadata={"range": arrival.label, "rollup_rows_written": written})
+        # what this run (a late reading, a backfill) wrote into compressed history, compressed again as
+        # its owner: until then every run's look-ups by raw id decompress those chunks
+        recompressed = recompress_partial(conn, sorted(hypertables(conn))) if aggregate else []
+    return MaterializeResult(
+        metadata={
+            "range": arrival.label,
+            "rollup_rows_written": written,
+            "chunks_recompressed": sum(len(r.chunks) for r in recompressed),
+        }
+    )
 
 
 def build_ingest_assets(partitions: PartitionsDefinition) -> list[AssetsDefinition]:

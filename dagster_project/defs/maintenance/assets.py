@@ -56,7 +56,7 @@ def compaction(
             compaction_policy.delete_batch_rows,
             deadline,
             compaction_policy.chunk_interval,
-            compaction_policy.compress_after,
+            compaction_policy.compression(),
         )
         pruned = prune_runs(
             context.instance,
@@ -79,6 +79,9 @@ def compaction(
                     r.table: {"rows": r.rows, "chunks": r.chunks, "done": r.done} for r in retained.removed
                 },
                 "policies_changed": retained.policies_changed,
+                "recompressed": {
+                    r.table: {"chunks": r.chunks, "done": r.done} for r in retained.recompressed
+                },
             },
         )
         record_compaction(conn, record)
@@ -107,9 +110,19 @@ def compaction(
             "policies_changed": MetadataValue.md(
                 "\n".join(f"- {c}" for c in retained.policies_changed) or "none"
             ),
+            "chunks_recompressed": MetadataValue.md(
+                "\n".join(
+                    f"- {r.table}: {len(r.chunks)} chunk(s) written to since compressed"
+                    + ("" if r.done else " (budget spent, more left)")
+                    for r in retained.recompressed
+                )
+                or "none"
+            ),
             "runs_deleted": pruned.runs_deleted,
             "hours_summarised": len(pruned.hours_summarised),
-            "finished_within_budget": all(r.done for r in retained.removed) and pruned.done,
+            "finished_within_budget": all(r.done for r in retained.removed)
+            and all(r.done for r in retained.recompressed)
+            and pruned.done,
         }
     )
 

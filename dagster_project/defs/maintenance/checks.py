@@ -4,7 +4,7 @@ from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_c
 
 from dagster_project.defs.metadata import SAMPLE
 from dagster_project.defs.resources import DatabaseResource, RedisStreamsResource
-from dagster_project.lib.retention import timescale_failed_jobs
+from dagster_project.lib.timescale_jobs import timescale_failed_jobs
 from iot_core.redis_memory import PRESSURE_SHARE, redis_memory_or_none
 
 
@@ -14,8 +14,9 @@ from iot_core.redis_memory import PRESSURE_SHARE, redis_memory_or_none
     "job means chunks are neither compressed nor dropped. Passes on plain PostgreSQL. Runs with every "
     "compaction_job run and from the UI.",
 )
-def timescale_jobs_healthy(database: DatabaseResource) -> AssetCheckResult:
-    with database.connect() as conn:
+def timescale_jobs_healthy(owner_database: DatabaseResource) -> AssetCheckResult:
+    # as the owner: TimescaleDB shows a failed run's message only to the database's and the job's owner
+    with owner_database.connect() as conn:
         failed = timescale_failed_jobs(conn)
     return AssetCheckResult(
         passed=not failed,
@@ -23,13 +24,12 @@ def timescale_jobs_healthy(database: DatabaseResource) -> AssetCheckResult:
         description=None
         if not failed
         else f"{len(failed)} TimescaleDB job(s) failed, the first: {failed[0].proc_name} on "
-        f"{failed[0].table or '-'}: {failed[0].message}",
+        f"{failed[0].table or '-'}: {failed[0].describe()}",
         metadata={
             "failed_jobs": len(failed),
             "errors": MetadataValue.md(
                 "\n".join(
-                    f"- job {j.job_id} {j.proc_name} {j.table} at {j.finished_at}: {j.message}"
-                    for j in failed[:SAMPLE]
+                    f"- job {j.job_id} {j.proc_name} {j.table}: {j.describe()}" for j in failed[:SAMPLE]
                 )
                 or "none"
             ),

@@ -47,7 +47,11 @@ def reconcile(conn: psycopg.Connection, start: datetime, end: datetime, sample: 
     counted, and needs at least one of either.
 
     Joins against per-message aggregates rather than correlated EXISTS subqueries, whose subplans fail
-    under TimescaleDB's parallel, chunk-wise plans.
+    under TimescaleDB's parallel, chunk-wise plans. The rule's start is read once (a scalar subquery):
+    joined as a table, `one_element_implied` (one row, never analysed: estimated at 2,260) multiplied the
+    plan's estimated cost by as much (40,720 against 1,729 for a range of 1,200 of 100,000 readings), and
+    once the tables' estimates grew (30 days of compressed history on TimescaleDB) it passed
+    `jit_above_cost`: each run paid 70-250 ms of JIT compilation for a query that runs in 4 ms.
     """
     row = conn.execute(
         """WITH r AS (SELECT raw_id, batch_id AS landed_by FROM raw_messages
@@ -70,7 +74,9 @@ def reconcile(conn: psycopg.Connection, start: datetime, end: datetime, sample: 
                 el AS (SELECT raw_id, elements FROM raw_elements
                        WHERE raw_id BETWEEN %(raw_lo)s AND %(raw_hi)s AND raw_id IN (SELECT raw_id FROM r)),
                 m AS (SELECT r.raw_id, f.n AS facts, x.n AS rejections,
-                             CASE WHEN el.elements IS NULL AND NOT coalesce(lb.started_at >= i.since, false)
+                             CASE WHEN el.elements IS NULL
+                                       AND NOT coalesce(lb.started_at >= (SELECT since
+                                                                          FROM one_element_implied), false)
                                   THEN f.raw_id IS NULL AND x.raw_id IS NULL
                                   ELSE coalesce(f.n, 0) + coalesce(x.n, 0) <> coalesce(el.elements, 1)
                                        OR x.top >= coalesce(el.elements, 1) OR b.raw_id IS NOT NULL
@@ -78,8 +84,7 @@ def reconcile(conn: psycopg.Connection, start: datetime, end: datetime, sample: 
                              coalesce(el.elements, 1) AS elements
                       FROM r LEFT JOIN f USING (raw_id) LEFT JOIN x USING (raw_id)
                              LEFT JOIN b USING (raw_id) LEFT JOIN el USING (raw_id)
-                             LEFT JOIN batches lb ON lb.batch_id = r.landed_by
-                             CROSS JOIN one_element_implied i)
+                             LEFT JOIN batches lb ON lb.batch_id = r.landed_by)
            SELECT count(*),
                   count(facts),
                   count(rejections),
