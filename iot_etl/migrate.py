@@ -164,7 +164,7 @@ def _unlocked_after(conn: psycopg.Connection) -> Iterator[None]:
 
 def adopt_timescaledb(conn: psycopg.Connection) -> list[str]:
     """Make the database what the migrations would have made had TimescaleDB been there when 004 ran:
-    `iot_adopt_timescaledb()` (sql/010, sql/018) converts what is not converted yet, in one transaction.
+    `iot_adopt_timescaledb()` (sql/010, sql/021) converts what is not converted yet, in one transaction.
     Then a continuous aggregate `hourly_rollups` that is empty while `measurements` has numeric readings
     (just created, or its first fill failed) is filled, outside a transaction block as TimescaleDB
     requires. Then chunk skipping by raw id is turned on (`chunks.enable_raw_id_skipping`), before the
