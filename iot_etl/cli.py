@@ -148,35 +148,14 @@ def listen() -> None:
 def status() -> None:
     """Counts in the database and streams, TimescaleDB's jobs, and the broker's dropped-message counter;
     exits non-zero when a part does not answer or a TimescaleDB job failed its last run."""
-    from iot_core.db_errors import postgres_refusal
     from iot_core.progress import waiting_for
-    from iot_etl.status import collect, render
-    from iot_etl.status_timescale import failed_job_items
+    from iot_etl.status import collect, problems, render
 
     settings = get_settings()
     with waiting_for("status") as waiting:
         lines = collect(settings, waiting)
     click.echo(render(lines))
-    down = {line.part: line.value for line in lines if line.item == "error"}
-    refused = [
-        refusal
-        for line in lines
-        if line.item == "refused"
-        if (refusal := postgres_refusal(line.value, "IOT_DATABASE_URL"))
-    ]
-    what: list[str] = [f"PostgreSQL refused status's connection: {r.said}" for r in refused]
-    todo: list[str] = [r.todo for r in refused]
-    failed = failed_job_items([(line.part, line.item, line.value) for line in lines])
-    if failed:
-        what.append(f"{len(failed)} TimescaleDB job(s) failed their last run ({', '.join(failed)})")
-        todo.append("see their lines above and docs/troubleshooting.md")
-    if down:
-        broker = "IOT_MQTT_SERVICE_HOST/PORT and IOT_PKI_DIR" if settings.security else "IOT_MQTT_HOST/PORT"
-        hints = {"database": "IOT_DATABASE_URL", "redis": "IOT_REDIS_URL", "broker": broker}
-        what.append(f"{', '.join(down)} unreachable ({'; '.join(f'{p}: {v}' for p, v in down.items())})")
-        todo.append(
-            f"start {'them' if len(down) > 1 else 'it'} or check {', '.join(hints.get(p, p) for p in down)}"
-        )
+    what, todo = problems(lines, settings)
     if what:
         raise CommandFailed("; ".join(what), "; ".join(todo))
 

@@ -25,6 +25,7 @@ from iot_core.streams import stream_names
 from iot_etl.pki_upkeep import crl_warning, layout_of
 from iot_etl.status_checks import check_lines
 from iot_etl.status_retention import compaction_lines, dagster_runs_line, stream_lines
+from iot_etl.status_timescale import failed_job_items
 
 DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
 #: What Mosquitto's counter covers: the whole broker, not this pipeline alone.
@@ -238,3 +239,29 @@ def collect(settings: Settings, waiting: Callable[[list[str]], None] = lambda _:
 def render(lines: list[StatusLine]) -> str:
     width = max(len(f"{line.part} {line.item}") for line in lines)
     return "\n".join(f"{f'{line.part} {line.item}':<{width}}  {line.value}" for line in lines)
+
+
+def problems(lines: list[StatusLine], settings: Settings) -> tuple[list[str], list[str]]:
+    """What is wrong among `lines` and what to do about each, for `status` to exit non-zero with: a
+    refused or unreachable part, a TimescaleDB job that failed its last run."""
+    down = {line.part: line.value for line in lines if line.item == "error"}
+    refused = [
+        refusal
+        for line in lines
+        if line.item == "refused"
+        if (refusal := postgres_refusal(line.value, "IOT_DATABASE_URL"))
+    ]
+    what: list[str] = [f"PostgreSQL refused status's connection: {r.said}" for r in refused]
+    todo: list[str] = [r.todo for r in refused]
+    failed = failed_job_items([(line.part, line.item, line.value) for line in lines])
+    if failed:
+        what.append(f"{len(failed)} TimescaleDB job(s) failed their last run ({', '.join(failed)})")
+        todo.append("see their lines above and docs/troubleshooting.md")
+    if down:
+        broker = "IOT_MQTT_SERVICE_HOST/PORT and IOT_PKI_DIR" if settings.security else "IOT_MQTT_HOST/PORT"
+        hints = {"database": "IOT_DATABASE_URL", "redis": "IOT_REDIS_URL", "broker": broker}
+        what.append(f"{', '.join(down)} unreachable ({'; '.join(f'{p}: {v}' for p, v in down.items())})")
+        todo.append(
+            f"start {'them' if len(down) > 1 else 'it'} or check {', '.join(hints.get(p, p) for p in down)}"
+        )
+    return what, todo

@@ -153,7 +153,7 @@ def test_the_migration_renames_metrics_and_ranges_not_facts(scratch_db: str, tmp
             "INSERT INTO metric_ranges (name, unit, min_value, max_value) "
             "VALUES ('only_c', 'degC', -10, 50), ('both', 'C', 0, 1), ('both', '°C', 0, 2)"
         )
-    assert apply_migrations(scratch_db) == ["020"]
+    assert apply_migrations(scratch_db)[0] == "020"
     with psycopg.connect(scratch_db) as conn:
         after = dict(
             conn.execute(
