@@ -22,26 +22,13 @@ from __future__ import annotations
 
 import polars as pl
 
+from iot_core.formats.columns import MAX_RX_US, MIN_RX_US, POSITION, UTF8_HEX
 from iot_core.formats.guards import Limits
 from iot_core.formats.values import _BOOLEANS, GLUED_UNITS, MAX_UNIT
 from iot_core.rows import DECODED_MEASUREMENT, UTC_US
 
-#: Row position in the batch, to merge these rows with the per-message path's in the original order.
-POSITION = "_position"
-
 # Payloads above this size always take the per-message path (plain values are a few dozen bytes).
 _MAX_FAST_BYTES = 1024
-# Receive times (µs) whose `datetime.fromtimestamp(rx_us / 1e6)` is exact: 2000-01-01 .. 2^32 s.
-_MIN_RX_US = 946_684_800_000_000
-_MAX_RX_US = 4_294_967_296_000_000
-
-# Valid UTF-8 as a regular expression over lowercase hex pairs (no overlongs, no surrogates, <= U+10FFFF).
-_UTF8_HEX = (
-    "^(?:[0-7][0-9a-f]|c[2-9a-f][89ab][0-9a-f]|d[0-9a-f][89ab][0-9a-f]"
-    "|e0[ab][0-9a-f][89ab][0-9a-f]|e[1-9a-cef][89ab][0-9a-f][89ab][0-9a-f]|ed[89][0-9a-f][89ab][0-9a-f]"
-    "|f0[9ab][0-9a-f][89ab][0-9a-f][89ab][0-9a-f]|f[1-3][89ab][0-9a-f][89ab][0-9a-f][89ab][0-9a-f]"
-    "|f48[0-9a-f][89ab][0-9a-f][89ab][0-9a-f])*$"
-)
 _TOPIC = r"^devices/([^/\x00]+)/([^/\x00]+)$"
 _WS = r"[ \t\r\n]*"  # whitespace both Python's str.strip and JSON agree on
 _NUMERAL = r"-?[0-9]{1,15}(?:\.[0-9]{1,15})?"
@@ -103,7 +90,7 @@ def decode_plain_frame(
         .filter(
             pl.col("topic").str.starts_with("devices/").fill_null(False)
             & (pl.col("payload").bin.size() <= max_bytes).fill_null(False)
-            & pl.col("rx_us").is_between(_MIN_RX_US, _MAX_RX_US, closed="left").fill_null(False)
+            & pl.col("rx_us").is_between(MIN_RX_US, MAX_RX_US, closed="left").fill_null(False)
         )
         .with_columns(segments=pl.col("topic").str.extract_groups(_TOPIC))
         .with_columns(
@@ -112,7 +99,7 @@ def decode_plain_frame(
         .filter(
             (pl.col("device_key").str.len_chars() <= field).fill_null(False)
             & (pl.col("metric").str.len_chars() <= field).fill_null(False)
-            & pl.col("payload").bin.encode("hex").str.contains(_UTF8_HEX)
+            & pl.col("payload").bin.encode("hex").str.contains(UTF8_HEX)
         )
         .collect()
     )
