@@ -171,23 +171,27 @@ def _events(decided: pl.DataFrame) -> pl.DataFrame:
     value, unit = pl.col("f_value"), pl.col("f_unit")
     boolean = value.is_in(["true", "false"])
     number = ~_absent(value) & ~is_string(value) & ~boolean
-    return decided.select(
-        POSITION,
-        "raw_id",
-        "item",
-        "device_key",
-        event_id=inner(pl.col("f_event_id")),
-        schema=pl.lit(1, pl.Int32),
-        event_type=inner(pl.col("f_event_type")),
-        value_num=pl.when(value == "true")
-        .then(1.0)
-        .when(value == "false")
-        .then(0.0)
-        .when(number)
-        .then(to_float(value)),
-        value_text=pl.when(boolean).then(value).when(is_string(value)).then(inner(value)),
-        unit=pl.when(is_string(unit)).then(inner(unit)),
-        ts_device="ts_device",
-        ts_server="arrived_at",
-        meta="meta",
-    ).cast({POSITION: pl.UInt32, **DECODED_EVENT.schema})  # type: ignore[arg-type]
+    return (
+        decided.select(
+            POSITION,
+            "raw_id",
+            "item",
+            "device_key",
+            event_id=inner(pl.col("f_event_id")),
+            schema=pl.lit(1, pl.Int32),
+            event_type=inner(pl.col("f_event_type")),
+            value_num=pl.when(value == "true")
+            .then(1.0)
+            .when(value == "false")
+            .then(0.0)
+            .when(number)
+            .then(to_float(value)),
+            value_text=pl.when(boolean).then(value).when(is_string(value)).then(inner(value)),
+            unit=pl.when(is_string(unit)).then(inner(unit)),
+            ts_device="ts_device",
+            ts_server="arrived_at",
+            meta="meta",
+        )
+        .cast({POSITION: pl.UInt32, **DECODED_EVENT.schema})  # type: ignore[arg-type]
+        .sort(POSITION, "item")
+    )
