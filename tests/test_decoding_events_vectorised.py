@@ -21,6 +21,7 @@ from simulator.messages import MessageFactory
 from tests.support.bad_inputs import BAD_INPUTS
 from tests.support.decoding import assert_decided_like_reference, raw_frame
 from tests.support.fleet import fleet_catalog
+from tests.support.near_misses import EVENT_PAYLOADS, WS
 
 CATALOG = fleet_catalog()
 TOPIC = "qs/v1/dev-1/events"
@@ -126,60 +127,9 @@ def test_topics_and_receive_times_are_decided_as_one_by_one() -> None:
     assert check(frame, DecodeOptions(max_future_s=10**10)) == 2
 
 
-# Generated near-misses: members drawn from good and hostile values, in any order, maybe twice, with
-# JSON whitespace of every kind, as objects or arrays.
-_VALUES = {
-    "schema": ["1", "1", "1", "2", "1.0", "true", '"1"', "null", "-0"],
-    "event_id": ['"ev-1"', '"ev-2"', '""', '" "', '"\u00a0"', '"é"', '"a\\"b"', "5", "null",
-                 f'"{"e" * 129}"'],
-    "device_id": ['"dev-1"', '"dev-1"', '"dev-1"', '"dev-2"', '"dev-1 "', "null"],
-    "event_type": ['"door"', '"t"', '""', '"\\u0000"', '"\ud800"', "[]"],
-    "value": ["1", "-0", "-0.0", "1.5", "1e5", "123456789012345", "1234567890123456", "true", "null",
-              '"open"', '""', '" "', '"\\n"', "[1]", '{"a": 1}', "NaN", "-Infinity", "9" * 400],
-    "unit": ['"C"', '""', "null", "5", f'"{"u" * 257}"', "true"],
-    "ts_device": ['"2025-01-15T10:29:00.000Z"', '"2025-01-15T10:29:00"', '"2025-01-15 10:29:00.123456"',
-                  '"2025-01-15T15:59:00+05:30"', '"yesterday"', '""', "5", "null", '"2025-02-30T00:00:00Z"',
-                  '"2999-01-01T00:00:00Z"', '" 2025-01-15T10:29:00Z"'],
-    "meta": ["{}", "null", '{"a": 1}', '{"b": "x", "a": 2.50}', '{"a": 1, "a": 2}', '{"value": 1}',
-             '{"a": {"b": 1}}', "[]", '"x"', '{"a": NaN}', '{"a": "\\u0000"}', '{"é": "ü"}', '{"k": 0.00001}',
-             '{"k": -0}', '{"k": 12345678901234567890}', '{"a b": 1, "a": 2}', '{ }'],
-    "x": ["1", '"y"', "[1, {}]", "1e999"],
-}  # fmt: skip
-_MEMBERS = st.lists(
-    st.sampled_from(sorted(_VALUES)).flatmap(
-        lambda key: st.tuples(st.just(key), st.sampled_from(_VALUES[key]))
-    ),
-    max_size=3,
-)
-_WS = st.sampled_from(["", "", " ", "\n", "\t ", "\r\n"])
-
-
-@st.composite
-def _elements(draw: st.DrawFn) -> str:
-    required = [
-        (key, draw(st.one_of(st.just(_VALUES[key][0]), st.sampled_from(_VALUES[key]))))
-        for key in ("schema", "event_id", "device_id", "event_type")
-    ]
-    members = draw(st.permutations([*required[: draw(st.integers(2, 4))], *draw(_MEMBERS)]))
-    texts = [f'"{key}"{draw(_WS)}:{draw(_WS)}{value}' for key, value in members]
-    return "{" + draw(_WS) + f"{draw(_WS)},{draw(_WS)}".join(texts) + draw(_WS) + "}"
-
-
-_PAYLOADS = st.one_of(
-    _elements(),
-    _elements(),
-    st.lists(_elements(), max_size=3).map(lambda elements: "[" + ", ".join(elements) + "]"),
-    st.recursive(
-        st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=6),
-        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-        max_leaves=8,
-    ).map(json.dumps),
-)
-
-
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    payloads=st.lists(st.tuples(_WS, _PAYLOADS, _WS).map("".join), min_size=1, max_size=12),
+    payloads=st.lists(st.tuples(WS, EVENT_PAYLOADS, WS).map("".join), min_size=1, max_size=12),
     options=st.sampled_from(OPTIONS),
 )
 def test_generated_near_misses_are_decided_as_one_by_one(payloads: list[str], options: DecodeOptions) -> None:

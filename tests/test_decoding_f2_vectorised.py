@@ -16,39 +16,28 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iot_core.formats.batch import DecodeOptions
-from iot_core.formats.f2 import DatapointSpec, crc16_modbus, encode_reply, to_hex
+from iot_core.formats.f2 import crc16_modbus, encode_reply, to_hex
 from iot_core.formats.f2_frame import decode_f2_frame
-from iot_core.formats.f2_messages import F2Catalog, SensorEntry
+from iot_core.formats.f2_messages import F2Catalog
 from iot_core.formats.modbus_columns import crc16_columns
 from simulator.messages import MessageFactory
 from tests.support.bad_inputs import BAD_INPUTS
 from tests.support.decoding import assert_decided_like_reference, raw_frame
 from tests.support.fleet import fleet_catalog
+from tests.support.near_misses import (
+    DOORS,
+    EXOTIC,
+    F2_MESSAGES,
+    MAC,
+    POWER,
+    SENSOR,
+    STRIKE,
+    TS,
+    exotic_catalog,
+    sensor,
+)
 
-MAC = "aabbccddee01"
-SENSOR = f"tele/f2-{MAC}/sensor-mode/J1/sensor-1"  # th-sensor: 2 + 2 bytes
-POWER = f"tele/f2-{MAC}/sensor-mode/J3/sensor-1"  # power-meter: 2 + 2 + 4 bytes
-STRIKE = f"stat/f2-{MAC}/access-control-mode/J2/strike-1"
-DOORS = f"stat/f2-{MAC}/door-sensors"
 T0 = datetime(2025, 1, 15, 10, 30, tzinfo=UTC)
-TS = "2025-01-15 10:29:00.123456"
-
-
-def exotic_catalog() -> F2Catalog:
-    """The fleet plus models with datapoints only the per-message path reads."""
-    catalog = fleet_catalog()
-    odd = {
-        "X1": (DatapointSpec("wide", 0, 7, True, 0, ""), DatapointSpec("b", 7, 1, False, 0, "")),
-        "X2": (DatapointSpec("many_decimals", 0, 2, False, 23, ""),),
-        "X3": (DatapointSpec("negative_offset", -2, 2, False, 0, ""),),
-        "X4": (DatapointSpec("empty", 0, 0, False, 0, ""),),
-        "X5": (DatapointSpec("six", 0, 6, True, 22, "u"), DatapointSpec("one", 6, 1, True, 1, "")),
-    }
-    for port, specs in odd.items():
-        catalog.add(MAC, port, "sensor-1", SensorEntry("sensor-mode", port.lower(), specs))
-    return catalog
-
-
 CATALOG = exotic_catalog()
 OPTIONS = [DecodeOptions(), DecodeOptions(default_tz=ZoneInfo("Europe/Berlin"), max_field_chars=20)]
 
@@ -79,42 +68,38 @@ def test_the_bad_input_corpus_is_left_to_the_per_message_path() -> None:
     assert check(raw_frame([(bad.topic, bad.payload) for bad in BAD_INPUTS]), DecodeOptions()) == 0
 
 
-def _sensor(data: object, **extra: object) -> bytes:
-    return json.dumps({"timestamp": TS, "data": data, **extra}).encode()
-
-
 GOOD = encode_reply(1, bytes.fromhex("FDF3022B"))
 BODY = encode_reply(1, bytes.fromhex("FDF3022B"), with_crc=False)
 EDGE = [
-    (SENSOR, _sensor(to_hex(GOOD))), (SENSOR, _sensor(GOOD.hex())), (SENSOR, _sensor(GOOD.hex().upper())),
-    (SENSOR, _sensor(to_hex(BODY))), (SENSOR, _sensor(to_hex(GOOD)[:-1])),
-    (SENSOR, _sensor(to_hex(GOOD) + " ")),
-    (SENSOR, _sensor(to_hex(GOOD).replace(" ", "  "))), (SENSOR, _sensor(to_hex(GOOD).replace(" ", "\t"))),
-    (SENSOR, _sensor(to_hex(GOOD[:-1] + bytes([GOOD[-1] ^ 1])))), (SENSOR, _sensor("01 83 02 C0 F1")),
-    (SENSOR, _sensor("01 04 02 00 01")), (SENSOR, _sensor("01 03")), (SENSOR, _sensor("01 03 04 00 01")),
-    (SENSOR, _sensor(to_hex(encode_reply(1, bytes(2))))),
-    (SENSOR, _sensor(to_hex(encode_reply(1, bytes(9))))),
-    (SENSOR, _sensor("zz 03")), (SENSOR, _sensor(None)), (SENSOR, _sensor(5)), (SENSOR, _sensor("")),
+    (SENSOR, sensor(to_hex(GOOD))), (SENSOR, sensor(GOOD.hex())), (SENSOR, sensor(GOOD.hex().upper())),
+    (SENSOR, sensor(to_hex(BODY))), (SENSOR, sensor(to_hex(GOOD)[:-1])),
+    (SENSOR, sensor(to_hex(GOOD) + " ")),
+    (SENSOR, sensor(to_hex(GOOD).replace(" ", "  "))), (SENSOR, sensor(to_hex(GOOD).replace(" ", "\t"))),
+    (SENSOR, sensor(to_hex(GOOD[:-1] + bytes([GOOD[-1] ^ 1])))), (SENSOR, sensor("01 83 02 C0 F1")),
+    (SENSOR, sensor("01 04 02 00 01")), (SENSOR, sensor("01 03")), (SENSOR, sensor("01 03 04 00 01")),
+    (SENSOR, sensor(to_hex(encode_reply(1, bytes(2))))),
+    (SENSOR, sensor(to_hex(encode_reply(1, bytes(9))))),
+    (SENSOR, sensor("zz 03")), (SENSOR, sensor(None)), (SENSOR, sensor(5)), (SENSOR, sensor("")),
     (SENSOR, json.dumps({"data": to_hex(GOOD)}).encode()),
     (SENSOR, json.dumps({"data": to_hex(GOOD), "timestamp": None}).encode()),
     (SENSOR, json.dumps({"data": to_hex(GOOD), "timestamp": "2025-01-15T10:29:00Z"}).encode()),
     (SENSOR, json.dumps({"data": to_hex(GOOD), "timestamp": "yesterday"}).encode()),
     (SENSOR, json.dumps({"data": to_hex(GOOD), "timestamp": 5}).encode()),
-    (SENSOR, _sensor(to_hex(GOOD), extra=1)),
+    (SENSOR, sensor(to_hex(GOOD), extra=1)),
     (SENSOR, f'{{"data": "{to_hex(GOOD)}", "data": "{to_hex(GOOD)}"}}'.encode()),
     (SENSOR, f'{{"data": null, "data": "{to_hex(GOOD)}"}}'.encode()),
     (SENSOR, f'{{"data": "{to_hex(GOOD)}", "data": "{to_hex(encode_reply(1, bytes(4)))}"}}'.encode()),
     (SENSOR, f'{{"data": "{to_hex(GOOD)}", "timestamp": "{TS}", "timestamp": null}}'.encode()),
     (SENSOR, f' \n{{ "timestamp" :"{TS}" ,"data":"{to_hex(GOOD)}" }}\t'.encode()),
     (SENSOR, b"true"), (SENSOR, b"[]"),
-    (POWER, _sensor(to_hex(encode_reply(3, bytes.fromhex("0966 3BEE FFFFFA24"))))),
-    (POWER, _sensor(to_hex(encode_reply(3, bytes.fromhex("0966 3BEE FFFF"))))),
-    (SENSOR.upper().replace("TELE/F2-", "tele/f2-"), _sensor(to_hex(GOOD))),
-    (f"tele/f2-{MAC.upper()}/sensor-mode/J1/sensor-1", _sensor(to_hex(GOOD))),
-    (SENSOR.replace("sensor-mode", "other-mode"), _sensor(to_hex(GOOD))),
-    (SENSOR.replace("J1", "J9"), _sensor(to_hex(GOOD))),
-    (SENSOR.replace(MAC, "ffeeddccbbaa"), _sensor(to_hex(GOOD))),
-    (SENSOR + "/x", _sensor(to_hex(GOOD))), (SENSOR.replace("tele", "stat"), _sensor(to_hex(GOOD))),
+    (POWER, sensor(to_hex(encode_reply(3, bytes.fromhex("0966 3BEE FFFFFA24"))))),
+    (POWER, sensor(to_hex(encode_reply(3, bytes.fromhex("0966 3BEE FFFF"))))),
+    (SENSOR.upper().replace("TELE/F2-", "tele/f2-"), sensor(to_hex(GOOD))),
+    (f"tele/f2-{MAC.upper()}/sensor-mode/J1/sensor-1", sensor(to_hex(GOOD))),
+    (SENSOR.replace("sensor-mode", "other-mode"), sensor(to_hex(GOOD))),
+    (SENSOR.replace("J1", "J9"), sensor(to_hex(GOOD))),
+    (SENSOR.replace(MAC, "ffeeddccbbaa"), sensor(to_hex(GOOD))),
+    (SENSOR + "/x", sensor(to_hex(GOOD))), (SENSOR.replace("tele", "stat"), sensor(to_hex(GOOD))),
     (STRIKE, b"true"), (STRIKE, b" false\n"), (STRIKE, b"True"), (STRIKE, b"1"), (STRIKE, b"null"),
     (STRIKE, b'"true"'), (STRIKE, b"true false"), (STRIKE, b"\x00"),
     (DOORS, b'{"door-1": true, "door-2": false}'), (DOORS, b'{"b": true, "a": false, "\xc3\xa9": true}'),
@@ -124,10 +109,6 @@ EDGE = [
     (DOORS.replace("stat", "tele"), b'{"a": true}'), (DOORS.replace(MAC, "ffeeddccbbaa"), b'{"a": true}'),
     (DOORS + "/x", b'{"a": true}'), (f"stat/f2-{MAC}/x/door-sensors", b'{"a": true}'),
 ]  # fmt: skip
-EXOTIC = [
-    (f"tele/f2-{MAC}/sensor-mode/{port}/sensor-1", _sensor(to_hex(encode_reply(1, bytes(range(1, 9))))))
-    for port in ("X1", "X2", "X3", "X4", "X5")
-]
 
 
 @pytest.mark.parametrize("options", OPTIONS)
@@ -137,7 +118,7 @@ def test_edge_cases_are_decided_as_one_by_one(options: DecodeOptions) -> None:
 
 def test_a_controller_is_named_in_either_case() -> None:
     upper = f"tele/f2-{MAC.upper()}/sensor-mode/J1/sensor-1"
-    frame = raw_frame([(SENSOR, _sensor(to_hex(GOOD))), (upper, _sensor(to_hex(GOOD)))])
+    frame = raw_frame([(SENSOR, sensor(to_hex(GOOD))), (upper, sensor(to_hex(GOOD)))])
     assert check(frame, DecodeOptions()) == 2
 
 
@@ -155,42 +136,8 @@ def test_the_crc_of_every_row_is_the_modbus_crc(bodies: list[bytes]) -> None:
     assert crc16_columns(matrix.reshape(len(bodies), size)).tolist() == [crc16_modbus(r) for r in rows]
 
 
-@st.composite
-def _frames(draw: st.DrawFn) -> str:
-    data = draw(st.binary(max_size=12))
-    frame = bytes([draw(st.integers(0, 255)), draw(st.sampled_from([3, 3, 3, 0x83, 4])), len(data)]) + data
-    count = draw(st.sampled_from(["right", "right", "off"]))
-    if count == "off":
-        frame = frame[:2] + bytes([(frame[2] + draw(st.sampled_from([1, 2, 254, 255]))) % 256]) + frame[3:]
-    if draw(st.booleans()):
-        crc = crc16_modbus(frame) ^ draw(st.sampled_from([0, 0, 0, 1, 0x100]))
-        frame += bytes([crc & 0xFF, crc >> 8])
-    frame = frame[: draw(st.sampled_from([len(frame), len(frame), 2, 1, 0]))]
-    text = draw(st.sampled_from([to_hex, bytes.hex, lambda b: b.hex().upper(), lambda b: to_hex(b).lower()]))(
-        frame
-    )
-    return text + draw(st.sampled_from(["", "", " ", "0", "g"]))
-
-
-_TOPICS = st.sampled_from(
-    [SENSOR, SENSOR, POWER, f"tele/f2-{MAC}/sensor-mode/J4/sensor-2", *[t for t, _ in EXOTIC], STRIKE]
-)
-_TIMESTAMPS = st.sampled_from([TS, None, "2025-01-15T10:29:00Z", "2025-01-15 10:35:00.000000", "x", 5])
-_DOORS = st.dictionaries(
-    st.sampled_from(["door-1", "door-2", "a", "é", "a b", "d" * 20]), st.booleans(), max_size=4
-)
-_SENSOR_PAYLOADS = st.builds(lambda d, t: json.dumps({"timestamp": t, "data": d}), _frames(), _TIMESTAMPS)
-_MESSAGES = st.one_of(
-    st.tuples(_TOPICS, _SENSOR_PAYLOADS),
-    st.tuples(_TOPICS, st.builds(lambda data: json.dumps({"data": data}), _frames())),
-    st.tuples(_TOPICS, st.sampled_from(["true", "false", " true ", "null", "{}"])),
-    st.tuples(st.just(DOORS), _DOORS.map(json.dumps)),
-    st.tuples(st.just(DOORS), st.text(max_size=20)),
-)  # fmt: skip
-
-
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(messages=st.lists(_MESSAGES, min_size=1, max_size=20), options=st.sampled_from(OPTIONS))
+@given(messages=st.lists(F2_MESSAGES, min_size=1, max_size=20), options=st.sampled_from(OPTIONS))
 def test_generated_frames_are_decided_as_one_by_one(
     messages: list[tuple[str, str]], options: DecodeOptions
 ) -> None:
