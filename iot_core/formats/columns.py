@@ -17,14 +17,6 @@ POSITION = "_position"
 MIN_RX_US = 946_684_800_000_000
 MAX_RX_US = 4_294_967_296_000_000
 
-# Valid UTF-8 as a regular expression over lowercase hex pairs (no overlongs, no surrogates, <= U+10FFFF).
-UTF8_HEX = (
-    "^(?:[0-7][0-9a-f]|c[2-9a-f][89ab][0-9a-f]|d[0-9a-f][89ab][0-9a-f]"
-    "|e0[ab][0-9a-f][89ab][0-9a-f]|e[1-9a-cef][89ab][0-9a-f][89ab][0-9a-f]|ed[89][0-9a-f][89ab][0-9a-f]"
-    "|f0[9ab][0-9a-f][89ab][0-9a-f][89ab][0-9a-f]|f[1-3][89ab][0-9a-f][89ab][0-9a-f][89ab][0-9a-f]"
-    "|f48[0-9a-f][89ab][0-9a-f][89ab][0-9a-f])*$"
-)
-
 #: Whitespace both JSON and Python's `str.strip` skip.
 JSON_WS = r"[ \t\r\n]*"
 #: A JSON string without escapes or control characters: its text between the quotes is its value.
@@ -89,14 +81,10 @@ def _valid_utf8(payload: bytes) -> bool:
     return True
 
 
-def candidates(
-    raw: pl.DataFrame, prefixes: tuple[str, ...], topic: str, max_bytes: int, max_device_chars: int | None
-) -> pl.DataFrame:
+def candidates(raw: pl.DataFrame, prefixes: tuple[str, ...], topic: str, max_bytes: int) -> pl.DataFrame:
     """The messages of `raw` (raw_id, topic, payload, rx_us) a column-wise decoder may look at: topic
-    matching `topic` (a regular expression whose group `device` is the device segment, of at most
-    `max_device_chars` characters unless that is None), payload valid UTF-8 of at most `max_bytes`,
-    receive time in the exact range. Adds POSITION, `text` (the payload as a string) and `segments` (the
-    topic's groups)."""
+    matching the regular expression `topic`, payload valid UTF-8 of at most `max_bytes`, receive time in
+    the exact range. Adds POSITION and `text` (the payload as a string)."""
     starts = pl.lit(False)
     for prefix in prefixes:
         starts = starts | pl.col("topic").str.starts_with(prefix)
@@ -109,14 +97,7 @@ def candidates(
             & (pl.col("payload").bin.size() <= max_bytes).fill_null(False)
             & pl.col("rx_us").is_between(MIN_RX_US, MAX_RX_US, closed="left").fill_null(False)
         )
-        .with_columns(segments=pl.col("topic").str.extract_groups(topic))
-        .filter(
-            pl.col("segments").struct.field("device").is_not_null()
-            if max_device_chars is None
-            else (pl.col("segments").struct.field("device").str.len_chars() <= max_device_chars).fill_null(
-                False
-            )
-        )
+        .filter(pl.col("topic").str.contains(topic))
         .collect()
     )
     frame = frame.filter(_utf8(frame["payload"]))

@@ -44,7 +44,7 @@ from iot_core.rows import DECODED_EVENT
 
 # Larger payloads always take the per-message path (an event is a few hundred bytes).
 _MAX_FAST_BYTES = 4096
-_TOPIC = r"^qs/v1/(?P<device>[^/\x00]+)/events$"
+_TOPIC = r"^qs/v1/[^/\x00]+/events$"
 _WS = JSON_WS
 
 _META_MEMBER = rf"{JSON_STRING}{_WS}:{_WS}(?:{JSON_STRING}|{JSON_NUMBER}|true|false|null)"
@@ -104,7 +104,7 @@ def _elements(messages: pl.DataFrame) -> pl.LazyFrame:
         "raw_id",
         "rx_us",
         "text",
-        device_key=pl.col("segments").struct.field("device"),
+        "device_key",
         array=pl.col("text").str.strip_chars_start(" \t\r\n").str.starts_with("["),
     )
     objects = frame.filter(~pl.col("array")).with_columns(element="text", item=pl.lit(0, pl.Int32))
@@ -124,8 +124,10 @@ def decode_events_frame(
     for the event messages of `raw` (raw_id, topic, payload, rx_us) this path decides."""
     field = limits.max_field_chars
     max_bytes = min(limits.max_payload_bytes, _MAX_FAST_BYTES)
-    messages = candidates(raw, ("qs/v1/",), _TOPIC, max_bytes, field).filter(
-        pl.col("text").str.contains(_PAYLOAD)
+    messages = (
+        candidates(raw, ("qs/v1/",), _TOPIC, max_bytes)
+        .with_columns(device_key=pl.col("topic").str.split_exact("/", 3).struct.field("field_2"))
+        .filter((pl.col("device_key").str.len_chars() <= field) & pl.col("text").str.contains(_PAYLOAD))
     )
     elements = (
         _elements(messages)

@@ -31,10 +31,7 @@ from iot_core.rows import DECODED_MEASUREMENT, UTC_US
 # Larger payloads always take the per-message path (an F2 message is about a hundred bytes).
 _MAX_FAST_BYTES = 4096
 _SEGMENT = r"[^/\x00]+"
-_TOPIC = (
-    r"^(?:stat|tele)/(?P<device>f2-(?P<mac>[0-9a-fA-F]{12}))/"
-    rf"(?:(?P<doors>door-sensors)|(?P<mode>{_SEGMENT})/(?P<port>{_SEGMENT})/(?P<component>{_SEGMENT}))$"
-)
+_TOPIC = rf"^(?:stat|tele)/f2-[0-9a-fA-F]{{12}}/(?:door-sensors|{_SEGMENT}/{_SEGMENT}/{_SEGMENT})$"
 _WS = JSON_WS
 _BOOLEAN = rf"^{_WS}(true|false){_WS}$"
 _HEX = r"[0-9A-Fa-f]{2}(?: ?[0-9A-Fa-f]{2})*"
@@ -179,13 +176,13 @@ def decode_f2_frame(
     """(`DECODED_MEASUREMENT` rows plus `POSITION`; POSITION, raw_id and `elements` of each decided
     message) for the F2 messages of `raw` (raw_id, topic, payload, rx_us) this path decides."""
     max_bytes = min(limits.max_payload_bytes, _MAX_FAST_BYTES)
-    segments = pl.col("segments")
-    messages = candidates(raw, ("stat/", "tele/"), _TOPIC, max_bytes, None).with_columns(
-        mac=segments.struct.field("mac").str.to_lowercase(),
-        doors=segments.struct.field("doors").is_not_null(),
-        mode=segments.struct.field("mode"),
-        port=segments.struct.field("port"),
-        component=segments.struct.field("component"),
+    segments = pl.col("topic").str.split_exact("/", 4)
+    messages = candidates(raw, ("stat/", "tele/"), _TOPIC, max_bytes).with_columns(
+        mac=segments.struct.field("field_1").str.slice(3).str.to_lowercase(),
+        doors=segments.struct.field("field_3").is_null(),
+        mode=segments.struct.field("field_2"),
+        port=segments.struct.field("field_3"),
+        component=segments.struct.field("field_4"),
         arrived_at=arrival(),
     )
     sensors, models = _catalog_frame(catalog)
