@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from iot_core.formats.batch import DecodeOptions, decode_batch
 from simulator.messages import MessageFactory
 from tests.support.bad_inputs import BAD_INPUTS
-from tests.support.decoding import RX_US, assert_same_both_ways, raw_frame
+from tests.support.decoding import RX_US, assert_same_both_ways, exact, raw_frame
 from tests.support.fleet import fleet_catalog
 from tests.support.near_misses import EVENT_PAYLOADS, F2_MESSAGES, WS, exotic_catalog
 
@@ -56,6 +56,16 @@ def test_the_bad_input_corpus_decodes_the_same_both_ways_with_its_reasons() -> N
     frame = raw_frame([(bad.topic, bad.payload) for bad in BAD_INPUTS])
     fast = assert_same_both_ways(frame, fleet_catalog())
     assert Counter(fast.rejected["reason"]) == Counter(bad.reason for bad in BAD_INPUTS)
+
+
+def test_a_format_with_few_candidates_is_decoded_one_by_one_with_the_same_result() -> None:
+    factory = MessageFactory(5, bad_share=0.2)
+    sent = [factory.next(T0 + timedelta(milliseconds=7 * i)) for i in range(300)]
+    frame = raw_frame([(m.topic, m.payload) for m in sent])
+    slow = decode_batch(frame, fleet_catalog(), vectorised=False)
+    few = decode_batch(frame, fleet_catalog())  # about 100 candidates a format: all one by one
+    for name in ("measurements", "events", "rejected", "elements"):
+        assert exact(getattr(few, name)) == exact(getattr(slow, name)), name
 
 
 def test_an_empty_page_decodes_to_empty_frames() -> None:

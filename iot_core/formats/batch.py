@@ -11,7 +11,7 @@ from datetime import UTC, datetime, tzinfo
 
 import polars as pl
 
-from iot_core.formats.columns import POSITION
+from iot_core.formats.columns import COLUMN_WISE_MIN_ROWS, POSITION
 from iot_core.formats.errors import DecodeError
 from iot_core.formats.events import decode_event, split_events
 from iot_core.formats.events_frame import decode_events_frame
@@ -196,7 +196,12 @@ def _event_id_of(element: object) -> str | None:
 
 
 def decode_batch(
-    raw: pl.DataFrame, catalog: F2Catalog, options: DecodeOptions | None = None, *, vectorised: bool = True
+    raw: pl.DataFrame,
+    catalog: F2Catalog,
+    options: DecodeOptions | None = None,
+    *,
+    vectorised: bool = True,
+    column_wise_min_rows: int = COLUMN_WISE_MIN_ROWS,
 ) -> DecodedBatch:
     """`raw` has the `DECODE_INPUT` columns raw_id, topic, payload (bytes) and rx_us (listener receive
     time, µs); raw_id is unique.
@@ -204,7 +209,8 @@ def decode_batch(
     With `vectorised`, the common forms of all three formats are decoded as polars expressions over the
     whole batch (`plain_frame`, `events_frame`, `f2_frame`) and only the rest one by one; the result is
     the same, row for row and in the same order, as decoding every message one by one
-    (`vectorised=False`). Every rejection comes from the per-message path.
+    (`vectorised=False`). Every rejection comes from the per-message path, and so does every message of
+    a format with fewer than `column_wise_min_rows` candidates in the page.
     """
     options = options or DecodeOptions()
     decoder = _Decoder(catalog, options)
@@ -220,7 +226,11 @@ def decode_batch(
         )
 
     limits, tz = options.limits, options.default_tz
-    sanity = {"min_year": options.min_year, "max_future_s": options.max_future_s}
+    sanity = {
+        "min_year": options.min_year,
+        "max_future_s": options.max_future_s,
+        "min_rows": column_wise_min_rows,
+    }
     plain = decode_plain_frame(columns, limits, **sanity)
     events, event_counts = decode_events_frame(columns, limits, tz, **sanity)
     f2, f2_counts = decode_f2_frame(columns, catalog, limits, tz, **sanity)

@@ -23,6 +23,7 @@ from datetime import tzinfo
 import polars as pl
 
 from iot_core.formats.columns import (
+    COUNTS_SCHEMA,
     JSON_NUMBER,
     JSON_SCALAR,
     JSON_STRING,
@@ -30,6 +31,7 @@ from iot_core.formats.columns import (
     POSITION,
     arrival,
     candidates,
+    empty_rows,
     inner,
     is_string,
     member,
@@ -118,17 +120,25 @@ def _elements(messages: pl.DataFrame) -> pl.LazyFrame:
 
 
 def decode_events_frame(
-    raw: pl.DataFrame, limits: Limits, default_tz: tzinfo, *, min_year: int, max_future_s: int
+    raw: pl.DataFrame,
+    limits: Limits,
+    default_tz: tzinfo,
+    *,
+    min_year: int,
+    max_future_s: int,
+    min_rows: int = 1,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(`DECODED_EVENT` rows plus `POSITION`; POSITION, raw_id and `elements` of each decided message)
-    for the event messages of `raw` (raw_id, topic, payload, rx_us) this path decides."""
+    for the event messages of `raw` (raw_id, topic, payload, rx_us) this path decides (none when it has
+    fewer than `min_rows` candidates)."""
     field = limits.max_field_chars
     max_bytes = min(limits.max_payload_bytes, _MAX_FAST_BYTES)
-    messages = (
-        candidates(raw, ("qs/v1/",), _TOPIC, max_bytes)
-        .with_columns(device_key=pl.col("topic").str.split_exact("/", 3).struct.field("field_2"))
-        .filter((pl.col("device_key").str.len_chars() <= field) & pl.col("text").str.contains(_PAYLOAD))
-    )
+    selected = candidates(raw, ("qs/v1/",), _TOPIC, max_bytes)
+    if selected.height < max(min_rows, 1):
+        return empty_rows(DECODED_EVENT), pl.DataFrame(schema=COUNTS_SCHEMA)
+    messages = selected.with_columns(
+        device_key=pl.col("topic").str.split_exact("/", 3).struct.field("field_2")
+    ).filter((pl.col("device_key").str.len_chars() <= field) & pl.col("text").str.contains(_PAYLOAD))
     elements = (
         _elements(messages)
         .with_columns(

@@ -20,7 +20,17 @@ from datetime import tzinfo
 
 import polars as pl
 
-from iot_core.formats.columns import JSON_STRING, JSON_WS, POSITION, arrival, candidates, inner, member
+from iot_core.formats.columns import (
+    COUNTS_SCHEMA,
+    JSON_STRING,
+    JSON_WS,
+    POSITION,
+    arrival,
+    candidates,
+    empty_rows,
+    inner,
+    member,
+)
 from iot_core.formats.f2 import DatapointSpec
 from iot_core.formats.f2_messages import F2Catalog
 from iot_core.formats.guards import Limits
@@ -172,12 +182,17 @@ def decode_f2_frame(
     *,
     min_year: int,
     max_future_s: int,
+    min_rows: int = 1,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(`DECODED_MEASUREMENT` rows plus `POSITION`; POSITION, raw_id and `elements` of each decided
-    message) for the F2 messages of `raw` (raw_id, topic, payload, rx_us) this path decides."""
+    message) for the F2 messages of `raw` (raw_id, topic, payload, rx_us) this path decides (none when
+    it has fewer than `min_rows` candidates)."""
     max_bytes = min(limits.max_payload_bytes, _MAX_FAST_BYTES)
+    selected = candidates(raw, ("stat/", "tele/"), _TOPIC, max_bytes)
+    if selected.height < max(min_rows, 1):
+        return empty_rows(DECODED_MEASUREMENT), pl.DataFrame(schema=COUNTS_SCHEMA)
     segments = pl.col("topic").str.split_exact("/", 4)
-    messages = candidates(raw, ("stat/", "tele/"), _TOPIC, max_bytes).with_columns(
+    messages = selected.with_columns(
         mac=segments.struct.field("field_1").str.slice(3).str.to_lowercase(),
         doors=segments.struct.field("field_3").is_null(),
         mode=segments.struct.field("field_2"),

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from iot_core.formats.columns import POSITION, candidates
+from iot_core.formats.columns import POSITION, candidates, empty_rows
 from iot_core.formats.guards import Limits
 from iot_core.formats.values import _BOOLEANS, GLUED_UNITS, MAX_UNIT
 from iot_core.rows import DECODED_MEASUREMENT, UTC_US
@@ -77,16 +77,19 @@ def _to_float(numeral: pl.Expr) -> pl.Expr:
 
 
 def decode_plain_frame(
-    raw: pl.DataFrame, limits: Limits, *, min_year: int, max_future_s: int
+    raw: pl.DataFrame, limits: Limits, *, min_year: int, max_future_s: int, min_rows: int = 1
 ) -> pl.DataFrame:
     """`DECODED_MEASUREMENT` rows plus `POSITION` for the messages of `raw` (raw_id, topic, payload,
-    rx_us) this path decides; every other position is left to the per-message decoder."""
+    rx_us) this path decides (none when it has fewer than `min_rows` candidates); every other position
+    is left to the per-message decoder."""
     field = limits.max_field_chars
     max_bytes = min(limits.max_payload_bytes, _MAX_FAST_BYTES)
+    selected = candidates(raw, ("devices/",), _TOPIC, max_bytes)
+    if selected.height < max(min_rows, 1):
+        return empty_rows(DECODED_MEASUREMENT)
     segments = pl.col("topic").str.split_exact("/", 2)
     frame = (
-        candidates(raw, ("devices/",), _TOPIC, max_bytes)
-        .lazy()
+        selected.lazy()
         .with_columns(device_key=segments.struct.field("field_1"), metric=segments.struct.field("field_2"))
         .filter((pl.col("device_key").str.len_chars() <= field) & (pl.col("metric").str.len_chars() <= field))
     )
