@@ -11,12 +11,15 @@ from datetime import UTC, datetime, tzinfo
 
 import polars as pl
 
+from iot_core.formats.columns import COLUMN_WISE_MIN_ROWS, POSITION
 from iot_core.formats.errors import DecodeError
 from iot_core.formats.events import decode_event, split_events
+from iot_core.formats.events_frame import decode_events_frame
+from iot_core.formats.f2_frame import decode_f2_frame
 from iot_core.formats.f2_messages import F2Catalog, F2Reading, decode_f2_doors, decode_f2_sensor
 from iot_core.formats.guards import DEFAULT_LIMITS, Limits, check_payload_size, printable
 from iot_core.formats.plain import decode_plain
-from iot_core.formats.plain_frame import POSITION, decode_plain_frame
+from iot_core.formats.plain_frame import decode_plain_frame
 from iot_core.formats.timestamps import is_sane
 from iot_core.formats.topics import Topic, parse_topic
 from iot_core.rows import DECODED_EVENT, DECODED_MEASUREMENT, REJECTION, Shape
@@ -193,14 +196,21 @@ def _event_id_of(element: object) -> str | None:
 
 
 def decode_batch(
-    raw: pl.DataFrame, catalog: F2Catalog, options: DecodeOptions | None = None, *, vectorised: bool = True
+    raw: pl.DataFrame,
+    catalog: F2Catalog,
+    options: DecodeOptions | None = None,
+    *,
+    vectorised: bool = True,
+    column_wise_min_rows: int = COLUMN_WISE_MIN_ROWS,
 ) -> DecodedBatch:
     """`raw` has the `DECODE_INPUT` columns raw_id, topic, payload (bytes) and rx_us (listener receive
-    time, µs).
+    time, µs); raw_id is unique.
 
-    With `vectorised`, the common plain-metric messages are decoded as polars expressions over the whole
-    batch (`plain_frame`) and only the rest one by one; the result is the same, row for row and in the
-    same order, as decoding every message one by one (`vectorised=False`).
+    With `vectorised`, the common forms of all three formats are decoded as polars expressions over the
+    whole batch (`plain_frame`, `events_frame`, `f2_frame`) and only the rest one by one; the result is
+    the same, row for row and in the same order, as decoding every message one by one
+    (`vectorised=False`). Every rejection comes from the per-message path, and so does every message of
+    a format with fewer than `column_wise_min_rows` candidates in the page.
     """
     options = options or DecodeOptions()
     decoder = _Decoder(catalog, options)
@@ -215,29 +225,45 @@ def decode_batch(
             _elements_frame(decoder.elements),
         )
 
-    fast = decode_plain_frame(
-        columns, options.limits, min_year=options.min_year, max_future_s=options.max_future_s
+    limits, tz = options.limits, options.default_tz
+    sanity = {
+        "min_year": options.min_year,
+        "max_future_s": options.max_future_s,
+        "min_rows": column_wise_min_rows,
+    }
+    plain = decode_plain_frame(columns, limits, **sanity)
+    events, event_counts = decode_events_frame(columns, limits, tz, **sanity)
+    f2, f2_counts = decode_f2_frame(columns, catalog, limits, tz, **sanity)
+    counts = pl.concat(
+        [plain.select(POSITION, "raw_id", elements=pl.lit(1, pl.Int32)), event_counts, f2_counts]
     )
-    rest = columns.with_row_index(POSITION).join(fast.select(POSITION), on=POSITION, how="anti")
-    # Events and rejections come only from the per-message path, so they are in order already; the
-    # measurements of both paths are merged by the position of their message.
-    positions: list[int] = []
+    rest = columns.with_row_index(POSITION).join(counts.select(POSITION), on=POSITION, how="anti")
+    # Rejections come only from the per-message path, so they are in order already; the measurements and
+    # events of the paths are merged by the position of their message.
+    measurement_positions: list[int] = []
+    event_positions: list[int] = []
+    element_positions: dict[int, int] = {}
     for position, raw_id, topic, payload, rx_us in rest.iter_rows():
-        before = len(decoder.measurements)
+        measurements_before, events_before = len(decoder.measurements), len(decoder.events)
         decoder.message(raw_id, topic, payload, rx_us)
-        positions.extend([position] * (len(decoder.measurements) - before))
-    measurements = _in_order(fast, decoder.measurements.frame(), positions)
-    # a message of the vectorised path is one reading, one element
-    elements = pl.concat(
-        [fast.select("raw_id", elements=pl.lit(1, pl.Int32)), _elements_frame(decoder.elements)]
+        measurement_positions.extend([position] * (len(decoder.measurements) - measurements_before))
+        event_positions.extend([position] * (len(decoder.events) - events_before))
+        element_positions.setdefault(raw_id, position)
+    slow_elements = _elements_frame(decoder.elements).with_columns(
+        pl.Series(POSITION, [element_positions[r] for r in decoder.elements], dtype=pl.UInt32)
     )
-    return DecodedBatch(measurements, decoder.events.frame(), decoder.rejected.frame(), elements)
+    elements = pl.concat([counts, slow_elements.select(counts.columns)]).sort(POSITION).drop(POSITION)
+    return DecodedBatch(
+        _in_order([plain, f2], decoder.measurements.frame(), measurement_positions),
+        _in_order([events], decoder.events.frame(), event_positions),
+        decoder.rejected.frame(),
+        elements,
+    )
 
 
-def _in_order(fast: pl.DataFrame, slow: pl.DataFrame, slow_positions: list[int]) -> pl.DataFrame:
-    """Both paths' rows merged back into the order of their messages (a stable sort keeps items in order)."""
-    if fast.is_empty():
-        return slow
-    slow = slow.with_columns(pl.Series(POSITION, slow_positions, dtype=fast.schema[POSITION]))
-    merged = pl.concat([fast, slow.select(fast.columns)]) if not slow.is_empty() else fast
+def _in_order(fast: list[pl.DataFrame], slow: pl.DataFrame, slow_positions: list[int]) -> pl.DataFrame:
+    """All paths' rows merged back into the order of their messages (a stable sort keeps items in order:
+    each message's rows come from one path, in item order)."""
+    slow = slow.with_columns(pl.Series(POSITION, slow_positions, dtype=pl.UInt32))
+    merged = pl.concat([frame.select(slow.columns) for frame in fast] + [slow])
     return merged.sort(POSITION, maintain_order=True).drop(POSITION)

@@ -6,7 +6,7 @@ a narrow grammar, and hands every other message back to the per-message path (wh
 rejection). What it decides:
 
 - topic `devices/<device>/<metric>`, no NUL, each segment within the field limit;
-- payload valid UTF-8 (checked on its hex form), small, surrounded only by ASCII whitespace, and one of:
+- payload valid UTF-8 (`columns.candidates`), small, surrounded only by ASCII whitespace, and one of:
   a decimal numeral of at most 15+15 ASCII digits, alone, followed by spaces and a unit of visible
   characters, or glued to a known unit; a boolean word; a word of ASCII letters, digits and `_.:-`
   (inner spaces allowed) that is not a boolean or a non-finite constant; or a flat JSON object holding
@@ -22,27 +22,14 @@ from __future__ import annotations
 
 import polars as pl
 
+from iot_core.formats.columns import POSITION, candidates, empty_rows
 from iot_core.formats.guards import Limits
 from iot_core.formats.values import _BOOLEANS, GLUED_UNITS, MAX_UNIT
 from iot_core.rows import DECODED_MEASUREMENT, UTC_US
 
-#: Row position in the batch, to merge these rows with the per-message path's in the original order.
-POSITION = "_position"
-
 # Payloads above this size always take the per-message path (plain values are a few dozen bytes).
 _MAX_FAST_BYTES = 1024
-# Receive times (µs) whose `datetime.fromtimestamp(rx_us / 1e6)` is exact: 2000-01-01 .. 2^32 s.
-_MIN_RX_US = 946_684_800_000_000
-_MAX_RX_US = 4_294_967_296_000_000
-
-# Valid UTF-8 as a regular expression over lowercase hex pairs (no overlongs, no surrogates, <= U+10FFFF).
-_UTF8_HEX = (
-    "^(?:[0-7][0-9a-f]|c[2-9a-f][89ab][0-9a-f]|d[0-9a-f][89ab][0-9a-f]"
-    "|e0[ab][0-9a-f][89ab][0-9a-f]|e[1-9a-cef][89ab][0-9a-f][89ab][0-9a-f]|ed[89][0-9a-f][89ab][0-9a-f]"
-    "|f0[9ab][0-9a-f][89ab][0-9a-f][89ab][0-9a-f]|f[1-3][89ab][0-9a-f][89ab][0-9a-f][89ab][0-9a-f]"
-    "|f48[0-9a-f][89ab][0-9a-f][89ab][0-9a-f])*$"
-)
-_TOPIC = r"^devices/([^/\x00]+)/([^/\x00]+)$"
+_TOPIC = r"^devices/[^/\x00]+/[^/\x00]+$"
 _WS = r"[ \t\r\n]*"  # whitespace both Python's str.strip and JSON agree on
 _NUMERAL = r"-?[0-9]{1,15}(?:\.[0-9]{1,15})?"
 # A unit: visible characters only (no whitespace of any kind, no control character).
@@ -90,34 +77,22 @@ def _to_float(numeral: pl.Expr) -> pl.Expr:
 
 
 def decode_plain_frame(
-    raw: pl.DataFrame, limits: Limits, *, min_year: int, max_future_s: int
+    raw: pl.DataFrame, limits: Limits, *, min_year: int, max_future_s: int, min_rows: int = 1
 ) -> pl.DataFrame:
     """`DECODED_MEASUREMENT` rows plus `POSITION` for the messages of `raw` (raw_id, topic, payload,
-    rx_us) this path decides; every other position is left to the per-message decoder."""
+    rx_us) this path decides (none when it has fewer than `min_rows` candidates); every other position
+    is left to the per-message decoder."""
     field = limits.max_field_chars
     max_bytes = min(limits.max_payload_bytes, _MAX_FAST_BYTES)
-    candidates = (
-        raw.lazy()
-        .select("raw_id", "topic", "payload", "rx_us")
-        .with_row_index(POSITION)
-        .filter(
-            pl.col("topic").str.starts_with("devices/").fill_null(False)
-            & (pl.col("payload").bin.size() <= max_bytes).fill_null(False)
-            & pl.col("rx_us").is_between(_MIN_RX_US, _MAX_RX_US, closed="left").fill_null(False)
-        )
-        .with_columns(segments=pl.col("topic").str.extract_groups(_TOPIC))
-        .with_columns(
-            device_key=pl.col("segments").struct.field("1"), metric=pl.col("segments").struct.field("2")
-        )
-        .filter(
-            (pl.col("device_key").str.len_chars() <= field).fill_null(False)
-            & (pl.col("metric").str.len_chars() <= field).fill_null(False)
-            & pl.col("payload").bin.encode("hex").str.contains(_UTF8_HEX)
-        )
-        .collect()
+    selected = candidates(raw, ("devices/",), _TOPIC, max_bytes)
+    if selected.height < max(min_rows, 1):
+        return empty_rows(DECODED_MEASUREMENT)
+    segments = pl.col("topic").str.split_exact("/", 2)
+    frame = (
+        selected.lazy()
+        .with_columns(device_key=segments.struct.field("field_1"), metric=segments.struct.field("field_2"))
+        .filter((pl.col("device_key").str.len_chars() <= field) & (pl.col("metric").str.len_chars() <= field))
     )
-    # Only now is every payload valid UTF-8, so the cast cannot fail.
-    frame = candidates.lazy().with_columns(text=pl.col("payload").cast(pl.String))
     number = pl.col("text").str.extract_groups(_NUMBER_TEXT)
     word = pl.col("text").str.extract(_WORD_TEXT, 1)
     frame = frame.with_columns(
