@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from iot_core.formats.batch import DecodeOptions, decode_batch
 from iot_core.formats.plain_frame import decode_plain_frame
 from iot_core.formats.values import GLUED_UNITS
-from iot_core.rows import DECODE_INPUT
 from simulator.messages import MessageFactory
 from tests.support.bad_inputs import BAD_INPUTS
+from tests.support.decoding import exact, raw_frame
 from tests.support.fleet import fleet_catalog
 
 CATALOG = fleet_catalog()
@@ -27,22 +27,7 @@ TOPIC = "devices/dev-1/temperature"
 
 
 def raw(messages: list[tuple[str, bytes]], rx_us: list[int] | None = None) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "raw_id": list(range(1, len(messages) + 1)),
-            "topic": [topic for topic, _ in messages],
-            "payload": [payload for _, payload in messages],
-            "rx_us": rx_us or [RX_US + 7 * i for i in range(len(messages))],
-        },
-        schema=DECODE_INPUT.without("arrived_at").schema,
-    )
-
-
-def exact(frame: pl.DataFrame) -> list[tuple]:
-    """Rows with floats as hex, so that -0.0 and 0.0 (and any last-bit difference) tell apart."""
-    return [
-        tuple(value.hex() if isinstance(value, float) else value for value in row) for row in frame.rows()
-    ]
+    return raw_frame(messages, rx_us or [RX_US + 7 * i for i in range(len(messages))])
 
 
 def assert_same(frame: pl.DataFrame, options: DecodeOptions | None = None) -> int:
