@@ -1,4 +1,4 @@
-"""The micro-window sensor: one run per closed arrival window, with the exact stream-ID range."""
+"""The micro-window sensor: one run per closed arrival window, given its exact range as the run's window."""
 
 import json
 from collections.abc import Callable
