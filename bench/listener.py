@@ -91,6 +91,19 @@ class BarePaho:
         return client
 
 
+def bench_settings(broker: PrivateMosquitto, redis_url: str) -> Settings:
+    """The listener's settings for one repetition: the private broker, a stream and a session of its own."""
+    return Settings(
+        mqtt_host=broker.host,
+        mqtt_port=broker.port,
+        redis_url=redis_url,
+        stream_prefix=f"bench-listener:{uuid.uuid4().hex[:8]}",
+        listener_client_id=f"bench-listener-{uuid.uuid4().hex[:8]}",
+        listener_topics=[TOPIC_FILTER],
+        listener_metrics_port=0,
+    )
+
+
 def drain_listener(settings: Settings, client: redis_lib.Redis, expected: int, timeout_s: float) -> float:
     """Start the listener on its session; returns the seconds until its stream holds `expected` entries."""
     start = time.perf_counter()
@@ -116,15 +129,7 @@ def main() -> None:
     print(f"load average at start {os.getloadavg()}")
     for repetition in range(args.repeat):
         with PrivateMosquitto() as broker:
-            settings = Settings(
-                mqtt_host=broker.host,
-                mqtt_port=broker.port,
-                redis_url=args.redis,
-                stream_prefix=f"bench-listener:{uuid.uuid4().hex[:8]}",
-                listener_client_id=f"bench-listener-{uuid.uuid4().hex[:8]}",
-                listener_topics=[TOPIC_FILTER],
-                listener_metrics_port=0,
-            )
+            settings = bench_settings(broker, args.redis)
             bare = BarePaho(broker, settings)
             try:
                 with Listener(settings, redis_client=client) as listener:

@@ -56,6 +56,30 @@ def json_floor(payloads: list[bytes]) -> None:
             pass
 
 
+Row = tuple[str, float, float, str]  # stage, msg/s, µs/msg, compared with
+
+
+def stream_entries(n: int, kinds: tuple[str, ...]) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """`n` simulated messages (5 % bad) as the listener writes them into its stream, 20 µs apart."""
+    factory = MessageFactory(1, kinds=kinds, bad_share=0.05)
+    start = datetime.now(UTC) - timedelta(minutes=30)
+    sent = [factory.next(start + timedelta(microseconds=20 * i)) for i in range(n)]
+    start_ms = int(start.timestamp() * 1000)
+    return [
+        (
+            f"{start_ms + i // 50}-{i % 50}".encode(),
+            {
+                b"topic": m.topic.encode(),
+                b"payload": m.payload,
+                b"qos": b"1",
+                b"retain": b"0",
+                b"rx_us": str(start_ms * 1000 + 20 * i).encode(),
+            },
+        )
+        for i, m in enumerate(sent)
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=50_000)
@@ -74,32 +98,29 @@ def main() -> None:
     n = args.messages
     import_preloaded()  # a run worker starts with these imported: they are not a stage's cost
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    rows, _ = measure(n, kinds, args.server, args.page_rows)
+    described = "all three formats" if set(kinds) == set(KINDS) else ", ".join(kinds)
+    print(f"{n} simulated messages ({described}, 5 % bad), load average {os.getloadavg()}\n")
+    print(f"{'stage':<34} {'msg/s':>12} {'µs/msg':>9}  compared with")
+    for stage, rate, us, ratio in rows:
+        print(f"{stage:<34} {rate:>12,.0f} {us:>9.1f}  {ratio}")
 
-    factory = MessageFactory(1, kinds=kinds, bad_share=0.05)
-    start = datetime.now(UTC) - timedelta(minutes=30)
-    sent = [factory.next(start + timedelta(microseconds=20 * i)) for i in range(n)]
-    start_ms = int(start.timestamp() * 1000)
-    entries = [
-        (
-            f"{start_ms + i // 50}-{i % 50}".encode(),
-            {
-                b"topic": m.topic.encode(),
-                b"payload": m.payload,
-                b"qos": b"1",
-                b"retain": b"0",
-                b"rx_us": str(start_ms * 1000 + 20 * i).encode(),
-            },
-        )
-        for i, m in enumerate(sent)
-    ]
-    rows: list[tuple[str, float, float, str]] = []
+
+def measure(
+    n: int, kinds: tuple[str, ...], server: str, page_rows: int = PAGE_ROWS
+) -> tuple[list[Row], Decoded]:
+    """Land and decode `n` simulated messages in a scratch database; the table's rows and the outcome."""
+    entries = stream_entries(n, kinds)
+    start_ms = int(entries[0][0].split(b"-")[0])
+    start = datetime.fromtimestamp(start_ms / 1000, UTC)
+    rows: list[Row] = []
 
     def row(stage: str, seconds: float, baseline: float | None, baseline_name: str) -> None:
         ratio = f"{seconds / baseline:.1f}x {baseline_name}" if baseline else ""
         rows.append((stage, n / seconds, seconds * 1e6 / n, ratio))
 
     db = f"iot_bench_{uuid.uuid4().hex[:8]}"
-    url = f"{args.server}/{db}"
+    url = f"{server}/{db}"
     ensure_database(url)
     try:
         apply_migrations(url)
@@ -126,7 +147,7 @@ def main() -> None:
             row("land_window (raw_messages)", t_land, t_floor, "COPY floor")
             options = DecodeOptions()
             t_batch, decoded = timed(
-                lambda: decode_window(conn, info, window, options, TOPICS, args.page_rows, reader)
+                lambda: decode_window(conn, info, window, options, TOPICS, page_rows, reader)
             )
             assert isinstance(decoded, Decoded) and decoded.raw == n
             raw = load_raw(conn, start - timedelta(hours=1), start + timedelta(hours=2))
@@ -145,14 +166,11 @@ def main() -> None:
             row("whole batch (land + decode_window)", t_land + t_batch, t_floor, "COPY floor")
             conn.rollback()
     finally:
-        with psycopg.connect(f"{args.server}/postgres", autocommit=True) as admin:
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
-    described = "all three formats" if set(kinds) == set(KINDS) else ", ".join(kinds)
-    print(f"{n} simulated messages ({described}, 5 % bad), load average {os.getloadavg()}\n")
-    print(f"{'stage':<34} {'msg/s':>12} {'µs/msg':>9}  compared with")
-    for stage, rate, us, ratio in rows:
-        print(f"{stage:<34} {rate:>12,.0f} {us:>9.1f}  {ratio}")
+    assert isinstance(decoded, Decoded)
+    return rows, decoded
 
 
 if __name__ == "__main__":
