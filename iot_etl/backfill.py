@@ -19,6 +19,8 @@ from iot_core.errors import UserFacingError
 from iot_core.settings import Settings
 
 ASSETS = ("raw_messages", "telemetry", "hourly_rollups")
+#: How long `backfill` waits for a webserver that has just started to load the code location.
+LOAD_TIMEOUT_S = 300.0
 #: How many of a backfill's unfinished runs the progress names.
 RUNS_SHOWN = 3
 KEY_FORMAT = "%Y-%m-%d-%H:%M"  # the hourly partitions' key format
@@ -107,6 +109,36 @@ class DagsterUi:
     def __init__(self, base_url: str, timeout_s: float = 60.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+
+    def wait_loaded(self, timeout_s: float = LOAD_TIMEOUT_S, poll_s: float = 1.0) -> None:
+        """Until the webserver has loaded the code location (a webserver that has just started answers
+        before it has, and refuses a launch meanwhile); its loading error, or a timeout, in one line."""
+        from iot_etl.code_location import location_state
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                state = location_state(self.base_url)
+            except urllib.error.HTTPError as exc:  # a server error while it loads: ask again
+                if exc.code < 500:
+                    raise self._unreachable(exc.reason) from exc
+                state = None
+            except OSError as exc:
+                raise self._unreachable(getattr(exc, "reason", exc)) from exc
+            if state is not None and state.error:
+                raise UserFacingError(
+                    f"the Dagster webserver could not load the code location: {state.error}",
+                    "fix what it names and restart `iot-etl up`",
+                )
+            if state is not None and state.loaded:
+                return
+            if time.monotonic() > deadline:
+                raise UserFacingError(
+                    f"the Dagster webserver at {self.base_url} has not loaded the code location in "
+                    f"{timeout_s:.0f} s",
+                    "see the webserver's log (`iot-etl up` names the logs folder) and try again",
+                )
+            time.sleep(poll_s)
 
     def query(self, document: str, variables: dict) -> dict:
         body = self._post({"query": document, "variables": variables})

@@ -177,6 +177,7 @@ def backfill(first: str, last: str, no_wait: bool) -> None:
     keys = hour_keys(settings, parse_hour(first), parse_hour(last))
     base = ui_url(settings)
     ui = DagsterUi(base)
+    ui.wait_loaded()
     backfill_id = launch(ui, keys, f"iot-etl backfill {keys[0]}..{keys[-1]}")
     link = f"{base}/runs/b/{backfill_id}?tab=partitions"
     click.echo(
