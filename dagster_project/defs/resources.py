@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -69,13 +70,16 @@ class BatchPolicyResource(ConfigurableResource):
     max_field_chars: int = Field(description="A longer text field or value is rejected.")
     max_meta_bytes: int = Field(description="A larger event `meta` (as JSON) is rejected.")
     redelivery_horizon_s: int = Field(
-        default=900,
         description="A message the broker sent again is a duplicate of an identical one arrived at most "
         "this long before it.",
     )
     decode_page_rows: int = Field(
         default=50_000, description="Raw messages decoded and stored at a time within a window's run."
     )
+
+    @property
+    def redelivery_horizon(self) -> timedelta:
+        return timedelta(seconds=self.redelivery_horizon_s)
 
     @property
     def window_ms(self) -> int:

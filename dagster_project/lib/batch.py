@@ -30,6 +30,7 @@ from dagster_project.lib.windows import Window
 from iot_core.formats.batch import DECODER_VERSION, DecodeOptions, decode_batch
 from iot_core.formats.f2_messages import F2Catalog
 from iot_core.rows import DECODE_INPUT, REJECTION, STREAM_ENTRY
+from iot_core.settings import Settings
 from iot_core.streams import utc_from_ms
 
 #: A rejection as `decode_window` reports it: with the topic and arrival time of its raw message.
@@ -65,8 +66,9 @@ class Decoded:
 
 
 _ARRIVED_AT = STREAM_ENTRY.columns.index("arrived_at")
-#: How long after its first copy a message the broker sent again is still recognised as a copy.
-REDELIVERY_HORIZON = timedelta(minutes=15)
+#: How long after its first copy a message the broker sent again is still recognised as a copy, unless
+#: the caller says otherwise: the setting's default.
+REDELIVERY_HORIZON = timedelta(seconds=Settings.model_fields["redelivery_horizon_s"].default)
 
 
 def window_batch(

@@ -6,8 +6,6 @@ runs the sensor requests carry theirs, backfills and UI runs take the partitions
 closed). They are built on the partitions definition by `build_ingest_assets`.
 """
 
-from datetime import timedelta
-
 from dagster import (
     AssetExecutionContext,
     AssetMaterialization,
@@ -136,7 +134,7 @@ def telemetry(
                 topics,
                 policy.decode_page_rows,
                 reader,
-                timedelta(seconds=policy.redelivery_horizon_s),
+                policy.redelivery_horizon,
             )
             owed = owed_feedback(conn, decoded.feedback, resend=resend)
         acks = 0
