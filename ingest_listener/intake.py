@@ -80,6 +80,7 @@ class MessageIntake:
                 bool(message.retain),
                 prefix=s.stream_prefix,
                 shards=s.stream_shards,
+                cluster=s.redis_cluster,
                 rx_us=rx_us,
                 mid=message.mid,
                 generation=self._acks.generation,

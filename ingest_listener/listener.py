@@ -29,11 +29,8 @@ from types import TracebackType
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import redis
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from ingest_listener.acks import AckGate
 from ingest_listener.connection_attempts import ConnectionAttempts
@@ -47,6 +44,7 @@ from iot_core.mqtt.client import current_connect_error, describe_connect_error, 
 from iot_core.mqtt.endpoint import MqttEndpoint
 from iot_core.mqtt.throttled_log import ThrottledLog
 from iot_core.mqtt.tls import ClientTls
+from iot_core.redis_client import RedisClient, redis_client
 from iot_core.settings import Settings
 from iot_core.streams import stream_names
 
@@ -56,13 +54,15 @@ RECONNECT_MIN_DELAY_S = 1
 RECONNECT_MAX_DELAY_S = 30
 
 
-def redis_client_for(settings: Settings) -> redis.Redis:
-    """The listener's Redis client: short timeouts and no hidden retries (the writer retries itself)."""
-    return redis.Redis.from_url(
+def redis_client_for(settings: Settings) -> RedisClient:
+    """The listener's Redis client: short timeouts and no hidden retries (the writer retries itself). A
+    WAIT for the replicas may take its timeout, so the socket waits that much longer."""
+    return redis_client(
         settings.listener_redis.get_secret_value(),
+        settings.redis_mode,
+        retries=0,
         socket_connect_timeout=2.0,
-        socket_timeout=5.0,
-        retry=Retry(NoBackoff(), 0),
+        socket_timeout=5.0 + settings.redis_wait_timeout_ms / 1000,
         client_name="iot-etl-listener",
     )
 
@@ -82,14 +82,18 @@ class Listener:
     `request_stop()` (e.g. from a signal handler) and then stops.
     """
 
-    def __init__(self, settings: Settings, *, redis_client: redis.Redis | None = None) -> None:
+    def __init__(self, settings: Settings, *, redis_client: RedisClient | None = None) -> None:
         self.settings = settings
         self.metrics = ListenerMetrics()
         self._own_redis = redis_client is None
         self._redis = redis_client if redis_client is not None else redis_client_for(settings)
         self._acks = AckGate(lambda mid, qos: self.client.ack(mid, qos), self.metrics)
         self.writer = BufferedStreamWriter(
-            StreamWriter(self._redis),
+            StreamWriter(
+                self._redis,
+                wait_replicas=settings.wait_replicas,
+                wait_timeout_ms=settings.redis_wait_timeout_ms,
+            ),
             flush_count=settings.listener_flush_count,
             flush_ms=settings.listener_flush_ms,
             on_written=self._acks.ack_written,
@@ -128,7 +132,7 @@ class Listener:
             f" (TLS, certificate {self.tls.cert})" if self.tls is not None else "",
             s.listener_topics,
             s.listener_qos,
-            ", ".join(stream_names(s.stream_prefix, s.stream_shards)),
+            ", ".join(stream_names(s.stream_prefix, s.stream_shards, cluster=s.redis_cluster)),
             s.listener_flush_count,
             s.listener_flush_ms,
         )

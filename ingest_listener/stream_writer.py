@@ -10,6 +10,8 @@ apart, the buffering, batching and retry rules can be tested against a real Redi
   trimmed only after they are landed in the database.
 - Entries are buffered and written with one pipelined round trip (the XADDs sent at once, then each
   reply read) when `flush_count` are waiting or the oldest has waited `flush_ms`.
+- With `IOT_REDIS_WAIT_REPLICAS` > 0 (the default in cluster mode) an entry counts as written only once
+  that many replicas confirmed it (`WAIT`), so a failover cannot lose what was acknowledged.
 - When Redis is unreachable nothing is dropped and nothing is reported written: the batch is kept
   and retried with exponential backoff, logged once per outage. A single entry Redis refuses (e.g. a
   WRONGTYPE key) is kept and retried too, without holding back the others.
@@ -25,11 +27,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
+from typing import Any
 
 import redis
 from hiredis import pack_command
+from redis.cluster import RedisCluster
+from redis.connection import ConnectionPool
 
+from ingest_listener.cluster_writes import write_by_master
 from ingest_listener.metrics import ListenerMetrics
+from iot_core.redis_client import RedisClient
 from iot_core.streams import stream_for_topic
 
 log = logging.getLogger(__name__)
@@ -37,6 +44,12 @@ log = logging.getLogger(__name__)
 Fields = dict[str, str | bytes]
 #: Errors that mean "Redis is not reachable right now" (as opposed to a refused command).
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError, OSError)
+#: How long the writer keeps asking the replicas (WAIT) to confirm a batch before writing it again.
+WAIT_GIVE_UP_S = 30.0
+
+
+class ReplicasBehindError(redis.ResponseError):
+    """Fewer replicas than `IOT_REDIS_WAIT_REPLICAS` confirmed a batch: it does not count as written."""
 
 
 @dataclass(slots=True)
@@ -69,6 +82,7 @@ def entry_for_message(
     *,
     prefix: str,
     shards: int,
+    cluster: bool = False,
     rx_us: int | None = None,
     mid: int = 0,
     generation: int = 0,
@@ -88,7 +102,7 @@ def entry_for_message(
     if redelivered:
         fields["dup"] = "1"
     return Entry(
-        stream=stream_for_topic(topic_text, prefix, shards),
+        stream=stream_for_topic(topic_text, prefix, shards, cluster=cluster),
         fields=fields,
         qos=qos,
         mid=mid,
@@ -98,19 +112,35 @@ def entry_for_message(
 
 
 class StreamWriter:
-    """Writes a batch of entries with one pipelined round trip."""
+    """Writes a batch of entries with one pipelined round trip (one per master in a Redis Cluster).
 
-    def __init__(self, client: redis.Redis) -> None:
+    With `wait_replicas` > 0 the pipeline ends in `WAIT wait_replicas wait_timeout_ms`: an entry counts as
+    written only once that many replicas confirmed it, so a master's failover cannot lose it after it was
+    acknowledged to the broker (Redis replicates asynchronously). WAIT is sent again on the same
+    connection while the replicas lag, for up to `WAIT_GIVE_UP_S`; entries still unconfirmed then come
+    back as `ReplicasBehindError` (not written: kept and written again, at-least-once).
+    """
+
+    def __init__(self, client: RedisClient, *, wait_replicas: int = 0, wait_timeout_ms: int = 1000) -> None:
         self.client = client
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
 
     def write(self, entries: Sequence[Entry]) -> list[bytes | str | Exception]:
         """XADD every entry; per entry the new ID, or the error Redis answered for that entry.
 
         Raises a connection error (see `CONNECTION_ERRORS`) when Redis cannot be reached; then it is
-        unknown which entries were applied, and the caller must retry all of them.
+        unknown which entries were applied, and the caller must retry all of them. (In a cluster a node
+        that cannot be reached answers its entries with that error instead; see `write_by_master`.)
         """
         if not entries:
             return []
+        if isinstance(self.client, RedisCluster):
+            return write_by_master(self.client, entries, self.send)
+        return self.send(self.client.connection_pool, entries)
+
+    def send(self, pool: ConnectionPool, entries: Sequence[Entry]) -> list[bytes | str | Exception]:
+        """The entries' XADDs (and WAIT) on one connection of `pool`."""
         # what a pipeline sends, packed by hiredis straight from the fields: redis-py's pipeline spends
         # about as long again per entry building and checking each command (measured: 4.8-5.3 against
         # 2.6 µs per entry)
@@ -118,20 +148,44 @@ class StreamWriter:
             pack_command(("XADD", entry.stream, "*", *chain.from_iterable(entry.fields.items())))
             for entry in entries
         )  # no MAXLEN, ever
-        pool = self.client.connection_pool
+        if self.wait_replicas:
+            packed += pack_command(("WAIT", self.wait_replicas, self.wait_timeout_ms))
         conn = pool.get_connection()
         try:
             conn.send_packed_command([packed])
-            return [_reply(conn) for _ in entries]
+            replies = [_reply(conn) for _ in entries]
+            if self.wait_replicas:
+                return self._confirmed(conn, replies)
+            return replies
         except BaseException:
             conn.disconnect()  # replies may be left unread: never hand this connection out again
             raise
         finally:
             pool.release(conn)
 
+    def _confirmed(
+        self, conn: redis.connection.AbstractConnection, replies: list[bytes | str | Exception]
+    ) -> list[bytes | str | Exception]:
+        """`replies`, with every written entry turned into an error unless the replicas confirmed it."""
+        confirmed = _reply(conn)
+        give_up = time.monotonic() + WAIT_GIVE_UP_S
+        while isinstance(confirmed, int) and confirmed < self.wait_replicas and time.monotonic() < give_up:
+            conn.send_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            confirmed = _reply(conn)
+        if isinstance(confirmed, int) and confirmed >= self.wait_replicas:
+            return replies
+        error = (
+            confirmed
+            if isinstance(confirmed, Exception)
+            else ReplicasBehindError(
+                f"{confirmed} of {self.wait_replicas} replicas confirmed the writes within {WAIT_GIVE_UP_S} s"
+            )
+        )
+        return [r if isinstance(r, Exception) else error for r in replies]
 
-def _reply(conn: redis.connection.AbstractConnection) -> bytes | str | Exception:
-    """The next reply: an entry ID, or the error Redis answered for that command."""
+
+def _reply(conn: redis.connection.AbstractConnection) -> Any:
+    """The next reply: an entry ID (a count for WAIT), or the error Redis answered for that command."""
     try:
         return conn.read_response()
     except redis.ResponseError as exc:

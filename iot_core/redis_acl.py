@@ -4,7 +4,8 @@ The listener (`IOT_LISTENER_REDIS_URL`) may only append to the raw streams; the 
 micro-batches, the sensor, compaction, `iot-etl status`, `up`'s readiness check) may read, measure and trim
 them. Both may connect (AUTH, HELLO, CLIENT SETNAME, PING) and nothing else; the default user is off.
 The command lists are what the product sends (redis-py's CLIENT SETINFO on connect is refused and ignored:
-Redis 7.0 has no `client|setinfo`, and an ACL file naming it does not load).
+Redis 7.0 has no `client|setinfo`, and an ACL file naming it does not load). In a Redis Cluster every node
+loads the same file: each user also needs what the cluster client asks a node (`CLUSTER_COMMANDS`).
 
 Passwords go into the file as SHA-256 hashes (`#<hex>`), never in plain text. Redis reads the file with
 `sdssplitargs`, so a user name holding whitespace, a control character or a quote would change the rules
@@ -32,6 +33,11 @@ LISTENER_COMMANDS = ("xadd",)
 #: Micro-batches and the sensor (XRANGE, TIME), compaction (XTRIM, MEMORY USAGE), `status` (XLEN), compaction,
 #: `status` and the `redis_memory` check (INFO memory: used memory and `maxmemory`).
 PIPELINE_COMMANDS = ("xrange", "xlen", "xtrim", "memory|usage", "time", "info")
+#: A cluster client (`IOT_REDIS_MODE=cluster`) reads the slot map (CLUSTER SLOTS) and the command table
+#: (COMMAND, where it finds a command's keys) from a node when it is made and after a failover.
+CLUSTER_COMMANDS = ("cluster|slots", "command")
+#: The listener's confirmation by replicas before it acknowledges (`IOT_REDIS_WAIT_REPLICAS` > 0).
+WAIT_COMMANDS = ("wait",)
 LISTENER_SETTING = "IOT_LISTENER_REDIS_URL"
 PIPELINE_SETTING = "IOT_REDIS_URL"
 _GLOB_SPECIAL = "*?[]\\"
@@ -129,15 +135,18 @@ def wants_acl(settings: Settings) -> bool:
     return any(has_credentials(url.get_secret_value()) for url in urls)
 
 
-def stream_key_patterns(prefix: str, shards: int) -> tuple[str, ...]:
-    """ACL key patterns matching exactly the raw streams, one per shard (glob characters escaped)."""
+def stream_key_patterns(prefix: str, shards: int, *, cluster: bool = False) -> tuple[str, ...]:
+    """ACL key patterns matching exactly the raw streams, one per shard (glob characters escaped; the
+    braces of a cluster's hash tags are no glob characters and match themselves)."""
     if _unsafe(prefix) or any(c in prefix for c in "\"'"):
         raise RedisAclError(
             "IOT_STREAM_PREFIX holds whitespace, a control character or a quote",
             "choose a stream prefix without them",
         )
-    escaped = "".join(f"\\{c}" if c in _GLOB_SPECIAL else c for c in prefix)
-    return tuple(stream_names(escaped, shards))
+    return tuple(
+        "".join(f"\\{c}" if c in _GLOB_SPECIAL else c for c in name)
+        for name in stream_names(prefix, shards, cluster=cluster)
+    )
 
 
 def _commands(*groups: tuple[str, ...], db: int) -> tuple[str, ...]:
@@ -145,6 +154,15 @@ def _commands(*groups: tuple[str, ...], db: int) -> tuple[str, ...]:
     if db:  # redis-py sends SELECT on connect for any database but 0
         names.append("select")
     return tuple(dict.fromkeys(names))
+
+
+def _listener_commands(settings: Settings) -> tuple[str, ...]:
+    cluster = CLUSTER_COMMANDS if settings.redis_cluster else ()
+    return (*LISTENER_COMMANDS, *(WAIT_COMMANDS if settings.wait_replicas else ()), *cluster)
+
+
+def _pipeline_commands(settings: Settings) -> tuple[str, ...]:
+    return (*PIPELINE_COMMANDS, *(CLUSTER_COMMANDS if settings.redis_cluster else ()))
 
 
 def acl_users(settings: Settings) -> AclFile:
@@ -155,21 +173,21 @@ def acl_users(settings: Settings) -> AclFile:
         if settings.listener_redis_url is not None
         else pipeline
     )
-    keys = stream_key_patterns(settings.stream_prefix, settings.stream_shards)
+    keys = stream_key_patterns(settings.stream_prefix, settings.stream_shards, cluster=settings.redis_cluster)
     if listener.user != pipeline.user:
         users = (
             RedisUser(
                 listener.user,
                 listener.password,
                 keys,
-                _commands(LISTENER_COMMANDS, db=listener.db),
+                _commands(_listener_commands(settings), db=listener.db),
                 (LISTENER_SETTING,),
             ),
             RedisUser(
                 pipeline.user,
                 pipeline.password,
                 keys,
-                _commands(PIPELINE_COMMANDS, db=pipeline.db),
+                _commands(_pipeline_commands(settings), db=pipeline.db),
                 (PIPELINE_SETTING,),
             ),
         )
@@ -184,7 +202,9 @@ def acl_users(settings: Settings) -> AclFile:
         pipeline.user,
         pipeline.password,
         keys,
-        _commands(LISTENER_COMMANDS, PIPELINE_COMMANDS, db=max(listener.db, pipeline.db)),
+        _commands(
+            _listener_commands(settings), _pipeline_commands(settings), db=max(listener.db, pipeline.db)
+        ),
         (LISTENER_SETTING, PIPELINE_SETTING),
     )
     why = "is not set, so" if settings.listener_redis_url is None else "names the same user:"

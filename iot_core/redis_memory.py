@@ -3,7 +3,7 @@
 With `maxmemory` and the `noeviction` policy a full Redis refuses XADD: the listener stops acknowledging
 (the broker keeps the messages) until compaction trims. Above `PRESSURE_SHARE` compaction trims every
 safely archived entry, whatever `IOT_STREAM_TRIM_MARGIN_S` keeps, and `status` and the `redis_memory`
-check warn.
+check warn. In a Redis Cluster the master nearest its `maxmemory` is the one that counts.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis
+from redis.cluster import RedisCluster
+
+from iot_core.redis_client import RedisClient
 
 #: The share of `maxmemory` above which Redis counts as under memory pressure.
 PRESSURE_SHARE = 0.8
@@ -51,13 +54,26 @@ def _megabytes(n: int) -> str:
     return f"{n / 1_048_576:.1f} MB"
 
 
-def redis_memory(client: redis.Redis) -> RedisMemory:
-    """What `INFO memory` says of used memory and the limit (the pipeline's Redis user may run INFO)."""
-    info = client.info("memory")
+def redis_memory(client: RedisClient) -> RedisMemory:
+    """What `INFO memory` says of used memory and the limit (the pipeline's Redis user may run INFO); in a
+    cluster, of the master nearest its limit (each master holds its own shards and refuses XADD when full)."""
+    if isinstance(client, RedisCluster):
+        infos = client.info("memory", target_nodes=RedisCluster.PRIMARIES)
+        if "used_memory" in infos:  # one master: redis-py answers its info itself
+            infos = {"": infos}
+        return max((_memory(info) for info in infos.values()), key=_fullness)
+    return _memory(client.info("memory"))
+
+
+def _memory(info: dict) -> RedisMemory:
     return RedisMemory(int(info["used_memory"]), int(info.get("maxmemory", 0)))
 
 
-def redis_memory_or_none(client: redis.Redis) -> RedisMemory | None:
+def _fullness(memory: RedisMemory) -> tuple[float, int]:
+    return (memory.share or 0.0, memory.used_bytes)
+
+
+def redis_memory_or_none(client: RedisClient) -> RedisMemory | None:
     """`redis_memory`, or None when the user may not run INFO (an ACL file written before it was allowed:
     `iot-etl redis-acl` writes it again)."""
     try:

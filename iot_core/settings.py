@@ -49,15 +49,36 @@ class Settings(BaseSettings):
         description="Redis URL of the listener's user, which may only append to the streams "
         "(default: IOT_REDIS_URL).",
     )
+    redis_mode: Literal["standalone", "cluster"] = Field(
+        "standalone",
+        description="`cluster`: the Redis URLs name any node of a Redis Cluster (or Valkey cluster), every "
+        "part uses a cluster client, and the shards' names carry hash tags that spread them over the "
+        "masters.",
+    )
+    redis_wait_replicas: int | None = Field(
+        None,
+        ge=0,
+        description="Replicas that must confirm a batch of the listener's writes (`WAIT`) before it is "
+        "acknowledged to the broker, so that a master's failover loses nothing acknowledged (default: 1 "
+        "in cluster mode, 0 standalone; 0: acknowledge once the master has it).",
+    )
+    redis_wait_timeout_ms: int = Field(
+        1000,
+        ge=1,
+        description="How long one `WAIT` waits for the replicas; a batch they did not confirm is not "
+        "acknowledged and is written again.",
+    )
     stream_prefix: str = Field(
-        "iot:raw", description="Stream name; with shards > 1 the streams are `<prefix>:0..N-1`."
+        "iot:raw",
+        description="Stream name; with shards > 1 the streams are `<prefix>:0..N-1` (in cluster mode "
+        "`<prefix>:{<n>.<k>}`, a hash tag per shard).",
     )
     stream_shards: int = Field(
         1,
         ge=1,
         le=1024,
-        description="Number of raw stream shards, all on the one Redis of IOT_REDIS_URL (a plain Redis "
-        "client, not Redis Cluster): shards split the stream and the listener's writes, not the server.",
+        description="Number of raw stream shards: standalone all on the one Redis of IOT_REDIS_URL (they "
+        "split the stream and the listener's writes), in cluster mode spread over the masters.",
     )
 
     # --- MQTT ----------------------------------------------------------------------------------------
@@ -341,6 +362,17 @@ class Settings(BaseSettings):
     def owner_url(self) -> SecretStr:
         """The schema owner's database URL (the writer's when no owner is set)."""
         return self.database_owner_url or self.database_url
+
+    @property
+    def redis_cluster(self) -> bool:
+        return self.redis_mode == "cluster"
+
+    @property
+    def wait_replicas(self) -> int:
+        """Replicas the listener's `WAIT` asks for (the setting, else 1 in cluster mode, 0 standalone)."""
+        if self.redis_wait_replicas is not None:
+            return self.redis_wait_replicas
+        return 1 if self.redis_cluster else 0
 
     @property
     def listener_redis(self) -> SecretStr:

@@ -14,6 +14,7 @@ import redis
 
 from iot_core.db_errors import postgres_refusal
 from iot_core.redact import redact_text, redact_url, url_password
+from iot_core.redis_client import redis_client
 from iot_core.settings import Settings
 from iot_etl.ports import tcp_socket
 
@@ -36,10 +37,15 @@ def require_port_free(host: str, port: int, setting: str) -> None:
             ) from None
 
 
-def require_redis(url: str) -> None:
-    client = redis.Redis.from_url(
-        url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CONNECT_TIMEOUT_S
-    )
+def require_redis(url: str, mode: str = "standalone") -> None:
+    try:
+        client = redis_client(
+            url, mode, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CONNECT_TIMEOUT_S
+        )
+    except redis.RedisError as exc:
+        raise CannotStart(
+            f"Redis at {redact_url(url)} is unreachable ({_one_line(exc, url)}); check IOT_REDIS_URL"
+        ) from None
     try:
         client.ping()
     except redis.RedisError as exc:
@@ -100,7 +106,7 @@ def check_ports(settings: Settings) -> None:
 def check_services(settings: Settings) -> None:
     """Everything `up` starts listens on a free port and finds the services it needs."""
     check_ports(settings)
-    require_redis(settings.redis_url.get_secret_value())
+    require_redis(settings.redis_url.get_secret_value(), settings.redis_mode)
     if settings.database_owner_url:  # `up` migrates as the owner, which creates the writer's role
         require_postgres(settings.database_owner_url.get_secret_value(), "IOT_DATABASE_OWNER_URL")
     else:

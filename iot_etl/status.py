@@ -19,6 +19,7 @@ from iot_core.mqtt.endpoint import MqttEndpoint
 from iot_core.mqtt.tls import TlsFileError
 from iot_core.pki_crl import crl_next_update
 from iot_core.redact import redact_text
+from iot_core.redis_client import REDIS_UNAVAILABLE, RedisClient, redis_client
 from iot_core.redis_memory import redis_memory_or_none
 from iot_core.settings import Settings
 from iot_core.streams import stream_names
@@ -101,16 +102,16 @@ def rollups_summary(conn: psycopg.Connection) -> str:
 
 def redis_status(settings: Settings) -> list[StatusLine]:
     try:
-        client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5)
-        streams = stream_names(settings.stream_prefix, settings.stream_shards)
+        client = redis_client(settings.redis_url.get_secret_value(), settings.redis_mode, socket_timeout=5)
+        streams = stream_names(settings.stream_prefix, settings.stream_shards, cluster=settings.redis_cluster)
         return [redis_memory_line(client)] + [
             StatusLine(*line) for line in stream_lines(client, streams, settings)
         ]
-    except redis.RedisError as exc:
+    except (redis.RedisError, *REDIS_UNAVAILABLE) as exc:
         return [StatusLine("redis", "error", str(exc))]
 
 
-def redis_memory_line(client: redis.Redis) -> StatusLine:
+def redis_memory_line(client: RedisClient) -> StatusLine:
     """How close Redis is to its maxmemory (full, with noeviction, the listener stops acknowledging)."""
     memory = redis_memory_or_none(client)
     if memory is None:

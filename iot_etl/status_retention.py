@@ -4,10 +4,10 @@ compaction, TimescaleDB's jobs and chunk skipping, and Dagster's run count. Each
 from __future__ import annotations
 
 import psycopg
-import redis
 
 from dagster_project.lib.compaction import unarchived_from_ms
 from dagster_project.lib.storage.compactions import last_compaction, table_sizes
+from iot_core.redis_client import RedisClient, streams_clock_ms
 from iot_core.settings import Settings
 from iot_core.streams import EntryId, utc_from_ms
 from iot_etl.dagster_instance import dagster_home
@@ -22,7 +22,7 @@ def megabytes(n: int) -> str:
 
 
 def oldest_unarchived_ms(
-    client: redis.Redis, conn: psycopg.Connection, stream: str, until_ms: int
+    client: RedisClient, conn: psycopg.Connection, stream: str, until_ms: int
 ) -> int | None:
     """Where the stream's entries that no archived batch covers begin (closed ranges only), if any."""
     first = client.xrange(stream, "-", "+", count=1)
@@ -32,9 +32,9 @@ def oldest_unarchived_ms(
     return start_ms if start_ms < until_ms else None
 
 
-def stream_lines(client: redis.Redis, streams: list[str], settings: Settings) -> list[Line]:
-    seconds, _ = client.time()
-    closed_ms = int(seconds) * 1000 - settings.window_ms - settings.window_grace_ms
+def stream_lines(client: RedisClient, streams: list[str], settings: Settings) -> list[Line]:
+    now_s = streams_clock_ms(client, streams) // 1000
+    closed_ms = now_s * 1000 - settings.window_ms - settings.window_grace_ms
     lines: list[Line] = []
     try:
         conn: psycopg.Connection | None = psycopg.connect(

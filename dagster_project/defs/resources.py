@@ -12,7 +12,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
-import redis as redis_lib
 from dagster import ConfigurableResource, EnvVar, Failure
 from pydantic import Field, PrivateAttr
 
@@ -24,6 +23,7 @@ from dagster_project.lib.windows import ClosingWindow, Window
 from iot_core.formats.batch import DecodeOptions
 from iot_core.mqtt.endpoint import MqttEndpoint
 from iot_core.mqtt.publisher import Publisher
+from iot_core.redis_client import RedisClient, redis_client, streams_clock_ms
 from iot_core.settings import Settings
 from iot_core.settings_secrets import export_secrets
 from iot_core.streams import EntryId, stream_names
@@ -118,25 +118,28 @@ class BatchPolicyResource(ConfigurableResource):
 
 class RedisStreamsResource(ConfigurableResource):
     """The raw streams: `url` may hold a password, so it is given as an EnvVar. The resource owns its
-    client (one connection pool per run or sensor tick), made on first use."""
+    client (one connection pool per run or sensor tick), made on first use; with `cluster` a Redis Cluster
+    client, whose commands on a stream go to the master serving that stream's slot."""
 
     url: str
     stream_prefix: str
     shards: int = 1
-    _client: redis_lib.Redis | None = PrivateAttr(default=None)
+    cluster: bool = False
+    _client: RedisClient | None = PrivateAttr(default=None)
 
-    def client(self) -> redis_lib.Redis:
+    def client(self) -> RedisClient:
         if self._client is None:
-            self._client = redis_lib.Redis.from_url(self.url, socket_timeout=30, socket_connect_timeout=5)
+            mode = "cluster" if self.cluster else "standalone"
+            self._client = redis_client(self.url, mode, socket_timeout=30, socket_connect_timeout=5)
         return self._client
 
     def streams(self) -> list[str]:
-        return stream_names(self.stream_prefix, self.shards)
+        return stream_names(self.stream_prefix, self.shards, cluster=self.cluster)
 
     def now_ms(self) -> int:
-        """Redis's own clock: the one that assigns entry IDs, so the one that decides what has closed."""
-        seconds, micros = self.client().time()
-        return int(seconds) * 1000 + int(micros) // 1000
+        """Redis's own clock: the one that assigns entry IDs, so the one that decides what has closed (in a
+        cluster the earliest clock of the masters serving the shards: `iot_core.redis_client`)."""
+        return streams_clock_ms(self.client(), self.streams())
 
     def read_range(
         self, stream: str, window: Window, page: int = 5000
@@ -303,6 +306,7 @@ def resources_from_settings(settings: Settings) -> dict[str, Any]:
             url=EnvVar(secrets["redis_url"]),
             stream_prefix=settings.stream_prefix,
             shards=settings.stream_shards,
+            cluster=settings.redis_cluster,
         ),
         "database": DatabaseResource(url=EnvVar(secrets["database_url"])),
         # the schema owner (IOT_DATABASE_OWNER_URL, else the writer's): for what only an owner may do

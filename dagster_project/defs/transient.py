@@ -9,16 +9,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
-import redis
 from dagster import Failure
+
+from iot_core.redis_client import REDIS_UNAVAILABLE
 
 #: psycopg's OperationalError covers connection loss, admin shutdown, deadlocks, serialization failures,
 #: lock and statement timeouts and a full disk; InterfaceError a connection closed under the client.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.OperationalError,
     psycopg.InterfaceError,
-    redis.ConnectionError,
-    redis.TimeoutError,
+    *REDIS_UNAVAILABLE,
     ConnectionError,
     TimeoutError,
 )

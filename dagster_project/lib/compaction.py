@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import psycopg
-import redis as redis_lib
 
 from dagster_project.lib.chunks import Recompressed, recompress_partial
 from dagster_project.lib.retention import (
@@ -30,6 +29,7 @@ from dagster_project.lib.retention import (
 )
 from dagster_project.lib.storage.batches import landed_ranges
 from dagster_project.lib.windows import Window, uncovered
+from iot_core.redis_client import RedisClient
 from iot_core.redis_memory import RedisMemory
 from iot_core.streams import EntryId, utc_from_ms
 
@@ -64,7 +64,7 @@ class Trimmed:
 
 
 def unarchived_from_ms(
-    client: redis_lib.Redis, conn: psycopg.Connection, stream: str, first_ms: int, until_ms: int
+    client: RedisClient, conn: psycopg.Connection, stream: str, first_ms: int, until_ms: int
 ) -> int:
     """Where the stream's not safely archived entries begin, looking at [first_ms, until_ms); `until_ms`
     (or `first_ms`, if later) when every entry before it is archived."""
@@ -78,7 +78,7 @@ def unarchived_from_ms(
 
 
 def trim_stream(
-    client: redis_lib.Redis, conn: psycopg.Connection, stream: str, horizon_ms: int
+    client: RedisClient, conn: psycopg.Connection, stream: str, horizon_ms: int
 ) -> Trimmed | None:
     """XTRIM one shard below its oldest entry that is not safely archived; None for an empty stream."""
     first = client.xrange(stream, "-", "+", count=1)

@@ -4,7 +4,6 @@ import json
 from collections.abc import Callable
 
 import psycopg
-import redis as redis_lib
 from dagster import (
     DagsterRunStatus,
     DefaultSensorStatus,
@@ -34,6 +33,7 @@ from dagster_project.lib.windows import (
 )
 from iot_core.db_errors import postgres_refusal
 from iot_core.redact import redact_text
+from iot_core.redis_client import REDIS_UNAVAILABLE
 from iot_core.streams import utc_from_ms
 
 #: The two tags of a micro-batch run (readers: compaction, `iot-etl up`'s window lines, status, benchmarks).
@@ -62,11 +62,7 @@ def held_ranges(context: SensorEvaluationContext) -> list[tuple[int, int]]:
 
 
 #: Errors that mean a service is away for now (not a bug): the tick is skipped with one line.
-UNREACHABLE: tuple[type[Exception], ...] = (
-    redis_lib.ConnectionError,
-    redis_lib.TimeoutError,
-    psycopg.OperationalError,
-)
+UNREACHABLE: tuple[type[Exception], ...] = (*REDIS_UNAVAILABLE, psycopg.OperationalError)
 
 
 def run_request(window: Window, kind: str | None = None, attempt_ms: int = 0) -> RunRequest:
@@ -201,7 +197,7 @@ def build_micro_window_sensor(interval_s: int) -> SensorDefinition:
         try:
             return evaluate(context, redis, database, policy)
         except UNREACHABLE as exc:  # one line per tick, not a traceback; the cursor stays
-            service = "Redis" if isinstance(exc, redis_lib.RedisError) else "the database"
+            service = "the database" if isinstance(exc, psycopg.Error) else "Redis"
             detail = redact_text((str(exc).strip().splitlines() or [type(exc).__name__])[0])
             refusal = None if service == "Redis" else postgres_refusal(detail, "IOT_DATABASE_URL")
             problem = f"refused the connection ({refusal.said})" if refusal else f"is unreachable ({detail})"
