@@ -36,6 +36,7 @@ from redis.connection import ConnectionPool
 
 from ingest_listener.cluster_writes import write_by_master
 from ingest_listener.metrics import ListenerMetrics
+from ingest_listener.replica_wait import ReplicaWait
 from iot_core.redis_client import RedisClient
 from iot_core.streams import stream_for_topic
 
@@ -44,12 +45,6 @@ log = logging.getLogger(__name__)
 Fields = dict[str, str | bytes]
 #: Errors that mean "Redis is not reachable right now" (as opposed to a refused command).
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError, OSError)
-#: How long the writer keeps asking the replicas (WAIT) to confirm a batch before writing it again.
-WAIT_GIVE_UP_S = 30.0
-
-
-class ReplicasBehindError(redis.ResponseError):
-    """Fewer replicas than `IOT_REDIS_WAIT_REPLICAS` confirmed a batch: it does not count as written."""
 
 
 @dataclass(slots=True)
@@ -114,17 +109,14 @@ def entry_for_message(
 class StreamWriter:
     """Writes a batch of entries with one pipelined round trip (one per master in a Redis Cluster).
 
-    With `wait_replicas` > 0 the pipeline ends in `WAIT wait_replicas wait_timeout_ms`: an entry counts as
-    written only once that many replicas confirmed it, so a master's failover cannot lose it after it was
-    acknowledged to the broker (Redis replicates asynchronously). WAIT is sent again on the same
-    connection while the replicas lag, for up to `WAIT_GIVE_UP_S`; entries still unconfirmed then come
-    back as `ReplicasBehindError` (not written: kept and written again, at-least-once).
+    With `wait_replicas` > 0 each pipeline ends in `WAIT` (`ingest_listener.replica_wait`): an entry counts
+    as written only once that many replicas confirmed it, so a master's failover cannot lose it after it was
+    acknowledged to the broker.
     """
 
     def __init__(self, client: RedisClient, *, wait_replicas: int = 0, wait_timeout_ms: int = 1000) -> None:
         self.client = client
-        self.wait_replicas = wait_replicas
-        self.wait_timeout_ms = wait_timeout_ms
+        self.wait = ReplicaWait(wait_replicas, wait_timeout_ms)
 
     def write(self, entries: Sequence[Entry]) -> list[bytes | str | Exception]:
         """XADD every entry; per entry the new ID, or the error Redis answered for that entry.
@@ -148,44 +140,22 @@ class StreamWriter:
             pack_command(("XADD", entry.stream, "*", *chain.from_iterable(entry.fields.items())))
             for entry in entries
         )  # no MAXLEN, ever
-        if self.wait_replicas:
-            packed += pack_command(("WAIT", self.wait_replicas, self.wait_timeout_ms))
         conn = pool.get_connection()
         try:
-            conn.send_packed_command([packed])
+            address = f"{conn.host}:{conn.port}"
+            wait = self.wait.command(address)
+            conn.send_packed_command([packed + wait])
             replies = [_reply(conn) for _ in entries]
-            if self.wait_replicas:
-                return self._confirmed(conn, replies)
-            return replies
+            return self.wait.confirm(conn, address, replies) if wait else replies
         except BaseException:
             conn.disconnect()  # replies may be left unread: never hand this connection out again
             raise
         finally:
             pool.release(conn)
 
-    def _confirmed(
-        self, conn: redis.connection.AbstractConnection, replies: list[bytes | str | Exception]
-    ) -> list[bytes | str | Exception]:
-        """`replies`, with every written entry turned into an error unless the replicas confirmed it."""
-        confirmed = _reply(conn)
-        give_up = time.monotonic() + WAIT_GIVE_UP_S
-        while isinstance(confirmed, int) and confirmed < self.wait_replicas and time.monotonic() < give_up:
-            conn.send_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-            confirmed = _reply(conn)
-        if isinstance(confirmed, int) and confirmed >= self.wait_replicas:
-            return replies
-        error = (
-            confirmed
-            if isinstance(confirmed, Exception)
-            else ReplicasBehindError(
-                f"{confirmed} of {self.wait_replicas} replicas confirmed the writes within {WAIT_GIVE_UP_S} s"
-            )
-        )
-        return [r if isinstance(r, Exception) else error for r in replies]
-
 
 def _reply(conn: redis.connection.AbstractConnection) -> Any:
-    """The next reply: an entry ID (a count for WAIT), or the error Redis answered for that command."""
+    """The next reply: an entry ID, or the error Redis answered for that command."""
     try:
         return conn.read_response()
     except redis.ResponseError as exc:

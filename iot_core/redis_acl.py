@@ -23,6 +23,7 @@ from pathlib import Path
 from redis.connection import parse_url
 
 from iot_core.errors import UserFacingError
+from iot_core.redis_client import split_nodes
 from iot_core.settings import Settings
 from iot_core.streams import stream_names
 
@@ -36,8 +37,9 @@ PIPELINE_COMMANDS = ("xrange", "xlen", "xtrim", "memory|usage", "time", "info")
 #: A cluster client (`IOT_REDIS_MODE=cluster`) reads the slot map (CLUSTER SLOTS) and the command table
 #: (COMMAND, where it finds a command's keys) from a node when it is made and after a failover.
 CLUSTER_COMMANDS = ("cluster|slots", "command")
-#: The listener's confirmation by replicas before it acknowledges (`IOT_REDIS_WAIT_REPLICAS` > 0).
-WAIT_COMMANDS = ("wait",)
+#: The listener's confirmation by replicas before it acknowledges (`IOT_REDIS_WAIT_REPLICAS` > 0), and
+#: whether a master has replicas at all (ROLE).
+WAIT_COMMANDS = ("wait", "role")
 LISTENER_SETTING = "IOT_LISTENER_REDIS_URL"
 PIPELINE_SETTING = "IOT_REDIS_URL"
 _GLOB_SPECIAL = "*?[]\\"
@@ -94,7 +96,7 @@ def _unsafe(value: str) -> bool:
 def credentials(url: str, setting: str) -> Credentials:
     """The user and password `url` logs in with, as redis-py reads them (percent-decoded)."""
     try:
-        parts = parse_url(url)
+        parts = parse_url(split_nodes(url)[0])
     except ValueError:
         raise RedisAclError(
             f"{setting} is not a Redis URL", f"set {setting}=redis://USER:PASSWORD@host:port/0"
@@ -125,7 +127,7 @@ def credentials(url: str, setting: str) -> Credentials:
 
 def has_credentials(url: str) -> bool:
     """Whether a Redis URL carries a user name or a password (then the server needs ACL users)."""
-    parts = parse_url(url)
+    parts = parse_url(split_nodes(url)[0])
     return bool(parts.get("username") or parts.get("password"))
 
 

@@ -39,8 +39,10 @@ MODES = ("standalone", "cluster")
 
 
 def redis_client(url: str, mode: str, *, retries: int | None = None, **options: Any) -> RedisClient:
-    """A client of the Redis at `url` (`mode` `cluster`: any node of a cluster). `retries` 0 turns the
-    client's own retries off (the caller retries); `options` are redis-py's connection options.
+    """A client of the Redis at `url` (`mode` `cluster`: any node of a cluster, or several, comma-separated:
+    `redis://user:password@host1:7000,host2:7000/0`, so that a client made while one of them is down still
+    finds the cluster). `retries` 0 turns the client's own retries off (the caller retries); `options` are
+    redis-py's connection options.
 
     A cluster client asks a node for the slot map when it is made: a cluster that cannot be reached raises
     `redis.ConnectionError`, as a standalone client does at its first command."""
@@ -49,10 +51,32 @@ def redis_client(url: str, mode: str, *, retries: int | None = None, **options: 
     retry = Retry(NoBackoff(), retries) if retries is not None else None
     if mode == "standalone":
         return redis.Redis.from_url(url, **({"retry": retry} if retry else {}), **options)
+    first, others = split_nodes(url)
+    startup = [ClusterNode(host, port) for host, port in others]
     try:
-        return RedisCluster.from_url(url, **({"retry": retry} if retry else {}), **options)
+        return RedisCluster.from_url(
+            first, startup_nodes=startup, **({"retry": retry} if retry else {}), **options
+        )
     except RedisClusterException as exc:
         raise redis.ConnectionError(f"Redis Cluster at {_address(url)} unreachable: {exc}") from None
+
+
+def split_nodes(url: str) -> tuple[str, list[tuple[str, int]]]:
+    """A URL naming several nodes (`scheme://credentials@host1:port1,host2:port2/path`) as the URL of the
+    first and the other nodes' addresses; a URL of one node as itself and none."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    hosts, slash, path = location.partition("/")
+    if not sep or "," not in hosts:
+        return url, []
+    first, *others = hosts.split(",")
+    nodes = []
+    for other in others:
+        host, _, port = other.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"a node of the Redis URL is not host:port: {other!r}")
+        nodes.append((host, int(port)))
+    return f"{scheme}://{credentials}{at}{first}{slash}{path}", nodes
 
 
 def _address(url: str) -> str:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import time
 
-import redis
 from dagster import DagsterInstance, ExecuteInProcessResult, RunRequest, build_sensor_context
 
 from dagster_project.definitions import defs
 from dagster_project.defs.ingest.sensors import build_micro_window_sensor
 from dagster_project.defs.resources import resources_from_settings
+from iot_core.redis_client import redis_client, streams_clock_ms
 from iot_core.settings import Settings
+from iot_core.streams import stream_names
 
 
 def execute_request(
@@ -57,7 +58,9 @@ class SensorDriver:
 
     def drain(self, until_ms: int, timeout_s: float = 60.0) -> list[RunRequest]:
         """Tick and execute until the cursor has passed `until_ms` (Redis time), e.g. the last entry."""
-        client = redis.Redis.from_url(self.settings.redis_url.get_secret_value())
+        s = self.settings
+        client = redis_client(s.redis_url.get_secret_value(), s.redis_mode)
+        streams = stream_names(s.stream_prefix, s.stream_shards, cluster=s.redis_cluster)
         done: list[RunRequest] = []
         deadline = time.monotonic() + timeout_s
         while self.next_ms is None or self.next_ms <= until_ms:
@@ -67,8 +70,7 @@ class SensorDriver:
                 self.execute(request)
                 done.append(request)
             if self.next_ms is None or self.next_ms <= until_ms:
-                seconds, micros = client.time()
-                now_ms = int(seconds) * 1000 + int(micros) // 1000
+                now_ms = streams_clock_ms(client, streams)
                 wait_ms = (
                     (self.next_ms or now_ms)
                     + self.settings.window_ms

@@ -83,12 +83,15 @@ class PrivateRedisCluster:
     # --- addresses -------------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        """The first node's URL (any node names the cluster)."""
-        return f"redis://{self.host}:{self.nodes[0].port}/0"
+        """A URL naming every node (a client made while one is down finds the cluster through the others)."""
+        return f"redis://{self._hosts()}/0"
 
-    def url_for(self, user: str, password: str, node: int = 0) -> str:
+    def url_for(self, user: str, password: str) -> str:
         credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
-        return f"redis://{credentials}@{self.host}:{self.nodes[node].port}/0"
+        return f"redis://{credentials}@{self._hosts()}/0"
+
+    def _hosts(self) -> str:
+        return ",".join(f"{self.host}:{n.port}" for n in self.nodes)
 
     def env(self) -> dict[str, str]:
         """`IOT_*` variables pointing a subprocess's `Settings` at this cluster."""
