@@ -42,7 +42,9 @@ class Settings(BaseSettings):
     )
     redis_url: SecretStr = Field(
         SecretStr("redis://127.0.0.1:6379/0"),
-        description="Redis holding the raw streams, as the pipeline's user (read and trim the streams).",
+        description="Redis holding the raw streams, as the pipeline's user (read and trim the streams); in "
+        "cluster mode any node, or several (`redis://USER:PASSWORD@host1:7000,host2:7000/0`) so that a "
+        "client made while one is down finds the cluster.",
     )
     listener_redis_url: SecretStr | None = Field(
         None,
