@@ -8,6 +8,7 @@ from collections.abc import Callable
 import psycopg
 import redis
 
+from iot_core.redis_client import split_nodes
 from iot_etl.startup import CannotStart
 
 READY_TIMEOUT_S = 120.0
@@ -24,7 +25,8 @@ def postgres_answers(url: str) -> bool:
 
 
 def redis_answers(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    """Whether the Redis at `url` (its first node, for a URL naming several) answers PING."""
+    client = redis.Redis.from_url(split_nodes(url)[0], socket_connect_timeout=2, socket_timeout=2)
     try:
         client.ping()
         return True

@@ -13,12 +13,16 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from dagster import instance_for_test
 
+from dagster_project.lib.compaction import trim_stream
 from ingest_listener import Listener
+from iot_core.redis_client import redis_client, streams_clock_ms
 from iot_core.settings import Settings
 from iot_etl.migrate import apply_migrations, ensure_database
+from iot_etl.status import redis_status
 from tests.support.cluster_pipeline import (
     ListenerProcess,
     cluster_settings,
@@ -103,6 +107,19 @@ def test_two_listeners_and_the_pipeline_store_every_acknowledged_message_once(
             with cluster.node_client(node) as on_node:
                 assert on_node.cluster("countkeysinslot", client.keyslot(stream)) == 1
     assert outcomes(database, messages) == EXPECTED
+    lines = {(line.item, line.value) for line in redis_status(settings)}
+    assert all(any(item == stream and "entries" in value for item, value in lines) for stream in owners), (
+        lines
+    )
+    assert all(f"{stream} oldest unarchived" in dict(lines) for stream in owners), lines
+    # compaction's trim, by key on each shard's master: everything archived goes
+    client = redis_client(settings.redis_url.get_secret_value(), "cluster")
+    total = stream_state(settings)[0]
+    with psycopg.connect(database) as conn:
+        now_ms = streams_clock_ms(client, list(owners))
+        trimmed = [trim_stream(client, conn, stream, now_ms) for stream in owners]
+    assert sum(t.entries for t in trimmed if t) == total and all(client.xlen(s) == 0 for s in owners)
+    client.close()
 
 
 def test_a_listener_sigkilled_mid_burst_and_restarted_with_its_client_id_loses_nothing(
