@@ -123,10 +123,10 @@ class Listener:
             self._metrics_server.start()  # first: a taken port fails start() before anything runs
         log.info(
             "listener %r: broker %s%s, topics %s at QoS %d -> streams %s (flush %d entries / %d ms)",
-            s.listener_client_id,
+            s.listener_session_id,
             self.endpoint.address,
             f" (TLS, certificate {self.tls.cert})" if self.tls is not None else "",
-            s.listener_topics,
+            s.listener_filters,
             s.listener_qos,
             ", ".join(stream_names(s.stream_prefix, s.stream_shards)),
             s.listener_flush_count,
@@ -239,7 +239,7 @@ class Listener:
         self.tls = ClientTls.for_endpoint(self.endpoint)  # TlsFileError (one line) when a file is unusable
         self.connect_log = ThrottledLog(log, self.CONNECT_LOG_PERIOD_S)
         self._attempts = ConnectionAttempts(log, self.endpoint.address, self.connect_log)
-        client = new_client(self.endpoint, self.settings.listener_client_id, manual_ack=True, tls=self.tls)
+        client = new_client(self.endpoint, self.settings.listener_session_id, manual_ack=True, tls=self.tls)
         client.reconnect_delay_set(min_delay=RECONNECT_MIN_DELAY_S, max_delay=RECONNECT_MAX_DELAY_S)
         client.enable_logger(PahoLogTap(PAHO_LOG, self._attempts.socket_error))  # type: ignore[arg-type]
         client.on_pre_connect = self._on_pre_connect
@@ -281,7 +281,7 @@ class Listener:
             self._set_ready()
 
     def _subscribe(self, client: mqtt.Client, why: str) -> None:
-        topics = list(self.settings.listener_topics)
+        topics = list(self.settings.listener_filters)
         if not topics:
             log.warning("no topics configured: nothing to subscribe to")
             self._set_ready()
@@ -303,7 +303,7 @@ class Listener:
     ) -> None:
         failed = [
             (topic, str(rc))
-            for topic, rc in zip(self.settings.listener_topics, reason_codes, strict=False)
+            for topic, rc in zip(self.settings.listener_filters, reason_codes, strict=False)
             if rc.is_failure
         ]
         if failed:

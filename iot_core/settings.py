@@ -14,9 +14,11 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from iot_core.settings_validation import refuse_line_breaks, split_topics
+from iot_core.settings_validation import SHARE_PREFIX, check_replicas, refuse_line_breaks, split_topics
 
 DEFAULT_TOPICS = ("devices/#", "qs/v1/+/events", "stat/#", "tele/#")
+#: A shared-subscription group or replica name: one topic level, no wildcard, empty allowed.
+NAME_PATTERN = r"^[A-Za-z0-9._-]{0,64}$"
 
 
 class Settings(BaseSettings):
@@ -110,6 +112,27 @@ class Settings(BaseSettings):
     )
     listener_topics: Annotated[list[str], NoDecode] = Field(
         list(DEFAULT_TOPICS), description="Topic filters (JSON list or comma-separated)."
+    )
+    listener_group: str = Field(
+        "",
+        pattern=NAME_PATTERN,
+        description="MQTT shared-subscription group of the listener replicas: each topic filter is "
+        "subscribed as `$share/<group>/<filter>` and the broker hands each message to one member (empty: "
+        "plain subscriptions, for one listener).",
+    )
+    listener_replica: str = Field(
+        "",
+        pattern=NAME_PATTERN,
+        description="This listener's replica name, appended to the client id (`<IOT_LISTENER_CLIENT_ID>-"
+        "<replica>`): each replica keeps its own persistent session, which holds its share of the messages "
+        "while it is down (empty: the client id alone).",
+    )
+    listener_replicas: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="How many listeners `iot-etl up` runs (replicas 0..N-1, /metrics on consecutive ports "
+        "from IOT_LISTENER_METRICS_PORT); more than one needs IOT_LISTENER_GROUP.",
     )
     listener_qos: int = Field(1, ge=0, le=2, description="Subscription QoS.")
     listener_session_expiry_s: int = Field(
@@ -324,6 +347,7 @@ class Settings(BaseSettings):
     # what every value is checked for, and how a topic list is read: iot_core.settings_validation
     _split_topics = field_validator("listener_topics", mode="before")(split_topics)
     _refuse_line_breaks = model_validator(mode="after")(refuse_line_breaks)
+    _check_replicas = model_validator(mode="after")(check_replicas)
 
     @model_validator(mode="after")
     def _check_window(self) -> Settings:
@@ -332,6 +356,18 @@ class Settings(BaseSettings):
                 f"IOT_WINDOW_SECONDS={self.window_seconds} must divide 3600 (windows tile hours)"
             )
         return self
+
+    @property
+    def listener_session_id(self) -> str:
+        """The listener's MQTT client id: IOT_LISTENER_CLIENT_ID, with `-<replica>` for a replica."""
+        replica = self.listener_replica
+        return f"{self.listener_client_id}-{replica}" if replica else self.listener_client_id
+
+    @property
+    def listener_filters(self) -> list[str]:
+        """The topic filters the listener subscribes to: behind `$share/<group>/` with a group."""
+        group = self.listener_group
+        return [f"{SHARE_PREFIX}{group}/{t}" if group else t for t in self.listener_topics]
 
     @property
     def window_ms(self) -> int:
