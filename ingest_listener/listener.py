@@ -295,7 +295,7 @@ class Listener:
 
     def _on_subscribe(
         self,
-        _client: mqtt.Client,
+        client: mqtt.Client,
         _userdata: Any,
         mid: int,
         reason_codes: list[ReasonCode],
@@ -312,7 +312,17 @@ class Listener:
             granted = sorted({rc.value for rc in reason_codes})
             log.info("subscribed, granted QoS %s", granted)
         if mid == self._subscribe_mid:
+            if self.settings.listener_group and not failed:
+                self._drop_plain_filters(client)
             self._set_ready()
+
+    def _drop_plain_filters(self, client: mqtt.Client) -> None:
+        """A session that had the plain filters (this client id before it joined a group) would keep
+        receiving every message through them beside its share: they go once the shared ones are granted,
+        so no message falls between the two (removing filters the session never had changes nothing)."""
+        rc, _mid = client.unsubscribe(list(self.settings.listener_topics))
+        if rc != mqtt.MQTT_ERR_SUCCESS:
+            log.warning("removing the plain subscriptions failed to go out: %s", mqtt.error_string(rc))
 
     def _set_ready(self) -> None:
         self._ready.set()

@@ -1,7 +1,9 @@
 """`iot-etl up`'s listeners: one, or IOT_LISTENER_REPLICAS replicas in one shared-subscription group.
 
-Replica `i` runs as `listener-<i>` with IOT_LISTENER_REPLICA=i (its own client id and persistent session) and
-its /metrics on IOT_LISTENER_METRICS_PORT + i. Mosquitto keeps handing a dead replica's session its turn of
+The first is the listener of a single-listener `up` (`listener`: IOT_LISTENER_CLIENT_ID, so its session, and
+what the broker queued there, carries over when the count goes from one to more); replica `i` >= 1 runs as
+`listener-<i>` with IOT_LISTENER_REPLICA=i (its own client id and persistent session) and its /metrics on
+IOT_LISTENER_METRICS_PORT + i. Mosquitto keeps handing a dead replica's session its turn of
 the group's messages and gives none of them to the other replicas, so a replica that dies is started again
 under its own name (its session then delivers what it held); one that dies within
 `CRASH_LOOP_S` of its start is not (a replica that cannot run stops `up`, as any other child does).
@@ -20,26 +22,22 @@ CRASH_LOOP_S = 10.0
 
 
 def replica_settings(settings: Settings) -> list[Settings]:
-    """Each listener's settings: the settings themselves for one listener, else replica 0..N-1 with its
-    own /metrics port (0 stays off)."""
-    n = settings.listener_replicas
-    if n == 1:
-        return [settings]
+    """Each listener's settings: the settings themselves first, then replica 1..N-1, each with its own
+    /metrics port (0 stays off)."""
     port = settings.listener_metrics_port
-    return [
+    return [settings] + [
         settings.model_copy(
             update={"listener_replica": str(i), "listener_metrics_port": port + i if port else 0}
         )
-        for i in range(n)
+        for i in range(1, settings.listener_replicas)
     ]
 
 
 def listener_children(settings: Settings) -> list[Child]:
     """The supervisor's listener children, each with the environment of its replica."""
     argv = [sys.executable, "-m", "ingest_listener"]
-    if settings.listener_replicas == 1:
-        return [Child("listener", argv)]
-    return [
+    replicas = settings.listener_replicas > 1
+    return [Child("listener", argv, restart=replicas)] + [
         Child(
             f"listener-{s.listener_replica}",
             argv,
@@ -49,7 +47,7 @@ def listener_children(settings: Settings) -> list[Child]:
             },
             restart=True,
         )
-        for s in replica_settings(settings)
+        for s in replica_settings(settings)[1:]
     ]
 
 

@@ -119,3 +119,32 @@ def test_a_replica_that_stays_away_past_its_session_expiry_loses_its_held_share(
         finally:
             for replica in pair:
                 replica.kill()
+
+
+def test_a_replica_retired_with_session_expiry_0_hands_over_what_it_held(
+    rep_prefix: str, tmp_path: Path
+) -> None:
+    """Removing a replica for good: started once more under its name with IOT_LISTENER_SESSION_EXPIRY_S=0,
+    it receives what its session held, and its clean stop ends the session, so the group no longer gives
+    it turns."""
+    with PrivateMosquitto() as broker:
+        pair = replicas(broker, rep_prefix, tmp_path)
+        for replica in pair:
+            replica.start()
+        try:
+            burst = Burst(broker, count=600)
+            burst.run(when=(200, pair[1].kill))
+            assert burst.acked - stream_copies(rep_prefix).keys()
+            pair[1].env["IOT_LISTENER_SESSION_EXPIRY_S"] = "0"
+            pair[1].start()
+            assert wait_until(lambda: burst.acked <= stream_copies(rep_prefix).keys(), 60)
+            assert pair[1].stop() == 0
+            after = Burst(broker, count=200, tag="n")
+            after.run()
+            assert wait_until(lambda: after.acked <= stream_copies(rep_prefix).keys(), 60), (
+                "the retired replica still took turns"
+            )
+            assert pair[0].stop() == 0
+        finally:
+            for replica in pair:
+                replica.kill()

@@ -16,22 +16,23 @@ def test_only_a_replica_that_ran_long_enough_is_started_again() -> None:
     children = listener_children(
         Settings(listener_replicas=3, listener_group="g", listener_metrics_port=9200)
     )
-    assert [(c.name, c.env, c.restart) for c in children] == [
+    assert [(c.name, c.env, c.restart) for c in children] == [("listener", {}, True)] + [
         (f"listener-{i}", {"IOT_LISTENER_REPLICA": str(i), "IOT_LISTENER_METRICS_PORT": str(9200 + i)}, True)
-        for i in range(3)
+        for i in range(1, 3)
     ]
     replica = children[0]
     replica.started_at = 100.0
     assert not may_restart(replica, now=100.0 + CRASH_LOOP_S - 1)
     assert may_restart(replica, now=100.0 + CRASH_LOOP_S)
     assert not may_restart(Child("dagster-daemon", ["x"], started_at=0.0), now=1e9)
-    assert [c.name for c in listener_children(Settings())] == ["listener"]
+    assert [(c.name, c.restart) for c in listener_children(Settings())] == [("listener", False)]
 
 
 def test_each_replica_has_its_client_id_filters_and_metrics_port() -> None:
     settings = Settings(listener_replicas=2, listener_group="grp", listener_metrics_port=0)
     replicas = replica_settings(settings)
-    assert [s.listener_session_id for s in replicas] == ["iot-etl-listener-0", "iot-etl-listener-1"]
+    # the first keeps the single listener's client id: its session carries over from one listener to more
+    assert [s.listener_session_id for s in replicas] == ["iot-etl-listener", "iot-etl-listener-1"]
     assert all(s.listener_metrics_port == 0 for s in replicas)
     assert replicas[1].listener_filters == [
         "$share/grp/devices/#",
