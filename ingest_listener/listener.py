@@ -127,10 +127,10 @@ class Listener:
             self._metrics_server.start()  # first: a taken port fails start() before anything runs
         log.info(
             "listener %r: broker %s%s, topics %s at QoS %d -> streams %s (flush %d entries / %d ms)",
-            s.listener_client_id,
+            s.listener_session_id,
             self.endpoint.address,
             f" (TLS, certificate {self.tls.cert})" if self.tls is not None else "",
-            s.listener_topics,
+            s.listener_filters,
             s.listener_qos,
             ", ".join(stream_names(s.stream_prefix, s.stream_shards, cluster=s.redis_cluster)),
             s.listener_flush_count,
@@ -243,7 +243,7 @@ class Listener:
         self.tls = ClientTls.for_endpoint(self.endpoint)  # TlsFileError (one line) when a file is unusable
         self.connect_log = ThrottledLog(log, self.CONNECT_LOG_PERIOD_S)
         self._attempts = ConnectionAttempts(log, self.endpoint.address, self.connect_log)
-        client = new_client(self.endpoint, self.settings.listener_client_id, manual_ack=True, tls=self.tls)
+        client = new_client(self.endpoint, self.settings.listener_session_id, manual_ack=True, tls=self.tls)
         client.reconnect_delay_set(min_delay=RECONNECT_MIN_DELAY_S, max_delay=RECONNECT_MAX_DELAY_S)
         client.enable_logger(PahoLogTap(PAHO_LOG, self._attempts.socket_error))  # type: ignore[arg-type]
         client.on_pre_connect = self._on_pre_connect
@@ -285,7 +285,7 @@ class Listener:
             self._set_ready()
 
     def _subscribe(self, client: mqtt.Client, why: str) -> None:
-        topics = list(self.settings.listener_topics)
+        topics = list(self.settings.listener_filters)
         if not topics:
             log.warning("no topics configured: nothing to subscribe to")
             self._set_ready()
@@ -299,7 +299,7 @@ class Listener:
 
     def _on_subscribe(
         self,
-        _client: mqtt.Client,
+        client: mqtt.Client,
         _userdata: Any,
         mid: int,
         reason_codes: list[ReasonCode],
@@ -307,7 +307,7 @@ class Listener:
     ) -> None:
         failed = [
             (topic, str(rc))
-            for topic, rc in zip(self.settings.listener_topics, reason_codes, strict=False)
+            for topic, rc in zip(self.settings.listener_filters, reason_codes, strict=False)
             if rc.is_failure
         ]
         if failed:
@@ -316,7 +316,17 @@ class Listener:
             granted = sorted({rc.value for rc in reason_codes})
             log.info("subscribed, granted QoS %s", granted)
         if mid == self._subscribe_mid:
+            if self.settings.listener_group and not failed:
+                self._drop_plain_filters(client)
             self._set_ready()
+
+    def _drop_plain_filters(self, client: mqtt.Client) -> None:
+        """A session that had the plain filters (this client id before it joined a group) would keep
+        receiving every message through them beside its share: they go once the shared ones are granted,
+        so no message falls between the two (removing filters the session never had changes nothing)."""
+        rc, _mid = client.unsubscribe(list(self.settings.listener_topics))
+        if rc != mqtt.MQTT_ERR_SUCCESS:
+            log.warning("removing the plain subscriptions failed to go out: %s", mqtt.error_string(rc))
 
     def _set_ready(self) -> None:
         self._ready.set()

@@ -41,7 +41,7 @@ def subscriptions(settings: Settings) -> list[tuple[str, SubscribeOptions]]:
     options = SubscribeOptions(
         qos=settings.listener_qos, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
     )
-    return [(topic, options) for topic in settings.listener_topics]
+    return [(topic, options) for topic in settings.listener_filters]
 
 
 def session_properties(settings: Settings, receive_maximum: int) -> Properties:
@@ -63,7 +63,7 @@ def prime_session(settings: Settings, timeout_s: float = PRIME_TIMEOUT_S) -> boo
     Messages the broker sends meanwhile (retained ones, a queue) are not acknowledged here: they stay in the
     session for the listener (one at a time: receive maximum 1)."""
     endpoint = MqttEndpoint.for_role(settings, "listener")
-    client = new_client(endpoint, settings.listener_client_id, manual_ack=True)
+    client = new_client(endpoint, settings.listener_session_id, manual_ack=True)
     answered, gone = threading.Event(), threading.Event()
     outcome: dict[str, Any] = {}
 
@@ -72,7 +72,7 @@ def prime_session(settings: Settings, timeout_s: float = PRIME_TIMEOUT_S) -> boo
     ) -> None:
         if reason.is_failure:
             outcome["error"] = f"the broker refused the connection: {reason}"
-        elif flags.session_present or not settings.listener_topics:
+        elif flags.session_present or not settings.listener_filters:
             outcome["made"] = False
         else:
             rc, _mid = client.subscribe(subscriptions(settings))
@@ -84,7 +84,7 @@ def prime_session(settings: Settings, timeout_s: float = PRIME_TIMEOUT_S) -> boo
     def on_subscribe(
         _client: mqtt.Client, _userdata: Any, _mid: int, reasons: list[ReasonCode], _props: Any
     ) -> None:
-        topics = settings.listener_topics
+        topics = settings.listener_filters
         refused = [f"{t}: {rc}" for t, rc in zip(topics, reasons, strict=False) if rc.is_failure]
         if refused:
             outcome["error"] = f"the broker refused subscriptions ({', '.join(refused)})"

@@ -12,17 +12,19 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
-from iot_core.settings_validation import refuse_line_breaks, split_topics
+from iot_core.settings_upkeep import UpkeepSettings
+from iot_core.settings_validation import SHARE_PREFIX, check_replicas, refuse_line_breaks, split_topics
 
 DEFAULT_TOPICS = ("devices/#", "qs/v1/+/events", "stat/#", "tele/#")
+#: A shared-subscription group or replica name: one topic level, no wildcard, empty allowed.
+NAME_PATTERN = r"^[A-Za-z0-9._-]{0,64}$"
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="IOT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
-    )
+class Settings(UpkeepSettings):
+    """Every setting: the pipeline's here, upkeep's (compaction, retention, the simulator, the services
+    `up` starts, the generated broker configuration) in `UpkeepSettings`."""
 
     # --- storage -------------------------------------------------------------------------------------
     database_url: SecretStr = Field(
@@ -133,6 +135,27 @@ class Settings(BaseSettings):
     )
     listener_topics: Annotated[list[str], NoDecode] = Field(
         list(DEFAULT_TOPICS), description="Topic filters (JSON list or comma-separated)."
+    )
+    listener_group: str = Field(
+        "",
+        pattern=NAME_PATTERN,
+        description="MQTT shared-subscription group of the listener replicas: each topic filter is "
+        "subscribed as `$share/<group>/<filter>` and the broker hands each message to one member (empty: "
+        "plain subscriptions, for one listener).",
+    )
+    listener_replica: str = Field(
+        "",
+        pattern=NAME_PATTERN,
+        description="This listener's replica name, appended to the client id (`<IOT_LISTENER_CLIENT_ID>-"
+        "<replica>`): each replica keeps its own persistent session, which holds its share of the messages "
+        "while it is down (empty: the client id alone).",
+    )
+    listener_replicas: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="How many listeners `iot-etl up` runs (replicas 0..N-1, /metrics on consecutive ports "
+        "from IOT_LISTENER_METRICS_PORT); more than one needs IOT_LISTENER_GROUP.",
     )
     listener_qos: int = Field(1, ge=0, le=2, description="Subscription QoS.")
     listener_session_expiry_s: int = Field(
@@ -273,80 +296,10 @@ class Settings(BaseSettings):
         "cannot be read when the definitions load. Set an earlier hour to import older data.",
     )
 
-    # --- compaction and retention --------------------------------------------------------------------
-    compaction_cron: str = Field(
-        "7 * * * *", description="When `compaction_schedule` runs compaction_job (cron, UTC; hourly)."
-    )
-    stream_trim_margin_s: int = Field(
-        3600,
-        ge=0,
-        description="Archived stream entries younger than this are kept for re-runs, unless Redis is above "
-        "80 % of its maxmemory (then every archived entry is trimmed).",
-    )
-    retention_raw_days: int = Field(
-        90, ge=0, description="Days `raw_messages` (the archive) is kept, by arrival (0: for ever)."
-    )
-    retention_measurements_days: int = Field(
-        365, ge=0, description="Days `measurements` are kept, by their timestamp (0: for ever)."
-    )
-    retention_events_days: int = Field(
-        365, ge=0, description="Days `events` are kept, by arrival (0: for ever)."
-    )
-    retention_rejected_days: int = Field(
-        90, ge=0, description="Days `rejected` rows are kept, by arrival (0: for ever)."
-    )
-    retention_batches_days: int = Field(
-        90, ge=0, description="Days `batches` rows are kept, by range end (0: for ever)."
-    )
-    retention_rollups_days: int = Field(
-        730,
-        ge=0,
-        description="Days `hourly_rollups` are kept, by their hour (0: for ever); longer than `measurements` "
-        "by default, so the hours stay summed up after their readings are gone.",
-    )
-    retention_delete_batch_rows: int = Field(
-        10_000, ge=100, description="Rows per DELETE statement when retention deletes rows (plain tables)."
-    )
-    compaction_budget_s: int = Field(
-        300, ge=1, description="Time one compaction run may spend deleting rows and pruning runs."
-    )
-    timescale_chunk_interval: str = Field(
-        "1 day", description="TimescaleDB chunk interval of the hypertables (new chunks)."
-    )
-    timescale_compress_after: str = Field(
-        "7 days", description="TimescaleDB compresses `measurements` chunks older than this."
-    )
-    timescale_compress_raw_after: str = Field(
-        "2 days", description="TimescaleDB compresses `raw_messages` chunks (the archive) older than this."
-    )
-    dagster_run_retention_days: float = Field(
-        7.0,
-        gt=0,
-        description="Micro-batch runs older than this many days (fractions allowed: 0.25 is 6 hours) "
-        "are deleted, never those of the open hour; each closed hour keeps one summary materialization.",
-    )
-
-    # --- simulator -----------------------------------------------------------------------------------
-    sim_rate: float = Field(20.0, gt=0, description="Simulator messages per second.")
-    sim_devices: int = Field(8, ge=1, description="Simulated devices per format (plain, event).")
-    sim_bad_share: float = Field(0.05, ge=0, le=1, description="Share of deliberately bad messages.")
-    sim_seed: int = Field(42, description="Simulator random seed.")
-
-    # --- services `iot-etl up` starts itself --------------------------------------------------------
-    embedded_services: Literal["auto", "always", "never"] = Field(
-        "auto",
-        description="`up` starts PostgreSQL, Redis and MQTT itself where none answers: `auto` only at "
-        "the default addresses, `always` at any local address, `never` not at all.",
-    )
-
-    # --- broker config we generate -------------------------------------------------------------------
-    broker_max_queued_bytes: int = Field(
-        256 * 1024 * 1024, ge=0, description="Per-client queue bound of the generated broker config."
-    )
-
     # what every value is checked for, and how a topic list is read: iot_core.settings_validation
     _split_topics = field_validator("listener_topics", mode="before")(split_topics)
     _refuse_line_breaks = model_validator(mode="after")(refuse_line_breaks)
+    _check_replicas = model_validator(mode="after")(check_replicas)
 
     @model_validator(mode="after")
     def _check_window(self) -> Settings:
@@ -355,6 +308,18 @@ class Settings(BaseSettings):
                 f"IOT_WINDOW_SECONDS={self.window_seconds} must divide 3600 (windows tile hours)"
             )
         return self
+
+    @property
+    def listener_session_id(self) -> str:
+        """The listener's MQTT client id: IOT_LISTENER_CLIENT_ID, with `-<replica>` for a replica."""
+        replica = self.listener_replica
+        return f"{self.listener_client_id}-{replica}" if replica else self.listener_client_id
+
+    @property
+    def listener_filters(self) -> list[str]:
+        """The topic filters the listener subscribes to: behind `$share/<group>/` with a group."""
+        group = self.listener_group
+        return [f"{SHARE_PREFIX}{group}/{t}" if group else t for t in self.listener_topics]
 
     @property
     def window_ms(self) -> int:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from pydantic import BaseModel, SecretStr
+
+#: MQTT's prefix of a shared subscription's topic filter.
+SHARE_PREFIX = "$share/"
 
 #: Characters no setting may hold.
 FORBIDDEN_SETTING_CHARS = ("\n", "\r", "\x00")
@@ -40,4 +43,31 @@ def refuse_line_breaks(settings: _Model) -> _Model:
                     f"IOT_{name.upper()} holds a line break or NUL character; settings are written into "
                     "configuration files, so remove it"
                 )
+    return settings
+
+
+class _ListenerShare(Protocol):
+    listener_group: str
+    listener_topics: list[str]
+    listener_replicas: int
+
+
+_Share = TypeVar("_Share", bound=_ListenerShare)
+
+
+def check_replicas(settings: _Share) -> _Share:
+    """`settings` when the listener's shared-subscription settings fit together: the group is given once
+    (not also inside the topic filters), and several replicas share a group (or each would write every
+    message)."""
+    group, topics, replicas = settings.listener_group, settings.listener_topics, settings.listener_replicas
+    if group and any(t.startswith(SHARE_PREFIX) for t in topics):
+        raise ValueError(
+            "IOT_LISTENER_TOPICS holds $share/ filters and IOT_LISTENER_GROUP is set: give the plain "
+            "filters and the group"
+        )
+    if replicas > 1 and not group:
+        raise ValueError(
+            f"IOT_LISTENER_REPLICAS={replicas} needs IOT_LISTENER_GROUP: without a shared subscription "
+            "every listener would write every message"
+        )
     return settings

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: Where every child runs: the repository, whose packages `python -m` and the code location import.
@@ -39,6 +39,11 @@ class Child:
     log: Path | None = None
     # output through `up`: all of it into `log`, warnings and errors onto `up`'s output (child_output)
     pumped: bool = False
+    # variables of this child's own, over the supervisor's environment (a listener replica's name)
+    env: dict[str, str] = field(default_factory=dict)
+    # started again when it dies (a listener replica: its session holds its share of the messages)
+    restart: bool = False
+    started_at: float | None = None
 
 
 def stop_children(children: list[Child], say: Callable[[str], None]) -> None:

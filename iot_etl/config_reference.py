@@ -1,10 +1,11 @@
 """The configuration reference, docs/configuration.md, rendered from `iot_core.settings.Settings`.
 
 Every row is a field of the settings object: its variable (`IOT_<FIELD>`), its default and its description,
-grouped under the section comments of settings.py (`# --- storage ---`). Only the class's defaults are read,
-never the environment, so the page is the same on every machine; secret settings show their default with
-any password replaced by `***`. `python -m iot_etl.config_reference > docs/configuration.md` writes it, and a
-test fails when the file differs from `render()`.
+grouped under the section comments (`# --- storage ---`) of settings.py and of the settings class it
+extends. Only the class's defaults are read, never the environment, so the page is the same on every
+machine; secret settings show their default with any password replaced by `***`.
+`python -m iot_etl.config_reference > docs/configuration.md` writes it, and a test fails when the file
+differs from `render()`.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def sections(settings_class: type[Settings] = Settings) -> list[tuple[str, list[
     comment falls under "General")."""
     groups: list[tuple[str, list[str]]] = [("General", [])]
     fields = settings_class.model_fields
-    for line in inspect.getsource(settings_class).splitlines():
+    for line in _declarations(settings_class):
         if section := _SECTION.match(line):
             title = section["title"]
             groups.append((title[0].upper() + title[1:], []))
@@ -58,6 +59,13 @@ def sections(settings_class: type[Settings] = Settings) -> list[tuple[str, list[
     if missing:  # a field declared in a way the source scan does not recognise
         groups.append(("Other", missing))
     return [(title, names) for title, names in groups if names]
+
+
+def _declarations(settings_class: type) -> Iterator[str]:
+    """The source lines of the class and of the settings classes it extends (the class's own first)."""
+    for cls in settings_class.__mro__:
+        if cls.__module__.startswith("iot_core."):
+            yield from inspect.getsource(cls).splitlines()
 
 
 def shown_default(name: str, field: FieldInfo) -> str:

@@ -99,8 +99,9 @@ def require_private_ui(settings: Settings) -> None:
 def check_ports(settings: Settings) -> None:
     """The ports `up`'s own servers listen on are free."""
     require_port_free(settings.webserver_host, settings.webserver_port, "IOT_WEBSERVER_PORT")
-    if settings.listener_metrics_port:
-        require_port_free("0.0.0.0", settings.listener_metrics_port, "IOT_LISTENER_METRICS_PORT")
+    port = settings.listener_metrics_port
+    for i in range(settings.listener_replicas if port else 0):
+        require_port_free("0.0.0.0", port + i, "IOT_LISTENER_METRICS_PORT" + (f" + {i}" if i else ""))
 
 
 def check_services(settings: Settings) -> None:

@@ -25,6 +25,7 @@ from iot_etl.code_server import HOST as CODE_SERVER_HOST
 from iot_etl.code_server import code_server_argv, wait_serving, write_workspace
 from iot_etl.dagster_instance import create_instance_storage, dagster_env, dagster_home, write_instance_config
 from iot_etl.embedded.service import services_dir, status_line
+from iot_etl.listener_replicas import listener_children, may_restart
 from iot_etl.pki_upkeep import ensure_pki
 from iot_etl.ports import free_local_port
 from iot_etl.reaper import Reaper, die_with_parent
@@ -136,7 +137,7 @@ class Supervisor(ServiceStarts):
             raise CannotStart(f"{exc} (its log: {code_server.log})") from None
         workspace = str(write_workspace(home / "workspace.yaml", port))
         self.children += [
-            Child("listener", [sys.executable, "-m", "ingest_listener"]),
+            *listener_children(self.settings),
             Child("dagster-daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", workspace]),
             Child(
                 "dagster-webserver",
@@ -172,7 +173,7 @@ class Supervisor(ServiceStarts):
             child.process = subprocess.Popen(
                 child.argv,
                 cwd=REPO_ROOT,
-                env=env,
+                env={**env, **child.env},
                 stdout=log,
                 stderr=subprocess.STDOUT if log is not None else None,
                 user=child.user,
@@ -187,6 +188,7 @@ class Supervisor(ServiceStarts):
                 name=f"output-{child.name}",
                 daemon=True,
             ).start()
+        child.started_at = time.monotonic()
         self.reaper.watch(child.process.pid)
         if child not in self.children:
             self.children.append(child)
@@ -220,6 +222,19 @@ class Supervisor(ServiceStarts):
 
     def exited(self) -> list[Child]:
         return [c for c in self.children if c.process is not None and c.process.poll() is not None]
+
+    def restart_replicas(self, dead: list[Child], home: Path) -> list[Child]:
+        """Start again each dead listener replica that ran long enough (`may_restart`), under its own name;
+        return the dead children that were not."""
+        left = []
+        for child in dead:
+            if self.stopping or not may_restart(child):
+                left.append(child)
+                continue
+            assert child.process is not None
+            self.say(f"{child.name} exited with {child.process.returncode}; starting it again")
+            self._spawn(child, self.env(home))
+        return left
 
     def stop(self) -> None:
         """In the order that loses nothing the broker acknowledged: the producers (the simulator waits for

@@ -66,7 +66,7 @@ def run_up(settings: Settings, with_simulator: bool, with_broker: bool = False) 
                     supervisor.restart_broker("the revocation list changed")
                 elif change is CrlChange.RENEWED:
                     supervisor.reload_broker("the revocation list was re-signed")
-            dead = supervisor.exited()
+            dead = supervisor.restart_replicas(supervisor.exited(), home)
             if dead:
                 for child in dead:
                     print(

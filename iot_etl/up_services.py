@@ -92,19 +92,23 @@ class ServiceStarts:
         from ingest_listener.session import SessionError, prime_session
         from iot_core.errors import UserFacingError
         from iot_core.mqtt.endpoint import MqttEndpoint
+        from iot_etl.listener_replicas import replica_settings
 
         endpoint = MqttEndpoint.for_role(self.settings, "listener")
         address = Address(endpoint.host, endpoint.port)
         if not port_accepts(address.host, address.port):
             return  # a broker that is down was reported by start_services
-        try:
-            made = prime_session(self.settings)
-        except (SessionError, UserFacingError) as exc:
-            detail = f"no listener session yet ({exc}); the listener subscribes once it connects"
-            print(status_line("mqtt", "no session", address, detail), flush=True)
-            return
+        made = 0
+        for settings in replica_settings(self.settings):  # each replica's session takes its turns
+            try:
+                made += prime_session(settings)
+            except (SessionError, UserFacingError) as exc:
+                detail = f"no listener session yet ({exc}); the listener subscribes once it connects"
+                print(status_line("mqtt", "no session", address, detail), flush=True)
+                return
         if made:
-            detail = "the listener's subscriptions: the broker keeps its messages from now on"
+            whose = "the listener's" if made == 1 else f"{made} listener replicas'"
+            detail = f"{whose} subscriptions: the broker keeps its messages from now on"
             print(status_line("mqtt", "session", address, detail), flush=True)
 
     def _start_secure_broker(self, with_broker: bool) -> None:

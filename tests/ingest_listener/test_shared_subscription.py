@@ -110,3 +110,43 @@ def test_a_stopped_replica_gets_its_share_when_it_returns_with_its_client_id(pre
         finally:
             first.stop()
             second.stop()
+
+
+def test_a_listener_that_joins_a_group_under_its_client_id_drops_its_plain_filters(prefix: str) -> None:
+    """One listener grows into two: the first keeps its client id (and the session the broker kept for it),
+    now with IOT_LISTENER_GROUP. Its session's plain filters go once the shared ones are granted, or it
+    would receive every message through them beside its share."""
+    client_id = f"test-join-{uuid.uuid4().hex[:8]}"
+    group = f"g{uuid.uuid4().hex[:6]}"
+
+    def settings(broker: PrivateMosquitto, **values: object) -> Settings:
+        return Settings(
+            mqtt_host=broker.host,
+            mqtt_port=broker.port,
+            redis_url=SYSTEM_REDIS,
+            stream_prefix=prefix,
+            listener_client_id=client_id,
+            listener_metrics_port=0,
+            **values,  # type: ignore[arg-type]
+        )
+
+    with PrivateMosquitto() as broker:
+        alone = Listener(settings(broker))
+        alone.start()
+        assert alone.wait_ready(15)
+        alone.stop()
+        pair = [
+            Listener(settings(broker, listener_group=group)),
+            Listener(settings(broker, listener_group=group, listener_replica="1")),
+        ]
+        for listener in pair:
+            listener.start()
+        try:
+            assert all(listener.wait_ready(15) for listener in pair)
+            sent = [(f"devices/d{i % 5}/seq", str(i).encode()) for i in range(200)]
+            broker.publish_many(sent, qos=1)
+            assert wait_until(lambda: len(payloads(prefix)) >= len(sent), 30)
+        finally:
+            for listener in pair:
+                listener.stop()
+        assert sorted(payloads(prefix)) == sorted(p for _t, p in sent), "each message exactly once"
