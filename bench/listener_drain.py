@@ -108,7 +108,11 @@ def drain_bare(
 
 
 def drain_redis(
-    settings: Settings, client_id: str, stream: str, expected: int, done: threading.Event
+    settings: Settings,
+    client_id: str,
+    stream: str,
+    expected: int,
+    done: threading.Event,
 ) -> Callable[[], None]:
     """The paho + Redis floor: the listener's flush policy (`flush_count` entries, or the oldest waited
     `flush_ms`) and guarantee (acknowledged once Redis answered), nothing else."""
@@ -222,6 +226,17 @@ def drain_listener(settings: Settings, expected: int, done: threading.Event) -> 
     return close
 
 
+def process_setup() -> Callable[[], None]:
+    """What the listener's process does at its start (`ingest_listener.__main__`: the garbage collector's
+    settings), if the listener measured has it; every subscriber's process does the same before its drain,
+    so that only the subscribers differ."""
+    try:
+        from ingest_listener.gc_tuning import tune_gc
+    except ImportError:  # an older listener (`bench.listener --other-listener`)
+        return lambda: None
+    return tune_gc
+
+
 def usage_self() -> tuple[float, float, int]:
     """This process's user and system CPU seconds, and its context switches (voluntary and not)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -250,6 +265,7 @@ def main() -> None:
     )
     processes = [psutil.Process(pid) for pid in job["pids"]]
     expected, done = job["expected"], threading.Event()
+    process_setup()()  # before the drain: a full collection takes a while
     machine, others, own, start = psutil.cpu_times(), cpu_of(processes), usage_self(), time.perf_counter()
     if job["kind"] == "bare":
         close = drain_bare(settings, job["client_id"], expected, done)
