@@ -81,17 +81,21 @@ def drain(job: dict[str, object], profile: Path | None = None, tree: Path | None
 
 
 def row(name: str, n: int, result: dict[str, float], bare_rate: float) -> str:
-    rate = n / result["seconds"]
-    broker, redis = (c * 100_000 / n for c in result["others"])  # type: ignore[attr-defined]
+    """One subscriber's figures; CPU seconds per 100k messages."""
+    rate, per = n / result["seconds"], 100_000 / n
+    broker, redis = (c * per for c in result["others"])  # type: ignore[attr-defined]
+    own, sys_, gc_ = result["cpu"] * per, result["sys"] * per, result["gc_seconds"] * per
+    switches, busy, load = result["switches"] / n, result["busy"], result["load"]
     return (
-        f"{name:<13} {rate:>9,.0f} {rate / bare_rate:>7.0%} {result['cpu'] * 100_000 / n:>9.2f}"
-        f" {result['sys'] * 100_000 / n:>5.2f} {broker:>6.2f} {redis:>6.2f} {result['switches'] / n:>8.2f}"
-        f" {result['busy']:>7.0%} {result['load']:>6.2f}"
+        f"{name:<16} {rate:>7,.0f} {rate / bare_rate:>7.0%} {own:>7.2f} {sys_:>5.2f} {gc_:>5.2f}"
+        f" {broker:>6.2f} {redis:>6.2f} {switches:>7.2f} {busy:>7.0%} {load:>5.2f}"
     )
 
 
-HEADER = f"{'subscriber':<13} {'msg/s':>9} {'vs bare':>7} {'CPU s/100k: own':>15} {'(sys)':>5} {'broker':>6}"
-HEADER += f" {'redis':>6} {'csw/msg':>8} {'machine':>7} {'load':>6}"
+HEADER = (
+    f"{'subscriber':<16} {'msg/s':>7} {'vs bare':>7} {'CPU/100k':>7} {'(sys)':>5} {'(gc)':>5} {'broker':>6}"
+    f" {'redis':>6} {'csw/msg':>7} {'machine':>7} {'load':>5}"
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -167,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         median = {
             key: statistics.median(r[kind][key] for r in runs)
-            for key in ("seconds", "cpu", "sys", "switches", "busy", "load")
+            for key in ("seconds", "cpu", "sys", "switches", "gc_seconds", "busy", "load")
         }
         median["others"] = [statistics.median(r[kind]["others"][i] for r in runs) for i in range(2)]  # type: ignore[assignment]
         median["seconds"] = n / statistics.median(rates)

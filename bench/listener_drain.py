@@ -16,6 +16,7 @@ seconds of `pids` (broker, Redis) in that time, the machine's busy share and loa
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import resource
@@ -226,15 +227,20 @@ def drain_listener(settings: Settings, expected: int, done: threading.Event) -> 
     return close
 
 
-def process_setup() -> Callable[[], None]:
-    """What the listener's process does at its start (`ingest_listener.__main__`: the garbage collector's
-    settings), if the listener measured has it; every subscriber's process does the same before its drain,
-    so that only the subscribers differ."""
-    try:
-        from ingest_listener.gc_tuning import tune_gc
-    except ImportError:  # an older listener (`bench.listener --other-listener`)
-        return lambda: None
-    return tune_gc
+class CollectorTime:
+    """Seconds the garbage collector ran, from `gc.callbacks` (all threads)."""
+
+    def __init__(self) -> None:
+        self.seconds, self._began = 0.0, 0.0
+        self.collections = [0, 0, 0]  # by generation
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._began
+            self.collections[info["generation"]] += 1
 
 
 def usage_self() -> tuple[float, float, int]:
@@ -265,7 +271,7 @@ def main() -> None:
     )
     processes = [psutil.Process(pid) for pid in job["pids"]]
     expected, done = job["expected"], threading.Event()
-    process_setup()()  # before the drain: a full collection takes a while
+    collector = CollectorTime()
     machine, others, own, start = psutil.cpu_times(), cpu_of(processes), usage_self(), time.perf_counter()
     if job["kind"] == "bare":
         close = drain_bare(settings, job["client_id"], expected, done)
@@ -290,6 +296,8 @@ def main() -> None:
                 "sys": own[1],
                 "switches": own[2],
                 "threads": threads,
+                "gc_seconds": collector.seconds,
+                "gc_collections": collector.collections,
                 "listener_code": str(Path(sys.modules[Listener.__module__].__file__ or "").parent),
                 "others": others,
                 "busy": 1 - idle / total if total > 0 else 0.0,

@@ -14,7 +14,6 @@ import signal
 import sys
 from types import FrameType
 
-from ingest_listener.gc_tuning import tune_gc
 from ingest_listener.listener import Listener
 from iot_core.logs import configure_logging
 from iot_core.settings import Settings, get_settings
@@ -29,7 +28,6 @@ def run(settings: Settings) -> int:
     `iot-etl listen`) parses its own and calls this.
     """
     listener = Listener(settings)
-    tune_gc()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         listener.request_stop()  # only sets an event; the main thread does the work
