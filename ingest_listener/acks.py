@@ -9,6 +9,7 @@ as long as the broker session is the same one.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 
@@ -26,6 +27,8 @@ class AckGate:
 
     def __init__(self, ack: Callable[[int, int], object], metrics: ListenerMetrics) -> None:
         self._ack = ack  # sends the acknowledgement of (packet id, QoS)
+        #: Around the acks of one written batch (the listener's: `paho_wakeup.one_wakeup`).
+        self.batch: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext
         self._metrics = metrics
         self._lock = threading.Lock()
         self._connected = False
@@ -55,14 +58,15 @@ class AckGate:
     def ack_written(self, entries: list[Entry]) -> None:
         """Acknowledge the written QoS 1/2 entries whose connection (or QoS 2 session) is current."""
         sent = skipped = 0
-        with self._lock:
+        ack = self._ack
+        with self._lock, self.batch():
             connected, generation, session = self._connected, self.generation, self.session
             for entry in entries:
                 if entry.qos == 0:
                     continue
                 current = entry.generation == generation or (entry.qos == 2 and entry.session == session)
                 if connected and current:
-                    self._ack(entry.mid, entry.qos)
+                    ack(entry.mid, entry.qos)
                     sent += 1
                 else:
                     skipped += 1

@@ -38,6 +38,7 @@ from ingest_listener.device_limits import REASONS
 from ingest_listener.intake import MessageIntake
 from ingest_listener.metrics import ListenerMetrics, MetricsServer
 from ingest_listener.paho_log import PAHO_LOG, PahoLogTap
+from ingest_listener.paho_wakeup import one_wakeup
 from ingest_listener.session import session_properties, subscriptions
 from ingest_listener.stream_writer import BufferedStreamWriter, StreamWriter
 from iot_core.mqtt.client import current_connect_error, describe_connect_error, new_client
@@ -116,6 +117,7 @@ class Listener:
         self._stopped = False
         self._intake = MessageIntake(settings, self.writer, self.metrics, self._acks, log)
         self.client = self._make_client()
+        self._acks.batch = lambda: one_wakeup(self.client)  # a written batch's acks wake paho's thread once
 
     # --- public API -------------------------------------------------------------------------------
     def start(self) -> None:

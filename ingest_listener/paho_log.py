@@ -32,6 +32,10 @@ class PahoLogTap(logging.LoggerAdapter):
         self._on_error = on_error
 
     def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        # paho calls this twice per QoS 1 message (its DEBUG lines on the PUBLISH and the PUBACK): this
+        # check is all those cost while DEBUG is off
+        if level < logging.ERROR and not self.logger.isEnabledFor(level):
+            return
         failing = level >= logging.ERROR and args and str(msg).startswith("failed to receive on socket")
         if failing and self._on_error(args[0]):
             return

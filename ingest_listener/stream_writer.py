@@ -188,7 +188,8 @@ class BufferedStreamWriter:
         self._backoff_initial = backoff_initial_s
         self._backoff_max = backoff_max_s
 
-        self._cond = threading.Condition()
+        self._lock = threading.RLock()  # the condition's; `add` enters it directly (cheaper, per message)
+        self._cond = threading.Condition(self._lock)
         self._buffer: list[Entry] = []  # added, not yet taken by the writer thread
         self._pending: list[Entry] = []  # taken, not yet written (a batch being written or retried)
         self._outstanding: dict[int, None] = {}  # seqs not yet written, in arrival order
@@ -205,13 +206,14 @@ class BufferedStreamWriter:
     # --- producer side ----------------------------------------------------------------------------
     def add(self, entry: Entry) -> None:
         """Buffer one entry (thread-safe, cheap: called from the MQTT network thread)."""
-        with self._cond:
+        with self._lock:
             entry.seq = self._next_seq
             self._next_seq += 1
             self._outstanding[entry.seq] = None
             self._buffer.append(entry)
             n = len(self._buffer)
-            if n == 1 or n >= self._flush_count:
+            # the writer waits only while fewer than flush_count are buffered: wake it when that changes
+            if n == 1 or n == self._flush_count:
                 self._cond.notify_all()
 
     @property
@@ -346,8 +348,10 @@ class BufferedStreamWriter:
             self._failed(f"unexpected error: {exc!r}", len(batch))
             return False
         elapsed = time.perf_counter() - started
-        written = [e for e, r in zip(batch, results, strict=True) if not isinstance(r, Exception)]
         refused = [(e, r) for e, r in zip(batch, results, strict=True) if isinstance(r, Exception)]
+        written = batch  # the usual case: Redis took every entry
+        if refused:
+            written = [e for e, r in zip(batch, results, strict=True) if not isinstance(r, Exception)]
         # Report before releasing drain() waiters: the listener disconnects right after a drain, and
         # the acks on_written queues must already be ahead of that DISCONNECT.
         if written and self._on_written is not None:
