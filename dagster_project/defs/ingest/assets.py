@@ -168,10 +168,11 @@ def telemetry(
             # the hour's counts up to this range, of which this run reads only its own range: the run that
             # closes the hour then does not count the whole hour. A shard's run counts as far as every
             # shard is processed (the last shard to close the hour counts it whole)
-            with database.connect() as conn:
-                end_ms = arrival.end_ms
-                if window.shard is not None:
+            end_ms = arrival.end_ms
+            if window.shard is not None:
+                with database.connect() as conn:
                     end_ms = settled_until_ms(conn, redis, arrival.hour_start_ms, end_ms)
+            with database.connect() as conn:
                 so_far = counted_so_far(conn, keys[0], utc_from_ms(end_ms))
         if len(keys) > 1 or arrival.closes_hour:
             # a partition's plotted values are its hour's totals once the hour has closed; a run over several

@@ -101,9 +101,10 @@ class HourCheck:
             # its own (from the UI) judges the hours afresh
             backfill = BACKFILL_TAG in context.run.tags
             so_far = window.configured is not None or backfill
-            with database.connect() as conn:
-                if window.shard is not None:  # another shard's window of the range may still be running
+            if window.shard is not None:  # another shard's window of the range may still be running
+                with database.connect() as conn:
                     checked = checked.until(settled_until_ms(conn, redis, checked.start_ms, checked.end_ms))
+            with database.connect() as conn:  # fresh: a body may judge in a snapshot of its own
                 return body(CheckedHour(checked, conn, quality, redis, name, so_far, backfill))
 
         return hourly
