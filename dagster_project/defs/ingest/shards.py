@@ -72,13 +72,18 @@ class Scope:
 
 
 def settled_until_ms(
-    conn: psycopg.Connection, redis: RedisStreamsResource, start_ms: int, end_ms: int
+    conn: psycopg.Connection,
+    redis: RedisStreamsResource,
+    start_ms: int,
+    end_ms: int,
+    *,
+    decoded: bool = True,
 ) -> int:
-    """How far from `start_ms` up to `end_ms` every shard's entries are archived and decoded (see
-    `settled_until`): a check of an hour in one shard's run judges only that far, so that it does not
-    count another shard's window that is still being processed as unaccounted."""
+    """How far from `start_ms` up to `end_ms` every shard's entries are archived and (with `decoded`)
+    decoded (see `settled_until`): a check of an hour in one shard's run judges only that far, so that it
+    does not count another shard's window that is still being processed as missing or unaccounted."""
     streams = redis.streams()
     ranges = landed_ranges_by_shard(
-        conn, utc_from_ms(start_ms), utc_from_ms(end_ms), len(streams), decoded=True
+        conn, utc_from_ms(start_ms), utc_from_ms(end_ms), len(streams), decoded=decoded
     )
     return settled_until(ranges, start_ms, end_ms, lambda n, gap: stream_has_entries(redis, streams[n], gap))

@@ -79,6 +79,8 @@ class HourCheck:
 
     def build(self, partitions: PartitionsDefinition) -> AssetChecksDefinition:
         body, name = self.body, self.name
+        # a check of the archive runs before its run decodes: it needs the other shards archived only
+        decoded = self.asset != "raw_messages"
 
         @asset_check(
             asset=self.asset,
@@ -103,7 +105,8 @@ class HourCheck:
             so_far = window.configured is not None or backfill
             if window.shard is not None:  # another shard's window of the range may still be running
                 with database.connect() as conn:
-                    checked = checked.until(settled_until_ms(conn, redis, checked.start_ms, checked.end_ms))
+                    settled = settled_until_ms(conn, redis, checked.start_ms, checked.end_ms, decoded=decoded)
+                    checked = checked.until(settled)
             with database.connect() as conn:  # fresh: a body may judge in a snapshot of its own
                 return body(CheckedHour(checked, conn, quality, redis, name, so_far, backfill))
 
