@@ -26,6 +26,7 @@ from dagster_project.lib.raw_entries import raw_row
 from dagster_project.lib.windows import HOUR_MS, Window, floor_to
 from iot_core.settings import Settings
 from iot_core.streams import stream_names
+from iot_etl.status_retention import oldest_unarchived_ms
 from tests.support.pipeline import SensorDriver, execute_request
 from tests.support.shards import device_of_shard, redis_ms, sharded_settings, xadd
 
@@ -208,7 +209,7 @@ def test_a_window_archived_by_one_shard_is_not_archived_for_another(sharded: Set
     assert not result.passed and result.metadata["missing_ranges"].value == 1
 
 
-def test_compaction_trims_each_shard_only_below_what_that_shard_archived(sharded: Settings) -> None:
+def test_compaction_and_status_take_each_shard_as_archived_only_by_its_own_batches(sharded: Settings) -> None:
     old = floor_to(redis_ms(sharded), HOUR_MS) - 3 * HOUR_MS  # beyond the trim margin
     window = Window(old, old + sharded.window_ms)
     for n in (0, 1):
@@ -218,6 +219,11 @@ def test_compaction_trims_each_shard_only_below_what_that_shard_archived(sharded
     client = redis.Redis.from_url(sharded.redis_url.get_secret_value())
     horizon = old + HOUR_MS
     with psycopg.connect(sharded.database_url.get_secret_value()) as conn:
+        # status names shard 1's entry as the oldest unarchived of its stream
+        assert [oldest_unarchived_ms(client, conn, streams[n], horizon, n) for n in (0, 1)] == [
+            None,
+            old + 10,
+        ]
         trimmed = [trim_stream(client, conn, streams[n], horizon, n) for n in (0, 1)]
     assert [t.entries if t else None for t in trimmed] == [1, 0]
     assert client.xlen(streams[0]) == 0 and client.xlen(streams[1]) == 1, "shard 1's entry is not archived"
