@@ -1,5 +1,6 @@
 """The micro-window sensor: one run per closed arrival window, given its exact range as the run's window."""
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,11 +70,6 @@ def held_by_run(context: SensorEvaluationContext) -> list[tuple[int | None, tupl
         for run in runs
         if (held := held_range(configured_range(run.run_config), run.tags)) is not None
     ]
-
-
-def held_ranges(context: SensorEvaluationContext, scope: Scope | None = None) -> list[tuple[int, int]]:
-    """The ranges unfinished runs hold for the scope's streams (every run's, without a scope)."""
-    return [held for shard, held in held_by_run(context) if scope is None or scope.holds(shard)]
 
 
 #: Errors that mean a service is away for now (not a bug): the tick is skipped with one line.
@@ -177,9 +173,11 @@ def evaluate_scope(
     scope: Scope,
     state: dict[str, Any],
     now_ms: int,
+    held: Callable[[], list[tuple[int | None, tuple[int, int]]]],
 ) -> ScopeTick:
     """Heal runs for the scope's ranges never processed, then runs for its windows closed since its cursor
-    (`state`: `next_ms`, `heal`); the scope's own runs in flight hold its open-hour windows back."""
+    (`state`: `next_ms`, `heal`); the scope's own runs in flight hold its open-hour windows back. `held`
+    reads what unfinished runs hold (`held_by_run`)."""
     cursor = state.get("next_ms")
     if cursor is None:
         cursor = initial_cursor(redis, database, now_ms, policy.window_ms, scope)
@@ -190,7 +188,7 @@ def evaluate_scope(
         cursor,
         now_ms,
         state.get("heal", {}),
-        lambda: held_ranges(context, scope),
+        lambda: [ranges for shard, ranges in held() if scope.holds(shard)],
         scope,
     )
     # windows that close within the lead: their runs land them as they close
@@ -249,8 +247,9 @@ def evaluate(
     now_ms = redis.now_ms()
     state = json.loads(context.cursor) if context.cursor else {}
     scopes = Scope.all_of(redis)
+    held = functools.cache(lambda: held_by_run(context))  # read once a tick, for every shard
     ticks = [
-        evaluate_scope(context, redis, database, policy, scope, part, now_ms)
+        evaluate_scope(context, redis, database, policy, scope, part, now_ms, held)
         for scope, part in zip(scopes, shard_states(state, scopes), strict=True)
     ]
     cursor = cursor_of(scopes, ticks)
