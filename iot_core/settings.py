@@ -82,7 +82,8 @@ class Settings(UpkeepSettings):
         ge=1,
         le=1024,
         description="Number of raw stream shards: standalone all on the one Redis of IOT_REDIS_URL (they "
-        "split the stream and the listener's writes), in cluster mode spread over the masters.",
+        "split the stream and the listener's writes), in cluster mode spread over the masters. With more "
+        "than one, each shard's windows are processed by runs of their own.",
     )
 
     # --- MQTT ----------------------------------------------------------------------------------------
@@ -279,6 +280,17 @@ class Settings(UpkeepSettings):
         description="How run workers start: `forking` forks each from a process with Dagster and the "
         "libraries imported once (about a second of CPU less per run); `default` is Dagster's own launcher, "
         "a fresh interpreter per run started by the code server.",
+    )
+    max_concurrent_runs: int = Field(
+        2,
+        ge=1,
+        description="Runs Dagster's queue lets run at once (micro-batches, backfills, compaction).",
+    )
+    runs_per_shard: int = Field(
+        1,
+        ge=1,
+        description="With IOT_STREAM_SHARDS > 1, runs of one shard that the queue lets run at once "
+        "(each shard's windows are processed by runs of their own, in parallel with the other shards').",
     )
     webserver_host: str = Field("127.0.0.1", description="Dagster UI bind address.")
     webserver_port: int = Field(3000, description="Dagster UI port.")

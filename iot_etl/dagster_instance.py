@@ -45,7 +45,9 @@ def instance_config(settings: Settings, run_launcher: Mapping[str, Any] | None =
     """SQLite in DAGSTER_HOME by default, PostgreSQL when IOT_DAGSTER_PG_URL is set.
 
     Queued runs with a 1 s dequeue interval (the 5 s default adds up to 5 s to every micro-batch) and
-    at most two at once, so a backfill of many hours cannot starve the listener on a small machine.
+    at most IOT_MAX_CONCURRENT_RUNS at once (two by default), so a backfill of many hours cannot starve the
+    listener on a small machine; with several stream shards, at most IOT_RUNS_PER_SHARD of them per shard
+    (`run_coordinator_config`).
     `run_launcher` (module, class, config) replaces the launcher IOT_DAGSTER_RUN_LAUNCHER selects: one of
     Dagster's own, to start runs elsewhere (`load_run_launcher`).
     """
@@ -53,7 +55,7 @@ def instance_config(settings: Settings, run_launcher: Mapping[str, Any] | None =
         "run_coordinator": {
             "module": "dagster.core.run_coordinator",
             "class": "QueuedRunCoordinator",
-            "config": {"max_concurrent_runs": 2, "dequeue_interval_seconds": 1},
+            "config": run_coordinator_config(settings),
         },
         "telemetry": {"enabled": False},
         # a micro-batch that failed on a passing fault (database restart) runs again by itself
@@ -83,6 +85,21 @@ def instance_config(settings: Settings, run_launcher: Mapping[str, Any] | None =
         config["storage"] = {"postgres": {"postgres_db": postgres_db_config(url)}}
     else:
         config["storage"] = {"sqlite": {"base_dir": str(dagster_home(settings) / "storage")}}
+    return config
+
+
+#: The tag of a run of one stream shard (`dagster_project.defs.ingest.shards.SHARD_TAG`).
+SHARD_TAG = "iot/shard"
+
+
+def run_coordinator_config(settings: Settings) -> dict:
+    """The queue's limits: runs at once, and with several shards runs at once per shard (a limit per value
+    of the shard tag), so that one shard's backlog cannot take every slot."""
+    config: dict = {"max_concurrent_runs": settings.max_concurrent_runs, "dequeue_interval_seconds": 1}
+    if settings.stream_shards > 1:
+        config["tag_concurrency_limits"] = [
+            {"key": SHARD_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": settings.runs_per_shard}
+        ]
     return config
 
 

@@ -22,13 +22,14 @@ def megabytes(n: int) -> str:
 
 
 def oldest_unarchived_ms(
-    client: RedisClient, conn: psycopg.Connection, stream: str, until_ms: int
+    client: RedisClient, conn: psycopg.Connection, stream: str, until_ms: int, shard: int | None = None
 ) -> int | None:
-    """Where the stream's entries that no archived batch covers begin (closed ranges only), if any."""
+    """Where the stream's entries that no archived batch covers begin (closed ranges only), if any; the
+    stream of `shard` (of several) is archived by batches of that shard or of every stream."""
     first = client.xrange(stream, "-", "+", count=1)
     if not first:
         return None
-    start_ms = unarchived_from_ms(client, conn, stream, EntryId.parse(first[0][0]).ms, until_ms)
+    start_ms = unarchived_from_ms(client, conn, stream, EntryId.parse(first[0][0]).ms, until_ms, shard)
     return start_ms if start_ms < until_ms else None
 
 
@@ -43,11 +44,12 @@ def stream_lines(client: RedisClient, streams: list[str], settings: Settings) ->
     except psycopg.Error:
         conn = None
     try:
-        for stream in streams:
+        for n, stream in enumerate(streams):
             memory = int(client.memory_usage(stream) or 0)
             lines.append(("redis", stream, f"{client.xlen(stream)} entries, {megabytes(memory)}"))
             if conn is not None:
-                oldest = oldest_unarchived_ms(client, conn, stream, closed_ms)
+                shard = n if len(streams) > 1 else None
+                oldest = oldest_unarchived_ms(client, conn, stream, closed_ms, shard)
                 lines.append(
                     (
                         "redis",

@@ -42,12 +42,15 @@ class WindowDone:
     oldest_arrival: datetime | None = None
     #: the backfill whose run wrote the batch: its range is what it re-processed, not a live window
     backfill: str | None = None
+    #: the stream shard the batch read, when each shard's windows have runs of their own
+    shard: int | None = None
 
     def line(self, today: datetime) -> str:
         lag = (self.finished_at - (self.oldest_arrival or self.end)).total_seconds()
         what = f"backfill {self.backfill}" if self.backfill else "window"
+        shard = f" shard {self.shard}" if self.shard is not None else ""
         text = (
-            f"{what} {human_window(_label(self.start, self.end), today)}  messages {self.messages}  "
+            f"{what} {human_window(_label(self.start, self.end), today)}{shard}  messages {self.messages}  "
             f"stored {self.stored}  rejected {self.rejected}"
         )
         if self.duplicates:
@@ -122,7 +125,7 @@ class WindowFeed:
                 return []
             rows = conn.execute(
                 """SELECT batch_id, range_start, range_end, raw_count, measurement_count + event_count,
-                          rejected_count, duplicate_count, finished_at, oldest_arrival, backfill
+                          rejected_count, duplicate_count, finished_at, oldest_arrival, backfill, shard
                    FROM batches WHERE finished_at >= %s ORDER BY finished_at, batch_id""",
                 (self._since,),
             ).fetchall()

@@ -72,10 +72,15 @@ REDELIVERY_HORIZON = timedelta(seconds=Settings.model_fields["redelivery_horizon
 
 
 def window_batch(
-    run_id: str, partition_key: str, window: Window, streams: list[str], backfill: str | None = None
+    run_id: str,
+    partition_key: str,
+    window: Window,
+    streams: list[str],
+    backfill: str | None = None,
+    shard: int | None = None,
 ) -> BatchInfo:
     """The batch of run `run_id` (of `backfill`, if any) over `window` of `streams` (its id range as
-    XRANGE takes it)."""
+    XRANGE takes it), of one `shard` or (None) of every stream."""
     start_id, end_id = window.id_range
     return BatchInfo(
         run_id=run_id,
@@ -87,6 +92,7 @@ def window_batch(
         streams=streams,
         decoder_version=DECODER_VERSION,
         backfill=backfill,
+        shard=shard,
     )
 
 
@@ -114,6 +120,7 @@ def decode_window(
     page_rows: int | None = None,
     reader: psycopg.Connection | None = None,
     redelivery_horizon: timedelta = REDELIVERY_HORIZON,
+    stream: str | None = None,
 ) -> Decoded:
     """Decode, validate and store the archived messages of `window`; `topics=None` builds no feedback.
 
@@ -128,15 +135,16 @@ def decode_window(
     With a `reader` (a second connection, seeing what is committed) the next page is loaded on it while
     the current one is decoded and stored; the window must then be archived by a committed transaction.
     A message the broker sent again whose first copy arrived at most `redelivery_horizon` before it is a
-    duplicate of that copy (`storage.redeliveries`).
+    duplicate of that copy (`storage.redeliveries`). With `stream`, only that stream's messages are
+    decoded (a shard's run: the other shards' runs decode theirs).
     """
     totals = _Totals()
     batch_id = open_batch(conn, info)
     catalog = load_f2_catalog(conn)
     if reader is None:
-        pages = load_raw_pages(conn, *window.utc_bounds, page=page_rows)
+        pages = load_raw_pages(conn, *window.utc_bounds, page=page_rows, stream=stream)
     else:
-        pages = read_ahead(load_raw_pages(reader, *window.utc_bounds, page=page_rows))
+        pages = read_ahead(load_raw_pages(reader, *window.utc_bounds, page=page_rows, stream=stream))
     with closing(pages):
         while True:
             clock = time.perf_counter()

@@ -64,11 +64,17 @@ class Trimmed:
 
 
 def unarchived_from_ms(
-    client: RedisClient, conn: psycopg.Connection, stream: str, first_ms: int, until_ms: int
+    client: RedisClient,
+    conn: psycopg.Connection,
+    stream: str,
+    first_ms: int,
+    until_ms: int,
+    shard: int | None = None,
 ) -> int:
     """Where the stream's not safely archived entries begin, looking at [first_ms, until_ms); `until_ms`
-    (or `first_ms`, if later) when every entry before it is archived."""
-    ranges = landed_ranges(conn, utc_from_ms(first_ms), utc_from_ms(until_ms))
+    (or `first_ms`, if later) when every entry before it is archived. The stream of `shard` (of several,
+    each processed by runs of its own) is archived where a batch of that shard or of every stream is."""
+    ranges = landed_ranges(conn, utc_from_ms(first_ms), utc_from_ms(until_ms), shard=shard)
 
     def has_entries(gap: Window) -> bool:
         low, high = gap.id_range
@@ -78,16 +84,21 @@ def unarchived_from_ms(
 
 
 def trim_stream(
-    client: RedisClient, conn: psycopg.Connection, stream: str, horizon_ms: int
+    client: RedisClient,
+    conn: psycopg.Connection,
+    stream: str,
+    horizon_ms: int,
+    shard: int | None = None,
 ) -> Trimmed | None:
-    """XTRIM one shard below its oldest entry that is not safely archived; None for an empty stream."""
+    """XTRIM one shard below its oldest entry that is not safely archived (by a batch of `shard`, if given,
+    or of every stream); None for an empty stream."""
     first = client.xrange(stream, "-", "+", count=1)
     if not first:
         return None
     first_ms = EntryId.parse(first[0][0]).ms
     if first_ms >= horizon_ms:
         return Trimmed(stream, first_ms, 0, 0)
-    keep_ms = unarchived_from_ms(client, conn, stream, first_ms, horizon_ms)
+    keep_ms = unarchived_from_ms(client, conn, stream, first_ms, horizon_ms, shard)
     before = int(client.memory_usage(stream) or 0)
     entries = int(client.xtrim(stream, minid=f"{keep_ms}-0", approximate=False))
     after = int(client.memory_usage(stream) or 0)

@@ -255,3 +255,21 @@ def windows_to_heal(
         for part in split_at_hours(gap)
     ]
     return [w for w in gaps if now_ms - last_tried.get(w.run_key, -retry_after_ms) >= retry_after_ms]
+
+
+def settled_until(
+    ranges_by_shard: Mapping[int, list[tuple[int, int]]],
+    start_ms: int,
+    end_ms: int,
+    has_entries: Callable[[int, Window], bool],
+) -> int:
+    """How far from `start_ms` (up to `end_ms`) every shard is processed: the start of the first range
+    that a shard's `ranges_by_shard` (its processed ranges) leave uncovered and that holds entries of that
+    shard (`has_entries(shard, gap)`), the earliest over the shards; `end_ms` when there is none."""
+    settled = end_ms
+    for shard, ranges in sorted(ranges_by_shard.items()):
+        for gap in uncovered(ranges, start_ms, settled):
+            if has_entries(shard, gap):
+                settled = gap.start_ms
+                break
+    return settled

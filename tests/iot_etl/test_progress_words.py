@@ -42,6 +42,10 @@ def test_a_windows_lag_is_the_age_of_its_oldest_message_when_it_became_queryable
     )
     assert backfill.line(END).startswith("backfill lmlcfyoo 11:51:00-12:01:00  messages 5")
     assert backfill.line(END).endswith("lag 780.0 s")
+    # a shard's run (each shard's windows have runs of their own) names its shard
+    shard = WindowDone(4, END - timedelta(minutes=1), END, 7, 7, 0, 0, END + timedelta(seconds=3), shard=2)
+    assert shard.line(END).startswith("window 12:00:00-12:01:00 shard 2  messages 7")
+    assert " shard " not in empty.line(END)
 
 
 def test_a_backfill_whose_assets_are_done_says_which_runs_and_steps_it_waits_for() -> None:

@@ -20,6 +20,7 @@ from dagster import (
     asset,
 )
 
+from dagster_project.defs.ingest.shards import settled_until_ms
 from dagster_project.defs.metadata import OWNERS, hour_summary_metadata, reasons_metadata
 from dagster_project.defs.resources import (
     BatchPolicyResource,
@@ -45,6 +46,7 @@ from dagster_project.lib.rollups import refresh_rollups
 from dagster_project.lib.storage.batches import BatchInfo
 from dagster_project.lib.windows import BACKFILL_TAG, Window
 from iot_core.formats.batch import DECODER_VERSION
+from iot_core.streams import utc_from_ms
 
 BACKFILL_HOURS_PER_RUN = 6
 
@@ -71,11 +73,13 @@ def run_window(
     return window.resolve(context.partition_key_range, lambda: policy.closed_until_ms(redis))
 
 
-def batch_info(context: AssetExecutionContext, window: Window, streams: list[str]) -> BatchInfo:
+def batch_info(
+    context: AssetExecutionContext, window: Window, streams: list[str], shard: int | None = None
+) -> BatchInfo:
     keys = context.partition_key_range
     partition_key = keys.start if keys.start == keys.end else f"{keys.start}..{keys.end}"
     backfill = context.run.tags.get(BACKFILL_TAG)
-    return window_batch(context.run.run_id, partition_key, window, streams, backfill)
+    return window_batch(context.run.run_id, partition_key, window, streams, backfill, shard)
 
 
 def raw_messages(
@@ -88,7 +92,7 @@ def raw_messages(
     with only_transient_faults_retried():
         arrival = run_window(context, window, policy, redis)
         closing = policy.closing(redis, arrival)
-        streams = redis.streams()
+        streams = window.streams_of(redis.streams())  # a shard's run reads its shard's stream
         pages = (
             [raw_row(stream, entry_id, fields) for entry_id, fields in page]
             for piece in closing.pieces()
@@ -96,7 +100,7 @@ def raw_messages(
             for page in redis.read_range(stream, piece)
         )
         with database.connect() as conn:
-            landed = land_window(conn, batch_info(context, arrival, streams), pages)
+            landed = land_window(conn, batch_info(context, arrival, streams, window.shard), pages)
         start_id, end_id = arrival.id_range
         return MaterializeResult(
             metadata={
@@ -125,16 +129,19 @@ def telemetry(
         # devices are answered for the runs the sensor requests; re-processing whole hours answers nobody
         topics = FeedbackTopics(mqtt.ack_topic_template, mqtt.deadletter_topic) if micro else None
         resend = context.run.tags.get(RESEND_FEEDBACK_TAG, "").lower() == "true"
+        # a shard's run decodes its shard's messages of the range; the other shards' runs decode theirs
+        stream = window.streams_of(redis.streams())[0] if window.shard is not None else None
         with database.connect() as conn, database.connect(autocommit=True) as reader:
             decoded = decode_window(
                 conn,
-                batch_info(context, arrival, []),
+                batch_info(context, arrival, [], window.shard),
                 arrival,
                 policy.decode_options(),
                 topics,
                 policy.decode_page_rows,
                 reader,
                 policy.redelivery_horizon,
+                stream,
             )
             owed = owed_feedback(conn, decoded.feedback, resend=resend)
         acks = 0
@@ -159,9 +166,14 @@ def telemetry(
         so_far = None
         if micro and len(keys) == 1:
             # the hour's counts up to this range, of which this run reads only its own range: the run that
-            # closes the hour then does not count the whole hour
+            # closes the hour then does not count the whole hour. A shard's run counts as far as every
+            # shard is processed (the last shard to close the hour counts it whole)
+            end_ms = arrival.end_ms
+            if window.shard is not None:
+                with database.connect() as conn:
+                    end_ms = settled_until_ms(conn, redis, arrival.hour_start_ms, end_ms)
             with database.connect() as conn:
-                so_far = counted_so_far(conn, keys[0], arrival.utc_bounds[1])
+                so_far = counted_so_far(conn, keys[0], utc_from_ms(end_ms))
         if len(keys) > 1 or arrival.closes_hour:
             # a partition's plotted values are its hour's totals once the hour has closed; a run over several
             # hours reports each hour on its own rather than the range's totals on every hour

@@ -44,8 +44,14 @@ def compaction(
     horizon_ms = trim_horizon_ms(
         now_ms, compaction_policy.stream_trim_margin_s * 1000, policy.window_grace_ms, memory_before
     )
+    streams = redis.streams()
     with database.connect() as conn:
-        trimmed = [t for s in redis.streams() if (t := trim_stream(client, conn, s, horizon_ms))]
+        # with several shards, each only below what batches of its own (or of every stream) archived
+        trimmed = [
+            t
+            for n, s in enumerate(streams)
+            if (t := trim_stream(client, conn, s, horizon_ms, n if len(streams) > 1 else None))
+        ]
     memory_after = redis_memory_or_none(client)
     # retention as the schema owner: TimescaleDB's policies and drop_chunks need ownership
     with owner_database.connect(autocommit=True) as conn:

@@ -11,9 +11,10 @@ from dagster import (
     PartitionsDefinition,
 )
 
+from dagster_project.defs.ingest.shards import stream_has_entries
 from dagster_project.defs.metadata import SAMPLE
 from dagster_project.defs.quality.hour_check import CheckedHour, HourCheck, hour_check
-from dagster_project.lib.storage.batches import landed_ranges
+from dagster_project.lib.storage.batches import landed_ranges, landed_ranges_by_shard
 from dagster_project.lib.storage.quality import (
     device_freshness,
     duplicate_count,
@@ -21,8 +22,28 @@ from dagster_project.lib.storage.quality import (
     reconcile,
     schema_pass_rate,
 )
-from dagster_project.lib.windows import uncovered
+from dagster_project.lib.windows import Window, uncovered
 from iot_core.streams import utc_from_ms
+
+
+def unarchived(hour: CheckedHour) -> tuple[list[tuple[int, int]], list[Window]]:
+    """The archived ranges of the checked window and its ranges with stream entries that none covers;
+    with several shards, each shard's ranges without a batch of that shard (or of every stream)."""
+    window = hour.window
+    streams = hour.redis.streams()
+    if len(streams) == 1:
+        ranges = landed_ranges(hour.conn, *window.utc_bounds)
+        gaps = uncovered(ranges, window.start_ms, window.end_ms)
+        return ranges, [gap for gap in gaps if hour.redis.has_entries(gap)]
+    by_shard = landed_ranges_by_shard(hour.conn, *window.utc_bounds, len(streams))
+    missing = [
+        gap
+        for shard, ranges in sorted(by_shard.items())
+        for gap in uncovered(ranges, window.start_ms, window.end_ms)
+        if stream_has_entries(hour.redis, streams[shard], gap)
+    ]
+    distinct = sorted({r for ranges in by_shard.values() for r in ranges})
+    return distinct, sorted(missing, key=lambda gap: gap.start_ms)
 
 
 @hour_check(
@@ -33,10 +54,7 @@ from iot_core.streams import utc_from_ms
 )
 def archive_complete(hour: CheckedHour) -> AssetCheckResult:
     window = hour.window
-    ranges = landed_ranges(hour.conn, *window.utc_bounds)
-    missing = [
-        gap for gap in uncovered(ranges, window.start_ms, window.end_ms) if hour.redis.has_entries(gap)
-    ]
+    ranges, missing = unarchived(hour)
     return AssetCheckResult(
         passed=not missing,
         severity=AssetCheckSeverity.ERROR,

@@ -1,7 +1,9 @@
 """One way to declare a check per hour partition: a name, a description and a body that judges an hour.
 
 In a micro-batch run a check looks at its hour up to the end of the run's range (the run's window,
-`RunWindowResource`); run on its own (from the UI, on any partition) it looks at the partition's hours as
+`RunWindowResource`), in a shard's run only as far as every shard is archived and decoded
+(`settled_until_ms`): the hour's checks cover all shards, and the last shard's run judges the hour whole; run
+on its own (from the UI, on any partition) it looks at the partition's hours as
 far as they have closed. The body gets that
 window with an open connection to the telemetry database, the quality thresholds and the raw streams.
 
@@ -22,6 +24,7 @@ from dagster import (
     asset_check,
 )
 
+from dagster_project.defs.ingest.shards import settled_until_ms
 from dagster_project.defs.resources import (
     BatchPolicyResource,
     DatabaseResource,
@@ -76,6 +79,8 @@ class HourCheck:
 
     def build(self, partitions: PartitionsDefinition) -> AssetChecksDefinition:
         body, name = self.body, self.name
+        # a check of the archive runs before its run decodes: it needs the other shards archived only
+        decoded = self.asset != "raw_messages"
 
         @asset_check(
             asset=self.asset,
@@ -98,7 +103,11 @@ class HourCheck:
             # its own (from the UI) judges the hours afresh
             backfill = BACKFILL_TAG in context.run.tags
             so_far = window.configured is not None or backfill
-            with database.connect() as conn:
+            if window.shard is not None:  # another shard's window of the range may still be running
+                with database.connect() as conn:
+                    settled = settled_until_ms(conn, redis, checked.start_ms, checked.end_ms, decoded=decoded)
+                    checked = checked.until(settled)
+            with database.connect() as conn:  # fresh: a body may judge in a snapshot of its own
                 return body(CheckedHour(checked, conn, quality, redis, name, so_far, backfill))
 
         return hourly

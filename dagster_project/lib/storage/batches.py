@@ -21,6 +21,8 @@ class BatchInfo:
     decoder_version: str
     #: the backfill whose run writes the batch (None for the sensor's runs and runs from the UI)
     backfill: str | None = None
+    #: the one stream shard the batch reads (None: every stream)
+    shard: int | None = None
 
 
 def open_batch(conn: psycopg.Connection, info: BatchInfo) -> int:
@@ -28,8 +30,8 @@ def open_batch(conn: psycopg.Connection, info: BatchInfo) -> int:
     calling transaction, which writes the batch's rows (see `verdicts`): every writer opens its batch."""
     row = conn.execute(
         """INSERT INTO batches (run_id, partition_key, range_start, range_end, start_id, end_id, streams,
-                                decoder_version, backfill, written_xid)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, pg_current_xact_id())
+                                decoder_version, backfill, shard, written_xid)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, pg_current_xact_id())
            ON CONFLICT (run_id) DO UPDATE SET decoder_version = excluded.decoder_version,
                                               written_xid = excluded.written_xid
            RETURNING batch_id""",
@@ -43,6 +45,7 @@ def open_batch(conn: psycopg.Connection, info: BatchInfo) -> int:
             list(info.streams),
             info.decoder_version,
             info.backfill,
+            info.shard,
         ),
     ).fetchone()
     assert row is not None
@@ -70,26 +73,57 @@ def mark_landed(conn: psycopg.Connection, batch_id: int, read: int, oldest: date
     )
 
 
+#: Batches that cover shard %(shard)s: its own and those that read every stream.
+_OF_SHARD = "AND (shard IS NULL OR shard = %(shard)s)"
+
+
 def landed_ranges(
-    conn: psycopg.Connection, start: datetime, end: datetime, *, decoded: bool = False
+    conn: psycopg.Connection,
+    start: datetime,
+    end: datetime,
+    *,
+    decoded: bool = False,
+    shard: int | None = None,
 ) -> list[tuple[int, int]]:
     """[start_ms, end_ms) of the archived (with `decoded`: archived and decoded) ranges that overlap
-    [start, end), in order."""
+    [start, end), in order; with `shard`, only of batches that read that shard (its own or every stream)."""
     rows = conn.execute(
         f"""SELECT (extract(epoch FROM range_start) * 1000)::bigint,
+                   (extract(epoch FROM range_end) * 1000)::bigint
+            FROM batches WHERE landed_at IS NOT NULL {"AND finished_at IS NOT NULL" if decoded else ""}
+              AND range_end > %(s)s AND range_start < %(e)s {_OF_SHARD if shard is not None else ""}
+            ORDER BY range_start""",
+        {"s": start, "e": end, "shard": shard},
+    ).fetchall()
+    return [(int(a), int(b)) for a, b in rows]
+
+
+def landed_ranges_by_shard(
+    conn: psycopg.Connection, start: datetime, end: datetime, shards: int, *, decoded: bool = False
+) -> dict[int, list[tuple[int, int]]]:
+    """`landed_ranges` of each shard 0..shards-1, in one query: a batch of every stream counts for each."""
+    rows = conn.execute(
+        f"""SELECT shard, (extract(epoch FROM range_start) * 1000)::bigint,
                    (extract(epoch FROM range_end) * 1000)::bigint
             FROM batches WHERE landed_at IS NOT NULL {"AND finished_at IS NOT NULL" if decoded else ""}
               AND range_end > %s AND range_start < %s
             ORDER BY range_start""",
         (start, end),
     ).fetchall()
-    return [(int(a), int(b)) for a, b in rows]
+    ranges: dict[int, list[tuple[int, int]]] = {n: [] for n in range(shards)}
+    for shard, a, b in rows:
+        for n in range(shards) if shard is None else [shard] if shard in ranges else []:
+            ranges[n].append((int(a), int(b)))
+    return ranges
 
 
-def last_processed_end(conn: psycopg.Connection) -> int | None:
-    """The end (ms) of the latest range that was both archived and decoded, if any."""
+def last_processed_end(conn: psycopg.Connection, shard: int | None = None) -> int | None:
+    """The end (ms) of the latest range that was both archived and decoded, if any; with `shard`, of
+    the batches that read that shard."""
+    of_shard = _OF_SHARD if shard is not None else ""
     row = conn.execute(
-        """SELECT (extract(epoch FROM max(range_end)) * 1000)::bigint FROM batches
-           WHERE landed_at IS NOT NULL AND finished_at IS NOT NULL"""
+        f"""SELECT (extract(epoch FROM max(range_end)) * 1000)::bigint FROM batches
+           WHERE landed_at IS NOT NULL AND finished_at IS NOT NULL {of_shard}""",
+        {"shard": shard},
     ).fetchone()
     return int(row[0]) if row and row[0] is not None else None

@@ -44,10 +44,10 @@ def load_raw(conn: psycopg.Connection, start: datetime, end: datetime) -> pl.Dat
 
 
 def load_raw_pages(
-    conn: psycopg.Connection, start: datetime, end: datetime, page: int | None
+    conn: psycopg.Connection, start: datetime, end: datetime, page: int | None, stream: str | None = None
 ) -> Iterator[pl.DataFrame]:
-    """The archived messages that arrived in [start, end), in arrival order, `page` rows at a time (all at
-    once with None), each page a `RAW_PAGE` frame.
+    """The archived messages that arrived in [start, end) (of `stream` only, if given), in arrival order,
+    `page` rows at a time (all at once with None), each page a `RAW_PAGE` frame.
 
     Read as CSV that polars parses (no Python object per row); pages follow the primary key, so each
     page is one index range scan however large the window is. The first page is a tenth of the others (at
@@ -58,7 +58,7 @@ def load_raw_pages(
     after: tuple | None = None
     size = page if page is None else min(page, max(FIRST_PAGE_MIN_ROWS, page // 10))
     while True:
-        frame, after = _raw_page(conn, start, end, after, size)
+        frame, after = _raw_page(conn, start, end, after, size, stream)
         if frame.height:
             yield frame
         if after is None or size is None or frame.height < size:
@@ -97,17 +97,22 @@ _RAW_PAGE_SCHEMA = {
 
 
 def _raw_page(
-    conn: psycopg.Connection, start: datetime, end: datetime, after: tuple | None, page: int | None
+    conn: psycopg.Connection,
+    start: datetime,
+    end: datetime,
+    after: tuple | None,
+    page: int | None,
+    stream: str | None = None,
 ) -> tuple[pl.DataFrame, tuple | None]:
     """One page of `load_raw_pages` and the key of its last row (to continue after).
 
     The server joins the page into one text value that polars parses: one value to transfer and no
     Python object per row (a COPY or a row fetch hands over each row on its own).
     """
-    params: dict[str, object] = {"s": start, "e": end, "n": page}
-    resume = ""
+    params: dict[str, object] = {"s": start, "e": end, "n": page, "stream": stream}
+    resume = "" if stream is None else "AND stream = %(stream)s"
     if after is not None:
-        resume = f"AND ({_RAW_KEY}) > (%(a)s, %(b)s, %(c)s, %(d)s)"
+        resume += f" AND ({_RAW_KEY}) > (%(a)s, %(b)s, %(c)s, %(d)s)"
         params.update(zip("abcd", after, strict=True))
     row = conn.execute(
         f"""SELECT string_agg({_RAW_PAGE_LINE}, E'\\n' ORDER BY {_RAW_KEY}) FROM (
