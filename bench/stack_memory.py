@@ -9,8 +9,8 @@ from `/proc/<pid>/smaps_rollup`. RSS counts a page shared between processes (a f
 libraries, the shared libraries of every interpreter) in each of them; PSS divides it among them, so the
 PSS sum is what the tree holds. The private Redis, the broker and PostgreSQL are not `up`'s processes
 here and are not summed (with services `up` embeds, they would be). With `--rate`, the simulator's mix
-(`--kinds`) is published at that rate for `--duration` seconds and the peak of each sum over samples
-every 0.5 s is reported too.
+(`--kinds`, 5 % bad) is published at that rate for `--duration` seconds by `bench.compare`'s publishers,
+and the peak of each sum over samples every 0.5 s until `--drain` seconds later is reported too.
 """
 
 from __future__ import annotations
@@ -113,18 +113,13 @@ class PeakSampler(threading.Thread):
 
 
 def publish_mix(host: str, port: int, rate: float, duration: float, kinds: str) -> str:
-    """The simulator at `rate` msg/s for `duration` s against the private broker; its report."""
-    import subprocess
-    import sys
+    """The end-to-end benchmark's publishers (`bench.e2e.publishers`, four processes) at `rate` msg/s for
+    `duration` s against the private broker; what they sent."""
+    from bench.e2e.messages import BAD_SHARE
+    from bench.e2e.publishers import publish
 
-    from iot_etl.children import REPO_ROOT
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IOT_")}
-    env.update({"IOT_MQTT_HOST": host, "IOT_MQTT_PORT": str(port)})
-    argv = [sys.executable, "-m", "iot_etl.cli", "simulate", "--rate", str(rate), "--duration", str(duration)]
-    argv += ["--kinds", kinds, "--devices", "50"]
-    done = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True)
-    return done.stdout.strip()
+    sent = publish(host, port, int(rate * duration), 4, rate, tuple(kinds.split(",")), BAD_SHARE)
+    return f"{sent.acked:,} acknowledged at {sent.rate:,.0f} msg/s"
 
 
 def main() -> None:
