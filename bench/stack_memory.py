@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.stack_memory [--idle 120] [--rate 5000 --duration 60] [--json out.json]
 
 Starts `iot-etl up --no-simulator` as `bench.compare` does (a private Mosquitto, a private Redis, a
-scratch database on the local PostgreSQL, a temporary Dagster home, 60 s windows), waits `--idle`
+scratch database on the local PostgreSQL, a temporary Dagster home, `--window` s windows), waits `--idle`
 seconds, then reads every process of `up`'s process tree: its RSS and its PSS and private (USS) memory
 from `/proc/<pid>/smaps_rollup`. RSS counts a page shared between processes (a forked child's inherited
 libraries, the shared libraries of every interpreter) in each of them; PSS divides it among them, so the
@@ -21,7 +21,8 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -74,7 +75,10 @@ def tree_memory(root: int) -> list[ProcessMemory]:
         uss = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
         group = "supervisor" if process.pid == root else classify(command)
         if "forkserver" in command:
-            group = "run-forkserver"
+            # a run worker is forked from the forkserver and keeps its command line
+            parent = process.parent()
+            forked = parent is not None and "forkserver" in " ".join(parent.cmdline())
+            group = "run-worker" if forked else "run-forkserver"
         found.append(ProcessMemory(process.pid, group, command, fields["Rss"], fields["Pss"], uss))
     return found
 
@@ -95,6 +99,8 @@ class PeakSampler(threading.Thread):
     root: int
     peak_rss: int = 0
     peak_pss: int = 0
+    #: per group, the highest PSS sum of its processes at one sample
+    peak_pss_groups: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def __post_init__(self) -> None:
         threading.Thread.__init__(self, daemon=True)
@@ -105,6 +111,11 @@ class PeakSampler(threading.Thread):
             processes = tree_memory(self.root)
             self.peak_rss = max(self.peak_rss, sum(p.rss for p in processes))
             self.peak_pss = max(self.peak_pss, sum(p.pss for p in processes))
+            groups: dict[str, int] = defaultdict(int)
+            for p in processes:
+                groups[p.group] += p.pss
+            for group, pss in groups.items():
+                self.peak_pss_groups[group] = max(self.peak_pss_groups[group], pss)
             self._halt.wait(SAMPLE_S)
 
     def stop(self) -> None:
@@ -129,6 +140,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of publishing")
     parser.add_argument("--kinds", default="plain,event,f2", help="the simulator's --kinds")
     parser.add_argument("--drain", type=float, default=90.0, help="seconds sampled after publishing")
+    parser.add_argument("--window", type=int, default=10, help="IOT_WINDOW_SECONDS of the stack")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     settings = Settings()
@@ -137,7 +149,7 @@ def main() -> None:
     result: dict = {"load_avg_start": os.getloadavg()}
     try:
         with PrivateMosquitto() as broker:
-            product = Product(60, stream=f"bench-stackmem-{name[-8:]}")
+            product = Product(args.window, stream=f"bench-stackmem-{name[-8:]}")
             product.start(broker, databases.database_url(settings, name))
             try:
                 assert product._up is not None
@@ -160,6 +172,8 @@ def main() -> None:
                         f"peak sums over the run: RSS {sampler.peak_rss / MB:,.0f} MB, "
                         f"PSS {sampler.peak_pss / MB:,.0f} MB (load average {os.getloadavg()})"
                     )
+                    groups = sorted(sampler.peak_pss_groups.items(), key=lambda g: -g[1])
+                    print("peak PSS per group: " + ", ".join(f"{g} {v / MB:,.0f}" for g, v in groups))
                     result.update(peak_rss_mb=sampler.peak_rss / MB, peak_pss_mb=sampler.peak_pss / MB)
             finally:
                 product.stop()
