@@ -67,18 +67,18 @@ def tree_memory(root: int) -> list[ProcessMemory]:
     except psutil.NoSuchProcess:
         return []
     for process in processes:
-        try:
+        try:  # a process may end while it is read (a run worker, a forkserver's helper)
             command = " ".join(process.cmdline())
             fields = smaps_rollup(process.pid)
+            group = "supervisor" if process.pid == root else classify(command)
+            if "forkserver" in command:
+                # a run worker is forked from the forkserver and keeps its command line
+                parent = process.parent()
+                forked = parent is not None and "forkserver" in " ".join(parent.cmdline())
+                group = "run-worker" if forked else "run-forkserver"
         except (psutil.Error, FileNotFoundError, ProcessLookupError):
             continue
         uss = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
-        group = "supervisor" if process.pid == root else classify(command)
-        if "forkserver" in command:
-            # a run worker is forked from the forkserver and keeps its command line
-            parent = process.parent()
-            forked = parent is not None and "forkserver" in " ".join(parent.cmdline())
-            group = "run-worker" if forked else "run-forkserver"
         found.append(ProcessMemory(process.pid, group, command, fields["Rss"], fields["Pss"], uss))
     return found
 
