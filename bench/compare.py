@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         for load in loads(args):
             for name in order:
                 print(f"repetition {repetition + 1}/{args.repeat}: {load.mode} {name} ...", flush=True)
-                result = run_trial(settings, system(name, args.window), load, repetition)
+                result = run_trial(settings, system(name, args.window, load.fleet), load, repetition)
                 results.append(result)
                 print(
                     f"  {result['rows_per_s']:,.0f} rows/s, p50 {result['latency_p50_s']} s, "

@@ -10,7 +10,8 @@ libraries, the shared libraries of every interpreter) in each of them; PSS divid
 PSS sum is what the tree holds. The private Redis, the broker and PostgreSQL are not `up`'s processes
 here and are not summed (with services `up` embeds, they would be). With `--rate`, the simulator's mix
 (`--kinds`, 5 % bad) is published at that rate for `--duration` seconds by `bench.compare`'s publishers,
-and the peak of each sum over samples every 0.5 s until `--drain` seconds later is reported too.
+and the peak of each sum over samples every 0.5 s until `--drain` seconds later is reported too (with
+the device limit lifted, as `bench.compare` lifts it for the fleet).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import psutil
 
 from bench.e2e import databases
 from bench.e2e.processes import classify
-from bench.e2e.systems import Product
+from bench.e2e.systems import FLEET_SETTINGS, Product
 from iot_core.settings import Settings
 from tests.support.mosquitto import PrivateMosquitto
 
@@ -149,7 +150,8 @@ def main() -> None:
     result: dict = {"load_avg_start": os.getloadavg()}
     try:
         with PrivateMosquitto() as broker:
-            product = Product(args.window, stream=f"bench-stackmem-{name[-8:]}")
+            stream = f"bench-stackmem-{name[-8:]}"
+            product = Product(args.window, settings=dict(FLEET_SETTINGS), stream=stream)
             product.start(broker, databases.database_url(settings, name))
             try:
                 assert product._up is not None
