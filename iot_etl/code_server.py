@@ -11,6 +11,7 @@ loaded); run workers import the code location afresh (see `dagster_project.run_l
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -62,19 +63,19 @@ def write_workspace(path: Path, port: int) -> Path:
 
 
 def wait_serving(port: int, timeout_s: float, alive: Callable[[], bool]) -> None:
-    """Return once the code server on `port` answers; raise TimeoutError when the time is up and
-    RuntimeError when the server exited first."""
-    from dagster_project.dagster_internals import DagsterGrpcClient
+    """Return once the code server on `port` accepts connections; raise TimeoutError when the time is up
+    and RuntimeError when the server exited first.
 
-    client = DagsterGrpcClient(host=HOST, port=port)
+    A connection, not a gRPC ping: the server listens only once it serves (it loads the location lazily),
+    and `up` need not import Dagster's gRPC client, which would stay in its memory while it runs."""
     deadline = time.monotonic() + timeout_s
     while True:
         if not alive():
             raise RuntimeError("the code server exited while loading the code location")
         try:
-            client.ping("")
-            return
-        except Exception:  # DagsterUserCodeUnreachableError until it listens
+            with socket.create_connection((HOST, port), timeout=2.0):
+                return
+        except OSError:  # refused until it listens
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the code server did not answer within {timeout_s:.0f} s") from None
             time.sleep(0.5)

@@ -23,7 +23,12 @@ from iot_etl.children import REPO_ROOT, Child, stop_children
 from iot_etl.code_location import location_state
 from iot_etl.code_server import HOST as CODE_SERVER_HOST
 from iot_etl.code_server import code_server_argv, wait_serving, write_workspace
-from iot_etl.dagster_instance import create_instance_storage, dagster_env, dagster_home, write_instance_config
+from iot_etl.dagster_instance import (
+    create_instance_storage_apart,
+    dagster_env,
+    dagster_home,
+    write_instance_config,
+)
 from iot_etl.embedded.service import services_dir, status_line
 from iot_etl.listener_replicas import listener_children, may_restart
 from iot_etl.pki_upkeep import ensure_pki
@@ -110,7 +115,7 @@ class Supervisor(ServiceStarts):
         logging.getLogger("alembic").setLevel(logging.WARNING)
         # Dagster resolves the password reference of dagster.yaml from this process's environment
         os.environ.update(dagster_env(self.settings))
-        create_instance_storage(home)
+        create_instance_storage_apart(home)
         return home
 
     def secure_state(self) -> None:

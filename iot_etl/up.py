@@ -7,7 +7,6 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from pathlib import Path
 
 from iot_core.settings import Settings
 from iot_etl.broker import BrokerNotInstalledError
@@ -48,7 +47,7 @@ def run_up(settings: Settings, with_simulator: bool, with_broker: bool = False) 
     reporter: WindowReporter | None = None
     try:
         try:
-            reporter = _window_reporter(supervisor, home)
+            reporter = _window_reporter(supervisor)
             supervisor.start(home, with_simulator)
             supervisor.wait_for_code_location()
         except (CannotStart, BrokerNotInstalledError) as exc:
@@ -87,10 +86,10 @@ def run_up(settings: Settings, with_simulator: bool, with_broker: bool = False) 
     return status
 
 
-def _window_reporter(supervisor: Supervisor, home: Path) -> WindowReporter | None:
+def _window_reporter(supervisor: Supervisor) -> WindowReporter | None:
     """The window lines' source; if it cannot be set up the pipeline runs without them (one line says so)."""
     try:
-        return WindowReporter(supervisor.settings, home, supervisor.ui_url, supervisor.say)
+        return WindowReporter(supervisor.settings, supervisor.ui_url, supervisor.say)
     except Exception as exc:
         supervisor.say(f"no window lines: {type(exc).__name__}: {' '.join(str(exc).split())}")
         return None

@@ -9,19 +9,17 @@ several windows at once shows how long its first message waited, not how long af
 
 from __future__ import annotations
 
+import json
 import threading
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import psycopg
 
 from iot_core.settings import Settings
-
-if TYPE_CHECKING:
-    from dagster import DagsterInstance
+from iot_etl.dagster_instance import instance_config
 
 # a batch row committed late (its transaction began before one already shown) is still found
 _LATE_COMMIT = timedelta(minutes=2)
@@ -139,70 +137,91 @@ class WindowFeed:
 
 
 class FailureFeed:
-    """Dagster runs that failed since the feed began, each once."""
+    """Dagster runs that failed since the feed began, each once, asked of the webserver the way the UI asks
+    (GraphQL): `up` itself then never imports Dagster, which would hold about 100 MB of its memory for as
+    long as it runs. `max_retries` is the instance's `run_retries` setting."""
 
-    def __init__(self, instance: DagsterInstance) -> None:
-        self.instance = instance
+    def __init__(self, ui_url: str, max_retries: int) -> None:
+        self.ui_url = ui_url
+        self.max_retries = max_retries
         self._since = datetime.now(UTC)
         self._seen: set[str] = set()
 
     def poll(self) -> list[RunFailed]:
-        from dagster import DagsterRunStatus, RunsFilter
-
-        records = self.instance.get_run_records(
-            RunsFilter(statuses=[DagsterRunStatus.FAILURE], updated_after=self._since - _LATE_COMMIT),
-            limit=100,
-            ascending=True,
-        )
-        failed = [self._failure(r.dagster_run) for r in records if r.dagster_run.run_id not in self._seen]
+        after = (self._since - _LATE_COMMIT).timestamp()
+        runs = _ask(self.ui_url, _FAILED_RUNS, {"after": after})["runsOrError"]
+        if runs["__typename"] != "Runs":
+            raise RuntimeError(first_line(runs.get("message", runs["__typename"])))
+        fresh = [r for r in runs["results"] if r["runId"] not in self._seen]
+        failed = [self._failure(r) for r in sorted(fresh, key=lambda r: r["updateTime"] or 0.0)]
         self._seen.update(f.run_id for f in failed)
         return failed
 
-    def _failure(self, run: object) -> RunFailed:
-        from dagster import DagsterEventType
-
-        tags = run.tags  # type: ignore[attr-defined]
-        run_id: str = run.run_id  # type: ignore[attr-defined]
+    def _failure(self, run: dict) -> RunFailed:
+        tags = {t["key"]: t["value"] for t in run["tags"]}
+        run_id: str = run["runId"]
         step, error = None, "the run failed"
-        events = self.instance.all_logs(
-            run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE}
-        )
-        for entry in sorted(events, key=lambda e: e.dagster_event_type != DagsterEventType.STEP_FAILURE):
-            event = entry.dagster_event
-            if event is None:
-                continue
-            info = getattr(event.event_specific_data, "error", None)
-            while info is not None and info.cause is not None:  # Dagster wraps the op's own exception
-                info = info.cause
-            step = event.step_key
+        logs = _ask(self.ui_url, _RUN_FAILURES, {"runId": run_id})["logsForRun"]
+        events = logs.get("events", []) if logs["__typename"] == "EventConnection" else []
+        failures = [e for e in events if e["__typename"] in _FAILURE_EVENTS]
+        for event in sorted(failures, key=lambda e: e["__typename"] != "ExecutionStepFailureEvent"):
+            info = event.get("error")
+            # Dagster wraps the op's own exception: the innermost cause names it
+            causes = info["causes"] if info else []
+            message = (causes[-1] if causes else info)["message"] if info else event["message"]
+            step = event.get("stepKey")
             # an error's message starts with its exception's qualified name
-            error = first_line(info.message if info is not None else (event.message or entry.message))
+            error = first_line(message or event["message"])
             break
         return RunFailed(
             run_id=run_id,
-            job=run.job_name,  # type: ignore[attr-defined]
+            job=run["jobName"],
             window=tags.get(_WINDOW_TAG),
             partition=tags.get("dagster/partition"),
             step=step,
             error=error,
             retry=int(tags.get("dagster/retry_number", 0)),
-            max_retries=self.instance.run_retries_max_retries,
+            max_retries=self.max_retries,
         )
+
+
+_FAILURE_EVENTS = ("ExecutionStepFailureEvent", "RunFailureEvent")
+_FAILED_RUNS = """query FailedRuns($after: Float) {
+  runsOrError(filter: {statuses: [FAILURE], updatedAfter: $after}, limit: 100) { __typename
+    ... on Runs { results { runId jobName updateTime tags { key value } } }
+    ... on PythonError { message } } }"""
+_RUN_FAILURES = """query RunFailures($runId: ID!) {
+  logsForRun(runId: $runId) { __typename
+    ... on EventConnection { events { __typename
+        ... on MessageEvent { message }
+        ... on ExecutionStepFailureEvent { stepKey error { message causes { message } } }
+        ... on RunFailureEvent { error { message causes { message } } } } } } }"""
+
+
+def _ask(ui_url: str, query: str, variables: dict) -> dict:
+    """One GraphQL query to the webserver; its `data`. Raises OSError while the webserver does not answer."""
+    request = urllib.request.Request(
+        f"{ui_url}/graphql",
+        data=json.dumps({"query": query, "variables": variables}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10.0) as response:
+        answer = json.load(response)
+    if answer.get("errors"):
+        raise RuntimeError(first_line(answer["errors"][0].get("message", "GraphQL error")))
+    return answer["data"]
 
 
 class WindowReporter:
     """Polls both feeds every `POLL_S` in a thread of its own and shows each new line; a poll that fails
     (the database away) is one line, and one more when the lines resume."""
 
-    def __init__(self, settings: Settings, home: Path, ui_url: str, show: Callable[[str], None]) -> None:
-        from dagster import DagsterInstance
-
+    def __init__(self, settings: Settings, ui_url: str, show: Callable[[str], None]) -> None:
         self.settings = settings
         self.ui_url = ui_url
         self.show = show
         self.windows = WindowFeed(settings.database_url.get_secret_value())
-        self._instance = DagsterInstance.from_config(str(home))
-        self.failures = FailureFeed(self._instance)
+        self.failures = FailureFeed(ui_url, instance_config(settings)["run_retries"]["max_retries"])
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="window-report", daemon=True)
         self.windows.poll()  # from here on
@@ -213,8 +232,6 @@ class WindowReporter:
     def stop(self) -> None:
         """Without waiting for a poll in flight (a daemon thread): stopping `up` must stay quick."""
         self._stop.set()
-        if not self._thread.is_alive():
-            self._instance.dispose()
 
     def poll(self) -> list[str]:
         """Everything new since the last call, windows first."""

@@ -2,7 +2,10 @@
 
 Why counting instead of reading each row back: a count is cheap for the database under test at any
 size, and every system here keeps arrival order (one broker, one subscriber, FIFO queues and windows in
-arrival order), so the r-th row to become queryable is the r-th message published. Latency of rank r =
+arrival order), so the r-th row to become queryable is the r-th message published. Plain messages are one
+row each (`count_rows`); of the simulator's fleet a message may become several rows or a rejection, so
+the product's messages are counted by its finished batches instead (`count_messages`): a window's messages
+are queryable once its run has committed them. Latency of rank r =
 first poll that saw more than r rows - publish time of the r-th message. Resolution: the poll interval,
 longer once counting the table takes a while (long sustained runs).
 """
@@ -22,12 +25,26 @@ POLL_INTERVAL_S = 0.25
 COUNT_SHARE_INVERSE = 4
 
 
+def count_rows(table: str) -> str:
+    """The query counting a table of one row per message."""
+    return f"SELECT count(*) FROM {table}"
+
+
+def count_messages(probe_topic: str) -> str:
+    """The query counting the messages of the product's finished batches (measurements, events and
+    rejections alike), less the probes its start published on `probe_topic`, which become rejections."""
+    return (
+        "SELECT (SELECT coalesce(sum(raw_count), 0) FROM batches WHERE finished_at IS NOT NULL)"
+        f" - (SELECT count(*) FROM rejected WHERE topic = '{probe_topic}')"
+    )
+
+
 @dataclass(eq=False)
 class RowCounter(threading.Thread):
-    """Counts `table` every POLL_INTERVAL_S until `target` rows, `stall_s` without progress, or stop()."""
+    """Runs `query` (a count) every POLL_INTERVAL_S until `target`, `stall_s` without progress, or stop()."""
 
     url: str
-    table: str
+    query: str
     target: int
     stall_s: float
     timeline: list[tuple[float, int]] = field(default_factory=list)
@@ -45,7 +62,7 @@ class RowCounter(threading.Thread):
         try:
             while not self._halt.is_set():
                 asked = time.time()
-                count = int(self._conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0])
+                count = int(self._conn.execute(self.query).fetchone()[0])
                 now = time.time()
                 self.timeline.append((now, count))
                 if count != last:

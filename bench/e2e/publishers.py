@@ -47,9 +47,12 @@ def _publish_share(
     rate: float | None,
     host: str,
     port: int,
+    kinds: tuple[str, ...],
+    bad_share: float,
     start: Any,
     out: mp.Queue,
 ) -> None:
+    message = messages.source(index, kinds, bad_share)
     publisher = Publisher(MqttEndpoint(host, port), f"bench-pub{index}")
     publisher.connect()
     out.put(("connected", index))
@@ -64,7 +67,7 @@ def _publish_share(
             if delay > 0:
                 time.sleep(delay)
         now = time.time()
-        publisher.publish(messages.topic(index, seq), messages.payload(seq, now), qos=1)
+        publisher.publish(*message(seq, now), qos=1)
         times.append(now)
     publisher.wait_for_acks(ACK_TIMEOUT_S)
     last_ack = time.time()
@@ -72,14 +75,26 @@ def _publish_share(
     out.put(("done", (times.tobytes(), publisher.acked, publisher.failed, last_ack)))
 
 
-def publish(host: str, port: int, total: int, processes: int, rate: float | None = None) -> PublishResult:
-    """Publish `total` messages from `processes` processes, all at once (`rate` None) or at `rate` msg/s
-    in all; returns once every process has its acknowledgements."""
+def publish(
+    host: str,
+    port: int,
+    total: int,
+    processes: int,
+    rate: float | None = None,
+    kinds: tuple[str, ...] = messages.PLAIN,
+    bad_share: float = messages.BAD_SHARE,
+) -> PublishResult:
+    """Publish `total` messages (`bench.e2e.messages`: plain ones, or the fleet of `kinds`) from
+    `processes` processes, all at once (`rate` None) or at `rate` msg/s in all; returns once every process
+    has its acknowledgements."""
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()
     start: mp.Queue = ctx.Queue()
     workers = [
-        ctx.Process(target=_publish_share, args=(i, processes, total, rate, host, port, start, out))
+        ctx.Process(
+            target=_publish_share,
+            args=(i, processes, total, rate, host, port, kinds, bad_share, start, out),
+        )
         for i in range(processes)
     ]
     for worker in workers:

@@ -37,6 +37,7 @@ def medians(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for (mode, system), runs in grouped.items():
         row: dict[str, Any] = {"mode": mode, "system": system, "repetitions": len(runs)}
+        row["kinds"] = runs[0].get("kinds", "plain")
         for key in ("messages", "target_rate", "stored", "acked", "latency_max_s"):
             row[key] = _median([r[key] for r in runs])
         for key, _, _ in COLUMNS:
@@ -57,7 +58,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = []
     for mode in sorted({r["mode"] for r in rows}):
         first = next(r for r in rows if r["mode"] == mode)
-        load = f"{first['messages']:,.0f} messages" + (
+        load = f"{first['messages']:,.0f} messages of {first['kinds']}" + (
             f" at {first['target_rate']:,.0f} msg/s" if first["target_rate"] else " at once"
         )
         lines.append(f"\n{mode}: {load} (medians of {first['repetitions']})")

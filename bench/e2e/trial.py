@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.e2e import databases
-from bench.e2e.observer import RowCounter, latencies
+from bench.e2e.messages import BAD_SHARE, MIX, PLAIN
+from bench.e2e.observer import RowCounter, count_messages, count_rows, latencies
 from bench.e2e.processes import NOT_PIPELINE, ProcessSampler
 from bench.e2e.publishers import publish
-from bench.e2e.systems import SystemUnderTest
+from bench.e2e.systems import PROBE_TOPIC, SystemUnderTest
 from iot_core.settings import Settings
 from tests.support.mosquitto import PrivateMosquitto
 
@@ -28,12 +29,20 @@ class SystemStoppedError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Load:
-    """What to publish: `messages` in all, at `rate` msg/s (sustained) or all at once (burst, rate None)."""
+    """What to publish: `messages` in all, at `rate` msg/s (sustained) or all at once (burst, rate None),
+    of the simulator's fleet of `kinds` (`bad_share` of them bad) or, for `PLAIN`, plain messages that
+    the baseline writers store too (`bench.e2e.messages`)."""
 
     mode: str
     messages: int
     rate: float | None
     publishers: int
+    kinds: tuple[str, ...] = MIX
+    bad_share: float = BAD_SHARE
+
+    @property
+    def fleet(self) -> bool:
+        return self.kinds != PLAIN
 
 
 def run_trial(settings: Settings, system: SystemUnderTest, load: Load, repetition: int) -> dict[str, Any]:
@@ -44,7 +53,8 @@ def run_trial(settings: Settings, system: SystemUnderTest, load: Load, repetitio
         with PrivateMosquitto() as broker:
             system.start(broker, url)
             try:
-                counter = RowCounter(url, system.table, target=load.messages, stall_s=system.stall_s())
+                query = count_messages(PROBE_TOPIC) if load.fleet else count_rows(system.table)
+                counter = RowCounter(url, query, target=load.messages, stall_s=system.stall_s())
                 sampler = ProcessSampler(
                     roots=[*system.roots(), broker.pid or 0],
                     database=name,
@@ -53,7 +63,15 @@ def run_trial(settings: Settings, system: SystemUnderTest, load: Load, repetitio
                 )
                 sampler.start()
                 counter.start()
-                sent = publish(broker.host, broker.port, load.messages, load.publishers, load.rate)
+                sent = publish(
+                    broker.host,
+                    broker.port,
+                    load.messages,
+                    load.publishers,
+                    load.rate,
+                    load.kinds,
+                    load.bad_share,
+                )
                 counter.join()
                 sampler.stop()
                 if not system.running():
@@ -92,6 +110,8 @@ def summarize(
     return {
         "system": system,
         "mode": load.mode,
+        "kinds": ",".join(load.kinds),
+        "bad_share": load.bad_share if load.fleet else 0.0,
         "repetition": repetition,
         "messages": load.messages,
         "target_rate": load.rate,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -20,13 +20,15 @@ from dagster_project.defs.run_window import RunWindowResource
 from dagster_project.lib.retention import RetentionRule
 from dagster_project.lib.rollups import PARTS_KEPT
 from dagster_project.lib.windows import ClosingWindow, Window
-from iot_core.formats.batch import DecodeOptions
 from iot_core.mqtt.endpoint import MqttEndpoint
 from iot_core.mqtt.publisher import Publisher
 from iot_core.redis_client import RedisClient, redis_client, streams_clock_ms
 from iot_core.settings import Settings
 from iot_core.settings_secrets import export_secrets
 from iot_core.streams import EntryId, stream_names
+
+if TYPE_CHECKING:
+    from iot_core.formats.batch import DecodeOptions
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,9 @@ class BatchPolicyResource(ConfigurableResource):
         return self.window_seconds * 1000
 
     def decode_options(self) -> DecodeOptions:
+        # the decoders import polars, which the code location does not load (see `build_ingest_assets`)
+        from iot_core.formats.batch import DecodeOptions
+
         return DecodeOptions(
             default_tz=ZoneInfo(self.device_timezone),
             max_future_s=self.device_ts_max_future_s,

@@ -22,9 +22,8 @@ from iot_core.formats.plain import decode_plain
 from iot_core.formats.plain_frame import decode_plain_frame
 from iot_core.formats.timestamps import is_sane
 from iot_core.formats.topics import Topic, parse_topic
+from iot_core.formats.version import DECODER_VERSION as DECODER_VERSION
 from iot_core.rows import DECODED_EVENT, DECODED_MEASUREMENT, REJECTION, Shape
-
-DECODER_VERSION = "1"
 
 _KINDS = {"plain": "plain", "event": "event", "f2_sensor": "f2", "f2_doors": "f2"}
 

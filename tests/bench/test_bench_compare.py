@@ -1,4 +1,5 @@
-"""The end-to-end comparison harness, at tiny scale: one baseline, both modes, every JSON column."""
+"""The end-to-end comparison harness, at tiny scale: one baseline on plain messages, both modes, every JSON
+column; the product on the fleet's mix; which systems take which messages."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.compare import main
+from bench.compare import main, parse_args
+from bench.e2e.messages import MIX, source
 from bench.e2e.processes import classify
 from bench.e2e.report import COLUMNS, GROUP_COLUMNS
 
@@ -20,6 +22,7 @@ def test_compare_writes_every_column(tmp_path: Path) -> None:
     main(
         [
             "--systems", "copy",
+            "--kinds", "plain",
             "--messages", "300",
             "--rate", "100",
             "--duration", "2",
@@ -44,6 +47,47 @@ def test_compare_writes_every_column(tmp_path: Path) -> None:
         ("copy", "burst"),
         ("copy", "sustained"),
     }
+
+
+@pytest.mark.slow
+def test_the_product_on_the_fleets_mix_is_counted_by_message(tmp_path: Path) -> None:
+    out = tmp_path / "compare.json"
+    main(
+        [
+            "--modes", "burst",
+            "--messages", "400",
+            "--window", "10",
+            "--publishers", "2",
+            "--json", str(out),
+        ]
+    )  # fmt: skip
+    [run] = json.loads(out.read_text())["runs"]
+    assert (run["system"], run["kinds"], run["bad_share"]) == ("product-10s", "plain,event,f2", 0.05)
+    # every message is counted once whatever it became (rows, several rows, a rejection); the probes
+    # that told the listener was subscribed are not
+    assert run["stored"] == run["messages"] == 400
+    assert run["lost"] == 0
+    assert run["latency_p50_s"] <= run["latency_p95_s"]
+
+
+def test_the_fleets_mix_is_the_default_and_the_baselines_take_plain_messages_only() -> None:
+    assert parse_args([]).systems == "product"
+    assert parse_args(["--kinds", "plain"]).systems == "product,copy,executemany,insert"
+    with pytest.raises(SystemExit):
+        parse_args(["--systems", "product,copy"])
+
+
+def test_a_publisher_of_the_fleet_sends_every_format_and_some_bad_messages() -> None:
+    message = source(0, MIX, 0.05)
+    topics = [message(seq, 1_765_000_000.0 + seq / 1000)[0] for seq in range(2000)]
+    assert any(t.startswith("devices/") for t in topics)
+    assert any(t.startswith("qs/v1/") and t.endswith("/events") for t in topics)
+    assert any("/f2-" in t for t in topics)
+    # two publisher processes are two fleets of their own devices
+    other = source(1, MIX, 0.05)
+    plain_devices = {t.split("/")[1] for t in topics if t.startswith("devices/")}
+    theirs = {t.split("/")[1] for t in (other(s, 1_765_000_000.0)[0] for s in range(500))}
+    assert not plain_devices & {d for d in theirs if not d.startswith("f2-")}
 
 
 def test_classify_knows_the_product_processes() -> None:

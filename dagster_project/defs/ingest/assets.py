@@ -30,22 +30,14 @@ from dagster_project.defs.resources import (
 )
 from dagster_project.defs.run_window import RunWindowResource
 from dagster_project.defs.transient import only_transient_faults_retried
-from dagster_project.lib.batch import (
-    decode_window,
-    land_window,
-    mark_feedback_sent,
-    owed_feedback,
-    window_batch,
-)
 from dagster_project.lib.chunks import recompress_partial
-from dagster_project.lib.feedback import FeedbackTopics
 from dagster_project.lib.hour_summaries import counted_so_far
 from dagster_project.lib.raw_entries import raw_row
 from dagster_project.lib.retention import continuous_aggregates, hypertables
 from dagster_project.lib.rollups import refresh_rollups
 from dagster_project.lib.storage.batches import BatchInfo
 from dagster_project.lib.windows import BACKFILL_TAG, Window
-from iot_core.formats.batch import DECODER_VERSION
+from iot_core.formats.version import DECODER_VERSION
 from iot_core.streams import utc_from_ms
 
 BACKFILL_HOURS_PER_RUN = 6
@@ -76,6 +68,8 @@ def run_window(
 def batch_info(
     context: AssetExecutionContext, window: Window, streams: list[str], shard: int | None = None
 ) -> BatchInfo:
+    from dagster_project.lib.batch import window_batch  # polars: see `build_ingest_assets`
+
     keys = context.partition_key_range
     partition_key = keys.start if keys.start == keys.end else f"{keys.start}..{keys.end}"
     backfill = context.run.tags.get(BACKFILL_TAG)
@@ -89,6 +83,8 @@ def raw_messages(
     database: DatabaseResource,
     policy: BatchPolicyResource,
 ) -> MaterializeResult:
+    from dagster_project.lib.batch import land_window  # polars: see `build_ingest_assets`
+
     with only_transient_faults_retried():
         arrival = run_window(context, window, policy, redis)
         closing = policy.closing(redis, arrival)
@@ -123,6 +119,10 @@ def telemetry(
     policy: BatchPolicyResource,
     mqtt: MqttPublisherResource,
 ) -> MaterializeResult:
+    # polars and pandera: see `build_ingest_assets`
+    from dagster_project.lib.batch import decode_window, mark_feedback_sent, owed_feedback
+    from dagster_project.lib.feedback import FeedbackTopics
+
     with only_transient_faults_retried():
         micro = window.configured is not None
         arrival = run_window(context, window, policy, redis)
@@ -236,7 +236,11 @@ def hourly_rollups(
 
 
 def build_ingest_assets(partitions: PartitionsDefinition) -> list[AssetsDefinition]:
-    """`raw_messages`, `telemetry` and `hourly_rollups`, partitioned by `partitions`."""
+    """`raw_messages`, `telemetry` and `hourly_rollups`, partitioned by `partitions`.
+
+    The assets import the decoders (polars, pandera) when they run, not here: the code server, which
+    loads these definitions to serve the sensor and the UI, then holds neither library (about 60 MB); the
+    run workers' forkserver has them imported already."""
     return [
         asset(
             partitions_def=partitions,
