@@ -153,7 +153,7 @@ def decode_window(
             if raw is None:
                 break
             open_batch(conn, info)  # this page's transaction writes the batch's rows
-            _decode_page(conn, raw, catalog, options, topics, batch_id, totals, redelivery_horizon)
+            _decode_page(conn, raw, catalog, options, topics, batch_id, totals, redelivery_horizon, stream)
             clock = time.perf_counter()
             conn.commit()
             totals.lap("store", clock)
@@ -210,6 +210,7 @@ def _decode_page(
     batch_id: int,
     totals: _Totals,
     redelivery_horizon: timedelta,
+    stream: str | None,
 ) -> None:
     clock = time.perf_counter()
     copies = redelivered_copies(conn, raw, redelivery_horizon)
@@ -227,8 +228,8 @@ def _decode_page(
         .join(raw.select("raw_id", "topic", "arrived_at"), on="raw_id", how="left")
         .unique(subset=["raw_id", "item"], keep="first", maintain_order=True)
     )
-    store_rejected(conn, rejected, raw, batch_id)
-    store_elements(conn, decoded.elements, raw, batch_id)
+    store_rejected(conn, rejected, raw, batch_id, stream)
+    store_elements(conn, decoded.elements, raw, batch_id, stream)
     totals.lap("store", clock)
     totals.raw += raw.height
     totals.measurements += stored_m

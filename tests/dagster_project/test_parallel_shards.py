@@ -228,3 +228,23 @@ def test_compaction_and_status_take_each_shard_as_archived_only_by_its_own_batch
     assert [t.entries if t else None for t in trimmed] == [1, 0]
     assert client.xlen(streams[0]) == 0 and client.xlen(streams[1]) == 1, "shard 1's entry is not archived"
     client.close()
+
+
+def test_shards_runs_over_one_arrival_span_keep_each_others_rejections(sharded: Settings) -> None:
+    """A shard's run replaces the rejections of its own messages only: the runs of the other shards
+    decoded theirs in the same arrival span (before, each run deleted the others' rejections)."""
+    devices = [device_of_shard(sharded, n, name) for name in ("a", "b") for n in range(SHARDS)]
+    last = 0
+    for payload in (b"21.5", b"\xff\xfe", b"22.5", b"\xfe\xff"):  # the shards' arrivals interleave
+        last = max([last, *(xadd(sharded, device, payload=payload) for device in devices)])
+    with DagsterInstance.ephemeral() as instance:
+        requests = SensorDriver(sharded, instance).drain(last)
+    assert len({r.tags[SHARD_TAG] for r in requests}) == SHARDS
+    rejected = query(
+        sharded,
+        """SELECT b.shard, count(*) FROM rejected j JOIN raw_messages r USING (raw_id)
+                JOIN batches b ON b.batch_id = r.batch_id
+           WHERE r.stream = b.streams[1] GROUP BY b.shard ORDER BY b.shard""",
+    )
+    assert rejected == [(0, 4), (1, 4), (2, 4)], rejected
+    assert query(sharded, "SELECT count(*) FROM measurements") == [(12,)]

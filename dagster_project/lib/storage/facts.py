@@ -273,16 +273,32 @@ def store_events(conn: psycopg.Connection, frame: pl.DataFrame, batch_id: int) -
     return stored, pl.concat([dup_in_batch, _duplicate_rejections(pairs, "device and event_id")])
 
 
-def _clear_earlier_batches(cur: psycopg.Cursor, table: str, raw: pl.DataFrame, batch_id: int) -> None:
+def _of_stream(stream: str | None) -> str:
+    """An SQL condition (on `raw_id`, parameters `first`, `last` and `stream`) that holds for the rows of
+    `stream`'s messages in the span; none with `stream` None (a batch of every stream). A shard's batch
+    shares its arrival span with the other shards' batches, whose rows are theirs to replace."""
+    if stream is None:
+        return ""
+    return (
+        " AND raw_id IN (SELECT raw_id FROM raw_messages WHERE arrived_at >= %(first)s"
+        " AND arrived_at <= %(last)s AND stream = %(stream)s)"
+    )
+
+
+def _clear_earlier_batches(
+    cur: psycopg.Cursor, table: str, raw: pl.DataFrame, batch_id: int, stream: str | None
+) -> None:
     """Delete the rows of `table` (one per raw message or element, with its `arrived_at`) that other
-    batches wrote in the arrival span of the page `raw`, which this batch is about to write again.
+    batches wrote in the arrival span of the page `raw` (of `stream`'s messages, for a shard's batch),
+    which this batch is about to write again.
 
     Every message of the span is decoded again by this batch: on this page, or on a neighbouring one that
     shares its first or last arrival time, whose rows are this batch's own and stay. The index on
     `arrived_at` finds the span (nothing there on a first run) without matching the page's ids."""
     cur.execute(
-        f"DELETE FROM {table} WHERE arrived_at >= %s AND arrived_at <= %s AND batch_id <> %s",
-        (raw["arrived_at"].min(), raw["arrived_at"].max(), batch_id),
+        f"""DELETE FROM {table} WHERE arrived_at >= %(first)s AND arrived_at <= %(last)s
+            AND batch_id <> %(b)s{_of_stream(stream)}""",
+        {"first": raw["arrived_at"].min(), "last": raw["arrived_at"].max(), "b": batch_id, "stream": stream},
     )
 
 
@@ -292,7 +308,13 @@ _REJECTED_EARLIER_DDL = """CREATE TEMP TABLE IF NOT EXISTS rejected_earlier AS
     SELECT raw_id, item, stage, reason, detail, batch_id, batch_id AS taken_by FROM rejected WITH NO DATA"""
 
 
-def store_rejected(conn: psycopg.Connection, rejected: pl.DataFrame, raw: pl.DataFrame, batch_id: int) -> int:
+def store_rejected(
+    conn: psycopg.Connection,
+    rejected: pl.DataFrame,
+    raw: pl.DataFrame,
+    batch_id: int,
+    stream: str | None = None,
+) -> int:
     """Replace the rejections of the raw messages `raw` (`raw_id`, `arrived_at`): a re-run with a newer
     decoder may have fewer. A rejection found again unchanged keeps the batch that first wrote it.
 
@@ -306,14 +328,19 @@ def store_rejected(conn: psycopg.Connection, rejected: pl.DataFrame, raw: pl.Dat
         cur.execute(_REJECTED_EARLIER_DDL)
         cur.execute("DELETE FROM rejected_earlier WHERE taken_by <> %s", (batch_id,))
         cur.execute(
-            """WITH gone AS (
+            f"""WITH gone AS (
                    DELETE FROM rejected r
                    WHERE arrived_at >= %(first)s AND arrived_at <= %(last)s AND batch_id <> %(b)s
                      AND NOT EXISTS (SELECT 1 FROM rejected_earlier e
-                                     WHERE (e.raw_id, e.item) = (r.raw_id, r.item))
+                                     WHERE (e.raw_id, e.item) = (r.raw_id, r.item)){_of_stream(stream)}
                    RETURNING raw_id, item, stage, reason, detail, batch_id)
                INSERT INTO rejected_earlier SELECT *, %(b)s FROM gone""",
-            {"first": raw["arrived_at"].min(), "last": raw["arrived_at"].max(), "b": batch_id},
+            {
+                "first": raw["arrived_at"].min(),
+                "last": raw["arrived_at"].max(),
+                "b": batch_id,
+                "stream": stream,
+            },
         )
         if rejected.is_empty():
             return 0
@@ -332,7 +359,11 @@ def store_rejected(conn: psycopg.Connection, rejected: pl.DataFrame, raw: pl.Dat
 
 
 def store_elements(
-    conn: psycopg.Connection, elements: pl.DataFrame, raw: pl.DataFrame, batch_id: int
+    conn: psycopg.Connection,
+    elements: pl.DataFrame,
+    raw: pl.DataFrame,
+    batch_id: int,
+    stream: str | None = None,
 ) -> None:
     """Record how many elements the decoder found in each raw message of `raw` (`raw_id`, `arrived_at`)
     from `elements` (`raw_id`, `elements`), where that is not one: a message without a row had one element
@@ -341,7 +372,7 @@ def store_elements(
     if raw.is_empty():
         return
     with conn.cursor() as cur:
-        _clear_earlier_batches(cur, "raw_elements", raw, batch_id)
+        _clear_earlier_batches(cur, "raw_elements", raw, batch_id, stream)
     several = elements.filter(pl.col("elements") != 1)
     if several.is_empty():
         return
