@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import redis
 
 from iot_core.streams import stream_for_topic, stream_names
 from tests.support import PrivateMosquitto, PrivateRedis, free_port
-from tests.support.listener import SYSTEM_REDIS, count, entries, make_settings, started
+from tests.support.listener import SYSTEM_REDIS, count, entries, listener_metric, make_settings, started
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.services
@@ -222,18 +221,6 @@ def test_broker_that_lost_the_session_gets_resubscribed(broker: PrivateMosquitto
         assert listener.stop() == 0
 
 
-def _metric(port: int, line_start: str) -> float | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            text = response.read().decode()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(line_start + " "):
-            return float(line.split()[-1])
-    return None
-
-
 def test_sigterm_flushes_acks_and_exits_0_quickly(
     broker: PrivateMosquitto, prefix: str, tmp_path: Path
 ) -> None:
@@ -261,12 +248,12 @@ def test_sigterm_flushes_acks_and_exits_0_quickly(
         )
     try:
         ready = wait_until(
-            lambda: process.poll() is not None or _metric(metrics_port, "iot_listener_ready") == 1, 15
+            lambda: process.poll() is not None or listener_metric(metrics_port, "iot_listener_ready") == 1, 15
         )
         assert ready and process.poll() is None, log_path.read_text()
         broker.publish_many(numbered(n))
         assert wait_until(
-            lambda: _metric(metrics_port, 'iot_listener_messages_received_total{qos="1"}') == n, 15
+            lambda: listener_metric(metrics_port, 'iot_listener_messages_received_total{qos="1"}') == n, 15
         ), log_path.read_text()
         settings = make_settings(broker, prefix)
         assert count(settings) == 0  # still buffered
@@ -329,7 +316,7 @@ def test_metrics_endpoint_serves_counters(broker: PrivateMosquitto, prefix: str)
         broker.publish_many(numbered(10), qos=1)
         broker.publish_many(numbered(5, start=10), qos=0)
         assert wait_until(lambda: count(settings) == 15, 10)
-        assert wait_until(lambda: _metric(port, "iot_listener_acks_sent_total") == 10, 5)
+        assert wait_until(lambda: listener_metric(port, "iot_listener_acks_sent_total") == 10, 5)
         expected = {
             'iot_listener_messages_received_total{qos="1"}': 10,
             'iot_listener_messages_received_total{qos="0"}': 5,
@@ -341,9 +328,9 @@ def test_metrics_endpoint_serves_counters(broker: PrivateMosquitto, prefix: str)
             "iot_listener_ready": 1,
         }
         for name, value in expected.items():
-            assert _metric(port, name) == value, name
-        assert (_metric(port, "iot_listener_flushes_total") or 0) >= 1
-        assert (_metric(port, "iot_listener_flush_duration_seconds_count") or 0) >= 1
+            assert listener_metric(port, name) == value, name
+        assert (listener_metric(port, "iot_listener_flushes_total") or 0) >= 1
+        assert (listener_metric(port, "iot_listener_flush_duration_seconds_count") or 0) >= 1
     finally:
         assert listener.stop() == 0
-    assert _metric(port, "iot_listener_ready") is None  # the endpoint is gone after stop()
+    assert listener_metric(port, "iot_listener_ready") is None  # the endpoint is gone after stop()

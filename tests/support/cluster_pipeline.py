@@ -3,14 +3,10 @@ ingest_listener` processes on a shared subscription, and what became of every pu
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
 import sys
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -18,6 +14,7 @@ import psycopg
 from iot_core.redis_client import redis_client
 from iot_core.settings import DEFAULT_TOPICS, Settings
 from iot_core.streams import EntryId, stream_names
+from tests.support.listener_process import ListenerSubprocess
 from tests.support.mosquitto import PrivateMosquitto
 from tests.support.redis_cluster import PrivateRedisCluster
 from tests.support.waiting import wait_until
@@ -68,65 +65,19 @@ def settings_env(settings: Settings, client_id: str) -> dict[str, str]:
     return env
 
 
-class ListenerProcess:
+class ListenerProcess(ListenerSubprocess):
     """`python -m ingest_listener` with a fixed client id; its log is kept in `workdir`."""
 
     def __init__(self, settings: Settings, client_id: str, workdir: Path) -> None:
-        self.env = settings_env(settings, client_id)
-        self.log = workdir / f"{client_id}.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(settings_env(settings, client_id), workdir / f"{client_id}.log")
 
     def start(self) -> ListenerProcess:
         """Start it and wait until it has subscribed (each start of the process subscribes)."""
-        offset = self.log.stat().st_size if self.log.exists() else 0
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "ingest_listener"], env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        subscribed = wait_until(lambda: "subscribed, granted" in self.log.read_text()[offset:], 30)
-        assert subscribed, self.log.read_text()[-3000:]
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.spawn()
+        subscribed = wait_until(lambda: "subscribed, granted" in self.log_path.read_text()[offset:], 30)
+        assert subscribed, self.log_path.read_text()[-3000:]
         return self
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> int | None:
-        """SIGTERM (flush, acknowledge, disconnect); its exit code."""
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait(10)
-
-
-def messages_for(tag: str, count: int, devices: int = 30) -> list[tuple[str, str]]:
-    """`count` distinct messages of `devices` devices (enough for every shard to get some): readings with a
-    device time (a copy written twice is a duplicate), events, and every tenth an event whose payload names
-    another device (rejected, `device_mismatch`)."""
-    out: list[tuple[str, str]] = []
-    base = datetime.now(UTC).timestamp()
-    for i in range(count):
-        device = f"{tag}-{i % devices}"
-        if i % 10 == 9:
-            body: dict[str, object] = {
-                "schema": 1,
-                "event_id": f"{tag}-{i}",
-                "device_id": "other",
-                "event_type": "x",
-            }
-            out.append((f"qs/v1/{device}/events", json.dumps(body)))
-        elif i % 10 == 4:
-            body = {"schema": 1, "event_id": f"{tag}-{i}", "device_id": device, "event_type": "t", "value": i}
-            out.append((f"qs/v1/{device}/events", json.dumps(body)))
-        else:
-            ts = datetime.fromtimestamp(base + i / 1000, UTC).isoformat()
-            out.append((f"devices/{device}/temperature", json.dumps({"value": i, "ts": ts})))
-    return out
 
 
 def stream_state(settings: Settings) -> tuple[int, int | None, dict[str, str]]:

@@ -157,14 +157,14 @@ class FaultStack:
             return int(client.xlen(STREAM_PREFIX))
 
 
-def messages_for(tag: str, count: int) -> list[tuple[str, str]]:
-    """`count` distinct messages of device ids starting with `tag`: plain readings with a device
+def messages_for(tag: str, count: int, devices: int = 5) -> list[tuple[str, str]]:
+    """`count` distinct messages of `devices` device ids starting with `tag`: plain readings with a device
     timestamp (a redelivery is recognised as a duplicate), valid events, and every tenth an event whose
     payload names another device (rejected, `device_mismatch`)."""
     out: list[tuple[str, str]] = []
     base = datetime.now(UTC).timestamp()
     for i in range(count):
-        device = f"{tag}-{i % 5}"
+        device = f"{tag}-{i % devices}"
         if i % 10 == 9:
             body = {"schema": 1, "event_id": f"{tag}-{i}", "device_id": "someone-else", "event_type": "x"}
             out.append((f"qs/v1/{device}/events", json.dumps(body)))

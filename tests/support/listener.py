@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.request
 from uuid import uuid4
 
 import redis
@@ -64,3 +65,17 @@ def count(settings: Settings, client: redis.Redis | None = None) -> int:
     finally:
         if own:
             client.close()
+
+
+def listener_metric(port: int, name: str) -> float | None:
+    """A metric's value on a listener's /metrics (`name` with its labels, e.g. `x{qos="1"}`), None while
+    the endpoint does not answer or has no such line."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None

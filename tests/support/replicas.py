@@ -16,11 +16,7 @@ Usage::
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import threading
-import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +26,8 @@ import paho.mqtt.client as mqtt
 import redis
 
 from iot_core.streams import stream_names
+from tests.support.listener import listener_metric
+from tests.support.listener_process import ListenerSubprocess
 from tests.support.mosquitto import PrivateMosquitto
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
@@ -38,20 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 SYSTEM_REDIS = "redis://127.0.0.1:6379/0"
 
 
-def metric(port: int, name: str) -> float | None:
-    """The value of an unlabelled metric on a listener's /metrics, None while it does not answer."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            text = response.read().decode()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return None
-
-
-class ListenerProcess:
+class ListenerProcess(ListenerSubprocess):
     """One replica: `python -m ingest_listener` with its replica name, group and a stream prefix of the
     test's. `start()` again after `kill()` runs the same replica (client id, session) anew."""
 
@@ -67,9 +52,8 @@ class ListenerProcess:
         **settings: str,
     ) -> None:
         self.replica = replica
-        self.log_path = workdir / f"listener-{replica}.log"
         self.metrics_port = free_port()
-        self.env = {
+        env = {
             **os.environ,
             **broker.env(),
             "PYTHONPATH": str(REPO),
@@ -84,44 +68,20 @@ class ListenerProcess:
             "IOT_DEVICE_MAX_BYTES_PER_S": "0",
             **{f"IOT_{k.upper()}": v for k, v in settings.items()},
         }
-        self.workdir = workdir
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(env, workdir / f"listener-{replica}.log", cwd=workdir)
 
     def start(self, timeout_s: float = 30.0) -> None:
         """Start the process (cwd: the test's folder: no `.env` is read); wait until it has subscribed."""
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "ingest_listener"],
-                cwd=self.workdir,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        process = self.process
+        process = self.spawn()
         wait_until(
-            lambda: process.poll() is not None or metric(self.metrics_port, "iot_listener_ready") == 1,
+            lambda: (
+                process.poll() is not None or listener_metric(self.metrics_port, "iot_listener_ready") == 1
+            ),
             timeout_s,
         )
-        assert process.poll() is None and metric(self.metrics_port, "iot_listener_ready") == 1, (
+        assert process.poll() is None and listener_metric(self.metrics_port, "iot_listener_ready") == 1, (
             f"replica {self.replica} did not get ready: {self.log_path.read_text()[-2000:]}"
         )
-
-    def kill(self) -> None:
-        """SIGKILL: no flush, no acknowledgement, no DISCONNECT."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> int | None:
-        """SIGTERM and wait; the exit status (None when it was not running)."""
-        if self.process is None or self.process.poll() is not None:
-            return None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait(10)
 
 
 class Burst:

@@ -26,12 +26,11 @@ from iot_etl.status import redis_status
 from tests.support.cluster_pipeline import (
     ListenerProcess,
     cluster_settings,
-    messages_for,
     outcomes,
     stream_state,
 )
 from tests.support.database import database_url, drop_database
-from tests.support.fault_stack import Publisher
+from tests.support.fault_stack import Publisher, messages_for
 from tests.support.mosquitto import PrivateMosquitto
 from tests.support.pipeline import SensorDriver
 from tests.support.redis_cluster import PrivateRedisCluster
@@ -39,6 +38,8 @@ from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 COUNT = 1500
+#: enough devices for every shard to get some
+DEVICES = 30
 RATE = 750.0
 EXPECTED = Counter({"stored once": COUNT * 9 // 10, "rejected": COUNT // 10})
 
@@ -88,7 +89,7 @@ def run_pipeline(settings: Settings, tmp_path: Path) -> dict[str, str]:
 def test_two_listeners_and_the_pipeline_store_every_acknowledged_message_once(
     cluster: PrivateRedisCluster, database: str, tmp_path: Path
 ) -> None:
-    messages = messages_for(f"cl{uuid.uuid4().hex[:6]}", COUNT)
+    messages = messages_for(f"cl{uuid.uuid4().hex[:6]}", COUNT, DEVICES)
     with PrivateMosquitto() as broker:
         settings = cluster_settings(cluster, broker, database)
         listeners = in_process_listeners(settings)
@@ -125,7 +126,7 @@ def test_two_listeners_and_the_pipeline_store_every_acknowledged_message_once(
 def test_a_listener_sigkilled_mid_burst_and_restarted_with_its_client_id_loses_nothing(
     cluster: PrivateRedisCluster, database: str, tmp_path: Path
 ) -> None:
-    messages = messages_for(f"ck{uuid.uuid4().hex[:6]}", COUNT)
+    messages = messages_for(f"ck{uuid.uuid4().hex[:6]}", COUNT, DEVICES)
     tag = uuid.uuid4().hex[:6]
     with PrivateMosquitto() as broker:
         settings = cluster_settings(cluster, broker, database)
@@ -140,7 +141,7 @@ def test_a_listener_sigkilled_mid_burst_and_restarted_with_its_client_id_loses_n
             wait_written(settings, COUNT)
         finally:
             codes = [listener.stop() for listener in listeners]
-    assert codes == [0, 0], [listener.log.read_text()[-2000:] for listener in listeners]
+    assert codes == [0, 0], [listener.log_path.read_text()[-2000:] for listener in listeners]
     run_pipeline(settings, tmp_path)
     assert outcomes(database, messages) == EXPECTED
 
@@ -148,7 +149,7 @@ def test_a_listener_sigkilled_mid_burst_and_restarted_with_its_client_id_loses_n
 def test_a_master_sigkilled_mid_burst_and_its_replica_promoted_loses_nothing_acknowledged(
     database: str, tmp_path: Path
 ) -> None:
-    messages = messages_for(f"cm{uuid.uuid4().hex[:6]}", COUNT)
+    messages = messages_for(f"cm{uuid.uuid4().hex[:6]}", COUNT, DEVICES)
     with PrivateRedisCluster(node_timeout_ms=2000) as cluster, PrivateMosquitto() as broker:
         settings = cluster_settings(cluster, broker, database)
         assert settings.wait_replicas == 1
