@@ -130,6 +130,20 @@ def stored_per_device(settings: Settings) -> dict[str, int]:
     return dict(rows)
 
 
+SUCCESS = DagsterRunStatus.SUCCESS
+
+
+def finished_runs(settings: Settings) -> list[tuple[str, DagsterRunStatus, tuple[float, float]]]:
+    """The shard, status and (start, end) of every micro-batch run that has ended."""
+    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        records = instance.get_run_records(RunsFilter(job_name="micro_batch_job"))
+        return [
+            (r.dagster_run.tags[SHARD_TAG], r.dagster_run.status, (r.start_time, r.end_time))
+            for r in records
+            if r.start_time is not None and r.end_time is not None
+        ]
+
+
 def overlaps(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] < b[1] and b[0] < a[1]
 
@@ -154,19 +168,20 @@ def test_shards_run_in_parallel_and_a_failing_shard_does_not_stop_the_others(
     writer.start()
     try:
         healthy = {devices[n] for n in range(SHARDS) if n != POISONED}
+        healthy_shards = {str(n) for n in range(SHARDS) if n != POISONED}
+        # a run commits its pages before its checks finish: wait for its end too, not only for the rows
         wait_until(
-            lambda: all(stored_per_device(shards).get(d, 0) == READINGS for d in healthy),
+            lambda: (
+                all(stored_per_device(shards).get(d, 0) == READINGS for d in healthy)
+                and healthy_shards
+                <= {shard for shard, status, _ in finished_runs(shards) if status == SUCCESS}
+            ),
             PROCESSED_WITHIN_S,
             interval_s=2,
-            what=f"every reading of the healthy shards stored (daemon log: {tmp_path / 'daemon.log'})",
+            what=f"every reading of the healthy shards stored by runs that succeeded (daemon log: "
+            f"{tmp_path / 'daemon.log'})",
         )
-        with DagsterInstance.from_config(str(shards.dagster_home)) as instance:
-            records = instance.get_run_records(RunsFilter(job_name="micro_batch_job"))
-            runs = [
-                (r.dagster_run.tags[SHARD_TAG], r.dagster_run.status, (r.start_time, r.end_time))
-                for r in records
-                if r.start_time is not None and r.end_time is not None
-            ]
+        runs = finished_runs(shards)
     finally:
         stop_writing.set()
         writer.join()
@@ -174,7 +189,7 @@ def test_shards_run_in_parallel_and_a_failing_shard_does_not_stop_the_others(
     assert stored_per_device(shards).get(devices[POISONED], 0) == 0, "the refused shard stored nothing"
     poisoned = [status for shard, status, _ in runs if shard == str(POISONED)]
     assert poisoned and all(s == DagsterRunStatus.FAILURE for s in poisoned), poisoned
-    succeeded = {shard for shard, status, _ in runs if status == DagsterRunStatus.SUCCESS}
+    succeeded = {shard for shard, status, _ in runs if status == SUCCESS}
     assert succeeded == {str(n) for n in range(SHARDS) if n != POISONED}
     across = [
         (a, b) for i, a in enumerate(runs) for b in runs[i + 1 :] if a[0] != b[0] and overlaps(a[2], b[2])

@@ -49,6 +49,12 @@ def project(tmp_path: Path) -> Iterator[dict[str, str]]:
     for command in (["db", "migrate"], ["dagster-instance"]):
         done = subprocess.run([str(BIN / "iot-etl"), *command], env=env, cwd=ROOT, capture_output=True)
         assert done.returncode == 0, done.stderr
+    # Dagster's storage made before the webserver and the daemon start, as `up` makes it: started together
+    # on a fresh home they race to create it (`alembic_version has more than one head`)
+    done = subprocess.run(
+        [sys.executable, "-m", "iot_etl.dagster_instance", str(home)], env=env, cwd=ROOT, capture_output=True
+    )
+    assert done.returncode == 0, done.stderr
     yield env
     drop_database(name)
     client = redis.Redis()
