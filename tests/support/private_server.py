@@ -20,7 +20,32 @@ from typing import Self
 from tests.support.ports import free_port, wait_for_port
 
 
-class PrivateServer:
+class StartedUntilClosed:
+    """A `with` block around `start()` and `close()`: what fails to start is closed too."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class PrivateServer(StartedUntilClosed):
     """A server on `host:port` whose files live in its own temporary directory."""
 
     name = "server"
@@ -51,21 +76,6 @@ class PrivateServer:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class ProcessServer(PrivateServer):

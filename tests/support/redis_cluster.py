@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import subprocess
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 from urllib.parse import quote
 
@@ -30,6 +29,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from iot_etl.ports import free_local_port
+from tests.support.private_server import StartedUntilClosed
 from tests.support.redis_server import PrivateRedis
 from tests.support.waiting import wait_until
 
@@ -48,7 +48,7 @@ def _free_node_port(taken: set[int]) -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
-class PrivateRedisCluster:
+class PrivateRedisCluster(StartedUntilClosed):
     """`masters` masters with `replicas` replicas each, as `redis-server` processes of the test."""
 
     def __init__(
@@ -148,18 +148,6 @@ class PrivateRedisCluster:
         for node in self.nodes:
             with contextlib.suppress(Exception):
                 node.close()
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # --- topology --------------------------------------------------------------------------------
     def _node(self, port: int) -> PrivateRedis:
