@@ -22,6 +22,8 @@ from typing import Any
 import redis
 from hiredis import pack_command
 
+from ingest_listener.redis_replies import read_reply
+
 log = logging.getLogger(__name__)
 
 #: How long replicas that are connected but behind are waited for before the batch is written again.
@@ -32,13 +34,6 @@ RECHECK_S = 5.0
 
 class ReplicasBehindError(redis.ResponseError):
     """Fewer replicas than asked confirmed a batch within `GIVE_UP_S`: it does not count as written."""
-
-
-def _reply(conn: redis.connection.AbstractConnection) -> Any:
-    try:
-        return conn.read_response()
-    except redis.ResponseError as exc:
-        return exc
 
 
 class ReplicaWait:
@@ -60,13 +55,13 @@ class ReplicaWait:
     ) -> list[Any]:
         """`replies` of the XADDs just read from `conn`, each written entry turned into an error unless the
         replicas confirmed it (call only when `command(address)` was sent)."""
-        confirmed = _reply(conn)
+        confirmed = read_reply(conn)
         give_up = time.monotonic() + GIVE_UP_S
         while isinstance(confirmed, int) and confirmed < self.replicas:
             if not self._has_replicas(conn, address) or time.monotonic() > give_up:
                 break
             conn.send_command("WAIT", self.replicas, self.timeout_ms)
-            confirmed = _reply(conn)
+            confirmed = read_reply(conn)
         if isinstance(confirmed, int) and (confirmed >= self.replicas or address in self._alone_until):
             return replies
         error = (
@@ -82,7 +77,7 @@ class ReplicaWait:
     def _has_replicas(self, conn: redis.connection.AbstractConnection, address: str) -> bool:
         """Whether the master has any replica connected (`ROLE`); when not, it is written to unconfirmed."""
         conn.send_command("ROLE")
-        role = _reply(conn)
+        role = read_reply(conn)
         if isinstance(role, Exception) or not isinstance(role, list) or role[0] != b"master" or role[2]:
             self._alone_until.pop(address, None)
             return True

@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any
 
 import redis
 from hiredis import pack_command
@@ -36,6 +35,7 @@ from redis.connection import ConnectionPool
 
 from ingest_listener.cluster_writes import write_by_master
 from ingest_listener.metrics import ListenerMetrics
+from ingest_listener.redis_replies import read_reply
 from ingest_listener.replica_wait import ReplicaWait
 from iot_core.redis_client import RedisClient
 from iot_core.streams import stream_for_topic
@@ -145,21 +145,13 @@ class StreamWriter:
             address = f"{conn.host}:{conn.port}"
             wait = self.wait.command(address)
             conn.send_packed_command([packed + wait])
-            replies = [_reply(conn) for _ in entries]
+            replies = [read_reply(conn) for _ in entries]
             return self.wait.confirm(conn, address, replies) if wait else replies
         except BaseException:
             conn.disconnect()  # replies may be left unread: never hand this connection out again
             raise
         finally:
             pool.release(conn)
-
-
-def _reply(conn: redis.connection.AbstractConnection) -> Any:
-    """The next reply: an entry ID, or the error Redis answered for that command."""
-    try:
-        return conn.read_response()
-    except redis.ResponseError as exc:
-        return exc
 
 
 class BufferedStreamWriter:
