@@ -27,7 +27,7 @@ class AckGate:
 
     def __init__(self, ack: Callable[[int, int], object], metrics: ListenerMetrics) -> None:
         self._ack = ack  # sends the acknowledgement of (packet id, QoS)
-        #: Around the acks of one written batch (the listener's: `paho_wakeup.one_wakeup`).
+        #: Around the acks of one written batch (the listener's: `iot_core.mqtt.wakeup.one_wakeup`).
         self.batch: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext
         self._metrics = metrics
         self._lock = threading.Lock()

@@ -38,13 +38,13 @@ from ingest_listener.device_limits import REASONS
 from ingest_listener.intake import MessageIntake
 from ingest_listener.metrics import ListenerMetrics, MetricsServer
 from ingest_listener.paho_log import PAHO_LOG, PahoLogTap
-from ingest_listener.paho_wakeup import one_wakeup
 from ingest_listener.session import session_properties, subscriptions
 from ingest_listener.stream_writer import BufferedStreamWriter, StreamWriter
 from iot_core.mqtt.client import current_connect_error, describe_connect_error, new_client
 from iot_core.mqtt.endpoint import MqttEndpoint
 from iot_core.mqtt.throttled_log import ThrottledLog
 from iot_core.mqtt.tls import ClientTls
+from iot_core.mqtt.wakeup import one_wakeup
 from iot_core.redis_client import RedisClient, redis_client
 from iot_core.settings import Settings
 from iot_core.streams import stream_names

@@ -10,6 +10,7 @@ import ssl
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
@@ -18,6 +19,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from iot_core.mqtt.client import current_connect_error, describe_connect_error, new_client
 from iot_core.mqtt.endpoint import MqttEndpoint
+from iot_core.mqtt.wakeup import one_wakeup
 
 # the package's logger: every MQTT client line logs under one name, iot_core.mqtt
 log = logging.getLogger(__package__)
@@ -25,6 +27,11 @@ log = logging.getLogger(__package__)
 # paho queues without bound while the broker is slow or away; past this many unacknowledged messages
 # the publisher waits instead of growing its memory
 DEFAULT_MAX_UNACKED = 10_000
+#: paho's own limit of QoS > 0 messages on the wire at once; beyond it paho sends the next one from its
+#: network thread as each acknowledgement arrives
+PAHO_MAX_INFLIGHT = 20
+#: Messages `publish_many` hands to the client per wake-up of paho's network thread.
+PUBLISH_CHUNK = 500
 
 
 class PublishError(ConnectionError):
@@ -44,10 +51,12 @@ class Publisher:
         *,
         max_unacked: int = DEFAULT_MAX_UNACKED,
         client_id: str | None = None,
+        max_inflight: int = PAHO_MAX_INFLIGHT,
     ) -> None:
         """`client_id` is used as it is (a device connects under its own id); otherwise the client id is
-        `client_id_prefix` with the process id and a random suffix. Raises TlsFileError when a TLS file
-        of the endpoint cannot be used."""
+        `client_id_prefix` with the process id and a random suffix. `max_inflight` 0 puts every message
+        on the wire as it is published (`max_unacked` still bounds them). Raises TlsFileError when a TLS
+        file of the endpoint cannot be used."""
         self.endpoint = endpoint
         self.client_id = client_id or f"{client_id_prefix}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.max_unacked = max_unacked
@@ -59,6 +68,7 @@ class Publisher:
         self._last_error = ""
         self._client = new_client(self.endpoint, self.client_id)
         self._client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self._client.max_inflight_messages_set(max_inflight)
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
@@ -168,11 +178,8 @@ class Publisher:
         Waits while too many messages are unacknowledged (backpressure), and for QoS 0 while disconnected
         (paho queues only QoS > 0 across a disconnect; a QoS 0 message would be lost).
         """
-        with self._done:
-            while self.unacked >= self.max_unacked:
-                if stop is not None and stop.is_set():
-                    return False
-                self._done.wait(0.5)
+        if not self._wait_for_room(1, stop):
+            return False
         while qos == 0 and not self._connected.wait(1.0):
             if stop is not None and stop.is_set():
                 return False
@@ -188,6 +195,27 @@ class Publisher:
             if lost:
                 self.failed += 1
                 self._done.notify_all()
+        return True
+
+    def publish_many(self, messages: Sequence[tuple[str, bytes]], qos: int) -> None:
+        """Hand many (topic, payload) messages to the client, `PUBLISH_CHUNK` per wake-up of paho's
+        network thread (`wakeup.one_wakeup`) rather than one each. Each chunk waits for room under
+        `max_unacked` before it starts, so that no publish waits while the wake-ups are held back."""
+        for start in range(0, len(messages), PUBLISH_CHUNK):
+            chunk = messages[start : start + PUBLISH_CHUNK]
+            self._wait_for_room(min(len(chunk), self.max_unacked), None)
+            with one_wakeup(self._client):
+                for topic, payload in chunk:
+                    self.publish(topic, payload, qos)
+
+    def _wait_for_room(self, count: int, stop: threading.Event | None) -> bool:
+        """Wait until `count` more messages keep the unacknowledged within `max_unacked`; False if `stop`
+        was set meanwhile."""
+        with self._done:
+            while self.unacked + count > self.max_unacked:
+                if stop is not None and stop.is_set():
+                    return False
+                self._done.wait(0.5)
         return True
 
     def wait_for_acks(self, timeout_s: float) -> bool:

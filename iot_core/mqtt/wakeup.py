@@ -1,10 +1,11 @@
-"""Many acknowledgements from the writer's thread, one wake-up of paho's network thread.
+"""Many packets from one thread, one wake-up of paho's network thread.
 
-paho queues each packet another thread sends (here: a PUBACK per written entry) and writes a byte to a
-socket pair that paho's network thread selects on, so that it wakes and writes the packet. Sent from the
-writer's thread, a batch of 500 acknowledgements is 500 such writes: each one a system call that lets go
-of the GIL, and mostly a wake-up of the network thread that takes the GIL, writes a few PUBACKs and selects
-again. Measured on a backlog drain that is a quarter of the listener's CPU.
+paho queues each packet another thread sends (the listener's PUBACK per written entry, a publisher's
+PUBLISH) and writes a byte to a socket pair that paho's network thread selects on, so that it wakes and
+writes the packet. A batch of 500 acknowledgements from the listener's writer thread is 500 such writes:
+each one a system call that lets go of the GIL, and mostly a wake-up of the network thread that takes the
+GIL, writes a few packets and selects again. Measured on a backlog drain that is a quarter of the
+listener's CPU.
 
 `one_wakeup(client)` sends the packets queued inside it with a single wake-up at its end. Meanwhile the
 socket pair's writing end is swapped for one that does nothing: packets queued by any thread in that time

@@ -1,4 +1,4 @@
-"""The acks of one written batch wake paho's network thread once (`ingest_listener.paho_wakeup`).
+"""The acks of one written batch wake paho's network thread once (`iot_core.mqtt.wakeup`).
 
 These read paho's wake-up socket pair, the private part of paho the listener relies on here: a paho that
 renames it fails these tests instead of quietly waking its thread once per ack again."""
@@ -14,8 +14,8 @@ import pytest
 from ingest_listener.acks import AckGate
 from ingest_listener.listener import Listener
 from ingest_listener.metrics import ListenerMetrics
-from ingest_listener.paho_wakeup import NO_WAKE, WAKE_ATTRIBUTE, one_wakeup
 from ingest_listener.stream_writer import Entry
+from iot_core.mqtt.wakeup import NO_WAKE, WAKE_ATTRIBUTE, one_wakeup
 from iot_core.settings import Settings
 
 
