@@ -158,6 +158,7 @@ def measure(
                 "decode": (t_json, "JSON floor"),
                 "validate": (t_json, "JSON floor"),
                 "store": (t_floor, "COPY floor"),
+                "feedback": (None, ""),
             }
             for stage, seconds in decoded.seconds.items():
                 baseline, name = floors[stage]

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -220,13 +219,14 @@ class MqttPublisherResource(ConfigurableResource):
     def ack_topic(self, device_id: str) -> str:
         return self.ack_topic_template.format(device_id=device_id)
 
-    def publish_all(self, messages: list[tuple[str, dict]], timeout_s: float = 30.0) -> int:
-        """Publish JSON messages at QoS 1; returns how many the broker acknowledged within the timeout."""
+    def publish_all(self, messages: Sequence[tuple[str, bytes]], timeout_s: float = 30.0) -> int:
+        """Publish (topic, payload) messages at QoS 1; returns how many the broker acknowledged within the
+        timeout. Every message goes on the wire as it is handed over (no limit of paho's on those awaiting
+        their PUBACK, the publisher's own bound stays), many per wake-up of paho's network thread."""
         if not messages:
             return 0
-        with Publisher(self.endpoint(), self.client_id_prefix) as publisher:
-            for topic, body in messages:
-                publisher.publish(topic, json.dumps(body, separators=(",", ":")).encode(), qos=1)
+        with Publisher(self.endpoint(), self.client_id_prefix, max_inflight=0) as publisher:
+            publisher.publish_many(messages, qos=1)
             publisher.wait_for_acks(timeout_s)
             return publisher.acked
 

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 import polars as pl
 import psycopg
 
-from dagster_project.lib.feedback import Feedback, FeedbackTopics, event_feedback
+from dagster_project.lib.feedback import FeedbackTopics, event_feedback, no_feedback
 from dagster_project.lib.isolation import store_isolating
 from dagster_project.lib.read_ahead import read_ahead
 from dagster_project.lib.storage.batches import BatchInfo, finish_batch, mark_landed, open_batch
@@ -52,7 +52,7 @@ class Decoded:
     events: int
     rejected: pl.DataFrame  # every rejection, duplicates included (`REJECTION` + arrived_at)
     duplicates: int
-    feedback: list[Feedback] = field(default_factory=list)
+    feedback: pl.DataFrame = field(default_factory=no_feedback)  # `feedback.FEEDBACK` columns
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -176,7 +176,7 @@ def decode_window(
         totals.events,
         rejected,
         totals.duplicates,
-        totals.feedback,
+        pl.concat(totals.feedback) if totals.feedback else no_feedback(),
         totals.seconds,
     )
 
@@ -190,9 +190,9 @@ class _Totals:
     events: int = 0
     duplicates: int = 0
     rejected: list[pl.DataFrame] = field(default_factory=list)
-    feedback: list[Feedback] = field(default_factory=list)
+    feedback: list[pl.DataFrame] = field(default_factory=list)
     seconds: dict[str, float] = field(
-        default_factory=lambda: dict.fromkeys(("load", "decode", "validate", "store"), 0.0)
+        default_factory=lambda: dict.fromkeys(("load", "decode", "validate", "store", "feedback"), 0.0)
     )
 
     def lap(self, stage: str, since: float) -> float:
@@ -241,17 +241,21 @@ def _decode_page(
     )
     totals.rejected.append(rejected)
     if topics:
+        clock = time.perf_counter()
         stored_events = events.join(dup_e.select("raw_id", "item"), on=["raw_id", "item"], how="anti")
-        totals.feedback.extend(event_feedback(topics, stored_events, rejected, raw))
+        totals.feedback.append(event_feedback(topics, stored_events, rejected, raw))
+        totals.lap("feedback", clock)
 
 
-def owed_feedback(conn: psycopg.Connection, feedback: list[Feedback], *, resend: bool) -> list[Feedback]:
+def owed_feedback(conn: psycopg.Connection, feedback: pl.DataFrame, *, resend: bool) -> pl.DataFrame:
     """The feedback not sent yet (all of it with `resend`): a re-run window answers each element once."""
-    if resend:
+    if resend or feedback.is_empty():
         return feedback
-    sent = feedback_sent(conn, [f.key for f in feedback])
-    return [f for f in feedback if f.key not in sent]
+    sent = feedback_sent(conn, feedback["raw_id"].min(), feedback["raw_id"].max())  # type: ignore[arg-type]
+    if sent.is_empty():
+        return feedback
+    return feedback.join(sent, on=["raw_id", "item", "kind"], how="anti")
 
 
-def mark_feedback_sent(conn: psycopg.Connection, feedback: list[Feedback], run_id: str) -> None:
-    record_feedback_sent(conn, [(*f.key, f.status) for f in feedback], run_id)
+def mark_feedback_sent(conn: psycopg.Connection, feedback: pl.DataFrame, run_id: str) -> None:
+    record_feedback_sent(conn, feedback.select("raw_id", "item", "kind", "status"), run_id)

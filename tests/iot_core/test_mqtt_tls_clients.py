@@ -170,7 +170,7 @@ def test_listener_and_ack_publisher_connect_with_their_certificates(
 
         mqtt = resources_from_settings(settings)["mqtt"]
         assert (mqtt.host, mqtt.port) == (broker.host, broker.service_port)  # type: ignore[attr-defined]
-        acked = mqtt.publish_all([(f"qs/v1/{RECEIVER}/acks", {"ok": True})])  # type: ignore[attr-defined]
+        acked = mqtt.publish_all([(f"qs/v1/{RECEIVER}/acks", b'{"ok":true}')])  # type: ignore[attr-defined]
         assert acked == 1
         assert device.wait_for(lambda: device.topics() == [f"qs/v1/{RECEIVER}/acks"])
     finally:

@@ -6,6 +6,8 @@ runs the sensor requests carry theirs, backfills and UI runs take the partitions
 closed). They are built on the partitions definition by `build_ingest_assets`.
 """
 
+import time
+
 from dagster import (
     AssetExecutionContext,
     AssetMaterialization,
@@ -143,16 +145,22 @@ def telemetry(
                 policy.redelivery_horizon,
                 stream,
             )
+            clock = time.perf_counter()
             owed = owed_feedback(conn, decoded.feedback, resend=resend)
+            seconds = {"feedback_owed": time.perf_counter() - clock}
         acks = 0
-        if owed:
+        if owed.height:
+            clock = time.perf_counter()
             try:
-                acks = mqtt.publish_all([(f.topic, f.body) for f in owed])
+                acks = mqtt.publish_all(owed.select("topic", "payload").rows())
             except OSError as exc:  # ConnectionError included
-                context.log.warning(f"could not publish {len(owed)} ACKs/dead letters: {exc}")
-            if acks == len(owed):  # otherwise all are owed still: a re-run sends them (at least once)
+                context.log.warning(f"could not publish {owed.height} ACKs/dead letters: {exc}")
+            seconds["feedback_publish"] = time.perf_counter() - clock
+            if acks == owed.height:  # otherwise all are owed still: a re-run sends them (at least once)
+                clock = time.perf_counter()
                 with database.connect() as conn:
                     mark_feedback_sent(conn, owed, context.run.run_id)
+                seconds["feedback_record"] = time.perf_counter() - clock
         reasons = decoded.reasons()
         counts = {
             "raw_messages": decoded.raw,
@@ -172,8 +180,10 @@ def telemetry(
             if window.shard is not None:
                 with database.connect() as conn:
                     end_ms = settled_until_ms(conn, redis, arrival.hour_start_ms, end_ms)
+            clock = time.perf_counter()
             with database.connect() as conn:
                 so_far = counted_so_far(conn, keys[0], utc_from_ms(end_ms))
+            seconds["hour_counts"] = time.perf_counter() - clock
         if len(keys) > 1 or arrival.closes_hour:
             # a partition's plotted values are its hour's totals once the hour has closed; a run over several
             # hours reports each hour on its own rather than the range's totals on every hour
@@ -200,9 +210,9 @@ def telemetry(
                 **counts,
                 # where this run began to count the hour: what came before was counted by earlier runs
                 **({"hour_counts_read_from": so_far[1].at.isoformat()} if so_far else {}),
-                "feedback_published": f"{acks}/{len(owed)}",
-                "feedback_already_sent": len(decoded.feedback) - len(owed),
-                **{f"seconds_{stage}": round(s, 4) for stage, s in decoded.seconds.items()},
+                "feedback_published": f"{acks}/{owed.height}",
+                "feedback_already_sent": decoded.feedback.height - owed.height,
+                **{f"seconds_{stage}": round(s, 4) for stage, s in (decoded.seconds | seconds).items()},
                 "batch_id": MetadataValue.text(str(decoded.batch_id)),
                 "decoder_version": DECODER_VERSION,
             },

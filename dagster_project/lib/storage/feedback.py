@@ -2,39 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
+import polars as pl
 import psycopg
 
+#: The key of a sent message: the element it answers and its kind.
+SENT_KEY = {"raw_id": pl.Int64, "item": pl.Int32, "kind": pl.String}
 
-def feedback_sent(
-    conn: psycopg.Connection, keys: Sequence[tuple[int, int, str]]
-) -> set[tuple[int, int, str]]:
-    """Which of these (raw_id, item, kind) have been sent to devices already."""
-    if not keys:
-        return set()
-    raw_ids, items, kinds = (list(column) for column in zip(*keys, strict=True))
+
+def feedback_sent(conn: psycopg.Connection, lo: int, hi: int) -> pl.DataFrame:
+    """The (raw_id, item, kind) sent to devices already for the raw messages `lo` to `hi` (raw ids).
+
+    Read as a range of the key's index: a window's first run finds none there, which costs less than
+    looking up each of its tens of thousands of keys."""
     rows = conn.execute(
-        """SELECT f.raw_id, f.item, f.kind FROM feedback_sent f
-           JOIN unnest(%s::bigint[], %s::integer[], %s::text[]) AS k (raw_id, item, kind)
-             USING (raw_id, item, kind)""",
-        (raw_ids, items, kinds),
+        "SELECT raw_id, item, kind FROM feedback_sent WHERE raw_id BETWEEN %s AND %s", (lo, hi)
     ).fetchall()
-    return {(int(r), int(i), str(k)) for r, i, k in rows}
+    return pl.DataFrame(rows, schema=SENT_KEY, orient="row")
 
 
-def record_feedback_sent(
-    conn: psycopg.Connection, sent: Sequence[tuple[int, int, str, str]], run_id: str
-) -> None:
-    """Remember (raw_id, item, kind, status) as sent by `run_id`."""
-    if not sent:
+def record_feedback_sent(conn: psycopg.Connection, sent: pl.DataFrame, run_id: str) -> None:
+    """Remember the rows of `sent` (raw_id, item, kind, status) as sent by `run_id`."""
+    if sent.is_empty():
         return
-    raw_ids, items, kinds, statuses = (list(column) for column in zip(*sent, strict=True))
     conn.execute(
         """INSERT INTO feedback_sent (raw_id, item, kind, status, run_id)
            SELECT raw_id, item, kind, status, %s
            FROM unnest(%s::bigint[], %s::integer[], %s::text[], %s::text[]) AS s (raw_id, item, kind, status)
            ON CONFLICT (raw_id, item, kind) DO UPDATE
            SET status = excluded.status, run_id = excluded.run_id, sent_at = now()""",
-        (run_id, raw_ids, items, kinds, statuses),
+        (run_id, *(sent[column].to_list() for column in ("raw_id", "item", "kind", "status"))),
     )
