@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -16,11 +16,11 @@ from pydantic import Field, PrivateAttr
 
 from dagster_project.defs.run_window import RESOURCE_KEY as RUN_WINDOW_KEY
 from dagster_project.defs.run_window import RunWindowResource
+from dagster_project.lib.feedback_sender import FeedbackSender
 from dagster_project.lib.retention import RetentionRule
 from dagster_project.lib.rollups import PARTS_KEPT
 from dagster_project.lib.windows import ClosingWindow, Window
 from iot_core.mqtt.endpoint import MqttEndpoint
-from iot_core.mqtt.publisher import Publisher
 from iot_core.redis_client import RedisClient, redis_client, streams_clock_ms
 from iot_core.settings import Settings
 from iot_core.settings_secrets import export_secrets
@@ -219,16 +219,9 @@ class MqttPublisherResource(ConfigurableResource):
     def ack_topic(self, device_id: str) -> str:
         return self.ack_topic_template.format(device_id=device_id)
 
-    def publish_all(self, messages: Sequence[tuple[str, bytes]], timeout_s: float = 30.0) -> int:
-        """Publish (topic, payload) messages at QoS 1; returns how many the broker acknowledged within the
-        timeout. Every message goes on the wire as it is handed over (no limit of paho's on those awaiting
-        their PUBACK, the publisher's own bound stays), many per wake-up of paho's network thread."""
-        if not messages:
-            return 0
-        with Publisher(self.endpoint(), self.client_id_prefix, max_inflight=0) as publisher:
-            publisher.publish_many(messages, qos=1)
-            publisher.wait_for_acks(timeout_s)
-            return publisher.acked
+    def feedback_sender(self) -> FeedbackSender:
+        """A sender of a run's ACKs and dead letters at QoS 1, page by page (see `FeedbackSender`)."""
+        return FeedbackSender(self.endpoint(), self.client_id_prefix)
 
 
 class QualityPolicyResource(ConfigurableResource):

@@ -8,10 +8,11 @@ ACKs/dead letters owed to devices.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import polars as pl
 import psycopg
@@ -121,6 +122,7 @@ def decode_window(
     reader: psycopg.Connection | None = None,
     redelivery_horizon: timedelta = REDELIVERY_HORIZON,
     stream: str | None = None,
+    feedback_sink: Callable[[pl.DataFrame], None] | None = None,
 ) -> Decoded:
     """Decode, validate and store the archived messages of `window`; `topics=None` builds no feedback.
 
@@ -136,7 +138,9 @@ def decode_window(
     the current one is decoded and stored; the window must then be archived by a committed transaction.
     A message the broker sent again whose first copy arrived at most `redelivery_horizon` before it is a
     duplicate of that copy (`storage.redeliveries`). With `stream`, only that stream's messages are
-    decoded (a shard's run: the other shards' runs decode theirs).
+    decoded (a shard's run: the other shards' runs decode theirs). `feedback_sink` is handed each page's
+    feedback once the page is committed (on `conn`, between pages), so that it can be sent while the next
+    page is decoded.
     """
     totals = _Totals()
     batch_id = open_batch(conn, info)
@@ -157,6 +161,10 @@ def decode_window(
             clock = time.perf_counter()
             conn.commit()
             totals.lap("store", clock)
+            if feedback_sink is not None and topics is not None:
+                clock = time.perf_counter()
+                feedback_sink(totals.feedback[-1])
+                totals.lap("feedback", clock)
     clock = time.perf_counter()
     rejected = pl.concat(totals.rejected) if totals.rejected else _STORED_REJECTION.empty()
     finish_batch(
@@ -245,6 +253,31 @@ def _decode_page(
         stored_events = events.join(dup_e.select("raw_id", "item"), on=["raw_id", "item"], how="anti")
         totals.feedback.append(event_feedback(topics, stored_events, rejected, raw))
         totals.lap("feedback", clock)
+
+
+class OwedFeedback:
+    """What a run owes devices, page by page: each page's feedback less what was sent before (all of it
+    with `resend`: a re-run window answers each element once), handed to `sender` (`FeedbackSender.send`)."""
+
+    def __init__(self, conn: psycopg.Connection, sender: _Sender, *, resend: bool) -> None:
+        self.conn = conn
+        self.sender = sender
+        self.resend = resend
+        self.pages: list[pl.DataFrame] = []
+        self.count = 0
+
+    def send(self, feedback: pl.DataFrame) -> None:
+        owed = owed_feedback(self.conn, feedback, resend=self.resend)
+        self.pages.append(owed)
+        self.count += owed.height
+        self.sender.send(owed)
+
+    def frame(self) -> pl.DataFrame:
+        return pl.concat(self.pages) if self.pages else no_feedback()
+
+
+class _Sender(Protocol):
+    def send(self, feedback: pl.DataFrame) -> None: ...
 
 
 def owed_feedback(conn: psycopg.Connection, feedback: pl.DataFrame, *, resend: bool) -> pl.DataFrame:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
 
+import polars as pl
 import pytest
 import redis
 
@@ -170,8 +171,9 @@ def test_listener_and_ack_publisher_connect_with_their_certificates(
 
         mqtt = resources_from_settings(settings)["mqtt"]
         assert (mqtt.host, mqtt.port) == (broker.host, broker.service_port)  # type: ignore[attr-defined]
-        acked = mqtt.publish_all([(f"qs/v1/{RECEIVER}/acks", b'{"ok":true}')])  # type: ignore[attr-defined]
-        assert acked == 1
+        with mqtt.feedback_sender() as sender:  # type: ignore[attr-defined]
+            sender.send(pl.DataFrame({"topic": [f"qs/v1/{RECEIVER}/acks"], "payload": [b'{"ok":true}']}))
+            assert sender.finish() == 1, sender.error
         assert device.wait_for(lambda: device.topics() == [f"qs/v1/{RECEIVER}/acks"])
     finally:
         device.close()

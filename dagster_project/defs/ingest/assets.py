@@ -6,7 +6,9 @@ runs the sensor requests carry theirs, backfills and UI runs take the partitions
 closed). They are built on the partitions definition by `build_ingest_assets`.
 """
 
+import contextlib
 import time
+from typing import TYPE_CHECKING
 
 from dagster import (
     AssetExecutionContext,
@@ -33,6 +35,7 @@ from dagster_project.defs.resources import (
 from dagster_project.defs.run_window import RunWindowResource
 from dagster_project.defs.transient import only_transient_faults_retried
 from dagster_project.lib.chunks import recompress_partial
+from dagster_project.lib.feedback_sender import FeedbackSender
 from dagster_project.lib.hour_summaries import counted_so_far
 from dagster_project.lib.raw_entries import raw_row
 from dagster_project.lib.retention import continuous_aggregates, hypertables
@@ -41,6 +44,9 @@ from dagster_project.lib.storage.batches import BatchInfo
 from dagster_project.lib.windows import BACKFILL_TAG, Window
 from iot_core.formats.version import DECODER_VERSION
 from iot_core.streams import utc_from_ms
+
+if TYPE_CHECKING:  # polars and pandera: see `build_ingest_assets`
+    from dagster_project.lib.batch import OwedFeedback
 
 BACKFILL_HOURS_PER_RUN = 6
 
@@ -122,7 +128,7 @@ def telemetry(
     mqtt: MqttPublisherResource,
 ) -> MaterializeResult:
     # polars and pandera: see `build_ingest_assets`
-    from dagster_project.lib.batch import decode_window, mark_feedback_sent, owed_feedback
+    from dagster_project.lib.batch import OwedFeedback, decode_window
     from dagster_project.lib.feedback import FeedbackTopics
 
     with only_transient_faults_retried():
@@ -133,34 +139,32 @@ def telemetry(
         resend = context.run.tags.get(RESEND_FEEDBACK_TAG, "").lower() == "true"
         # a shard's run decodes its shard's messages of the range; the other shards' runs decode theirs
         stream = window.streams_of(redis.streams())[0] if window.shard is not None else None
-        with database.connect() as conn, database.connect(autocommit=True) as reader:
-            decoded = decode_window(
-                conn,
-                batch_info(context, arrival, [], window.shard),
-                arrival,
-                policy.decode_options(),
-                topics,
-                policy.decode_page_rows,
-                reader,
-                policy.redelivery_horizon,
-                stream,
-            )
-            clock = time.perf_counter()
-            owed = owed_feedback(conn, decoded.feedback, resend=resend)
-            seconds = {"feedback_owed": time.perf_counter() - clock}
-        acks = 0
-        if owed.height:
-            clock = time.perf_counter()
+        with (
+            database.connect() as conn,
+            database.connect(autocommit=True) as reader,
+            mqtt.feedback_sender() as sender,
+        ):
+            owed = OwedFeedback(conn, sender, resend=resend)
             try:
-                acks = mqtt.publish_all(owed.select("topic", "payload").rows())
-            except OSError as exc:  # ConnectionError included
-                context.log.warning(f"could not publish {owed.height} ACKs/dead letters: {exc}")
-            seconds["feedback_publish"] = time.perf_counter() - clock
-            if acks == owed.height:  # otherwise all are owed still: a re-run sends them (at least once)
-                clock = time.perf_counter()
-                with database.connect() as conn:
-                    mark_feedback_sent(conn, owed, context.run.run_id)
-                seconds["feedback_record"] = time.perf_counter() - clock
+                decoded = decode_window(
+                    conn,
+                    batch_info(context, arrival, [], window.shard),
+                    arrival,
+                    policy.decode_options(),
+                    topics,
+                    policy.decode_page_rows,
+                    reader,
+                    policy.redelivery_horizon,
+                    stream,
+                    feedback_sink=owed.send,
+                )
+            except BaseException:
+                # the pages committed before the failure were answered: what the broker took is recorded,
+                # so that the window's next run does not answer those elements twice
+                with contextlib.suppress(Exception):  # the run's own error is the one to report
+                    _settle_feedback(context, database, sender, owed)
+                raise
+            acks, seconds = _settle_feedback(context, database, sender, owed)
         reasons = decoded.reasons()
         counts = {
             "raw_messages": decoded.raw,
@@ -210,13 +214,36 @@ def telemetry(
                 **counts,
                 # where this run began to count the hour: what came before was counted by earlier runs
                 **({"hour_counts_read_from": so_far[1].at.isoformat()} if so_far else {}),
-                "feedback_published": f"{acks}/{owed.height}",
-                "feedback_already_sent": decoded.feedback.height - owed.height,
+                "feedback_published": f"{acks}/{owed.count}",
+                "feedback_already_sent": decoded.feedback.height - owed.count,
                 **{f"seconds_{stage}": round(s, 4) for stage, s in (decoded.seconds | seconds).items()},
                 "batch_id": MetadataValue.text(str(decoded.batch_id)),
                 "decoder_version": DECODER_VERSION,
             },
         )
+
+
+def _settle_feedback(
+    context: AssetExecutionContext, database: DatabaseResource, sender: FeedbackSender, owed: "OwedFeedback"
+) -> tuple[int, dict[str, float]]:
+    """Wait for the broker to acknowledge what the run published and record it as sent if it took all
+    of it (otherwise all of it is owed still: a re-run sends it, at least once); the acknowledged count
+    and the seconds waited and recorded."""
+    from dagster_project.lib.batch import mark_feedback_sent
+
+    clock = time.perf_counter()
+    acks = sender.finish()  # what is left to publish once the last page is stored
+    seconds = {"feedback_publish": time.perf_counter() - clock}
+    if isinstance(sender.error, OSError):  # ConnectionError included
+        context.log.warning(f"could not publish {sender.handed} ACKs/dead letters: {sender.error}")
+    elif sender.error is not None:
+        raise sender.error
+    if owed.count and acks == owed.count:
+        clock = time.perf_counter()
+        with database.connect() as conn:
+            mark_feedback_sent(conn, owed.frame(), context.run.run_id)
+        seconds["feedback_record"] = time.perf_counter() - clock
+    return acks, seconds
 
 
 def hourly_rollups(
