@@ -1,17 +1,23 @@
 """Memory of the whole stack that `iot-etl up --no-simulator` starts, at rest and under load.
 
-    .venv/bin/python -m bench.stack_memory [--idle 120] [--rate 5000 --duration 60] [--json out.json]
+    .venv/bin/python -m bench.stack_memory [--idle 120] [--run-workers-start first_run|daemon_start]
+        [--first-run] [--rate 5000 --duration 60] [--json out.json]
 
 Starts `iot-etl up --no-simulator` as `bench.compare` does (a private Mosquitto, a private Redis, a
-scratch database on the local PostgreSQL, a temporary Dagster home, `--window` s windows), waits `--idle`
-seconds, then reads every process of `up`'s process tree: its RSS and its PSS and private (USS) memory
-from `/proc/<pid>/smaps_rollup`. RSS counts a page shared between processes (a forked child's inherited
-libraries, the shared libraries of every interpreter) in each of them; PSS divides it among them, so the
-PSS sum is what the tree holds. The private Redis, the broker and PostgreSQL are not `up`'s processes
-here and are not summed (with services `up` embeds, they would be). With `--rate`, the simulator's mix
-(`--kinds`, 5 % bad) is published at that rate for `--duration` seconds by `bench.compare`'s publishers,
-and the peak of each sum over samples every 0.5 s until `--drain` seconds later is reported too (with
-the device limit lifted, as `bench.compare` lifts it for the fleet).
+scratch database on the local PostgreSQL, a temporary Dagster home, `--window` s windows), sends nothing,
+waits `--idle` seconds, then reads every process of `up`'s process tree: its RSS and its PSS and private
+(USS) memory from `/proc/<pid>/smaps_rollup`. RSS counts a page shared between processes (a forked
+child's inherited libraries, the shared libraries of every interpreter) in each of them; PSS divides it
+among them, so the PSS sum is what the tree holds. The private Redis, the broker and PostgreSQL are not
+`up`'s processes here and are not summed (with services `up` embeds, they would be).
+
+The run workers' forkserver starts as `--run-workers-start` says (IOT_RUN_WORKERS_START; the product's
+default, `first_run`, unless given). With `--first-run`, one message is then sent, and the seconds its
+window's micro-batch run took from its creation (the sensor's request) to its worker's start and to its
+end are reported, with the tree's memory after it. With `--rate`, the simulator's mix (`--kinds`, 5 %
+bad) is published at that rate for `--duration` seconds by `bench.compare`'s publishers, and the peak of
+each sum over samples every 0.5 s until `--drain` seconds later is reported too (with the device limit
+lifted, as `bench.compare` lifts it for the fleet).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -134,6 +141,33 @@ def publish_mix(host: str, port: int, rate: float, duration: float, kinds: str) 
     return f"{sent.acked:,} acknowledged at {sent.rate:,.0f} msg/s"
 
 
+def first_run(product: Product, broker: PrivateMosquitto, timeout_s: float = 300.0) -> dict[str, float]:
+    """Send one message (the listener's probe) and wait for the first micro-batch run to finish: the
+    seconds from the run's creation to its worker's start (queue, launch, and with a lazy forkserver its
+    imports) and to its end, read from the stack's Dagster storage."""
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+    assert product.home is not None
+    product.wait_subscribed(broker)
+    finished = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
+    deadline = time.monotonic() + timeout_s
+    with DagsterInstance.from_config(str(product.home)) as instance:
+        while time.monotonic() < deadline:
+            runs = instance.get_run_records(
+                RunsFilter(job_name="micro_batch_job", statuses=finished), limit=1, ascending=True
+            )
+            if runs and runs[0].start_time and runs[0].end_time:
+                run = runs[0]
+                created = run.create_timestamp.timestamp()
+                return {
+                    "created_to_started_s": round(run.start_time - created, 2),
+                    "created_to_ended_s": round(run.end_time - created, 2),
+                    "succeeded": float(run.dagster_run.status == DagsterRunStatus.SUCCESS),
+                }
+            time.sleep(0.5)
+    raise TimeoutError(f"no micro-batch run finished within {timeout_s:.0f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--idle", type=float, default=120.0, help="seconds at rest before reading")
@@ -142,25 +176,44 @@ def main() -> None:
     parser.add_argument("--kinds", default="plain,event,f2", help="the simulator's --kinds")
     parser.add_argument("--drain", type=float, default=90.0, help="seconds sampled after publishing")
     parser.add_argument("--window", type=int, default=10, help="IOT_WINDOW_SECONDS of the stack")
+    parser.add_argument(
+        "--run-workers-start",
+        choices=["first_run", "daemon_start"],
+        default=Settings.model_fields["run_workers_start"].default,
+        help="IOT_RUN_WORKERS_START of the stack (default: the product's)",
+    )
+    parser.add_argument("--first-run", action="store_true", help="then send one message, time its run")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     settings = Settings()
     name = f"bench_stackmem_{uuid.uuid4().hex[:8]}"
     databases.create_database(settings, name)
-    result: dict = {"load_avg_start": os.getloadavg()}
+    result: dict = {"load_avg_start": os.getloadavg(), "run_workers_start": args.run_workers_start}
     try:
         with PrivateMosquitto() as broker:
             stream = f"bench-stackmem-{name[-8:]}"
-            product = Product(args.window, settings=dict(FLEET_SETTINGS), stream=stream)
-            product.start(broker, databases.database_url(settings, name))
+            stack = {**FLEET_SETTINGS, "IOT_RUN_WORKERS_START": args.run_workers_start}
+            product = Product(args.window, settings=stack, stream=stream, probe=False)
             try:
+                product.start(broker, databases.database_url(settings, name))
                 assert product._up is not None
                 root = product._up.pid
                 time.sleep(args.idle)
                 idle = tree_memory(root)
-                print(f"at rest after {args.idle:.0f} s (load average {os.getloadavg()}):")
+                print(
+                    f"at rest after {args.idle:.0f} s, IOT_RUN_WORKERS_START={args.run_workers_start} "
+                    f"(load average {os.getloadavg()}):"
+                )
                 print(report(idle))
                 result["idle"] = [vars_of(p) for p in idle]
+                if args.first_run:
+                    result["first_run"] = first_run(product, broker)
+                    after = tree_memory(root)
+                    print(f"\nthe first run: {result['first_run']} (load average {os.getloadavg()})")
+                    print(report(after))
+                    result["after_first_run"] = [vars_of(p) for p in after]
+                elif args.rate:
+                    product.wait_subscribed(broker)  # the listener takes messages
                 if args.rate:
                     sampler = PeakSampler(root)
                     sampler.start()
@@ -179,6 +232,8 @@ def main() -> None:
                     result.update(peak_rss_mb=sampler.peak_rss / MB, peak_pss_mb=sampler.peak_pss / MB)
             finally:
                 product.stop()
+                if product.home is not None:
+                    shutil.rmtree(product.home, ignore_errors=True)
     finally:
         databases.drop_database(settings, name)
     result["load_avg_end"] = os.getloadavg()

@@ -8,6 +8,15 @@ starts one multiprocessing forkserver, with the libraries (not the code location
 decoder is what the next run uses) imported once, and each run worker is forked from it and executes the
 run as `dagster api execute_run` does.
 
+The forkserver and multiprocessing's resource tracker, which starts with it, hold about 200 MB. By default
+(`forkserver_start: first_run`) the first run launched starts them and waits for the imports, so a stack
+that has run nothing holds neither; `daemon_start` starts them in a thread as the daemon starts, so that
+no run waits. (Dagster builds an instance's run launcher when it first uses it, at the first run: with
+`daemon_start` the instance's run coordinator is `PreforkingRunCoordinator`, which builds it as the daemon
+starts.) Runs launched while the forkserver starts wait for the same one: multiprocessing starts it
+under a lock (`forkserver.ensure_running`), and a worker's start returns once the forkserver has forked
+it, after its imports.
+
 The worker's pid and start time are kept in the run's hidden tags (stored with the run, left out of the
 runs list and GraphQL), so the run-monitoring daemon can tell a worker that died (killed, out of memory)
 from one that is working and fail the run within a poll, instead of waiting for the runtime bound. Workers
@@ -32,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from dagster import DagsterRun, serialize_value
+from dagster import DagsterRun, Enum, EnumValue, Field, QueuedRunCoordinator, serialize_value
 
 from dagster_project.dagster_internals import (
     FORKSERVER_PRELOAD,
@@ -75,8 +84,12 @@ CANCEL_POLL_S = 2.0
 CANCEL_GRACE_S = 15.0
 STARTED_TAG = f"{HIDDEN_TAG_PREFIX}iot_worker_started"
 
-#: The program that launches runs: it starts the forkserver as it starts, not when its first run is due.
+#: The program that launches runs: it checks the preload list as it starts, and with `DAEMON_START` starts
+#: the forkserver then, not when its first run is due.
 LAUNCHING_PROGRAM = "dagster-daemon"
+#: When the forkserver starts (the launcher's config `forkserver_start`, IOT_RUN_WORKERS_START).
+FIRST_RUN = "first_run"
+DAEMON_START = "daemon_start"
 
 logger = logging.getLogger(__name__)
 _context_lock = threading.Lock()
@@ -173,13 +186,17 @@ def _interrupt_while_canceling(instance: Any, run_id: str, done: threading.Event
 class ForkingRunLauncher(RunLauncher, ConfigurableClass):
     """Run workers forked from a preloaded forkserver of the daemon; see the module's docstring."""
 
-    def __init__(self, inst_data: ConfigurableClassData | None = None) -> None:
+    def __init__(
+        self, inst_data: ConfigurableClassData | None = None, forkserver_start: str = FIRST_RUN
+    ) -> None:
         self._inst_data = inst_data
+        self.forkserver_start = forkserver_start
         super().__init__()
         if Path(sys.argv[0]).name == LAUNCHING_PROGRAM:
             require_modules(PRELOAD)  # a missing one stops the daemon here, not a run later
-            # the daemon's first run does not wait for the imports, nor does a burst pay for them
-            threading.Thread(target=start_forkserver, name="forkserver-start", daemon=True).start()
+            if forkserver_start == DAEMON_START:
+                # the daemon's first run does not wait for the imports, nor does a burst pay for them
+                threading.Thread(target=start_forkserver, name="forkserver-start", daemon=True).start()
 
     @property
     def inst_data(self) -> ConfigurableClassData | None:
@@ -187,13 +204,23 @@ class ForkingRunLauncher(RunLauncher, ConfigurableClass):
 
     @classmethod
     def config_type(cls) -> dict:
-        return {}
+        return {
+            "forkserver_start": Field(
+                Enum("ForkserverStart", [EnumValue(FIRST_RUN), EnumValue(DAEMON_START)]),
+                is_required=False,
+                default_value=FIRST_RUN,
+                description="When the run workers' forkserver starts: with the first run launched, or as "
+                "the daemon starts.",
+            )
+        }
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Any) -> ForkingRunLauncher:
-        return cls(inst_data=inst_data)
+        return cls(inst_data=inst_data, forkserver_start=config_value.get("forkserver_start", FIRST_RUN))
 
     def launch_run(self, context: LaunchRunContext) -> None:
+        """Fork the run's worker; the first launch of a daemon whose forkserver is not running starts it
+        and returns once the forkserver has imported `PRELOAD` and forked the worker."""
         run = context.dagster_run
         worker = _forkserver().Process(
             target=work,
@@ -231,6 +258,17 @@ class ForkingRunLauncher(RunLauncher, ConfigurableClass):
                 "(killed, or out of memory): see the daemon's log",
             )
         return CheckRunHealthResult(WorkerStatus.RUNNING)
+
+
+class PreforkingRunCoordinator(QueuedRunCoordinator):
+    """Dagster's queued run coordinator that, in the daemon, builds the instance's run launcher as soon as
+    it is itself built (the run queue's first pass, as the daemon starts), so that the forking launcher's
+    `daemon_start` starts the forkserver then rather than at the first run."""
+
+    def register_instance(self, instance: Any) -> None:
+        super().register_instance(instance)
+        if Path(sys.argv[0]).name == LAUNCHING_PROGRAM:
+            _ = instance.run_launcher  # built, and registered with the instance, on first use
 
 
 def _worker(run: DagsterRun) -> psutil.Process | None:

@@ -281,6 +281,13 @@ class Settings(UpkeepSettings):
         "libraries imported once (about a second of CPU less per run); `default` is Dagster's own launcher, "
         "a fresh interpreter per run started by the code server.",
     )
+    run_workers_start: Literal["first_run", "daemon_start"] = Field(
+        "first_run",
+        description="When the `forking` launcher starts the process run workers are forked from (about "
+        "200 MB with the resource tracker): `first_run` when the first run is launched, which then waits "
+        "for its imports (a CPU-second on a quiet machine, more under load), so that a stack that has run "
+        "nothing holds none; `daemon_start` as the daemon starts, so that no run waits.",
+    )
     max_concurrent_runs: int = Field(
         2,
         ge=1,

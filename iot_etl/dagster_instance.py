@@ -33,6 +33,12 @@ RUN_MAX_RUNTIME_S = 3600
 RUN_MONITORING_POLL_S = 30
 # The run launcher `forking` selects (IOT_DAGSTER_RUN_LAUNCHER); `default` leaves Dagster's own in place.
 FORKING_RUN_LAUNCHER = {"module": "dagster_project.run_launcher", "class": "ForkingRunLauncher"}
+# Its config key for when its forkserver starts (IOT_RUN_WORKERS_START).
+FORKSERVER_START_KEY = "forkserver_start"
+# Dagster's queued run coordinator, or with IOT_RUN_WORKERS_START=daemon_start the same that builds the
+# forking launcher as the daemon starts (Dagster builds it at the first run otherwise).
+QUEUED_RUN_COORDINATOR = {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"}
+PREFORKING_RUN_COORDINATOR = {"module": "dagster_project.run_launcher", "class": "PreforkingRunCoordinator"}
 # The keys of a run launcher block in dagster.yaml.
 LAUNCHER_KEYS = {"module", "class", "config"}
 # Only launchers that can re-attach to a run (Kubernetes, Docker) resume runs; the default one cannot.
@@ -52,11 +58,7 @@ def instance_config(settings: Settings, run_launcher: Mapping[str, Any] | None =
     Dagster's own, to start runs elsewhere (`load_run_launcher`).
     """
     config: dict = {
-        "run_coordinator": {
-            "module": "dagster.core.run_coordinator",
-            "class": "QueuedRunCoordinator",
-            "config": run_coordinator_config(settings),
-        },
+        "run_coordinator": {**QUEUED_RUN_COORDINATOR, "config": run_coordinator_config(settings)},
         "telemetry": {"enabled": False},
         # a micro-batch that failed on a passing fault (database restart) runs again by itself
         "run_retries": {"enabled": True, "max_retries": 3},
@@ -79,13 +81,20 @@ def instance_config(settings: Settings, run_launcher: Mapping[str, Any] | None =
     if run_launcher is not None:
         config["run_launcher"] = dict(run_launcher)
     elif settings.dagster_run_launcher == "forking":
-        config["run_launcher"] = FORKING_RUN_LAUNCHER
+        config["run_launcher"] = forking_run_launcher(settings)
+        if settings.run_workers_start == "daemon_start":
+            config["run_coordinator"].update(PREFORKING_RUN_COORDINATOR)
     if settings.dagster_pg_url:
         url = settings.dagster_pg_url.get_secret_value()
         config["storage"] = {"postgres": {"postgres_db": postgres_db_config(url)}}
     else:
         config["storage"] = {"sqlite": {"base_dir": str(dagster_home(settings) / "storage")}}
     return config
+
+
+def forking_run_launcher(settings: Settings) -> dict:
+    """The forking launcher's block: its class, and when its forkserver starts."""
+    return {**FORKING_RUN_LAUNCHER, "config": {FORKSERVER_START_KEY: settings.run_workers_start}}
 
 
 #: The tag of a run of one stream shard (`dagster_project.defs.ingest.shards.SHARD_TAG`).

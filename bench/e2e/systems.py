@@ -52,6 +52,12 @@ class Product:
 
     `settings` are further IOT_* variables of the stack (they win over the defaults here); `home` is the
     Dagster home (a temporary folder when None); `log` receives the stack's output (its children's logs).
+    `probe`: `start` returns once the listener has written a probe message to the stream (whose window
+    then becomes a micro-batch run); without it, once `up` has announced the UI.
+
+    The run workers' forkserver starts as the daemon starts here (IOT_RUN_WORKERS_START=daemon_start,
+    not the product's default, which starts it with the first run), and `start` waits until it has
+    imported its libraries: that is start-up, paid once, not a cost of the messages a trial measures.
     """
 
     window_s: int
@@ -62,6 +68,7 @@ class Product:
     stream: str = "bench:raw"
     env: dict[str, str] = field(default_factory=dict)
     variant: str = ""
+    probe: bool = True
     _up: subprocess.Popen | None = None
     _redis: PrivateRedis | None = None
 
@@ -84,12 +91,22 @@ class Product:
                 "IOT_LISTENER_METRICS_PORT": "0",
                 "IOT_WEBSERVER_PORT": str(free_port()),
                 "IOT_WINDOW_SECONDS": str(self.window_s),
+                "IOT_RUN_WORKERS_START": "daemon_start",
                 **self.settings,
             }
         )
         self.env = env
         self._up, banner = launch_up(env, "--no-simulator", timeout_s=240, on_line=self._log_line)
         self._log_line(banner)
+        if self.probe:
+            self.wait_subscribed(broker)
+        forking = env.get("IOT_DAGSTER_RUN_LAUNCHER", "forking") == "forking"
+        if forking and env["IOT_RUN_WORKERS_START"] == "daemon_start":
+            self._wait_forkserver_started()
+
+    def wait_subscribed(self, broker: PrivateMosquitto) -> None:
+        """Publish probe messages until the listener has written one to the stream."""
+        assert self._redis is not None
         redis = self._redis.client()
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not redis.xlen(self.stream):
@@ -97,12 +114,9 @@ class Product:
                 raise TimeoutError("the listener did not subscribe within a minute")
             broker.publish_many([(PROBE_TOPIC, b"probe")])
             time.sleep(0.5)
-        if self.settings.get("IOT_DAGSTER_RUN_LAUNCHER", "forking") == "forking":
-            self._wait_forkserver_started()
 
     def _wait_forkserver_started(self) -> None:
-        """The daemon starts its run workers' forkserver as it starts; that process's imports are start-up,
-        paid once, not a cost per message: wait until it exists and its CPU time has stopped growing."""
+        """Wait until the run workers' forkserver exists and its CPU time has stopped growing."""
         assert self._up is not None
         deadline = time.monotonic() + READY_TIMEOUT_S
         last = -1.0

@@ -1,5 +1,6 @@
 """The forking run launcher: which run workers it counts as alive (real processes, pid reuse included),
-and that the instance configuration selects it unless `IOT_DAGSTER_RUN_LAUNCHER=default`."""
+that the instance configuration selects it unless `IOT_DAGSTER_RUN_LAUNCHER=default`, and when its
+forkserver starts (IOT_RUN_WORKERS_START): as the daemon starts, or once for the first runs launched."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from dagster import (
     serialize_value,
 )
 
-from dagster_project.dagster_internals import WorkerStatus
+from dagster_project.dagster_internals import WorkerStatus, configurable_class_config
 from dagster_project.run_launcher import (
     CANCEL_GRACE_S,
     CANCEL_POLL_S,
@@ -94,8 +95,24 @@ def test_a_run_without_a_worker_pid_is_left_to_the_runtime_bound() -> None:
 
 
 def test_the_instance_uses_the_forking_launcher_unless_told_otherwise() -> None:
-    assert instance_config(Settings())["run_launcher"] == FORKING_RUN_LAUNCHER
+    block = instance_config(Settings())["run_launcher"]
+    assert {k: block[k] for k in ("module", "class")} == FORKING_RUN_LAUNCHER
     assert "run_launcher" not in instance_config(Settings(dagster_run_launcher="default"))
+
+
+def test_when_the_forkserver_starts_flows_from_the_setting_through_dagsters_config_check() -> None:
+    for start in ("first_run", "daemon_start"):
+        block = instance_config(Settings(run_workers_start=start))["run_launcher"]
+        config = configurable_class_config(block["module"], block["class"], block["config"])
+        assert ForkingRunLauncher.from_config_value(None, config).forkserver_start == start
+        # with `daemon_start` the coordinator builds the launcher as the daemon starts; else Dagster's own
+        coordinator = instance_config(Settings(run_workers_start=start))["run_coordinator"]
+        configurable_class_config(coordinator["module"], coordinator["class"], coordinator["config"])
+        expected = "PreforkingRunCoordinator" if start == "daemon_start" else "QueuedRunCoordinator"
+        assert coordinator["class"] == expected
+    # a launcher block without it (written by hand, or before the setting) starts it with the first run
+    config = configurable_class_config(FORKING_RUN_LAUNCHER["module"], FORKING_RUN_LAUNCHER["class"], {})
+    assert ForkingRunLauncher.from_config_value(None, config).forkserver_start == "first_run"
 
 
 def test_a_worker_names_itself_in_its_runs_tags_before_the_run_starts(tmp_path: Path) -> None:
@@ -156,7 +173,7 @@ import sys, threading, time
 from multiprocessing import forkserver
 sys.argv[0] = sys.argv[1]
 from dagster_project.run_launcher import ForkingRunLauncher
-ForkingRunLauncher()
+ForkingRunLauncher(forkserver_start=sys.argv[2])
 starting = [t for t in threading.enumerate() if t.name == "forkserver-start"]
 deadline = time.monotonic() + 120
 while starting and forkserver._forkserver._forkserver_pid is None and time.monotonic() < deadline:
@@ -171,16 +188,80 @@ print(pid)
 """
 
 
-def test_the_daemon_starts_the_forkserver_with_its_launcher_and_no_other_program_does() -> None:
-    """The daemon's forkserver is up before its first run; a webserver or run worker that builds the
-    launcher too starts none."""
-    for program, expected in (("/venv/bin/dagster-daemon", True), ("/venv/bin/dagster-webserver", False)):
+def test_the_daemon_starts_the_forkserver_with_its_launcher_only_when_told_and_no_other_program_does() -> (
+    None
+):
+    """With `daemon_start`, the daemon's forkserver is up before its first run; with `first_run` the
+    daemon starts none with its launcher, nor does a webserver or run worker that builds the launcher."""
+    for program, start, expected in (
+        ("/venv/bin/dagster-daemon", "daemon_start", True),
+        ("/venv/bin/dagster-daemon", "first_run", False),
+        ("/venv/bin/dagster-webserver", "daemon_start", False),
+    ):
         probe = subprocess.run(
-            [sys.executable, "-c", WARM_PROBE, program],
+            [sys.executable, "-c", WARM_PROBE, program, start],
             capture_output=True,
             text=True,
             timeout=180,
             check=True,
         )
         pid = probe.stdout.strip().splitlines()[-1]
-        assert (pid != "None") == expected, (program, probe.stdout, probe.stderr)
+        assert (pid != "None") == expected, (program, start, probe.stdout, probe.stderr)
+
+
+LAUNCH_PROBE = """
+import sys, threading, uuid
+import psutil
+from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
+from dagster_project.dagster_internals import LaunchRunContext
+sys.argv[0] = "/venv/bin/dagster-daemon"
+from dagster_project.run_launcher import PID_TAG, ForkingRunLauncher
+from tests.support.processes import forkservers
+from tests.support.waiting import wait_until
+
+with DagsterInstance.from_config(sys.argv[1]) as instance:
+    launcher = ForkingRunLauncher(forkserver_start="first_run")
+    launcher.register_instance(instance)
+    assert not forkservers(psutil.Process().pid), "a forkserver before the first run"
+    runs = [
+        instance.add_run(
+            DagsterRun(job_name="nowhere_job", run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTING)
+        )
+        for _ in range(2)
+    ]
+    errors = []
+
+    def launch(run):
+        try:
+            launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=launch, args=(run,)) for run in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    assert not errors, errors
+    servers = forkservers(psutil.Process().pid)
+    workers = [
+        wait_until(lambda: instance.get_run_by_id(run.run_id).tags.get(PID_TAG), 120, what="a worker's pid")
+        for run in runs
+    ]
+    print(len(servers), len(set(workers)))
+"""
+
+
+def test_the_first_runs_launched_at_once_start_one_forkserver_and_each_its_worker(tmp_path: Path) -> None:
+    """With `first_run`, two runs launched at once by a daemon that has no forkserver yet: one forkserver
+    starts (multiprocessing starts it under a lock), and both runs' workers are forked from it."""
+    probe = subprocess.run(
+        [sys.executable, "-c", LAUNCH_PROBE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.split() == ["1", "2"], (probe.stdout, probe.stderr)

@@ -71,7 +71,7 @@ def test_webserver_and_daemon_write_the_instance_with_the_docker_launcher() -> N
     for name in DAGSTER:  # the single-machine default: compose.yaml alone keeps the forking launcher
         assert "--run-launcher" not in json.dumps(base[name]["command"])
     default = instance_config(settings_of(env_of(base["dagster-daemon"])))
-    assert default["run_launcher"] == FORKING_RUN_LAUNCHER
+    assert {k: default["run_launcher"][k] for k in ("module", "class")} == FORKING_RUN_LAUNCHER
 
 
 def test_the_instance_the_daemon_writes_loads_with_dagsters_own_schemas(

@@ -71,3 +71,22 @@ def wait_gone(pids: set[int], timeout_s: float) -> set[int]:
     """Poll until none of `pids` is alive or the time is up; return those still alive."""
     wait_until(lambda: not any(alive(pid) for pid in pids), timeout_s, interval_s=0.1)
     return {pid for pid in pids if alive(pid)}
+
+
+def forkservers(root_pid: int) -> set[int]:
+    """The multiprocessing forkservers below `root_pid` (the run launcher's): processes started with
+    `multiprocessing.forkserver`'s command line whose parent was not (a forked run worker keeps it)."""
+    lines: dict[int, str] = {}
+    parents: dict[int, int] = {}
+    for pid in descendants(root_pid):
+        try:
+            line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:  # it ended while read
+            continue
+        lines[pid] = line
+        parents[pid] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    marker = "multiprocessing.forkserver"
+    return {
+        pid for pid, line in lines.items() if marker in line and marker not in lines.get(parents[pid], "")
+    }

@@ -28,7 +28,7 @@ import pytest
 from iot_etl.launch import launch_up
 from tests.support.database import database_url, drop_database
 from tests.support.ports import free_port
-from tests.support.processes import group_members, wait_gone
+from tests.support.processes import forkservers, group_members, wait_gone
 from tests.support.up import WINDOW_S, run_up, started_pids, stop_up, stored_event
 from tests.support.waiting import wait_until
 
@@ -115,6 +115,8 @@ def test_up_ingests_foreign_publishes_acks_and_stops_cleanly(up_env: dict[str, s
 
         assert loaded_definitions(int(up_env["IOT_WEBSERVER_PORT"])) == EXPECTED_DEFINITIONS
         time.sleep(1.0)  # the listener has subscribed by the time the UI answers; a margin for slow machines
+        # IOT_RUN_WORKERS_START=first_run (the default): no run yet, so no run workers' forkserver
+        assert not forkservers(up.pid)
         published = time.monotonic()
         event = stored_event(device, meta={"sensor": "dht22"})
         invalid = {"schema": 1, "event_id": f"{device}-2", "device_id": "someone-else", "event_type": "x"}
@@ -138,6 +140,7 @@ def test_up_ingests_foreign_publishes_acks_and_stops_cleanly(up_env: dict[str, s
             budget - (time.monotonic() - published),
         )
         assert (value, unit) == (27.93, "°C")
+        assert len(forkservers(up.pid)) == 1  # the first run started it
         stored = wait_for_row(
             url,
             "SELECT e.event_id, e.value_num, e.meta FROM events e JOIN devices d "
@@ -308,10 +311,13 @@ def test_sigkilled_up_takes_every_process_with_it_and_one_up_per_home(up_env: di
 
 
 def test_dagster_postgres_storage_runs_micro_batches(up_env: dict[str, str]) -> None:
+    """With IOT_RUN_WORKERS_START=daemon_start, the run workers' forkserver is there before any run."""
     name = f"iot_dagster_{uuid.uuid4().hex[:8]}"
-    env = {**up_env, "IOT_DAGSTER_PG_URL": database_url(name)}
+    env = {**up_env, "IOT_DAGSTER_PG_URL": database_url(name), "IOT_RUN_WORKERS_START": "daemon_start"}
     up, _ = launch_up(env, "--no-simulator")
     try:
+        server = wait_until(lambda: forkservers(up.pid), 60, interval_s=0.2, what="the forkserver")
+        assert wait_for_row(database_url(name), "SELECT count(*) FROM runs", (), 10) == (0,)
         device = f"pg{uuid.uuid4().hex[:6]}"
         client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         client.connect("127.0.0.1", 1883)
@@ -330,6 +336,7 @@ def test_dagster_postgres_storage_runs_micro_batches(up_env: dict[str, str]) -> 
             database_url(name), "SELECT status FROM runs WHERE status = 'SUCCESS' LIMIT 1", (), 30
         )
         assert status == ("SUCCESS",)
+        assert forkservers(up.pid) == server  # the run was forked from it
         assert "postgresql+psycopg2" in (Path(env["IOT_DAGSTER_HOME"]) / "dagster.yaml").read_text()
     finally:
         try:
