@@ -209,6 +209,38 @@ def test_the_daemon_starts_the_forkserver_with_its_launcher_only_when_told_and_n
         assert (pid != "None") == expected, (program, start, probe.stdout, probe.stderr)
 
 
+WORKER_PROBE = '''
+import multiprocessing, sys
+sys.argv[0] = "/venv/bin/dagster-daemon"  # multiprocessing gives a worker its parent's argv
+BUILD = """
+import threading
+from dagster_project.run_launcher import ForkingRunLauncher
+ForkingRunLauncher(forkserver_start="daemon_start")
+print(sorted(thread.name for thread in threading.enumerate()), flush=True)
+"""
+if __name__ == "__main__":
+    worker = multiprocessing.get_context("forkserver").Process(target=exec, args=(BUILD,))
+    worker.start()
+    worker.join(120)
+    assert worker.exitcode == 0, worker.exitcode
+'''
+
+
+def test_a_run_worker_forked_by_the_daemons_forkserver_starts_no_forkserver_of_its_own() -> None:
+    """A worker has the daemon's `sys.argv`; the launcher it builds must not take it for the daemon."""
+    probe = subprocess.run(
+        [sys.executable, "-c", WORKER_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert probe.returncode == 0, probe.stderr
+    threads = probe.stdout.strip().splitlines()[-1]
+    assert "MainThread" in threads and "forkserver-start" not in threads, (probe.stdout, probe.stderr)
+
+
 LAUNCH_PROBE = """
 import sys, threading, uuid
 import psutil
