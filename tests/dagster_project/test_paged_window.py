@@ -10,8 +10,15 @@ import polars as pl
 import psycopg
 import pytest
 
-from dagster_project.lib.batch import Decoded, decode_window, land_window, window_batch
-from dagster_project.lib.feedback import FeedbackTopics
+from dagster_project.lib.batch import (
+    Decoded,
+    OwedFeedback,
+    decode_window,
+    land_window,
+    mark_feedback_sent,
+    window_batch,
+)
+from dagster_project.lib.feedback import FEEDBACK, FeedbackTopics
 from dagster_project.lib.raw_entries import raw_row
 from dagster_project.lib.storage.batches import BatchInfo
 from dagster_project.lib.storage.quality import reconcile
@@ -249,3 +256,61 @@ def test_the_first_page_is_a_tenth_of_the_others_the_next_grow_and_the_pages_sti
     assert sizes[20_000] == [2000, 6000, 7000]
     assert sizes[5000] == [1000, 3000, 5000, 5000, 1000]
     assert sizes[1000] == [1000] * 15
+
+
+def test_a_window_failing_part_way_owes_only_the_feedback_its_committed_pages_did_not_send(
+    clean_db: str,
+) -> None:
+    """Each committed page's feedback is handed over as the page is committed; recorded as sent (what the
+    run does with what the broker took before a failure), it is not owed again: the window's next run
+    hands over the rest, and the two runs together answer every event element exactly once."""
+    with psycopg.connect(clean_db) as conn:
+        window, info = _land(conn, BASE_MS + 40 * 60_000, "fbpart")
+        conn.execute(
+            """CREATE OR REPLACE FUNCTION fail_late_humidity_fb() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN
+                   IF EXISTS (SELECT 1 FROM metrics WHERE metric_id = NEW.metric_id AND name = 'humidity')
+                      AND NEW.raw_id > (SELECT min(raw_id) + 8 FROM raw_messages) THEN
+                       RAISE EXCEPTION 'injected fault' USING ERRCODE = 'XX000';
+                   END IF;
+                   RETURN NEW;
+               END $$;
+               CREATE OR REPLACE TRIGGER fail_late_humidity_fb BEFORE INSERT ON measurements
+               FOR EACH ROW EXECUTE FUNCTION fail_late_humidity_fb()"""
+        )
+        conn.commit()
+        first = _CollectedSender()
+        owed = OwedFeedback(conn, first, resend=False)
+        with pytest.raises(psycopg.errors.InternalError, match="injected fault"):
+            decode_window(conn, info, window, DecodeOptions(), TOPICS, 4, feedback_sink=owed.send)
+        conn.rollback()
+        assert first.sent.height > 0, "the committed pages' feedback was handed over"
+        mark_feedback_sent(conn, owed.frame(), info.run_id)
+        conn.execute("DROP TRIGGER fail_late_humidity_fb ON measurements")
+        conn.execute("DROP FUNCTION fail_late_humidity_fb()")
+        conn.commit()
+        second = _CollectedSender()
+        again = decode_window(
+            conn,
+            _info(window, []),
+            window,
+            DecodeOptions(),
+            TOPICS,
+            4,
+            feedback_sink=OwedFeedback(conn, second, resend=False).send,
+        )
+        conn.commit()
+    keys = ["raw_id", "item", "kind"]
+    both = pl.concat([first.sent, second.sent]).select(keys)
+    assert both.height == both.unique().height, "an element answered twice"
+    assert both.sort(keys).equals(again.feedback.select(keys).sort(keys)), "an element not answered"
+
+
+class _CollectedSender:
+    """Stands in for `FeedbackSender`: keeps what it is handed."""
+
+    def __init__(self) -> None:
+        self.sent = pl.DataFrame(schema=FEEDBACK)
+
+    def send(self, feedback: pl.DataFrame) -> None:
+        self.sent = pl.concat([self.sent, feedback])
