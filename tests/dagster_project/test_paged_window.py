@@ -194,18 +194,7 @@ def test_pages_commit_as_stored_and_a_window_failing_part_way_is_completed_by_it
     again finishes it exactly as a window that never failed."""
     with psycopg.connect(clean_db) as conn:
         window, info = _land(conn, BASE_MS + 10 * 60_000, "partway")
-        conn.execute(
-            """CREATE FUNCTION fail_late_humidity() RETURNS trigger LANGUAGE plpgsql AS $$
-               BEGIN
-                   IF EXISTS (SELECT 1 FROM metrics WHERE metric_id = NEW.metric_id AND name = 'humidity')
-                      AND NEW.raw_id > (SELECT min(raw_id) + 8 FROM raw_messages) THEN
-                       RAISE EXCEPTION 'injected fault' USING ERRCODE = 'XX000';
-                   END IF;
-                   RETURN NEW;
-               END $$;
-               CREATE TRIGGER fail_late_humidity BEFORE INSERT ON measurements
-               FOR EACH ROW EXECUTE FUNCTION fail_late_humidity()"""
-        )
+        _fail_late_humidity(conn, "fail_late_humidity")
         conn.commit()
         with pytest.raises(psycopg.errors.InternalError, match="injected fault"):
             decode_window(conn, info, window, DecodeOptions(), TOPICS, 4)
@@ -224,6 +213,23 @@ def test_pages_commit_as_stored_and_a_window_failing_part_way_is_completed_by_it
     assert outcome["unaccounted"] == 0 and outcome["balanced"]
     assert again.raw == 18 and again.duplicates > 0
     assert _facts_count_is(clean_db, window, again.measurements)
+
+
+def _fail_late_humidity(conn: psycopg.Connection, name: str) -> None:
+    """A trigger `name` that makes the server refuse humidity readings after the window's first eight raw
+    messages: a fault the server raises (not a data error) on a later page."""
+    conn.execute(
+        f"""CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF EXISTS (SELECT 1 FROM metrics WHERE metric_id = NEW.metric_id AND name = 'humidity')
+                   AND NEW.raw_id > (SELECT min(raw_id) + 8 FROM raw_messages) THEN
+                    RAISE EXCEPTION 'injected fault' USING ERRCODE = 'XX000';
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE OR REPLACE TRIGGER {name} BEFORE INSERT ON measurements
+            FOR EACH ROW EXECUTE FUNCTION {name}()"""
+    )
 
 
 def _facts_count_is(url: str, window: Window, measurements: int) -> bool:
@@ -266,18 +272,7 @@ def test_a_window_failing_part_way_owes_only_the_feedback_its_committed_pages_di
     hands over the rest, and the two runs together answer every event element exactly once."""
     with psycopg.connect(clean_db) as conn:
         window, info = _land(conn, BASE_MS + 40 * 60_000, "fbpart")
-        conn.execute(
-            """CREATE OR REPLACE FUNCTION fail_late_humidity_fb() RETURNS trigger LANGUAGE plpgsql AS $$
-               BEGIN
-                   IF EXISTS (SELECT 1 FROM metrics WHERE metric_id = NEW.metric_id AND name = 'humidity')
-                      AND NEW.raw_id > (SELECT min(raw_id) + 8 FROM raw_messages) THEN
-                       RAISE EXCEPTION 'injected fault' USING ERRCODE = 'XX000';
-                   END IF;
-                   RETURN NEW;
-               END $$;
-               CREATE OR REPLACE TRIGGER fail_late_humidity_fb BEFORE INSERT ON measurements
-               FOR EACH ROW EXECUTE FUNCTION fail_late_humidity_fb()"""
-        )
+        _fail_late_humidity(conn, "fail_late_humidity_fb")
         conn.commit()
         first = _CollectedSender()
         owed = OwedFeedback(conn, first, resend=False)

@@ -12,12 +12,11 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from dagster_project.lib.batch import decode_window, land_window
+from dagster_project.lib.batch import decode_window, land_window, window_batch
 from dagster_project.lib.raw_entries import raw_row
-from dagster_project.lib.storage.batches import BatchInfo
 from dagster_project.lib.storage.quality import RECONCILE_SQL, reconcile, reconcile_params
 from dagster_project.lib.windows import Window
-from iot_core.formats.batch import DECODER_VERSION, DecodeOptions
+from iot_core.formats.batch import DecodeOptions
 from iot_core.streams import utc_from_ms
 from iot_etl.migrate import apply_migrations, ensure_database
 from tests.support.database import database_url, drop_database
@@ -71,16 +70,7 @@ def _entries() -> list[tuple]:
 
 
 def _land_and_decode(url: str) -> None:
-    info = BatchInfo(
-        run_id=f"plan-{uuid.uuid4().hex}",
-        partition_key="plan",
-        range_start=utc_from_ms(WINDOW.start_ms),
-        range_end=utc_from_ms(WINDOW.end_ms),
-        start_id=f"{WINDOW.start_ms}-0",
-        end_id=f"{WINDOW.end_ms - 1}-18446744073709551615",
-        streams=["plan:raw"],
-        decoder_version=DECODER_VERSION,
-    )
+    info = window_batch(f"plan-{uuid.uuid4().hex}", "plan", WINDOW, ["plan:raw"])
     with psycopg.connect(url) as conn:
         land_window(conn, info, [_entries()])
         decode_window(conn, info, WINDOW, DecodeOptions(), None)

@@ -226,17 +226,23 @@ if __name__ == "__main__":
 '''
 
 
-def test_a_run_worker_forked_by_the_daemons_forkserver_starts_no_forkserver_of_its_own() -> None:
-    """A worker has the daemon's `sys.argv`; the launcher it builds must not take it for the daemon."""
+def _run_probe(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`code` run by a Python of its own from the repository's root; it must exit 0."""
     probe = subprocess.run(
-        [sys.executable, "-c", WORKER_PROBE],
+        [sys.executable, "-c", code, *args],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=300,
         check=False,
         cwd=Path(__file__).resolve().parents[2],
     )
     assert probe.returncode == 0, probe.stderr
+    return probe
+
+
+def test_a_run_worker_forked_by_the_daemons_forkserver_starts_no_forkserver_of_its_own() -> None:
+    """A worker has the daemon's `sys.argv`; the launcher it builds must not take it for the daemon."""
+    probe = _run_probe(WORKER_PROBE)
     threads = probe.stdout.strip().splitlines()[-1]
     assert "MainThread" in threads and "forkserver-start" not in threads, (probe.stdout, probe.stderr)
 
@@ -287,13 +293,5 @@ with DagsterInstance.from_config(sys.argv[1]) as instance:
 def test_the_first_runs_launched_at_once_start_one_forkserver_and_each_its_worker(tmp_path: Path) -> None:
     """With `first_run`, two runs launched at once by a daemon that has no forkserver yet: one forkserver
     starts (multiprocessing starts it under a lock), and both runs' workers are forked from it."""
-    probe = subprocess.run(
-        [sys.executable, "-c", LAUNCH_PROBE, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert probe.returncode == 0, probe.stderr
+    probe = _run_probe(LAUNCH_PROBE, str(tmp_path))
     assert probe.stdout.split() == ["1", "2"], (probe.stdout, probe.stderr)
