@@ -29,10 +29,10 @@ def _duplicates(
     """(first row per key by raw_id/item, rejections of the later rows): at-least-once repeats, and with
     `content` (expressions over a row) repeats whose content differs from the first's, which are conflicts."""
     ordered = frame.sort("raw_id", "item")
-    if ordered.select(pl.struct(key).n_unique()).item() == ordered.height:
+    is_first = ordered.select(pl.struct(key).is_first_distinct()).to_series()
+    if is_first.all():
         return ordered, _duplicate_rejections([], what)  # no key twice, the usual case
-    first = ordered.unique(subset=key, keep="first", maintain_order=True)
-    later = ordered.join(first.select("raw_id", "item"), on=["raw_id", "item"], how="anti")
+    first, later = ordered.filter(is_first), ordered.filter(~is_first)  # (raw_id, item) is one row
     firsts = first.select([*key, pl.col("raw_id").alias("first_raw_id")])
     pairs = later.join(firsts, on=key, how="left").select("raw_id", "item", "first_raw_id", *_event_id(frame))
     if content is None:
