@@ -83,3 +83,11 @@ def canonical_unit_expr(column: str) -> pl.Expr:
         .otherwise(text)
         .alias(column)
     )
+
+
+def with_canonical_units(frame: pl.DataFrame, column: str) -> pl.DataFrame:
+    """`frame` with `column` spelled as `canonical_unit_expr` spells it, which is computed once per distinct
+    spelling (a batch has a handful) rather than once per row."""
+    spellings = frame.select(pl.col(column).unique().drop_nulls())
+    canonical = spellings.select(canonical_unit_expr(column))[column]
+    return frame.with_columns(pl.col(column).replace(spellings[column], canonical))

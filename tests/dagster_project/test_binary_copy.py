@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from dagster_project.lib.binary_copy import encode, split_binary
-from dagster_project.lib.storage.facts import _copy
+from dagster_project.lib.storage.staging import copy_frame
 
 pytestmark = pytest.mark.services
 
@@ -76,6 +76,6 @@ def test_the_store_copy_sends_each_row_one_way_or_the_other_and_loses_none(clean
     )
     with psycopg.connect(clean_db) as conn, conn.cursor() as cur:
         cur.execute(DDL.format(name="mixed"))
-        _copy(cur, "mixed", rows)
+        copy_frame(cur, "mixed", rows)
         back = cur.execute("SELECT count(*), count(whole), count(label) FROM mixed").fetchone()
     assert back == (8, 4, 2)

@@ -149,3 +149,24 @@ def test_a_rerun_keeps_the_batch_of_rejections_it_finds_unchanged(
     assert [row for row in after if row[:2] != changed[:2]] == [
         row for row in before if row[:2] != changed[:2]
     ]
+
+
+@pytest.mark.parametrize("page_rows", [None, 2])
+def test_a_retried_run_writes_its_rejections_again_once(clean_db: str, page_rows: int | None) -> None:
+    """A run retried under its run id (its batch) finds its own rejections stored: they are written again
+    in place, once each, not refused as a repeated key; and an older description is replaced."""
+    device = f"retry-{uuid.uuid4().hex[:6]}"
+    messages = [(f"devices/{device}/temperature", b"not a number \x00"), (f"qs/v1/{device}/events", b"{")] * 3
+    with psycopg.connect(clean_db) as conn:
+        window, _ = _land(conn, BASE_MS + 300_000 + (page_rows or 0) * 60_000, messages, per_ms=2)
+        info = window_batch(f"rej-{uuid.uuid4().hex}", "rej", window, [])
+        first = decode_window(conn, info, window, DecodeOptions(), TOPICS, page_rows)
+        conn.commit()
+        before = _rejections(conn, window)
+        assert len(before) == len(messages) and {row[5] for row in before} == {first.batch_id}
+        conn.execute("UPDATE rejected SET detail = 'older decoder' WHERE raw_id = %s", (before[0][0],))
+        conn.commit()
+        again = decode_window(conn, info, window, DecodeOptions(), TOPICS, page_rows)
+        conn.commit()
+        assert again.batch_id == first.batch_id and again.rejected_count == first.rejected_count
+        assert _rejections(conn, window) == before

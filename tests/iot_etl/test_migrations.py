@@ -146,3 +146,42 @@ def test_a_database_migrated_by_the_previous_release_is_still_valid(scratch_db: 
     first.write_text("-- a comment added later\n" + first.read_text())
     assert apply_migrations(scratch_db, sql_dir) == []
     assert hashlib.sha256(first.read_bytes()).hexdigest() not in RELEASED_CHECKSUMS["001"]
+
+
+def test_events_keep_only_the_indexes_a_query_reads(scratch_db: str, tmp_path: Path) -> None:
+    """A database migrated by a release before 023 loses the indexes on events' device time and type (no
+    query of the product reads them) and keeps its events and the indexes that the dashboards, checks,
+    lineage and retention read."""
+    earlier = tmp_path / "sql"
+    earlier.mkdir()
+    for path in SQL_DIR.glob("*.sql"):
+        if path.name < "023":
+            shutil.copy(path, earlier / path.name)
+    ensure_database(scratch_db)
+    apply_migrations(scratch_db, earlier)
+    with psycopg.connect(scratch_db) as conn:
+        (device_id,) = conn.execute(
+            "INSERT INTO devices (device_key, kind) VALUES ('dev-1', 'event') RETURNING device_id"
+        ).fetchone()
+        conn.execute(
+            """INSERT INTO events (device_id, event_id, schema, event_type, ts_server, raw_id, batch_id)
+               VALUES (%s, 'e-1', 1, 'door', now(), 1, 1)""",
+            (device_id,),
+        )
+        before = _index_names(conn, "events")
+    assert {"events_ts_device_idx", "events_type_ts_idx"} <= before
+    assert apply_migrations(scratch_db) == ["023"]
+    with psycopg.connect(scratch_db) as conn:
+        assert _index_names(conn, "events") == {
+            "events_pkey",
+            "events_device_ts_idx",
+            "events_raw_idx",
+            "events_ts_server_idx",
+        }
+        assert conn.execute("SELECT event_id FROM events").fetchall() == [("e-1",)]
+
+
+def _index_names(conn: psycopg.Connection, table: str) -> set[str]:
+    return {
+        name for (name,) in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s", (table,))
+    }

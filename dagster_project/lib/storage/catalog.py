@@ -60,7 +60,7 @@ def device_ids(conn: psycopg.Connection, devices: pl.DataFrame) -> pl.DataFrame:
 
 def metric_ids(conn: psycopg.Connection, metrics: pl.DataFrame) -> pl.DataFrame:
     """metric, unit -> metric_id, registering metrics seen for the first time. Units are looked up as
-    given: the caller spells them canonically first (`canonical_unit_expr`)."""
+    given: the caller spells them canonically first (`with_canonical_units`)."""
     rows = metrics.unique(maintain_order=True).rows()
     return _ids(
         conn,

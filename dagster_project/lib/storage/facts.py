@@ -3,18 +3,17 @@ once (a redelivery is a duplicate, a different fact under the same key a conflic
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import polars as pl
 import psycopg
 
-from dagster_project.lib.binary_copy import encode, split_binary
 from dagster_project.lib.rollups import recompute_keys
 from dagster_project.lib.storage.catalog import device_ids, metric_ids, respelled_metric_ids, touch_devices
-from iot_core.formats.units import canonical_unit_expr
+from dagster_project.lib.storage.staging import copy_frame, fresh_stage, with_batch, written_if_new
+from iot_core.formats.units import with_canonical_units
 from iot_core.rows import (
     EVENTS,
     MEASUREMENTS,
+    REJECTED,
     REJECTION,
     STAGED_ELEMENTS,
     STAGED_EVENT,
@@ -24,64 +23,16 @@ from iot_core.rows import (
 )
 
 
-def _fresh_stage(cur: psycopg.Cursor, shape: Shape, table: str) -> None:
-    """An empty temp table `table` of `shape`: one transaction may stage several pages through it."""
-    cur.execute(shape.staging_ddl(table))
-    cur.execute(f"TRUNCATE {table}")
-
-
-def _copy(cur: psycopg.Cursor, table: str, frame: pl.DataFrame) -> None:
-    """COPY `frame` into `table`: the rows whose columns are all of a fixed width in binary (see
-    `binary_copy`), the rest as CSV that polars writes column-wise (no Python per row).
-
-    In the CSV, strings are always quoted, so an empty string stays distinct from NULL (an unquoted empty
-    field) and no line can read as the end-of-data marker; bytea goes as `\\x` hex; floats are written in
-    their shortest round-trip form, timestamps as ISO-8601 with offset.
-    """
-    columns = ", ".join(frame.columns)
-    binary, text = split_binary(frame)
-    if binary.height:
-        with cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT binary)") as copy:
-            copy.write(encode(binary))
-    if not text.height:
-        return
-    hexed = [name for name, dtype in text.schema.items() if dtype == pl.Binary]
-    if hexed:
-        text = text.with_columns((pl.lit("\\x") + pl.col(c).bin.encode("hex")).alias(c) for c in hexed)
-    data = text.write_csv(include_header=False, quote_style="non_numeric", null_value="")
-    with cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT csv)") as copy:
-        copy.write(data.encode())
-
-
-def _with_batch(shape: Shape, frame: pl.DataFrame, batch_id: int) -> pl.DataFrame:
-    """`frame`'s rows as `shape` (which has `batch_id`), written by batch `batch_id`."""
-    return shape.conform(frame.with_columns(pl.lit(batch_id).alias("batch_id")))
-
-
-def _written_if_new(conn: psycopg.Connection, write: Callable[[psycopg.Cursor], None]) -> bool:
-    """Run `write` (a COPY straight into a table with a unique key) in a savepoint; False, with nothing
-    written, if a row's key is held there already.
-
-    New messages, the usual case, then cost one pass: no staging table and no insert from it. A re-run or a
-    redelivery whose first copy is stored hits the key, and the caller upserts through a staging table
-    instead. A concurrent writer of the same keys makes the COPY wait for it and then fail the same way.
-    """
-    try:
-        with conn.transaction(), conn.cursor() as cur:
-            write(cur)
-    except psycopg.errors.UniqueViolation:
-        return False
-    return True
-
-
 def _duplicates(
     frame: pl.DataFrame, key: list[str], what: str, content: list[pl.Expr] | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(first row per key by raw_id/item, rejections of the later rows): at-least-once repeats, and with
     `content` (expressions over a row) repeats whose content differs from the first's, which are conflicts."""
     ordered = frame.sort("raw_id", "item")
-    first = ordered.unique(subset=key, keep="first", maintain_order=True)
-    later = ordered.join(first.select("raw_id", "item"), on=["raw_id", "item"], how="anti")
+    is_first = ordered.select(pl.struct(key).is_first_distinct()).to_series()
+    if is_first.all():
+        return ordered, _duplicate_rejections([], what)  # no key twice, the usual case
+    first, later = ordered.filter(is_first), ordered.filter(~is_first)  # (raw_id, item) is one row
     firsts = first.select([*key, pl.col("raw_id").alias("first_raw_id")])
     pairs = later.join(firsts, on=key, how="left").select("raw_id", "item", "first_raw_id", *_event_id(frame))
     if content is None:
@@ -149,12 +100,12 @@ def _upsert_staged(
     (by another raw message: a duplicate; or by the same one with the same values: a re-run), so when it
     wrote every staged row none is a duplicate and the look-up is skipped.
     """
-    rows = _with_batch(table, staged, batch_id)
-    if _written_if_new(conn, lambda cur: _copy(cur, table.name, rows)):
+    rows = with_batch(table, staged, batch_id)
+    if written_if_new(conn, lambda cur: copy_frame(cur, table.name, rows)):
         return staged.height, []
     with conn.cursor() as cur:
-        _fresh_stage(cur, shape, stage)
-        _copy(cur, stage, shape.conform(staged))
+        fresh_stage(cur, shape, stage)
+        copy_frame(cur, stage, shape.conform(staged))
         cur.execute(upsert, {"b": batch_id})
         if cur.rowcount == staged.height:
             return staged.height, []
@@ -170,7 +121,7 @@ def store_measurements(
     written or confirmed, duplicate rejections)."""
     if frame.is_empty():
         return 0, REJECTION.empty()
-    frame = frame.with_columns(canonical_unit_expr("unit"))
+    frame = with_canonical_units(frame, "unit")
     devices = device_ids(conn, frame.select("device_key", "device_kind"))
     metrics = metric_ids(conn, frame.select("metric", "unit"))
     keyed = frame.join(devices, on="device_key").join(metrics, on=["metric", "unit"])
@@ -244,7 +195,7 @@ def store_events(conn: psycopg.Connection, frame: pl.DataFrame, batch_id: int) -
     and conflict rejections)."""
     if frame.is_empty():
         return 0, REJECTION.empty()
-    frame = frame.with_columns(canonical_unit_expr("unit"))
+    frame = with_canonical_units(frame, "unit")
     devices = device_ids(conn, frame.select("device_key", pl.lit("event").alias("device_kind")))
     keyed = frame.join(devices, on="device_key")
     touch_devices(conn, keyed.select("device_id", pl.col("ts_server").alias("arrived_at")))
@@ -321,7 +272,8 @@ def store_rejected(
     Rows other batches wrote in the page's arrival span go first, as for the other per-message tables
     (`_clear_earlier_batches`), but into `rejected_earlier`, from which an identical new row takes its
     batch back. A row this batch already took out (the span of a neighbouring page, which shares an
-    arrival time with this one) is not taken out again: it may be the one an earlier page put back."""
+    arrival time with this one) is not taken out again: it may be the one an earlier page put back. With
+    none taken out, the rows are copied straight into `rejected` when no key of theirs is held yet."""
     if raw.is_empty():
         return 0
     with conn.cursor() as cur:
@@ -344,8 +296,17 @@ def store_rejected(
         )
         if rejected.is_empty():
             return 0
-        _fresh_stage(cur, STAGED_REJECTION, "stage_rejected")
-        _copy(cur, "stage_rejected", STAGED_REJECTION.conform(rejected))
+        cur.execute("SELECT EXISTS (SELECT 1 FROM rejected_earlier)")
+        taken_out = cur.fetchone()
+    if not (taken_out and taken_out[0]):
+        # No row to take its batch back from (a first run): the rows go straight in, in one pass, unless a
+        # key is held already; the upsert below then writes them as it would have.
+        direct = with_batch(REJECTED, rejected, batch_id)
+        if written_if_new(conn, lambda cur: copy_frame(cur, "rejected", direct)):
+            return rejected.height
+    with conn.cursor() as cur:
+        fresh_stage(cur, STAGED_REJECTION, "stage_rejected")
+        copy_frame(cur, "stage_rejected", STAGED_REJECTION.conform(rejected))
         columns = STAGED_REJECTION.column_list()
         cur.execute(
             f"""INSERT INTO rejected ({columns}, batch_id)
@@ -377,12 +338,12 @@ def store_elements(
     if several.is_empty():
         return
     rows = several.join(raw.select("raw_id", "arrived_at"), on="raw_id", how="left")
-    direct = _with_batch(STAGED_ELEMENTS.plus("batch_id"), rows, batch_id)
-    if _written_if_new(conn, lambda cur: _copy(cur, "raw_elements", direct)):
+    direct = with_batch(STAGED_ELEMENTS.plus("batch_id"), rows, batch_id)
+    if written_if_new(conn, lambda cur: copy_frame(cur, "raw_elements", direct)):
         return
     with conn.cursor() as cur:
-        _fresh_stage(cur, STAGED_ELEMENTS, "stage_elements")
-        _copy(cur, "stage_elements", STAGED_ELEMENTS.conform(rows))
+        fresh_stage(cur, STAGED_ELEMENTS, "stage_elements")
+        copy_frame(cur, "stage_elements", STAGED_ELEMENTS.conform(rows))
         cur.execute(
             f"""INSERT INTO raw_elements AS r ({STAGED_ELEMENTS.column_list()}, batch_id)
                SELECT {STAGED_ELEMENTS.column_list()}, %s FROM stage_elements

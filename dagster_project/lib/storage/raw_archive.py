@@ -8,7 +8,7 @@ from datetime import datetime
 import polars as pl
 import psycopg
 
-from dagster_project.lib.storage.facts import _fresh_stage, _written_if_new
+from dagster_project.lib.storage.staging import fresh_stage, written_if_new
 from iot_core.rows import RAW_PAGE, STREAM_ENTRY
 
 _STAGED_RAW = STREAM_ENTRY.plus("batch_id")
@@ -26,10 +26,10 @@ def land_raw(conn: psycopg.Connection, rows: Sequence[tuple], batch_id: int) -> 
             for row in rows:
                 copy.write_row((*row, batch_id))
 
-    if _written_if_new(conn, lambda cur: copy_rows(cur, "raw_messages")):
+    if written_if_new(conn, lambda cur: copy_rows(cur, "raw_messages")):
         return len(rows)
     with conn.cursor() as cur:
-        _fresh_stage(cur, _STAGED_RAW, "stage_raw")  # a window lands page by page in one transaction
+        fresh_stage(cur, _STAGED_RAW, "stage_raw")  # a window lands page by page in one transaction
         copy_rows(cur, "stage_raw")
         cur.execute(
             f"""INSERT INTO raw_messages ({columns}) SELECT {columns} FROM stage_raw
