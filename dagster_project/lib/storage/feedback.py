@@ -5,6 +5,8 @@ from __future__ import annotations
 import polars as pl
 import psycopg
 
+from dagster_project.lib.storage.staging import copy_frame, written_if_new
+
 #: The key of a sent message: the element it answers and its kind.
 SENT_KEY = {"raw_id": pl.Int64, "item": pl.Int32, "kind": pl.String}
 
@@ -21,8 +23,12 @@ def feedback_sent(conn: psycopg.Connection, lo: int, hi: int) -> pl.DataFrame:
 
 
 def record_feedback_sent(conn: psycopg.Connection, sent: pl.DataFrame, run_id: str) -> None:
-    """Remember the rows of `sent` (raw_id, item, kind, status) as sent by `run_id`."""
+    """Remember the rows of `sent` (raw_id, item, kind, status) as sent by `run_id`: copied straight in
+    when none was recorded before (a window's first run), else upserted (a re-run that sends again)."""
     if sent.is_empty():
+        return
+    rows = sent.select("raw_id", "item", "kind", "status", run_id=pl.lit(run_id))
+    if written_if_new(conn, lambda cur: copy_frame(cur, "feedback_sent", rows)):
         return
     conn.execute(
         """INSERT INTO feedback_sent (raw_id, item, kind, status, run_id)
