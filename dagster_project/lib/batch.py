@@ -264,12 +264,15 @@ class OwedFeedback:
         self.sender = sender
         self.resend = resend
         self.pages: list[pl.DataFrame] = []
-        self.count = 0
+
+    @property
+    def count(self) -> int:
+        """Messages owed so far."""
+        return sum(page.height for page in self.pages)
 
     def send(self, feedback: pl.DataFrame) -> None:
         owed = owed_feedback(self.conn, feedback, resend=self.resend)
         self.pages.append(owed)
-        self.count += owed.height
         self.sender.send(owed)
 
     def frame(self) -> pl.DataFrame:
