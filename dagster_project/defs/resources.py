@@ -216,9 +216,6 @@ class MqttPublisherResource(ConfigurableResource):
             path(self.tls_key),
         )
 
-    def ack_topic(self, device_id: str) -> str:
-        return self.ack_topic_template.format(device_id=device_id)
-
     def feedback_sender(self) -> FeedbackSender:
         """A sender of a run's ACKs and dead letters at QoS 1, page by page (see `FeedbackSender`)."""
         return FeedbackSender(self.endpoint(), self.client_id_prefix)
